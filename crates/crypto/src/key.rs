@@ -1,0 +1,98 @@
+use std::fmt;
+
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::{Error, Result};
+
+/// Length of every symmetric key Arca uses (AES-256, HMAC-SHA256 keys).
+pub const KEY_LEN: usize = 32;
+
+/// 32 bytes of key material.
+///
+/// Zeroized when dropped, not `Clone` by accident (cloning is explicit with
+/// [`SecretKey::duplicate`]), and `Debug` prints a placeholder so a stray `{:?}` in a log line
+/// or a panic message cannot leak it.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct SecretKey([u8; KEY_LEN]);
+
+impl SecretKey {
+    /// A fresh key from the operating system's CSPRNG.
+    pub fn generate() -> Result<Self> {
+        let mut key = SecretKey([0u8; KEY_LEN]);
+        random_bytes(&mut key.0)?;
+        Ok(key)
+    }
+
+    /// Takes ownership of key bytes; the caller's copy should be zeroized by the caller.
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
+        SecretKey(bytes)
+    }
+
+    /// Copies a slice into a key, or `None` if it is not exactly [`KEY_LEN`] bytes.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        let arr: [u8; KEY_LEN] = bytes.try_into().ok()?;
+        Some(SecretKey(arr))
+    }
+
+    pub fn expose(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+
+    /// An explicit copy; named so that copies of key material are easy to find in review.
+    pub fn duplicate(&self) -> Self {
+        SecretKey(self.0)
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey(<redacted>)")
+    }
+}
+
+impl PartialEq for SecretKey {
+    fn eq(&self, other: &Self) -> bool {
+        constant_time_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SecretKey {}
+
+/// Compares two byte strings in time that depends only on their lengths, never on where they
+/// first differ. Use it for every comparison involving a token, hash of a token, or key.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    // Lengths are not secret (they are fixed by the formats being compared).
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// Fills `buf` from the operating system's CSPRNG.
+pub fn random_bytes(buf: &mut [u8]) -> Result<()> {
+    getrandom::fill(buf).map_err(|e| Error::Rng(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_key_bytes() {
+        let key = SecretKey::from_bytes([0xAB; KEY_LEN]);
+        let shown = format!("{key:?}");
+        assert!(!shown.to_lowercase().contains("ab"), "{shown}");
+        assert!(!shown.contains("171"), "{shown}");
+    }
+
+    #[test]
+    fn generated_keys_differ() {
+        assert_ne!(SecretKey::generate().unwrap(), SecretKey::generate().unwrap());
+    }
+
+    #[test]
+    fn constant_time_eq_semantics() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

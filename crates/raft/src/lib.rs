@@ -1,0 +1,28 @@
+//! Arca's Raft layer.
+//!
+//! * [`TypeConfig`] and the replicated [`Command`] set (the storage crate applies them through
+//!   [`arca_storage::StoreConfig`]).
+//! * A node-to-node gRPC network over **mutual TLS** ([`TlsConfig`]): each node presents a
+//!   certificate from the cluster CA and refuses peers that do not.
+//! * [`RaftNode`]: one running member: bootstrap, membership changes, writes and read barriers
+//!   that work on any node (followers forward to the leader).
+
+mod command;
+mod error;
+mod network;
+mod node;
+mod service;
+mod tls;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub mod proto {
+    tonic::include_proto!("arca.raft.v1");
+}
+
+pub use command::{Command, CommandResult, Response, TypeConfig};
+pub use error::{Error, Result};
+pub use node::{NodeConfig, NodeInfo, RaftNode, Timing};
+pub use openraft;
+pub use tls::TlsConfig;

@@ -1,0 +1,331 @@
+//! One running member of an Arca cluster.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arca_storage::StateReader;
+use openraft::error::{InitializeError, RaftError};
+use openraft::metrics::WaitError;
+use openraft::{Raft, RaftMetrics, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tracing::{info, instrument, warn};
+
+use crate::network::{decode, encode, Network};
+use crate::proto::raft_client::RaftClient;
+use crate::proto::raft_server::RaftServer;
+use crate::service::{execute_on_leader, LeaderError, LeaderReply, LeaderRequest, RaftService};
+use crate::{Command, Error, Response, Result, TlsConfig, TypeConfig};
+
+/// How peers reach a node; stored in the replicated membership.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Node-to-node address (`host:port`, port 8201 by default).
+    pub raft_addr: String,
+    /// Client API address (`host:port`, port 8200 by default), for redirecting clients.
+    pub api_addr: String,
+}
+
+/// Timeouts and log-retention knobs. The defaults suit a LAN: a dead leader is replaced in
+/// roughly one second.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    pub heartbeat: Duration,
+    /// A follower that hears nothing for a random time in `[election_min, election_max)` stands
+    /// for election.
+    pub election_min: Duration,
+    pub election_max: Duration,
+    /// Per-chunk deadline for snapshot transfer. openraft's 200 ms default makes a slow chunk be
+    /// resent forever; this is generous on purpose.
+    pub install_snapshot_timeout: Duration,
+    /// Build a snapshot after this many entries since the last one.
+    pub snapshot_every: u64,
+    /// Entries kept behind a snapshot, so a briefly lagging follower catches up from the log.
+    pub keep_logs: u64,
+    /// How long a request may wait for a leader (election, forwarding) before failing.
+    pub leader_timeout: Duration,
+    /// How long to wait for this node to apply a committed index (read barrier, read-your-writes).
+    pub apply_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            heartbeat: Duration::from_millis(100),
+            election_min: Duration::from_millis(300),
+            election_max: Duration::from_millis(600),
+            install_snapshot_timeout: Duration::from_secs(10),
+            snapshot_every: 5000,
+            keep_logs: 1000,
+            leader_timeout: Duration::from_secs(5),
+            apply_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Everything needed to start a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Unique for the life of the cluster: never reuse the id of a removed node.
+    pub id: u64,
+    /// Where the node-to-node server listens.
+    pub listen: SocketAddr,
+    /// How peers and clients reach this node.
+    pub info: NodeInfo,
+    pub data_dir: PathBuf,
+    pub tls: TlsConfig,
+    pub timing: Timing,
+}
+
+/// A running node. Cheap to clone; [`RaftNode::shutdown`] stops it.
+#[derive(Clone)]
+pub struct RaftNode {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: u64,
+    raft: Raft<TypeConfig>,
+    reader: StateReader,
+    network: Network,
+    timing: Timing,
+    peers: Mutex<HashMap<String, RaftClient<Channel>>>,
+    server: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+}
+
+impl RaftNode {
+    /// Opens the data directory, starts Raft and serves the node-to-node API. A node restarted
+    /// from an existing data directory rejoins its cluster with no further action.
+    #[instrument(skip_all, fields(node = config.id))]
+    pub async fn start(config: NodeConfig) -> Result<RaftNode> {
+        config.tls.check()?;
+        let t = &config.timing;
+        let raft_config = openraft::Config {
+            cluster_name: "arca".into(),
+            heartbeat_interval: t.heartbeat.as_millis() as u64,
+            election_timeout_min: t.election_min.as_millis() as u64,
+            election_timeout_max: t.election_max.as_millis() as u64,
+            install_snapshot_timeout: t.install_snapshot_timeout.as_millis() as u64,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_every),
+            max_in_snapshot_log_to_keep: t.keep_logs,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| Error::Fatal(format!("invalid Raft timing: {e}")))?;
+
+        let (log_store, state_machine) = arca_storage::open::<TypeConfig>(&config.data_dir)?;
+        let reader = state_machine.reader();
+        let network = Network::new(config.tls.clone(), t.connect_timeout);
+        let raft = Raft::new(config.id, Arc::new(raft_config), network.clone(), log_store, state_machine)
+            .await
+            .map_err(|e| Error::Fatal(e.to_string()))?;
+
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
+        let service = RaftServer::new(RaftService { id: config.id, raft: raft.clone() })
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let server = tonic::transport::Server::builder()
+            .tls_config(config.tls.server())
+            .map_err(|e| Error::Tls(e.to_string()))?
+            .add_service(service)
+            .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), async {
+                let _ = stop_rx.await;
+            });
+        let id = config.id;
+        let handle = tokio::spawn(async move {
+            if let Err(e) = server.await {
+                warn!(node = id, error = %e, "node-to-node server stopped with an error");
+            }
+        });
+        info!(listen = %config.listen, "node started");
+        Ok(RaftNode {
+            inner: Arc::new(Inner {
+                id: config.id,
+                raft,
+                reader,
+                network,
+                timing: config.timing,
+                peers: Mutex::new(HashMap::new()),
+                server: Mutex::new(Some((stop_tx, handle))),
+            }),
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The openraft handle, for metrics and advanced use.
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.inner.raft
+    }
+
+    /// Reads this node's applied state. Pair with [`RaftNode::read_barrier`] for linearizable reads.
+    pub fn reader(&self) -> &StateReader {
+        &self.inner.reader
+    }
+
+    pub fn metrics(&self) -> RaftMetrics<u64, NodeInfo> {
+        self.inner.raft.metrics().borrow().clone()
+    }
+
+    pub fn current_leader(&self) -> Option<u64> {
+        self.inner.raft.metrics().borrow().current_leader
+    }
+
+    /// Makes this node a one-member cluster. Fails with [`Error::AlreadyInitialized`] if this
+    /// node already belongs to a cluster.
+    #[instrument(skip_all, fields(node = self.inner.id))]
+    pub async fn bootstrap(&self, info: NodeInfo) -> Result<()> {
+        match self.inner.raft.initialize([(self.inner.id, info)].into_iter().collect::<std::collections::BTreeMap<_, _>>()).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Err(Error::AlreadyInitialized),
+            Err(e) => Err(Error::Fatal(e.to_string())),
+        }
+    }
+
+    /// Commits `command` through the leader (forwarding from a follower) and returns once this
+    /// node has applied it, so a read here afterwards sees it.
+    #[instrument(skip_all, fields(node = self.inner.id, command = ?command))]
+    pub async fn write(&self, command: Command) -> Result<Response> {
+        match self.on_leader(LeaderRequest::Write(command)).await? {
+            LeaderReply::Written(resp) => {
+                self.wait_applied(resp.index).await?;
+                Ok(resp)
+            }
+            other => Err(Error::Rejected(format!("unexpected reply to a write: {other:?}"))),
+        }
+    }
+
+    /// Read barrier: returns once this node has applied everything committed before the call,
+    /// so a read of [`RaftNode::reader`] afterwards is linearizable, on any node. Costs one
+    /// leader round trip (read index); returns the index waited for.
+    #[instrument(skip_all, fields(node = self.inner.id))]
+    pub async fn read_barrier(&self) -> Result<u64> {
+        match self.on_leader(LeaderRequest::ReadIndex).await? {
+            LeaderReply::ReadIndex(index) => {
+                self.wait_applied(index).await?;
+                Ok(index)
+            }
+            other => Err(Error::Rejected(format!("unexpected reply to a read index: {other:?}"))),
+        }
+    }
+
+    /// Adds a node as a learner and waits until it has caught up with the log.
+    pub async fn add_learner(&self, id: u64, info: NodeInfo) -> Result<u64> {
+        self.membership(LeaderRequest::AddLearner { id, node: info }).await
+    }
+
+    /// Makes a learner a voter.
+    pub async fn promote(&self, id: u64) -> Result<u64> {
+        self.membership(LeaderRequest::Promote { id }).await
+    }
+
+    /// Removes a voter or learner from the cluster.
+    pub async fn remove(&self, id: u64) -> Result<u64> {
+        self.membership(LeaderRequest::Remove { id }).await
+    }
+
+    async fn membership(&self, req: LeaderRequest) -> Result<u64> {
+        match self.on_leader(req).await? {
+            LeaderReply::MembershipChanged { index } => {
+                self.wait_applied(index).await?;
+                Ok(index)
+            }
+            other => Err(Error::Rejected(format!("unexpected reply to a membership change: {other:?}"))),
+        }
+    }
+
+    /// Waits until this node has applied `index`.
+    pub async fn wait_applied(&self, index: u64) -> Result<()> {
+        let timeout = self.inner.timing.apply_timeout;
+        match self.inner.raft.wait(Some(timeout)).applied_index_at_least(Some(index), "wait_applied").await {
+            Ok(_) => Ok(()),
+            Err(WaitError::Timeout(..)) => Err(Error::ApplyTimeout(timeout)),
+            Err(WaitError::ShuttingDown) => Err(Error::Fatal("shutting down".into())),
+        }
+    }
+
+    /// Runs `req` on the leader: locally if this node leads, otherwise forwarded. Retries while
+    /// no leader is known or leadership moves, within `leader_timeout`.
+    async fn on_leader(&self, req: LeaderRequest) -> Result<LeaderReply> {
+        let limit = self.inner.timing.leader_timeout;
+        let deadline = Instant::now() + limit;
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let local = tokio::time::timeout(remaining, execute_on_leader(&self.inner.raft, req.clone()))
+                .await
+                .map_err(|_| Error::Timeout(limit))?;
+            let last_error = match local {
+                Ok(reply) => return Ok(reply),
+                Err(LeaderError::Failed(msg)) => return Err(Error::Rejected(msg)),
+                Err(LeaderError::NotLeader { leader: Some((leader, node)) }) if leader != self.inner.id => {
+                    match self.forward(leader, &node, &req, deadline).await {
+                        Ok(Ok(reply)) => return Ok(reply),
+                        Ok(Err(LeaderError::Failed(msg))) => return Err(Error::Rejected(msg)),
+                        // Leadership moved while the request was in flight: ask again.
+                        Ok(Err(LeaderError::NotLeader { .. })) => None,
+                        Err(e) => Some(e),
+                    }
+                }
+                Err(LeaderError::NotLeader { .. }) => None,
+            };
+            if Instant::now() + backoff >= deadline {
+                return Err(last_error.unwrap_or(Error::NoLeader(limit)));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    async fn forward(
+        &self,
+        leader: u64,
+        node: &NodeInfo,
+        req: &LeaderRequest,
+        deadline: Instant,
+    ) -> Result<std::result::Result<LeaderReply, LeaderError>> {
+        let mut client = {
+            let mut peers = self.inner.peers.lock().expect("peer cache lock");
+            match peers.get(&node.raft_addr) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = self.inner.network.channel(&node.raft_addr)?;
+                    peers.insert(node.raft_addr.clone(), c.clone());
+                    c
+                }
+            }
+        };
+        let mut request = tonic::Request::new(encode(req));
+        request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        let fail = |reason: String| Error::Forward { leader, reason };
+        let reply = client.forward(request).await.map_err(|s| fail(s.message().to_string()))?;
+        decode(reply.get_ref()).map_err(|s| fail(s.message().to_string()))
+    }
+
+    /// Stops Raft and the node-to-node server and releases the data directory (once every
+    /// clone of this handle and of its reader is dropped).
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.inner.raft.shutdown().await {
+            warn!(node = self.inner.id, error = %e, "raft shutdown");
+        }
+        let server = self.inner.server.lock().expect("server lock").take();
+        if let Some((stop, handle)) = server {
+            let _ = stop.send(());
+            let _ = handle.await;
+        }
+        self.inner.peers.lock().expect("peer cache lock").clear();
+        info!(node = self.inner.id, "node stopped");
+    }
+}

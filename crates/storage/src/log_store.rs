@@ -1,0 +1,187 @@
+use std::fmt::Debug;
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{Entry, LogId, OptionalSend, RaftLogId, RaftLogReader, StorageError, StorageIOError, Vote};
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::instrument;
+
+use crate::{Cf, Store, StoreConfig};
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_PURGED: &[u8] = b"last_purged";
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    bincode::serialize(v).expect("in-memory Raft types always serialise")
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
+    bincode::deserialize(bytes)
+}
+
+fn synced() -> WriteOptions {
+    let mut o = WriteOptions::default();
+    o.set_sync(true);
+    o
+}
+
+/// The Raft log and Raft's durable variables. Clones share the database and act as log readers.
+pub struct LogStore<C> {
+    store: Store,
+    _c: PhantomData<fn() -> C>,
+}
+
+impl<C> Clone for LogStore<C> {
+    fn clone(&self) -> Self {
+        LogStore { store: self.store.clone(), _c: PhantomData }
+    }
+}
+
+impl<C: StoreConfig> LogStore<C> {
+    pub(crate) fn new(store: Store) -> Self {
+        LogStore { store, _c: PhantomData }
+    }
+
+    fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError<u64>> {
+        let Some(bytes) = self.store.db.get_cf(self.store.cf(Cf::Raft), key).map_err(|e| StorageIOError::read(&e))?
+        else {
+            return Ok(None);
+        };
+        decode(&bytes).map(Some).map_err(|e| StorageIOError::read(&e).into())
+    }
+
+    fn put_meta<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError<u64>> {
+        self.store
+            .db
+            .put_cf_opt(self.store.cf(Cf::Raft), key, encode(value), &synced())
+            .map_err(|e| StorageIOError::write(&e).into())
+    }
+
+    fn last_log_id(&self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
+        let mut it = self.store.db.iterator_cf(self.store.cf(Cf::Logs), IteratorMode::End);
+        match it.next() {
+            None => Ok(None),
+            Some(item) => {
+                let (_, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+                let entry: Entry<C> = decode(&v).map_err(|e| StorageIOError::read_logs(&e))?;
+                Ok(Some(*entry.get_log_id()))
+            }
+        }
+    }
+
+    /// Deletes every entry with index in `[from, to)` in one batch.
+    fn delete_range(&self, from: u64, to: u64, opts: &WriteOptions) -> Result<(), rocksdb::Error> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.store.cf(Cf::Logs), index_key(from), index_key(to));
+        self.store.db.write_opt(batch, opts)
+    }
+}
+
+impl<C: StoreConfig> RaftLogReader<C> for LogStore<C> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<C>>, StorageError<u64>> {
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i + 1,
+            Bound::Unbounded => 0,
+        };
+        let iter = self
+            .store
+            .db
+            .iterator_cf(self.store.cf(Cf::Logs), IteratorMode::From(&index_key(start), Direction::Forward));
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+            let index = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| {
+                StorageIOError::read_logs(&std::io::Error::other("log key is not an 8-byte index"))
+            })?);
+            if !range.contains(&index) {
+                break;
+            }
+            let entry: Entry<C> = decode(&v).map_err(|e| StorageIOError::read_log_at_index(index, &e))?;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+}
+
+impl<C: StoreConfig> RaftLogStorage<C> for LogStore<C> {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<u64>> {
+        let last_purged_log_id: Option<LogId<u64>> = self.get_meta(KEY_PURGED)?;
+        let last_log_id = self.last_log_id()?.or(last_purged_log_id);
+        Ok(LogState { last_purged_log_id, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    #[instrument(level = "debug", skip(self))]
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
+        // Synced: a node that forgets its vote after a crash can vote twice in one term.
+        self.put_meta(KEY_VOTE, vote)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
+        self.get_meta(KEY_VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {
+        // Not synced: losing it only means re-applying from the last applied id after a crash.
+        self.store
+            .db
+            .put_cf(self.store.cf(Cf::Raft), KEY_COMMITTED, encode(&committed))
+            .map_err(|e| StorageIOError::write(&e).into())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
+        Ok(self.get_meta::<Option<LogId<u64>>>(KEY_COMMITTED)?.flatten())
+    }
+
+    #[instrument(level = "trace", skip_all)]
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> Result<(), StorageError<u64>>
+    where
+        I: IntoIterator<Item = Entry<C>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let cf = self.store.cf(Cf::Logs);
+        let mut batch = WriteBatch::default();
+        for entry in entries {
+            batch.put_cf(cf, index_key(entry.get_log_id().index), encode(&entry));
+        }
+        // The callback tells Raft these entries are durable (it may then count this node towards
+        // a quorum), so the write must be synced first.
+        let res = self.store.db.write_opt(batch, &synced()).map_err(std::io::Error::other);
+        let storage_err = res.as_ref().err().map(|e| StorageIOError::write_logs(e).into());
+        callback.log_io_completed(res);
+        storage_err.map_or(Ok(()), Err)
+    }
+
+    #[instrument(level = "debug", skip(self))]
+    async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        self.delete_range(log_id.index, u64::MAX, &synced()).map_err(|e| StorageIOError::write_logs(&e).into())
+    }
+
+    #[instrument(level = "debug", skip(self))]
+    async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        // State applied from the entries we are about to delete may still sit unsynced in the WAL.
+        self.store.db.flush_wal(true).map_err(|e| StorageIOError::write(&e))?;
+        // Record the purge point first: if we crash between the two writes, the log state is
+        // still consistent (entries at or below it are ignored and purged again).
+        self.put_meta(KEY_PURGED, &log_id)?;
+        self.delete_range(0, log_id.index + 1, &WriteOptions::default())
+            .map_err(|e| StorageIOError::write_logs(&e).into())
+    }
+}

@@ -1,0 +1,235 @@
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::marker::PhantomData;
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    EntryPayload, LogId, OptionalSend, RaftLogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership,
+};
+use rocksdb::{IteratorMode, WriteBatch, WriteOptions};
+use tracing::instrument;
+
+use crate::log_store::{decode, encode};
+use crate::{snapshot, Cf, StateReader, Store, StoreConfig, STATE_CFS};
+
+const KEY_APPLIED: &[u8] = b"last_applied";
+const KEY_MEMBERSHIP: &[u8] = b"membership";
+
+type Membership<C> = StoredMembership<u64, <C as openraft::RaftTypeConfig>::Node>;
+
+/// The writes of one `apply` call, committed as a single RocksDB batch.
+///
+/// Reads see the transaction's own earlier writes, so a command can build on the one applied
+/// just before it in the same batch.
+pub struct Transaction<'a> {
+    store: &'a Store,
+    writes: BTreeMap<(Cf, Vec<u8>), Option<Vec<u8>>>,
+}
+
+impl<'a> Transaction<'a> {
+    fn new(store: &'a Store) -> Self {
+        Transaction { store, writes: BTreeMap::new() }
+    }
+
+    pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error> {
+        match self.writes.get(&(cf, key.to_vec())) {
+            Some(staged) => Ok(staged.clone()),
+            None => self.store.db.get_cf(self.store.cf(cf), key),
+        }
+    }
+
+    pub fn put(&mut self, cf: Cf, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.writes.insert((cf, key.into()), Some(value.into()));
+    }
+
+    pub fn delete(&mut self, cf: Cf, key: impl Into<Vec<u8>>) {
+        self.writes.insert((cf, key.into()), None);
+    }
+
+    fn into_batch(self) -> WriteBatch {
+        let mut batch = WriteBatch::default();
+        for ((cf, key), value) in self.writes {
+            match value {
+                Some(v) => batch.put_cf(self.store.cf(cf), key, v),
+                None => batch.delete_cf(self.store.cf(cf), key),
+            }
+        }
+        batch
+    }
+}
+
+/// The replicated state machine.
+pub struct StateMachine<C: StoreConfig> {
+    store: Store,
+    last_applied: Option<LogId<u64>>,
+    membership: Membership<C>,
+    _c: PhantomData<fn() -> C>,
+}
+
+impl<C: StoreConfig> StateMachine<C> {
+    pub(crate) fn new(store: Store) -> crate::Result<Self> {
+        let read = |key: &[u8]| -> crate::Result<Option<Vec<u8>>> { Ok(store.db.get_cf(store.cf(Cf::Meta), key)?) };
+        let corrupt = |e: bincode::Error| crate::Error::Corrupt(format!("state machine metadata: {e}"));
+        let last_applied = read(KEY_APPLIED)?.map(|b| decode(&b)).transpose().map_err(corrupt)?.flatten();
+        let membership = read(KEY_MEMBERSHIP)?.map(|b| decode(&b)).transpose().map_err(corrupt)?.unwrap_or_default();
+        Ok(StateMachine { store, last_applied, membership, _c: PhantomData })
+    }
+
+    /// A reader of the applied state that stays valid while Raft owns the state machine.
+    pub fn reader(&self) -> StateReader {
+        self.store.reader()
+    }
+}
+
+/// Builds snapshots from a point-in-time RocksDB snapshot, so applying may continue meanwhile.
+pub struct SnapshotBuilder<C> {
+    store: Store,
+    _c: PhantomData<fn() -> C>,
+}
+
+impl<C: StoreConfig> RaftSnapshotBuilder<C> for SnapshotBuilder<C> {
+    #[instrument(level = "info", skip(self))]
+    async fn build_snapshot(&mut self) -> Result<Snapshot<C>, StorageError<u64>> {
+        let store = self.store.clone();
+        let (meta, data) = tokio::task::spawn_blocking(move || build::<C>(&store))
+            .await
+            .map_err(|e| StorageIOError::read_state_machine(&e))??;
+        tracing::info!(snapshot = %meta, bytes = data.len(), "built snapshot");
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+fn read_err<E: std::error::Error + 'static>(e: &E) -> StorageError<u64> {
+    StorageIOError::read_state_machine(e).into()
+}
+
+fn build<C: StoreConfig>(store: &Store) -> Result<(SnapshotMeta<u64, C::Node>, Vec<u8>), StorageError<u64>> {
+    let snap = store.db.snapshot();
+    let meta_get = |key: &[u8]| snap.get_cf(store.cf(Cf::Meta), key).map_err(|e| read_err(&e));
+    // Stored as `Option<LogId>`, the type `applied_state` reports.
+    let last_log_id: Option<LogId<u64>> =
+        meta_get(KEY_APPLIED)?.map(|b| decode(&b)).transpose().map_err(|e| read_err(&e))?.flatten();
+    let last_membership: Membership<C> =
+        meta_get(KEY_MEMBERSHIP)?.map(|b| decode(&b)).transpose().map_err(|e| read_err(&e))?.unwrap_or_default();
+    let mut w = snapshot::Writer::new();
+    for cf in STATE_CFS {
+        for item in snap.iterator_cf(store.cf(cf), IteratorMode::Start) {
+            let (k, v) = item.map_err(|e| read_err(&e))?;
+            w.record(cf, &k, &v);
+        }
+    }
+    let data = w.finish();
+    let snapshot_id = match &last_log_id {
+        Some(id) => format!("{}-{}-{}", id.leader_id.term, id.leader_id.node_id, id.index),
+        None => "empty".to_string(),
+    };
+    let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
+    snapshot::save(&store.snapshot_dir, &meta, &data)
+        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+    Ok((meta, data))
+}
+
+impl<C: StoreConfig> RaftStateMachine<C> for StateMachine<C> {
+    type SnapshotBuilder = SnapshotBuilder<C>;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId<u64>>, Membership<C>), StorageError<u64>> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    #[instrument(level = "trace", skip_all)]
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<C::R>, StorageError<u64>>
+    where
+        I: IntoIterator<Item = openraft::Entry<C>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut tx = Transaction::new(&self.store);
+        let mut responses = Vec::new();
+        let mut last_applied = self.last_applied;
+        let mut membership = None;
+        for entry in entries {
+            let log_id = *entry.get_log_id();
+            last_applied = Some(log_id);
+            responses.push(match &entry.payload {
+                EntryPayload::Normal(cmd) => C::apply(cmd, log_id.index, &mut tx),
+                EntryPayload::Blank => C::empty_response(log_id.index),
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(log_id), m.clone()));
+                    C::empty_response(log_id.index)
+                }
+            });
+        }
+        if let Some(m) = &membership {
+            tx.put(Cf::Meta, KEY_MEMBERSHIP, encode(m));
+        }
+        tx.put(Cf::Meta, KEY_APPLIED, encode(&last_applied));
+        // Not synced: the log is durable, and after a crash Raft re-applies from the persisted
+        // last-applied id. Data and that id are in one batch, so nothing is applied twice.
+        self.store.db.write(tx.into_batch()).map_err(|e| StorageIOError::write_state_machine(&e))?;
+        self.last_applied = last_applied;
+        if let Some(m) = membership {
+            self.membership = m;
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { store: self.store.clone(), _c: PhantomData }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    #[instrument(level = "info", skip(self, snapshot), fields(snapshot = %meta))]
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, C::Node>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<u64>> {
+        let data = snapshot.into_inner();
+        let store = self.store.clone();
+        let owned_meta = meta.clone();
+        tokio::task::spawn_blocking(move || install::<C>(&store, &owned_meta, &data))
+            .await
+            .map_err(|e| StorageIOError::write_state_machine(&e))??;
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        tracing::info!("installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<C>>, StorageError<u64>> {
+        let loaded = snapshot::load(&self.store.snapshot_dir).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(loaded.map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+    }
+}
+
+/// Replaces the whole state with a snapshot's, in one synced batch, then keeps the snapshot
+/// file so this node can serve it onwards.
+fn install<C: StoreConfig>(
+    store: &Store,
+    meta: &SnapshotMeta<u64, C::Node>,
+    data: &[u8],
+) -> Result<(), StorageError<u64>> {
+    let sig = Some(meta.signature());
+    let bad = |e: String| StorageError::from(StorageIOError::read_snapshot(sig.clone(), &std::io::Error::other(e)));
+    let records = snapshot::parse(data).map_err(bad)?;
+    let mut batch = WriteBatch::default();
+    for cf in STATE_CFS {
+        for item in store.db.iterator_cf(store.cf(cf), IteratorMode::Start) {
+            let (k, _) = item.map_err(|e| StorageIOError::read_state_machine(&e))?;
+            batch.delete_cf(store.cf(cf), k);
+        }
+    }
+    for (cf, k, v) in records {
+        batch.put_cf(store.cf(cf), k, v);
+    }
+    batch.put_cf(store.cf(Cf::Meta), KEY_APPLIED, encode(&meta.last_log_id));
+    batch.put_cf(store.cf(Cf::Meta), KEY_MEMBERSHIP, encode(&meta.last_membership));
+    let mut opts = WriteOptions::default();
+    opts.set_sync(true);
+    store.db.write_opt(batch, &opts).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
+    snapshot::save(&store.snapshot_dir, meta, data).map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
+    Ok(())
+}
