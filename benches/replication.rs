@@ -39,7 +39,9 @@ fn replication(c: &mut Criterion) {
         })
     });
     group.throughput(Throughput::Elements(64));
-    group.bench_function("64_concurrent_writers", |b| b.to_async(&rt).iter(|| write_concurrently(&leader, &keyring, 64)));
+    group.bench_function("64_concurrent_writers", |b| {
+        b.to_async(&rt).iter(|| write_concurrently(&leader, &keyring, 64))
+    });
     group.finish();
     rt.block_on(cluster.shutdown());
 }

@@ -23,8 +23,8 @@ impl AuditHasher {
 
     /// `hmac-sha256:<64 lowercase hex digits>`.
     pub fn hash(&self, value: &[u8]) -> String {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.key.expose())
-            .expect("HMAC accepts keys of any length");
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(self.key.expose()).expect("HMAC accepts keys of any length");
         mac.update(value);
         let tag = mac.finalize().into_bytes();
         let mut out = String::with_capacity(HMAC_PREFIX.len() + 64);

@@ -67,8 +67,15 @@ fn seal(cipher: &Aes256Gcm, term: u32, aad: &[u8], plaintext: &[u8]) -> Result<V
     Ok(out)
 }
 
-/// Splits a record into (term, nonce, ciphertext, tag) after checking its framing.
-fn parse(record: &[u8]) -> Result<(u32, &[u8], &[u8], &[u8])> {
+/// The parts of a record whose framing has been checked.
+struct Parsed<'a> {
+    term: u32,
+    nonce: &'a [u8],
+    ciphertext: &'a [u8],
+    tag: &'a [u8],
+}
+
+fn parse(record: &[u8]) -> Result<Parsed<'_>> {
     if record.len() < RECORD_OVERHEAD {
         return Err(Error::RecordTooShort { len: record.len(), min: RECORD_OVERHEAD });
     }
@@ -78,13 +85,13 @@ fn parse(record: &[u8]) -> Result<(u32, &[u8], &[u8], &[u8])> {
     let term = u32::from_be_bytes(record[1..5].try_into().expect("4 bytes"));
     let nonce = &record[5..HEADER_LEN];
     let (ciphertext, tag) = record[HEADER_LEN..].split_at(record.len() - HEADER_LEN - TAG_LEN);
-    Ok((term, nonce, ciphertext, tag))
+    Ok(Parsed { term, nonce, ciphertext, tag })
 }
 
-fn open(cipher: &Aes256Gcm, nonce: &[u8], aad: &[u8], ct: &[u8], tag: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-    let mut buf = Zeroizing::new(ct.to_vec());
+fn open(cipher: &Aes256Gcm, aad: &[u8], record: &Parsed<'_>) -> Result<Zeroizing<Vec<u8>>> {
+    let mut buf = Zeroizing::new(record.ciphertext.to_vec());
     cipher
-        .decrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut buf, Tag::from_slice(tag))
+        .decrypt_in_place_detached(Nonce::from_slice(record.nonce), aad, &mut buf, Tag::from_slice(record.tag))
         .map_err(|_| Error::Decrypt)?;
     Ok(buf)
 }
@@ -99,9 +106,7 @@ pub struct Keyring {
 
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Keyring")
-            .field("terms", &self.terms.keys().collect::<Vec<_>>())
-            .finish_non_exhaustive()
+        f.debug_struct("Keyring").field("terms", &self.terms.keys().collect::<Vec<_>>()).finish_non_exhaustive()
     }
 }
 
@@ -138,9 +143,9 @@ impl Keyring {
 
     /// Decrypts a record that was stored at `path`.
     pub fn decrypt(&self, path: &[u8], record: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        let (term, nonce, ct, tag) = parse(record)?;
-        let key = self.terms.get(&term).ok_or(Error::UnknownTerm(term))?;
-        open(&key.cipher, nonce, path, ct, tag)
+        let parsed = parse(record)?;
+        let key = self.terms.get(&parsed.term).ok_or(Error::UnknownTerm(parsed.term))?;
+        open(&key.cipher, path, &parsed)
     }
 
     /// Serialises the keyring encrypted under `root`. This is what is replicated and stored.
@@ -158,11 +163,11 @@ impl Keyring {
     /// Decrypts a sealed keyring. This is the canary that proves a reconstructed root key is
     /// right: a wrong key fails the AEAD tag with [`Error::Decrypt`].
     pub fn unseal(root: &SecretKey, sealed: &[u8]) -> Result<Self> {
-        let (term, nonce, ct, tag) = parse(sealed)?;
-        if term != ROOT_TERM {
+        let parsed = parse(sealed)?;
+        if parsed.term != ROOT_TERM {
             return Err(Error::MalformedKeyring("sealed keyring is not encrypted under the root key"));
         }
-        let plain = open(&Aes256Gcm::new(root.expose().into()), nonce, KEYRING_AAD, ct, tag)?;
+        let plain = open(&Aes256Gcm::new(root.expose().into()), KEYRING_AAD, &parsed)?;
         Self::decode(&plain)
     }
 

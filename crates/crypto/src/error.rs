@@ -9,7 +9,9 @@ pub enum Error {
     #[error("the operating system's random number generator failed: {0}")]
     Rng(String),
 
-    #[error("encrypted record is {len} bytes, shorter than the {min}-byte minimum: it is truncated or not an Arca record")]
+    #[error(
+        "encrypted record is {len} bytes, shorter than the {min}-byte minimum: it is truncated or not an Arca record"
+    )]
     RecordTooShort { len: usize, min: usize },
 
     #[error("encrypted record has format version {0}, this build reads version {ver}", ver = crate::RECORD_VERSION)]
@@ -18,7 +20,9 @@ pub enum Error {
     #[error("encrypted record uses key term {0}, which this keyring does not hold")]
     UnknownTerm(u32),
 
-    #[error("decryption failed: the record was tampered with, moved to another path, or encrypted under a different key")]
+    #[error(
+        "decryption failed: the record was tampered with, moved to another path, or encrypted under a different key"
+    )]
     Decrypt,
 
     #[error("encryption failed")]

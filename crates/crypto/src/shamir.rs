@@ -90,12 +90,7 @@ impl Share {
         }
         let mut y = Zeroizing::new([0u8; KEY_LEN]);
         y.copy_from_slice(&body[11..]);
-        Ok(Share {
-            set: ShareSetId(body[1..9].try_into().expect("8 bytes")),
-            threshold: body[9],
-            x: body[10],
-            y,
-        })
+        Ok(Share { set: ShareSetId(body[1..9].try_into().expect("8 bytes")), threshold: body[9], x: body[10], y })
     }
 
     /// The base64 form handed to an operator.
@@ -187,10 +182,7 @@ pub struct ShareCollector {
 
 impl fmt::Debug for ShareCollector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ShareCollector")
-            .field("config", &self.config)
-            .field("provided", &self.shares.len())
-            .finish()
+        f.debug_struct("ShareCollector").field("config", &self.config).field("provided", &self.shares.len()).finish()
     }
 }
 

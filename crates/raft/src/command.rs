@@ -46,7 +46,9 @@ impl std::fmt::Debug for Command {
 pub enum CommandResult {
     Done,
     /// A put or delete; `existed` says whether the path held a value before.
-    Written { existed: bool },
+    Written {
+        existed: bool,
+    },
 }
 
 /// The result of a committed entry, with the log index it was applied at: a node that has

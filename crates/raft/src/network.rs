@@ -2,9 +2,7 @@
 
 use std::time::Duration;
 
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -24,8 +22,9 @@ pub(crate) fn encode<T: Serialize>(v: &T) -> RaftMessage {
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(m: &RaftMessage) -> std::result::Result<T, tonic::Status> {
-    bincode::deserialize(&m.payload)
-        .map_err(|e| tonic::Status::invalid_argument(format!("undecodable Raft message (version mismatch between nodes?): {e}")))
+    bincode::deserialize(&m.payload).map_err(|e| {
+        tonic::Status::invalid_argument(format!("undecodable Raft message (version mismatch between nodes?): {e}"))
+    })
 }
 
 /// Creates lazily-connecting channels to peers. Cheap to clone.
@@ -131,10 +130,8 @@ impl RaftNetwork<TypeConfig> for Connection {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> std::result::Result<
-        InstallSnapshotResponse<u64>,
-        RPCError<u64, NodeInfo, RaftError<u64, InstallSnapshotError>>,
-    > {
+    ) -> std::result::Result<InstallSnapshotResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64, InstallSnapshotError>>>
+    {
         self.call(&rpc, &option, Method::Snapshot).await
     }
 

@@ -57,9 +57,9 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Timing {
-            heartbeat: Duration::from_millis(100),
-            election_min: Duration::from_millis(300),
-            election_max: Duration::from_millis(600),
+            heartbeat: Duration::from_millis(75),
+            election_min: Duration::from_millis(250),
+            election_max: Duration::from_millis(500),
             install_snapshot_timeout: Duration::from_secs(10),
             snapshot_every: 5000,
             keep_logs: 1000,
@@ -187,7 +187,12 @@ impl RaftNode {
     /// node already belongs to a cluster.
     #[instrument(skip_all, fields(node = self.inner.id))]
     pub async fn bootstrap(&self, info: NodeInfo) -> Result<()> {
-        match self.inner.raft.initialize([(self.inner.id, info)].into_iter().collect::<std::collections::BTreeMap<_, _>>()).await {
+        match self
+            .inner
+            .raft
+            .initialize([(self.inner.id, info)].into_iter().collect::<std::collections::BTreeMap<_, _>>())
+            .await
+        {
             Ok(()) => Ok(()),
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Err(Error::AlreadyInitialized),
             Err(e) => Err(Error::Fatal(e.to_string())),
@@ -223,7 +228,9 @@ impl RaftNode {
 
     /// Adds a node as a learner and waits until it has caught up with the log.
     pub async fn add_learner(&self, id: u64, info: NodeInfo) -> Result<u64> {
-        self.membership(LeaderRequest::AddLearner { id, node: info }).await
+        // Leave time within the request deadline for the leader to report a failure itself.
+        let wait = self.inner.timing.leader_timeout.mul_f32(0.8);
+        self.membership(LeaderRequest::AddLearner { id, node: info, wait }).await
     }
 
     /// Makes a learner a voter.

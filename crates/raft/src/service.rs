@@ -17,9 +17,18 @@ pub(crate) enum LeaderRequest {
     Write(Command),
     /// The leader's read index: confirm leadership with a quorum and report the commit index.
     ReadIndex,
-    AddLearner { id: u64, node: NodeInfo },
-    Promote { id: u64 },
-    Remove { id: u64 },
+    /// Add a learner and wait up to `wait` for it to receive the log.
+    AddLearner {
+        id: u64,
+        node: NodeInfo,
+        wait: std::time::Duration,
+    },
+    Promote {
+        id: u64,
+    },
+    Remove {
+        id: u64,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,7 +41,9 @@ pub(crate) enum LeaderReply {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum LeaderError {
     /// This node is not the leader; the leader it knows of, if any.
-    NotLeader { leader: Option<(u64, NodeInfo)> },
+    NotLeader {
+        leader: Option<(u64, NodeInfo)>,
+    },
     Failed(String),
 }
 
@@ -53,14 +64,15 @@ pub(crate) async fn execute_on_leader(raft: &Raft<TypeConfig>, req: LeaderReques
         r.map(|w| LeaderReply::MembershipChanged { index: w.log_id.index }).map_err(from_write_err)
     };
     match req {
-        LeaderRequest::Write(cmd) => raft.client_write(cmd).await.map(|w| LeaderReply::Written(w.data)).map_err(from_write_err),
+        LeaderRequest::Write(cmd) => {
+            raft.client_write(cmd).await.map(|w| LeaderReply::Written(w.data)).map_err(from_write_err)
+        }
         LeaderRequest::ReadIndex => match raft.get_read_log_id().await {
             Ok((read, _applied)) => Ok(LeaderReply::ReadIndex(read.map_or(0, |l| l.index))),
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => Err(from_forward(f)),
             Err(other) => Err(LeaderError::Failed(other.to_string())),
         },
-        // Blocking: returns once the learner has caught up, so promoting it right after is safe.
-        LeaderRequest::AddLearner { id, node } => membership(raft.add_learner(id, node, true).await),
+        LeaderRequest::AddLearner { id, node, wait } => add_learner(raft, id, node, wait).await,
         LeaderRequest::Promote { id } => {
             membership(raft.change_membership(ChangeMembers::AddVoterIds([id].into()), false).await)
         }
@@ -75,6 +87,42 @@ pub(crate) async fn execute_on_leader(raft: &Raft<TypeConfig>, req: LeaderReques
             membership(raft.change_membership(change, false).await)
         }
     }
+}
+
+/// Adds a learner and returns once it has received the log up to its own membership entry.
+///
+/// openraft's "blocking" add-learner counts a learner within `replication_lag_threshold`
+/// (5000 entries) as caught up even if it never answered, so a node that cannot be reached at
+/// all (wrong address, untrusted certificate) would "join". Here the learner must acknowledge;
+/// if it does not within `wait`, it is removed again and the caller learns why.
+async fn add_learner(
+    raft: &Raft<TypeConfig>,
+    id: u64,
+    node: NodeInfo,
+    wait: std::time::Duration,
+) -> Result<LeaderReply, LeaderError> {
+    let addr = node.raft_addr.clone();
+    let added = raft.add_learner(id, node, false).await.map_err(from_write_err)?;
+    let target = added.log_id.index;
+    let caught_up = raft
+        .wait(Some(wait))
+        .metrics(
+            |m| {
+                let matched = m.replication.as_ref().and_then(|r| r.get(&id)).and_then(|l| l.as_ref());
+                matched.is_some_and(|l| l.index >= target)
+            },
+            "learner received the log",
+        )
+        .await;
+    if caught_up.is_ok() {
+        return Ok(LeaderReply::MembershipChanged { index: target });
+    }
+    let undo = raft.change_membership(ChangeMembers::RemoveNodes([id].into()), false).await;
+    Err(LeaderError::Failed(format!(
+        "node {id} at {addr} did not acknowledge replication within {wait:?}; check that it is running, reachable, \
+         and has a certificate from the cluster CA. It was {} the membership again",
+        if undo.is_ok() { "removed from" } else { "NOT removed from (remove it by hand)" }
+    )))
 }
 
 /// Serves the node-to-node API for one node.

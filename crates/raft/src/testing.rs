@@ -72,17 +72,24 @@ impl TestCluster {
     /// Starts `n` nodes, bootstraps node 1 and adds the others as voters.
     pub async fn start(n: u64, timing: Timing) -> TestCluster {
         let ca = TestCa::new("arca test cluster CA");
-        let mut cluster = TestCluster { ca, timing, configs: BTreeMap::new(), nodes: BTreeMap::new(), _dirs: Vec::new() };
+        let mut cluster =
+            TestCluster { ca, timing, configs: BTreeMap::new(), nodes: BTreeMap::new(), _dirs: Vec::new() };
         for id in 1..=n {
             let dir = TempDir::new().expect("temp dir");
-            let cfg = node_config(id, free_addr(), dir.path(), cluster.ca.node_tls(&format!("node{id}")), cluster.timing.clone());
+            let cfg = node_config(
+                id,
+                free_addr(),
+                dir.path(),
+                cluster.ca.node_tls(&format!("node{id}")),
+                cluster.timing.clone(),
+            );
             cluster._dirs.push(dir);
             cluster.configs.insert(id, cfg);
             cluster.restart(id).await;
         }
         let first = cluster.node(1);
         first.bootstrap(cluster.configs[&1].info.clone()).await.expect("bootstrap");
-        cluster.wait_for_leader(Duration::from_secs(10)).await;
+        first.raft().wait(Some(Duration::from_secs(10))).current_leader(1, "bootstrap").await.expect("node 1 leads");
         for id in 2..=n {
             first.add_learner(id, cluster.configs[&id].info.clone()).await.expect("add learner");
             first.promote(id).await.expect("promote");

@@ -32,7 +32,8 @@ impl TlsConfig {
         let read = |p: &Path, what: &str| {
             std::fs::read(p).map_err(|e| Error::Tls(format!("cannot read the {what} file {}: {e}", p.display())))
         };
-        let cfg = TlsConfig { ca_pem: read(ca, "CA")?, cert_pem: read(cert, "certificate")?, key_pem: read(key, "key")? };
+        let cfg =
+            TlsConfig { ca_pem: read(ca, "CA")?, cert_pem: read(cert, "certificate")?, key_pem: read(key, "key")? };
         cfg.check()?;
         Ok(cfg)
     }

@@ -172,10 +172,7 @@ async fn no_plaintext_reaches_any_file_of_any_data_dir() {
     for i in 0..100 {
         leader.write(put(&keyring, &format!("s/{i}"), marker.as_bytes())).await.unwrap();
     }
-    leader
-        .write(Command::Put { path: "control".into(), ciphertext: control.clone().into_bytes() })
-        .await
-        .unwrap();
+    leader.write(Command::Put { path: "control".into(), ciphertext: control.clone().into_bytes() }).await.unwrap();
     for node in cluster.running() {
         node.read_barrier().await.unwrap();
         node.raft().trigger().snapshot().await.unwrap();
@@ -212,8 +209,12 @@ async fn a_peer_with_a_certificate_from_another_ca_can_neither_join_nor_send_raf
 
     // Joining: the leader cannot replicate to it (its server certificate is untrusted), so the
     // blocking add-learner never completes and the rogue receives no data.
-    let joined = tokio::time::timeout(Duration::from_secs(4), leader.add_learner(99, rogue_cfg.info.clone())).await;
-    assert!(!matches!(joined, Ok(Ok(_))), "joining with a foreign certificate must fail: {joined:?}");
+    let err =
+        leader.add_learner(99, rogue_cfg.info.clone()).await.expect_err("joining with a foreign certificate must fail");
+    assert!(err.to_string().contains("certificate from the cluster CA"), "{err}");
+    assert!(err.to_string().contains("removed from the membership"), "{err}");
+    let members = leader.metrics().membership_config.membership().nodes().map(|(id, _)| *id).collect::<Vec<_>>();
+    assert_eq!(members, vec![1, 2, 3], "the rejected node must not stay in the membership");
     assert_eq!(rogue.metrics().last_log_index, None, "the rogue node received log entries");
     assert_eq!(rogue.reader().count(Cf::Kv).unwrap(), 0);
 
@@ -253,7 +254,7 @@ async fn raw_vote(tls: &arca_raft::TlsConfig, target: &NodeInfo, term: u64) -> R
         .connect()
         .await
         .map_err(|e| tonic::Status::unavailable(format!("connect: {e}")))?;
-    let vote = VoteRequest::new(Vote::new(term, 99), None);
+    let vote: VoteRequest<u64> = VoteRequest::new(Vote::new(term, 99), None);
     let payload = bincode::serialize(&vote).unwrap();
     RaftClient::new(channel).vote(RaftMessage { payload: payload.into() }).await.map(|_| ())
 }

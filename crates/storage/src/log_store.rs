@@ -102,9 +102,10 @@ impl<C: StoreConfig> RaftLogReader<C> for LogStore<C> {
         let mut out = Vec::new();
         for item in iter {
             let (k, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-            let index = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| {
-                StorageIOError::read_logs(&std::io::Error::other("log key is not an 8-byte index"))
-            })?);
+            let index =
+                u64::from_be_bytes(k.as_ref().try_into().map_err(|_| {
+                    StorageIOError::read_logs(&std::io::Error::other("log key is not an 8-byte index"))
+                })?);
             if !range.contains(&index) {
                 break;
             }

@@ -93,6 +93,9 @@ pub(crate) fn parse(data: &[u8]) -> Result<Vec<Record<'_>>, String> {
     }
 }
 
+/// A snapshot as stored: its metadata and its data.
+pub(crate) type Stored<N> = (SnapshotMeta<u64, N>, Vec<u8>);
+
 /// Atomically replaces the node's current snapshot file.
 pub(crate) fn save(dir: &Path, meta: &SnapshotMeta<u64, impl openraft::Node>, data: &[u8]) -> std::io::Result<()> {
     let meta = encode(meta);
@@ -110,7 +113,7 @@ pub(crate) fn save(dir: &Path, meta: &SnapshotMeta<u64, impl openraft::Node>, da
 }
 
 /// Loads the node's current snapshot file, if it has one.
-pub(crate) fn load<N: openraft::Node>(dir: &Path) -> std::io::Result<Option<(SnapshotMeta<u64, N>, Vec<u8>)>> {
+pub(crate) fn load<N: openraft::Node>(dir: &Path) -> std::io::Result<Option<Stored<N>>> {
     let bytes = match fs::read(dir.join(FILE)) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -104,7 +104,7 @@ fn read_err<E: std::error::Error + 'static>(e: &E) -> StorageError<u64> {
     StorageIOError::read_state_machine(e).into()
 }
 
-fn build<C: StoreConfig>(store: &Store) -> Result<(SnapshotMeta<u64, C::Node>, Vec<u8>), StorageError<u64>> {
+fn build<C: StoreConfig>(store: &Store) -> Result<snapshot::Stored<C::Node>, StorageError<u64>> {
     let snap = store.db.snapshot();
     let meta_get = |key: &[u8]| snap.get_cf(store.cf(Cf::Meta), key).map_err(|e| read_err(&e));
     // Stored as `Option<LogId>`, the type `applied_state` reports.

@@ -49,8 +49,10 @@ impl StoreBuilder<TestConfig, LogStore<TestConfig>, StateMachine<TestConfig>, Te
 }
 
 #[test]
-fn openraft_storage_suite() -> Result<(), StorageError<u64>> {
-    Suite::test_all(Builder)
+fn openraft_storage_suite() {
+    if let Err(e) = Suite::test_all(Builder) {
+        panic!("openraft storage suite failed: {e}");
+    }
 }
 
 fn entry(index: u64, key: &str, value: &[u8]) -> Entry<TestConfig> {
