@@ -2,6 +2,7 @@ use std::io::Cursor;
 
 use arca_storage::{Cf, StoreConfig, Transaction};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::NodeInfo;
 
@@ -28,6 +29,44 @@ pub enum Command {
     Put { path: String, ciphertext: Vec<u8> },
     /// Removes `path` from the KV family.
     Delete { path: String },
+    /// Applies `ops` atomically if every guard holds, otherwise nothing.
+    ///
+    /// Values are encrypted before they are proposed, so the state machine cannot interpret
+    /// them (a version number inside encrypted metadata, say). Layers above read the current
+    /// state, decide, and propose the result guarded by what they read: if another write got
+    /// there first, the guard fails and they decide again (optimistic concurrency, as etcd's
+    /// transactions).
+    Txn { guards: Vec<Guard>, ops: Vec<Op> },
+}
+
+/// A precondition on one key: it holds exactly the value with this SHA-256, or is absent.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Guard {
+    pub cf: Cf,
+    pub key: Vec<u8>,
+    pub expect: Option<[u8; 32]>,
+}
+
+impl Guard {
+    /// A guard that holds while `key` still has the value `current` (`None`: is still absent).
+    pub fn unchanged(cf: Cf, key: impl Into<Vec<u8>>, current: Option<&[u8]>) -> Guard {
+        Guard { cf, key: key.into(), expect: current.map(|v| Sha256::digest(v).into()) }
+    }
+
+    fn holds(&self, tx: &Transaction<'_>) -> bool {
+        match tx.get(self.cf, &self.key) {
+            Ok(current) => current.map(|v| <[u8; 32]>::from(Sha256::digest(&v))) == self.expect,
+            // A local read fault fails the guard: the proposer retries, nothing is written.
+            Err(_) => false,
+        }
+    }
+}
+
+/// One write of a [`Command::Txn`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Put { cf: Cf, key: Vec<u8>, value: Vec<u8> },
+    Delete { cf: Cf, key: Vec<u8> },
 }
 
 impl std::fmt::Debug for Command {
@@ -37,6 +76,7 @@ impl std::fmt::Debug for Command {
             Command::Noop => f.write_str("Noop"),
             Command::Put { path, ciphertext } => write!(f, "Put({path:?}, {} bytes)", ciphertext.len()),
             Command::Delete { path } => write!(f, "Delete({path:?})"),
+            Command::Txn { guards, ops } => write!(f, "Txn({} guards, {} ops)", guards.len(), ops.len()),
         }
     }
 }
@@ -48,6 +88,12 @@ pub enum CommandResult {
     /// A put or delete; `existed` says whether the path held a value before.
     Written {
         existed: bool,
+    },
+    /// A transaction whose guards held: its writes are applied.
+    Applied,
+    /// A transaction whose guard at this position failed: nothing was written.
+    GuardFailed {
+        guard: usize,
     },
 }
 
@@ -73,6 +119,18 @@ impl StoreConfig for TypeConfig {
                 tx.delete(Cf::Kv, path.as_bytes());
                 CommandResult::Written { existed }
             }
+            Command::Txn { guards, ops } => match guards.iter().position(|g| !g.holds(tx)) {
+                Some(guard) => CommandResult::GuardFailed { guard },
+                None => {
+                    for op in ops {
+                        match op {
+                            Op::Put { cf, key, value } => tx.put(*cf, key.as_slice(), value.as_slice()),
+                            Op::Delete { cf, key } => tx.delete(*cf, key.as_slice()),
+                        }
+                    }
+                    CommandResult::Applied
+                }
+            },
         };
         Response { index, result }
     }

@@ -21,7 +21,7 @@ pub mod proto {
     tonic::include_proto!("arca.raft.v1");
 }
 
-pub use command::{Command, CommandResult, Response, TypeConfig};
+pub use command::{Command, CommandResult, Guard, Op, Response, TypeConfig};
 pub use error::{Error, Result};
 pub use node::{NodeConfig, NodeInfo, RaftNode, Timing};
 pub use openraft;

@@ -92,6 +92,7 @@ pub struct RaftNode {
 
 struct Inner {
     id: u64,
+    info: NodeInfo,
     raft: Raft<TypeConfig>,
     reader: StateReader,
     network: Network,
@@ -151,6 +152,7 @@ impl RaftNode {
         Ok(RaftNode {
             inner: Arc::new(Inner {
                 id: config.id,
+                info: config.info.clone(),
                 raft,
                 reader,
                 network,
@@ -278,7 +280,7 @@ impl RaftNode {
                 Ok(reply) => return Ok(reply),
                 Err(LeaderError::Failed(msg)) => return Err(Error::Rejected(msg)),
                 Err(LeaderError::NotLeader { leader: Some((leader, node)) }) if leader != self.inner.id => {
-                    match self.forward(leader, &node, &req, deadline).await {
+                    match self.send(leader, &node.raft_addr, &req, deadline).await {
                         Ok(Ok(reply)) => return Ok(reply),
                         Ok(Err(LeaderError::Failed(msg))) => return Err(Error::Rejected(msg)),
                         // Leadership moved while the request was in flight: ask again.
@@ -296,29 +298,70 @@ impl RaftNode {
         }
     }
 
-    async fn forward(
+    /// Sends `req` to the node at `addr` (node `to`, 0 if unknown) over the node-to-node API.
+    async fn send(
         &self,
-        leader: u64,
-        node: &NodeInfo,
+        to: u64,
+        addr: &str,
         req: &LeaderRequest,
         deadline: Instant,
     ) -> Result<std::result::Result<LeaderReply, LeaderError>> {
         let mut client = {
             let mut peers = self.inner.peers.lock().expect("peer cache lock");
-            match peers.get(&node.raft_addr) {
+            match peers.get(addr) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = self.inner.network.channel(&node.raft_addr)?;
-                    peers.insert(node.raft_addr.clone(), c.clone());
+                    let c = self.inner.network.channel(addr)?;
+                    peers.insert(addr.to_string(), c.clone());
                     c
                 }
             }
         };
         let mut request = tonic::Request::new(encode(req));
         request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-        let fail = |reason: String| Error::Forward { leader, reason };
+        let fail = |reason: String| Error::Forward { leader: to, reason: format!("{addr}: {reason}") };
         let reply = client.forward(request).await.map_err(|s| fail(s.message().to_string()))?;
         decode(reply.get_ref()).map_err(|s| fail(s.message().to_string()))
+    }
+
+    /// Whether this node is in its cluster's membership (bootstrapped, or joined).
+    pub fn is_member(&self) -> bool {
+        self.inner.raft.metrics().borrow().membership_config.membership().get_node(&self.inner.id).is_some()
+    }
+
+    /// Joins the cluster that the node at `peer` (a node-to-node address) belongs to: asks its
+    /// leader to add this node as a learner, waits until it has the log, then becomes a voter.
+    /// The request is authenticated by this node's cluster certificate (mutual TLS).
+    #[instrument(skip(self), fields(node = self.inner.id))]
+    pub async fn join(&self, peer: &str) -> Result<()> {
+        let wait = self.inner.timing.leader_timeout.mul_f32(0.8);
+        let add = LeaderRequest::AddLearner { id: self.inner.id, node: self.inner.info.clone(), wait };
+        self.ask_cluster(peer, &add).await?;
+        self.ask_cluster(peer, &LeaderRequest::Promote { id: self.inner.id }).await?;
+        info!(peer, "joined the cluster");
+        Ok(())
+    }
+
+    /// Sends `req` to `peer`, following it to the leader it names, within `leader_timeout`.
+    async fn ask_cluster(&self, peer: &str, req: &LeaderRequest) -> Result<LeaderReply> {
+        let limit = self.inner.timing.leader_timeout;
+        let deadline = Instant::now() + limit;
+        let mut addr = peer.to_string();
+        let mut last_error = None;
+        while Instant::now() < deadline {
+            match self.send(0, &addr, req, deadline).await {
+                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Err(LeaderError::Failed(msg))) => return Err(Error::Rejected(msg)),
+                Ok(Err(LeaderError::NotLeader { leader: Some((_, node)) })) if node.raft_addr != addr => {
+                    addr = node.raft_addr;
+                    continue;
+                }
+                Ok(Err(LeaderError::NotLeader { .. })) => {}
+                Err(e) => last_error = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(last_error.unwrap_or(Error::NoLeader(limit)))
     }
 
     /// Stops Raft and the node-to-node server and releases the data directory (once every

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use crate::{Error, LogStore, Result, StateMachine, StoreConfig};
 
 /// The column families of a node's database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[repr(u8)]
 pub enum Cf {
     /// Raft log entries, keyed by big-endian index.

@@ -1,0 +1,54 @@
+use thiserror::Error;
+
+/// Everything a request can fail with. The server maps each variant to one gRPC status, in one
+/// place. Messages are for the person at the terminal: what was wrong, and what to do. None
+/// contains a secret value, a token or a share.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("node is sealed; unseal it with 'arca operator unseal'")]
+    Sealed,
+
+    #[error("the cluster is not initialized (or this node has not yet received its state); run 'arca operator init'")]
+    NotInitialized,
+
+    #[error("the cluster is already initialized")]
+    AlreadyInitialized,
+
+    #[error("{0}")]
+    InvalidArgument(String),
+
+    #[error("unseal share rejected: {0}")]
+    Share(arca_crypto::Error),
+
+    #[error("missing token: set ARCA_TOKEN or pass a token")]
+    MissingToken,
+
+    #[error("invalid or expired token")]
+    BadToken,
+
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+
+    #[error("{0}")]
+    NotFound(String),
+
+    #[error("check-and-set failed: the secret is at version {current}, the request expected {expected}")]
+    CasMismatch { expected: u64, current: u64 },
+
+    #[error("the write kept conflicting with concurrent writes to the same secret; retry")]
+    Conflict,
+
+    #[error(transparent)]
+    Cluster(#[from] arca_raft::Error),
+
+    #[error("storage failure: {0}")]
+    Storage(#[from] arca_storage::Error),
+
+    #[error("stored data failed to decrypt or decode at {path}: {reason}; this indicates corruption or tampering")]
+    Corrupt { path: String, reason: String },
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,166 @@
+//! Versioned KV secrets (Vault KV v2 semantics) over encrypted records.
+//!
+//! Layout in the `kv` column family (paths are not secret; values and metadata are):
+//! * `m/<path>`: metadata, barrier-encrypted with AAD `secret/metadata/<path>`;
+//! * `d/<path>\0<version u64 BE>`: one version's data, AAD `secret/data/<path>#<version>`, so a
+//!   version's ciphertext cannot be replayed as another version or another secret.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Versions kept per secret unless configured otherwise.
+pub const DEFAULT_MAX_VERSIONS: u32 = 10;
+/// Largest accepted secret (its JSON encoding), in bytes.
+pub const MAX_VALUE_BYTES: usize = 512 * 1024;
+
+/// One version's lifecycle.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionMetadata {
+    pub version: u64,
+    pub created_ms: i64,
+    /// Soft-deleted at this time; undelete clears it.
+    pub deleted_ms: Option<i64>,
+    /// Data removed for good.
+    pub destroyed: bool,
+}
+
+/// A secret's metadata: current version and every version still tracked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretMetadata {
+    pub path: String,
+    pub current_version: u64,
+    pub max_versions: u32,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub versions: BTreeMap<u64, VersionMetadata>,
+}
+
+impl SecretMetadata {
+    pub(crate) fn new(path: &str, now: i64) -> Self {
+        SecretMetadata {
+            path: path.to_string(),
+            current_version: 0,
+            max_versions: DEFAULT_MAX_VERSIONS,
+            created_ms: now,
+            updated_ms: now,
+            versions: BTreeMap::new(),
+        }
+    }
+
+    /// Adds the next version, checking `cas`. Returns the new version and the versions pruned
+    /// beyond `max_versions` (their data must be deleted).
+    pub(crate) fn add_version(&mut self, cas: Option<u64>, now: i64) -> Result<(VersionMetadata, Vec<u64>)> {
+        if let Some(expected) = cas {
+            if expected != self.current_version {
+                return Err(Error::CasMismatch { expected, current: self.current_version });
+            }
+        }
+        let v = VersionMetadata { version: self.current_version + 1, created_ms: now, ..Default::default() };
+        self.current_version = v.version;
+        self.updated_ms = now;
+        self.versions.insert(v.version, v.clone());
+        Ok((v, self.prune()))
+    }
+
+    pub(crate) fn prune(&mut self) -> Vec<u64> {
+        let mut pruned = Vec::new();
+        while self.versions.len() > self.max_versions as usize {
+            let (oldest, _) = self.versions.pop_first().expect("non-empty");
+            pruned.push(oldest);
+        }
+        pruned
+    }
+
+    /// The versions an operation targets: the listed ones, or the current one if none listed.
+    pub(crate) fn targets(&self, versions: &[u64]) -> Result<Vec<u64>> {
+        let wanted = if versions.is_empty() { vec![self.current_version] } else { versions.to_vec() };
+        for v in &wanted {
+            if !self.versions.contains_key(v) {
+                return Err(Error::NotFound(format!("version {v} of {} does not exist", self.path)));
+            }
+        }
+        Ok(wanted)
+    }
+
+    /// The version a read returns, or why there is none.
+    pub(crate) fn readable(&self, version: Option<u64>) -> Result<&VersionMetadata> {
+        let v = version.unwrap_or(self.current_version);
+        let meta = self
+            .versions
+            .get(&v)
+            .ok_or_else(|| Error::NotFound(format!("version {v} of {} does not exist", self.path)))?;
+        if meta.destroyed {
+            return Err(Error::NotFound(format!("version {v} of {} was destroyed", self.path)));
+        }
+        if meta.deleted_ms.is_some() {
+            return Err(Error::NotFound(format!(
+                "version {v} of {} is deleted; 'arca kv undelete --versions {v}' restores it",
+                self.path
+            )));
+        }
+        Ok(meta)
+    }
+}
+
+pub(crate) fn meta_key(path: &str) -> Vec<u8> {
+    [b"m/", path.as_bytes()].concat()
+}
+
+pub(crate) fn meta_aad(path: &str) -> Vec<u8> {
+    format!("secret/metadata/{path}").into_bytes()
+}
+
+pub(crate) fn data_key(path: &str, version: u64) -> Vec<u8> {
+    [b"d/", path.as_bytes(), b"\0", &version.to_be_bytes()].concat()
+}
+
+pub(crate) fn data_aad(path: &str, version: u64) -> Vec<u8> {
+    format!("secret/data/{path}#{version}").into_bytes()
+}
+
+/// Vault-style listing: the immediate children of `prefix` among `paths`, folders with a
+/// trailing `/`, each once, in order.
+pub(crate) fn children<'a>(prefix: &str, paths: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in paths {
+        let Some(rest) = p.strip_prefix(prefix) else { continue };
+        let child = match rest.find('/') {
+            Some(i) => &rest[..=i],
+            None => rest,
+        };
+        if !child.is_empty() && out.last().map(String::as_str) != Some(child) {
+            out.push(child.to_string());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_cas_and_pruning() {
+        let mut m = SecretMetadata::new("app/db", 1);
+        m.max_versions = 2;
+        assert!(matches!(m.add_version(Some(1), 2), Err(Error::CasMismatch { expected: 1, current: 0 })));
+        assert_eq!(m.add_version(Some(0), 2).unwrap().0.version, 1);
+        assert_eq!(m.add_version(None, 3).unwrap().1, Vec::<u64>::new());
+        let (v3, pruned) = m.add_version(Some(2), 4).unwrap();
+        assert_eq!((v3.version, pruned), (3, vec![1]));
+        assert!(m.readable(Some(1)).unwrap_err().to_string().contains("does not exist"));
+        m.versions.get_mut(&3).unwrap().deleted_ms = Some(5);
+        assert!(m.readable(None).unwrap_err().to_string().contains("is deleted"));
+        assert_eq!(m.readable(Some(2)).unwrap().version, 2);
+    }
+
+    #[test]
+    fn listing_children() {
+        let paths = ["app/db", "app/x/a", "app/x/b", "apps", "other"];
+        assert_eq!(children("app/", paths.iter().copied()), vec!["db", "x/"]);
+        assert_eq!(children("", paths.iter().copied()), vec!["app/", "apps", "other"]);
+    }
+}

@@ -1,0 +1,27 @@
+//! The Arca vault, independent of any transport.
+//!
+//! [`Core::handle`] takes a [`Request`] (operation, token, peer) and returns a [`Reply`]: the
+//! gRPC services, and later the HTTP front, only translate. Every request that is not one of the
+//! seal-independent system calls goes through the same steps: sealed check, read barrier
+//! (linearizable on any node), token authentication, authorization (default deny), handler.
+
+mod error;
+mod kv;
+mod path;
+mod request;
+mod seal;
+mod token;
+mod vault;
+
+pub use error::{Error, Result};
+pub use kv::{SecretMetadata, VersionMetadata, DEFAULT_MAX_VERSIONS, MAX_VALUE_BYTES};
+pub use path::{validate_path, validate_prefix, MAX_PATH_BYTES};
+pub use request::{HealthInfo, InitResult, Member, Operation, Reply, Request, SealStatus, SecretData};
+pub use token::{TokenInfo, ROOT_POLICY, TOKEN_PREFIX};
+pub use vault::Core;
+
+/// Milliseconds since the Unix epoch, decided by the node that proposes a write (apply never
+/// reads a clock).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

@@ -1,0 +1,458 @@
+//! [`Core`]: request handling for one node.
+
+use std::sync::{Arc, Mutex};
+
+use arca_crypto::shamir::{self, ShareCollector};
+use arca_crypto::{Keyring, SecretKey};
+use arca_raft::{Command, CommandResult, Guard, Op, RaftNode};
+use arca_storage::Cf;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::{info, instrument, warn};
+use zeroize::Zeroizing;
+
+use crate::kv::{self, SecretMetadata, VersionMetadata, MAX_VALUE_BYTES};
+use crate::seal::{InitRecord, Seal, INIT_KEY};
+use crate::token::{self, TokenInfo, ROOT_POLICY};
+use crate::{
+    now_ms, validate_path, validate_prefix, Error, HealthInfo, InitResult, Member, Operation, Reply, Request, Result,
+    SealStatus, SecretData,
+};
+
+/// How often a guarded write is re-decided after losing a race before giving up.
+const MAX_TXN_ATTEMPTS: usize = 16;
+/// Most keys a single list returns.
+const MAX_LIST: usize = 10_000;
+
+/// The vault on one node: its seal state and the replicated state behind the barrier.
+#[derive(Clone)]
+pub struct Core {
+    node: RaftNode,
+    seal: Arc<Mutex<Seal>>,
+}
+
+fn encrypt_json<T: Serialize>(keyring: &Keyring, aad: &[u8], value: &T) -> Result<Vec<u8>> {
+    let plain = Zeroizing::new(serde_json::to_vec(value).map_err(|e| Error::Internal(e.to_string()))?);
+    keyring.encrypt(aad, &plain).map_err(|e| Error::Internal(e.to_string()))
+}
+
+fn decrypt_json<T: DeserializeOwned>(keyring: &Keyring, aad: &[u8], record: &[u8]) -> Result<T> {
+    let corrupt = |reason: String| Error::Corrupt { path: String::from_utf8_lossy(aad).into_owned(), reason };
+    let plain = keyring.decrypt(aad, record).map_err(|e| corrupt(e.to_string()))?;
+    serde_json::from_slice(&plain).map_err(|e| corrupt(e.to_string()))
+}
+
+impl Core {
+    /// A core over a started node. The node starts sealed, whatever its data directory holds.
+    pub fn new(node: RaftNode) -> Core {
+        Core { node, seal: Arc::new(Mutex::new(Seal::Sealed(None))) }
+    }
+
+    pub fn node(&self) -> &RaftNode {
+        &self.node
+    }
+
+    /// Handles one request end to end.
+    #[instrument(level = "info", skip_all, fields(node = self.node.id(), op = ?req.op, remote = ?req.remote))]
+    pub async fn handle(&self, req: Request) -> Result<Reply> {
+        let result = self.dispatch(req).await;
+        if let Err(e) = &result {
+            // The message never holds secrets (see `Error`).
+            info!(error = %e, "request failed");
+        }
+        result
+    }
+
+    async fn dispatch(&self, req: Request) -> Result<Reply> {
+        match req.op {
+            Operation::SealStatus => return self.seal_status().map(Reply::SealStatus),
+            Operation::Health => return self.health().map(Reply::Health),
+            Operation::Unseal { share, reset } => return self.unseal(&share, reset).await.map(Reply::SealStatus),
+            Operation::Init { shares, threshold } => return self.init(shares, threshold).await.map(Reply::Init),
+            _ => {}
+        }
+        let keyring = self.keyring()?;
+        // One leader round trip makes this node current: the token check and any read below
+        // see every write that completed before this request began.
+        self.node.read_barrier().await?;
+        let caller = self.authenticate(&keyring, req.token.as_deref().map(String::as_str))?;
+        authorize(&caller, &req.op)?;
+        match req.op {
+            Operation::Seal => {
+                *self.seal.lock().expect("seal lock") = Seal::Sealed(None);
+                warn!("node sealed by request");
+                Ok(Reply::Done)
+            }
+            Operation::Leader => Ok(Reply::Leader { leader: self.members().into_iter().find(|m| m.leader) }),
+            Operation::Members => Ok(Reply::Members(self.members())),
+            Operation::Join { peer } => {
+                self.node.join(&peer).await?;
+                Ok(Reply::Done)
+            }
+            Operation::RemovePeer { id } => {
+                self.node.remove(id).await?;
+                Ok(Reply::Done)
+            }
+            Operation::KvPut { path, data, cas } => {
+                self.kv_put(&keyring, &path, &data, cas).await.map(Reply::KvWritten)
+            }
+            Operation::KvGet { path, version } => self.kv_get(&keyring, &path, version),
+            Operation::KvList { prefix } => self.kv_list(&prefix).map(Reply::KvKeys),
+            Operation::KvDelete { path, versions } => {
+                self.kv_versions(&keyring, &path, &versions, VersionChange::Delete).await.map(Reply::KvMetadata)
+            }
+            Operation::KvUndelete { path, versions } => {
+                self.kv_versions(&keyring, &path, &versions, VersionChange::Undelete).await.map(Reply::KvMetadata)
+            }
+            Operation::KvDestroy { path, versions } => {
+                self.kv_versions(&keyring, &path, &versions, VersionChange::Destroy).await.map(Reply::KvMetadata)
+            }
+            Operation::KvMetadata { path } => {
+                validate_path(&path)?;
+                self.read_meta(&keyring, &path)?.map(|(m, _)| Reply::KvMetadata(m)).ok_or_else(|| not_found(&path))
+            }
+            Operation::KvSetMaxVersions { path, max_versions } => {
+                self.kv_set_max_versions(&keyring, &path, max_versions).await.map(Reply::KvMetadata)
+            }
+            Operation::TokenCreate { policies, ttl, display_name } => {
+                let expires_ms = ttl.map(|t| now_ms() + t.as_millis() as i64);
+                let (token, info) = self.create_token(&keyring, policies, display_name, expires_ms).await?;
+                Ok(Reply::TokenCreated { token, info })
+            }
+            Operation::TokenLookupSelf => Ok(Reply::Token(caller)),
+            Operation::TokenRevoke { token } => {
+                let target = token.as_deref().map(String::as_str).or(req.token.as_deref().map(String::as_str));
+                let target = target.ok_or(Error::MissingToken)?;
+                let key = token::storage_key(target);
+                if self.node.reader().get(Cf::Tokens, &key)?.is_none() {
+                    return Err(Error::NotFound("no such token".into()));
+                }
+                self.node.write(Command::Txn { guards: vec![], ops: vec![Op::Delete { cf: Cf::Tokens, key }] }).await?;
+                Ok(Reply::Done)
+            }
+            Operation::SealStatus | Operation::Health | Operation::Unseal { .. } | Operation::Init { .. } => {
+                unreachable!("handled before authentication")
+            }
+        }
+    }
+
+    fn keyring(&self) -> Result<Arc<Keyring>> {
+        match &*self.seal.lock().expect("seal lock") {
+            Seal::Unsealed(k) => Ok(k.clone()),
+            Seal::Sealed(_) => Err(Error::Sealed),
+        }
+    }
+
+    fn init_record(&self) -> Result<Option<InitRecord>> {
+        let Some(raw) = self.node.reader().get(Cf::Sys, INIT_KEY)? else { return Ok(None) };
+        serde_json::from_slice(&raw)
+            .map(Some)
+            .map_err(|e| Error::Corrupt { path: "sys/core/init".into(), reason: e.to_string() })
+    }
+
+    fn seal_status(&self) -> Result<SealStatus> {
+        let init = self.init_record()?;
+        let seal = self.seal.lock().expect("seal lock");
+        let (sealed, progress) = match &*seal {
+            Seal::Unsealed(_) => (false, 0),
+            Seal::Sealed(c) => (true, c.as_ref().map_or(0, |c| c.progress().provided as u8)),
+        };
+        Ok(SealStatus {
+            initialized: init.is_some(),
+            sealed,
+            threshold: init.as_ref().map_or(0, |i| i.threshold),
+            shares: init.as_ref().map_or(0, |i| i.shares),
+            progress,
+            share_set: init.as_ref().map(|i| i.share_config().set.to_string()).unwrap_or_default(),
+            node_id: self.node.id(),
+        })
+    }
+
+    fn health(&self) -> Result<HealthInfo> {
+        let m = self.node.metrics();
+        let status = self.seal_status()?;
+        Ok(HealthInfo {
+            initialized: status.initialized,
+            sealed: status.sealed,
+            node_id: self.node.id(),
+            leader_id: m.current_leader,
+            is_leader: m.current_leader == Some(self.node.id()),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+        })
+    }
+
+    fn members(&self) -> Vec<Member> {
+        let m = self.node.metrics();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, n)| Member {
+                id: *id,
+                raft_addr: n.raft_addr.clone(),
+                api_addr: n.api_addr.clone(),
+                voter: voters.contains(id),
+                leader: m.current_leader == Some(*id),
+            })
+            .collect()
+    }
+
+    /// Creates the root key, keyring and root token, and replicates the init record. Once per
+    /// cluster: the write is guarded on the init record being absent.
+    #[instrument(level = "info", skip(self))]
+    async fn init(&self, shares: u8, threshold: u8) -> Result<InitResult> {
+        if self.init_record()?.is_some() {
+            return Err(Error::AlreadyInitialized);
+        }
+        let root = SecretKey::generate().map_err(|e| Error::Internal(e.to_string()))?;
+        let keyring = Keyring::generate().map_err(|e| Error::Internal(e.to_string()))?;
+        let (config, split) = shamir::split(&root, threshold as usize, shares as usize)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let record = InitRecord {
+            share_set: config.set.0,
+            threshold,
+            shares,
+            sealed_keyring: keyring.seal(&root).map_err(|e| Error::Internal(e.to_string()))?,
+        };
+        drop(root);
+        let (root_token, accessor) = token::generate()?;
+        let info = TokenInfo {
+            accessor,
+            policies: vec![ROOT_POLICY.into()],
+            display_name: "root".into(),
+            created_ms: now_ms(),
+            expires_ms: None,
+        };
+        let token_key = token::storage_key(&root_token);
+        let ops = vec![
+            Op::Put {
+                cf: Cf::Sys,
+                key: INIT_KEY.to_vec(),
+                value: serde_json::to_vec(&record).map_err(|e| Error::Internal(e.to_string()))?,
+            },
+            Op::Put { cf: Cf::Tokens, value: encrypt_json(&keyring, &token_key, &info)?, key: token_key },
+        ];
+        let guards = vec![Guard::unchanged(Cf::Sys, INIT_KEY, None)];
+        match self.node.write(Command::Txn { guards, ops }).await?.result {
+            CommandResult::Applied => {
+                info!(threshold, shares, "cluster initialized");
+                Ok(InitResult { shares: split.iter().map(|s| s.encode()).collect(), threshold, root_token })
+            }
+            _ => Err(Error::AlreadyInitialized),
+        }
+    }
+
+    /// Adds one unseal share; at the threshold, reconstructs and verifies the root key.
+    async fn unseal(&self, share: &str, reset: bool) -> Result<SealStatus> {
+        let init = self.init_record()?.ok_or(Error::NotInitialized)?;
+        {
+            let mut seal = self.seal.lock().expect("seal lock");
+            if let Seal::Sealed(collector) = &mut *seal {
+                if reset {
+                    *collector = None;
+                } else {
+                    let c = collector.get_or_insert_with(|| ShareCollector::new(init.share_config()));
+                    // The share itself is never logged, only the outcome.
+                    c.add(share).map_err(Error::Share)?;
+                    if c.is_complete() {
+                        let recovered = c.recover(&init.sealed_keyring);
+                        *collector = None;
+                        let (_root, keyring) = recovered.map_err(Error::Share)?;
+                        *seal = Seal::Unsealed(Arc::new(keyring));
+                        info!("node unsealed");
+                    }
+                }
+            }
+        }
+        self.seal_status()
+    }
+
+    fn authenticate(&self, keyring: &Keyring, token: Option<&str>) -> Result<TokenInfo> {
+        let token = token.ok_or(Error::MissingToken)?;
+        if !token::well_formed(token) {
+            return Err(Error::BadToken);
+        }
+        let key = token::storage_key(token);
+        let record = self.node.reader().get(Cf::Tokens, &key)?.ok_or(Error::BadToken)?;
+        let info: TokenInfo = decrypt_json(keyring, &key, &record)?;
+        if info.expires_ms.is_some_and(|e| e <= now_ms()) {
+            return Err(Error::BadToken);
+        }
+        Ok(info)
+    }
+
+    async fn create_token(
+        &self,
+        keyring: &Keyring,
+        policies: Vec<String>,
+        display_name: String,
+        expires_ms: Option<i64>,
+    ) -> Result<(Zeroizing<String>, TokenInfo)> {
+        if policies.iter().any(|p| p == ROOT_POLICY) {
+            return Err(Error::PermissionDenied(
+                "the root policy cannot be granted to new tokens; 'operator generate-root' makes a new root token"
+                    .into(),
+            ));
+        }
+        let (token, accessor) = token::generate()?;
+        let info = TokenInfo { accessor, policies, display_name, created_ms: now_ms(), expires_ms };
+        let key = token::storage_key(&token);
+        let op = Op::Put { cf: Cf::Tokens, value: encrypt_json(keyring, &key, &info)?, key };
+        self.node.write(Command::Txn { guards: vec![], ops: vec![op] }).await?;
+        Ok((token, info))
+    }
+
+    /// The metadata of `path` and its raw stored bytes (the guard for a later write).
+    fn read_meta(&self, keyring: &Keyring, path: &str) -> Result<Option<(SecretMetadata, Vec<u8>)>> {
+        let Some(raw) = self.node.reader().get(Cf::Kv, &kv::meta_key(path))? else { return Ok(None) };
+        Ok(Some((decrypt_json(keyring, &kv::meta_aad(path), &raw)?, raw)))
+    }
+
+    /// Read-decide-propose with a guard on the metadata, retried while other writers win.
+    async fn guarded_update<T>(
+        &self,
+        keyring: &Keyring,
+        path: &str,
+        mut decide: impl FnMut(Option<SecretMetadata>) -> Result<(SecretMetadata, Vec<Op>, T)>,
+    ) -> Result<T> {
+        for attempt in 0..MAX_TXN_ATTEMPTS {
+            if attempt > 0 {
+                self.node.read_barrier().await?;
+            }
+            let current = self.read_meta(keyring, path)?;
+            let raw = current.as_ref().map(|(_, r)| r.clone());
+            let (meta, mut ops, out) = decide(current.map(|(m, _)| m))?;
+            ops.push(Op::Put {
+                cf: Cf::Kv,
+                key: kv::meta_key(path),
+                value: encrypt_json(keyring, &kv::meta_aad(path), &meta)?,
+            });
+            let guards = vec![Guard::unchanged(Cf::Kv, kv::meta_key(path), raw.as_deref())];
+            match self.node.write(Command::Txn { guards, ops }).await?.result {
+                CommandResult::Applied => return Ok(out),
+                _ => continue,
+            }
+        }
+        Err(Error::Conflict)
+    }
+
+    async fn kv_put(
+        &self,
+        keyring: &Keyring,
+        path: &str,
+        data: &SecretData,
+        cas: Option<u64>,
+    ) -> Result<VersionMetadata> {
+        validate_path(path)?;
+        let plain = Zeroizing::new(serde_json::to_vec(data).map_err(|e| Error::Internal(e.to_string()))?);
+        if plain.len() > MAX_VALUE_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "secret value is {} bytes, over the {MAX_VALUE_BYTES}-byte limit",
+                plain.len()
+            )));
+        }
+        let now = now_ms();
+        self.guarded_update(keyring, path, |current| {
+            let mut meta = current.unwrap_or_else(|| SecretMetadata::new(path, now));
+            let (version, pruned) = meta.add_version(cas, now)?;
+            let data_key = kv::data_key(path, version.version);
+            let value = keyring
+                .encrypt(&kv::data_aad(path, version.version), &plain)
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            let mut ops = vec![Op::Put { cf: Cf::Kv, key: data_key, value }];
+            ops.extend(pruned.into_iter().map(|v| Op::Delete { cf: Cf::Kv, key: kv::data_key(path, v) }));
+            Ok((meta, ops, version))
+        })
+        .await
+    }
+
+    fn kv_get(&self, keyring: &Keyring, path: &str, version: Option<u64>) -> Result<Reply> {
+        validate_path(path)?;
+        let (meta, _) = self.read_meta(keyring, path)?.ok_or_else(|| not_found(path))?;
+        let v = meta.readable(version)?.clone();
+        let raw = self.node.reader().get(Cf::Kv, &kv::data_key(path, v.version))?.ok_or_else(|| Error::Corrupt {
+            path: path.into(),
+            reason: format!("data of version {} is missing", v.version),
+        })?;
+        let data: SecretData = decrypt_json(keyring, &kv::data_aad(path, v.version), &raw)?;
+        Ok(Reply::KvSecret { data, version: v })
+    }
+
+    fn kv_list(&self, prefix: &str) -> Result<Vec<String>> {
+        validate_prefix(prefix)?;
+        let scan = self.node.reader().scan_prefix(Cf::Kv, &kv::meta_key(prefix), MAX_LIST)?;
+        let paths: Vec<String> = scan.into_iter().map(|(k, _)| String::from_utf8_lossy(&k[2..]).into_owned()).collect();
+        let keys = kv::children(prefix, paths.iter().map(String::as_str));
+        if keys.is_empty() {
+            return Err(Error::NotFound(format!("no secrets under {prefix:?}")));
+        }
+        Ok(keys)
+    }
+
+    async fn kv_versions(
+        &self,
+        keyring: &Keyring,
+        path: &str,
+        versions: &[u64],
+        change: VersionChange,
+    ) -> Result<SecretMetadata> {
+        validate_path(path)?;
+        let now = now_ms();
+        self.guarded_update(keyring, path, |current| {
+            let mut meta = current.ok_or_else(|| not_found(path))?;
+            let mut ops = Vec::new();
+            for v in meta.targets(versions)? {
+                let entry = meta.versions.get_mut(&v).expect("targets exist");
+                match change {
+                    VersionChange::Delete => entry.deleted_ms = entry.deleted_ms.or(Some(now)),
+                    VersionChange::Undelete => entry.deleted_ms = None,
+                    VersionChange::Destroy => {
+                        entry.destroyed = true;
+                        ops.push(Op::Delete { cf: Cf::Kv, key: kv::data_key(path, v) });
+                    }
+                }
+            }
+            meta.updated_ms = now;
+            Ok((meta.clone(), ops, meta))
+        })
+        .await
+    }
+
+    async fn kv_set_max_versions(&self, keyring: &Keyring, path: &str, max_versions: u32) -> Result<SecretMetadata> {
+        validate_path(path)?;
+        if max_versions == 0 {
+            return Err(Error::InvalidArgument("max_versions must be at least 1".into()));
+        }
+        let now = now_ms();
+        self.guarded_update(keyring, path, |current| {
+            let mut meta = current.unwrap_or_else(|| SecretMetadata::new(path, now));
+            meta.max_versions = max_versions;
+            let ops = meta.prune().into_iter().map(|v| Op::Delete { cf: Cf::Kv, key: kv::data_key(path, v) }).collect();
+            Ok((meta.clone(), ops, meta))
+        })
+        .await
+    }
+}
+
+#[derive(Clone, Copy)]
+enum VersionChange {
+    Delete,
+    Undelete,
+    Destroy,
+}
+
+fn not_found(path: &str) -> Error {
+    Error::NotFound(format!("no secret at {path}"))
+}
+
+/// Default deny. Until path policies exist, only the root policy grants anything beyond a
+/// token's own lookup and self-revocation.
+fn authorize(caller: &TokenInfo, op: &Operation) -> Result<()> {
+    if caller.is_root() {
+        return Ok(());
+    }
+    match op {
+        Operation::TokenLookupSelf | Operation::TokenRevoke { token: None } => Ok(()),
+        other => Err(Error::PermissionDenied(format!("{} requires a policy that grants it", other.name()))),
+    }
+}
