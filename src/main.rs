@@ -1,28 +1,27 @@
-//! The `arca` command. The server and the operator/KV commands arrive with the server issue;
-//! until then the binary reports its version and what it is.
+//! `arca`: the server and the command-line client of the Arca secrets manager.
+//!
+//! Exit codes: 0 success, 1 error, 2 usage or configuration error.
+
+mod cli;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "arca: a Raft-replicated secrets manager
-
-usage: arca --version | --help
-
-The server and client commands are not part of this build yet.";
+use clap::Parser;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["--version"] | ["-V"] | ["version"] => {
-            println!("arca {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+    let args = cli::Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
         }
-        [] | ["--help"] | ["-h"] | ["help"] => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        other => {
-            eprintln!("arca: unknown command {:?}\n\n{USAGE}", other.join(" "));
-            ExitCode::from(2)
+    };
+    match runtime.block_on(cli::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            ExitCode::from(e.code)
         }
     }
 }

@@ -1,0 +1,284 @@
+//! The client API: gRPC services translating to and from [`arca_core`]. The only place where
+//! core errors become gRPC statuses.
+
+use std::time::Duration;
+
+use arca_core::{Core, Error as CoreError, Operation, Reply, Request, SecretData};
+use tonic::{Request as GrpcRequest, Response, Status};
+use zeroize::Zeroizing;
+
+use crate::proto;
+
+/// Maps a core error to the gRPC status a client sees. The message is the core's, which is
+/// written for users and never contains a secret.
+fn status(e: CoreError) -> Status {
+    let msg = e.to_string();
+    match e {
+        CoreError::Sealed | CoreError::Cluster(_) => Status::unavailable(msg),
+        CoreError::NotInitialized | CoreError::CasMismatch { .. } => Status::failed_precondition(msg),
+        CoreError::AlreadyInitialized => Status::already_exists(msg),
+        CoreError::InvalidArgument(_) | CoreError::Share(_) => Status::invalid_argument(msg),
+        CoreError::MissingToken | CoreError::BadToken => Status::unauthenticated(msg),
+        CoreError::PermissionDenied(_) => Status::permission_denied(msg),
+        CoreError::NotFound(_) => Status::not_found(msg),
+        CoreError::Conflict => Status::aborted(msg),
+        CoreError::Storage(_) | CoreError::Corrupt { .. } | CoreError::Internal(_) => Status::internal(msg),
+    }
+}
+
+/// The token from `authorization` metadata (`Bearer <token>` or the bare token).
+fn token<T>(req: &GrpcRequest<T>) -> Option<Zeroizing<String>> {
+    let raw = req.metadata().get("authorization")?.to_str().ok()?;
+    let t = raw.strip_prefix("Bearer ").unwrap_or(raw).trim();
+    (!t.is_empty()).then(|| Zeroizing::new(t.to_string()))
+}
+
+#[derive(Clone)]
+pub(crate) struct Api {
+    pub core: Core,
+}
+
+impl Api {
+    async fn call<T>(&self, req: &GrpcRequest<T>, op: Operation) -> Result<Reply, Status> {
+        let request = Request { token: token(req), remote: req.remote_addr(), op };
+        self.core.handle(request).await.map_err(status)
+    }
+}
+
+fn unexpected(reply: Reply) -> Status {
+    Status::internal(format!("unexpected reply {reply:?}"))
+}
+
+fn u8_arg(v: u32, name: &str) -> Result<u8, Status> {
+    u8::try_from(v).map_err(|_| Status::invalid_argument(format!("{name} must be at most 255")))
+}
+
+fn seal_status(s: arca_core::SealStatus) -> proto::SealStatusResponse {
+    proto::SealStatusResponse {
+        initialized: s.initialized,
+        sealed: s.sealed,
+        threshold: s.threshold.into(),
+        shares: s.shares.into(),
+        progress: s.progress.into(),
+        share_set: s.share_set,
+        node_id: s.node_id,
+    }
+}
+
+fn member(m: arca_core::Member) -> proto::Member {
+    proto::Member { id: m.id, raft_addr: m.raft_addr, api_addr: m.api_addr, voter: m.voter, leader: m.leader }
+}
+
+fn version(v: arca_core::VersionMetadata) -> proto::VersionMetadata {
+    proto::VersionMetadata {
+        version: v.version,
+        created_ms: v.created_ms,
+        deleted_ms: v.deleted_ms.unwrap_or(0),
+        destroyed: v.destroyed,
+    }
+}
+
+fn metadata(m: arca_core::SecretMetadata) -> proto::SecretMetadata {
+    proto::SecretMetadata {
+        path: m.path,
+        current_version: m.current_version,
+        max_versions: m.max_versions,
+        created_ms: m.created_ms,
+        updated_ms: m.updated_ms,
+        versions: m.versions.into_values().map(version).collect(),
+    }
+}
+
+fn token_info(t: arca_core::TokenInfo) -> proto::TokenInfo {
+    proto::TokenInfo {
+        accessor: t.accessor,
+        policies: t.policies,
+        display_name: t.display_name,
+        created_ms: t.created_ms,
+        expires_ms: t.expires_ms.unwrap_or(0),
+    }
+}
+
+type R<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl proto::sys_server::Sys for Api {
+    async fn init(&self, req: GrpcRequest<proto::InitRequest>) -> R<proto::InitResponse> {
+        let op = Operation::Init {
+            shares: u8_arg(req.get_ref().shares, "shares")?,
+            threshold: u8_arg(req.get_ref().threshold, "threshold")?,
+        };
+        match self.call(&req, op).await? {
+            Reply::Init(i) => Ok(Response::new(proto::InitResponse {
+                shares: i.shares.iter().map(|s| s.to_string()).collect(),
+                threshold: i.threshold.into(),
+                root_token: i.root_token.to_string(),
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn unseal(&self, req: GrpcRequest<proto::UnsealRequest>) -> R<proto::SealStatusResponse> {
+        let op = Operation::Unseal { share: Zeroizing::new(req.get_ref().share.clone()), reset: req.get_ref().reset };
+        match self.call(&req, op).await? {
+            Reply::SealStatus(s) => Ok(Response::new(seal_status(s))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn seal(&self, req: GrpcRequest<proto::SealRequest>) -> R<proto::SealStatusResponse> {
+        self.call(&req, Operation::Seal).await?;
+        match self.call(&req, Operation::SealStatus).await? {
+            Reply::SealStatus(s) => Ok(Response::new(seal_status(s))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn seal_status(&self, req: GrpcRequest<proto::SealStatusRequest>) -> R<proto::SealStatusResponse> {
+        match self.call(&req, Operation::SealStatus).await? {
+            Reply::SealStatus(s) => Ok(Response::new(seal_status(s))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn health(&self, req: GrpcRequest<proto::HealthRequest>) -> R<proto::HealthResponse> {
+        match self.call(&req, Operation::Health).await? {
+            Reply::Health(h) => Ok(Response::new(proto::HealthResponse {
+                initialized: h.initialized,
+                sealed: h.sealed,
+                node_id: h.node_id,
+                leader_id: h.leader_id.unwrap_or(0),
+                is_leader: h.is_leader,
+                applied_index: h.applied_index,
+                version: env!("CARGO_PKG_VERSION").into(),
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn leader(&self, req: GrpcRequest<proto::LeaderRequest>) -> R<proto::LeaderResponse> {
+        match self.call(&req, Operation::Leader).await? {
+            Reply::Leader { leader } => Ok(Response::new(proto::LeaderResponse { leader: leader.map(member) })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn members(&self, req: GrpcRequest<proto::MembersRequest>) -> R<proto::MembersResponse> {
+        match self.call(&req, Operation::Members).await? {
+            Reply::Members(m) => {
+                Ok(Response::new(proto::MembersResponse { members: m.into_iter().map(member).collect() }))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn join(&self, req: GrpcRequest<proto::JoinRequest>) -> R<proto::JoinResponse> {
+        self.call(&req, Operation::Join { peer: req.get_ref().peer.clone() }).await?;
+        Ok(Response::new(proto::JoinResponse {}))
+    }
+
+    async fn remove_peer(&self, req: GrpcRequest<proto::RemovePeerRequest>) -> R<proto::RemovePeerResponse> {
+        self.call(&req, Operation::RemovePeer { id: req.get_ref().node_id }).await?;
+        Ok(Response::new(proto::RemovePeerResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl proto::kv_server::Kv for Api {
+    async fn put(&self, req: GrpcRequest<proto::PutRequest>) -> R<proto::VersionMetadata> {
+        let r = req.get_ref();
+        let op = Operation::KvPut {
+            path: r.path.clone(),
+            data: SecretData(r.data.clone().into_iter().collect()),
+            cas: r.cas,
+        };
+        match self.call(&req, op).await? {
+            Reply::KvWritten(v) => Ok(Response::new(version(v))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn get(&self, req: GrpcRequest<proto::GetRequest>) -> R<proto::GetResponse> {
+        let r = req.get_ref();
+        let op = Operation::KvGet { path: r.path.clone(), version: (r.version != 0).then_some(r.version) };
+        match self.call(&req, op).await? {
+            Reply::KvSecret { data, version: v } => Ok(Response::new(proto::GetResponse {
+                data: data.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                metadata: Some(version(v)),
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn list(&self, req: GrpcRequest<proto::ListRequest>) -> R<proto::ListResponse> {
+        match self.call(&req, Operation::KvList { prefix: req.get_ref().prefix.clone() }).await? {
+            Reply::KvKeys(keys) => Ok(Response::new(proto::ListResponse { keys })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete(&self, req: GrpcRequest<proto::VersionsRequest>) -> R<proto::SecretMetadata> {
+        let r = req.get_ref();
+        self.meta_reply(&req, Operation::KvDelete { path: r.path.clone(), versions: r.versions.clone() }).await
+    }
+
+    async fn undelete(&self, req: GrpcRequest<proto::VersionsRequest>) -> R<proto::SecretMetadata> {
+        let r = req.get_ref();
+        self.meta_reply(&req, Operation::KvUndelete { path: r.path.clone(), versions: r.versions.clone() }).await
+    }
+
+    async fn destroy(&self, req: GrpcRequest<proto::VersionsRequest>) -> R<proto::SecretMetadata> {
+        let r = req.get_ref();
+        self.meta_reply(&req, Operation::KvDestroy { path: r.path.clone(), versions: r.versions.clone() }).await
+    }
+
+    async fn get_metadata(&self, req: GrpcRequest<proto::MetadataRequest>) -> R<proto::SecretMetadata> {
+        self.meta_reply(&req, Operation::KvMetadata { path: req.get_ref().path.clone() }).await
+    }
+
+    async fn set_max_versions(&self, req: GrpcRequest<proto::SetMaxVersionsRequest>) -> R<proto::SecretMetadata> {
+        let r = req.get_ref();
+        self.meta_reply(&req, Operation::KvSetMaxVersions { path: r.path.clone(), max_versions: r.max_versions }).await
+    }
+}
+
+impl Api {
+    async fn meta_reply<T>(&self, req: &GrpcRequest<T>, op: Operation) -> R<proto::SecretMetadata> {
+        match self.call(req, op).await? {
+            Reply::KvMetadata(m) => Ok(Response::new(metadata(m))),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl proto::token_server::Token for Api {
+    async fn create(&self, req: GrpcRequest<proto::CreateTokenRequest>) -> R<proto::CreateTokenResponse> {
+        let r = req.get_ref();
+        let op = Operation::TokenCreate {
+            policies: r.policies.clone(),
+            ttl: (r.ttl_seconds > 0).then(|| Duration::from_secs(r.ttl_seconds)),
+            display_name: r.display_name.clone(),
+        };
+        match self.call(&req, op).await? {
+            Reply::TokenCreated { token, info } => {
+                Ok(Response::new(proto::CreateTokenResponse { token: token.to_string(), info: Some(token_info(info)) }))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn lookup_self(&self, req: GrpcRequest<proto::LookupSelfRequest>) -> R<proto::TokenInfo> {
+        match self.call(&req, Operation::TokenLookupSelf).await? {
+            Reply::Token(t) => Ok(Response::new(token_info(t))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn revoke(&self, req: GrpcRequest<proto::RevokeRequest>) -> R<proto::RevokeResponse> {
+        let t = &req.get_ref().token;
+        let op = Operation::TokenRevoke { token: (!t.is_empty()).then(|| Zeroizing::new(t.clone())) };
+        self.call(&req, op).await?;
+        Ok(Response::new(proto::RevokeResponse {}))
+    }
+}

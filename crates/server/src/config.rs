@@ -1,0 +1,196 @@
+//! `node.toml`: everything a node needs to start.
+//!
+//! ```toml
+//! node_id = 1
+//! data_dir = "/var/lib/arca"
+//! log_level = "info"            # optional
+//!
+//! [api]                         # client API (gRPC over TLS)
+//! listen = "0.0.0.0:8200"
+//! advertise = "node1:8200"
+//!
+//! [cluster]                     # node-to-node (Raft over mutual TLS)
+//! listen = "0.0.0.0:8201"
+//! advertise = "node1:8201"
+//! bootstrap = true              # exactly one node of a new cluster
+//! # join = ["node1:8201"]       # the others: any member's cluster address
+//!
+//! [tls]                         # one certificate per node, for both ports
+//! ca = "/etc/arca/ca.pem"
+//! cert = "/etc/arca/node1.pem"
+//! key = "/etc/arca/node1-key.pem"
+//!
+//! [raft]                        # optional
+//! heartbeat_ms = 75
+//! election_min_ms = 250
+//! election_max_ms = 500
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node_id: u64,
+    pub data_dir: PathBuf,
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    pub api: Listener,
+    pub cluster: ClusterConfig,
+    pub tls: TlsFiles,
+    #[serde(default)]
+    pub raft: RaftTiming,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub listen: SocketAddr,
+    /// `host:port` others use to reach this listener.
+    pub advertise: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub listen: SocketAddr,
+    pub advertise: String,
+    #[serde(default)]
+    pub bootstrap: bool,
+    #[serde(default)]
+    pub join: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftTiming {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        let t = arca_raft::Timing::default();
+        RaftTiming {
+            heartbeat_ms: t.heartbeat.as_millis() as u64,
+            election_min_ms: t.election_min.as_millis() as u64,
+            election_max_ms: t.election_max.as_millis() as u64,
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+impl Config {
+    /// Reads and checks a config file. Errors name the file and the field.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| match e {
+            Error::Config(msg) => Error::Config(format!("{}: {msg}", path.display())),
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| Error::Config(e.to_string().trim().replace('\n', " ")))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |msg: &str| Err(Error::Config(msg.to_string()));
+        if self.node_id == 0 {
+            return bad("node_id: must be a positive integer, unique in the cluster");
+        }
+        if self.cluster.bootstrap && !self.cluster.join.is_empty() {
+            return bad(
+                "cluster.bootstrap and cluster.join: set one, not both (bootstrap the first node, join the others)",
+            );
+        }
+        for (field, addr) in [("api.advertise", &self.api.advertise), ("cluster.advertise", &self.cluster.advertise)] {
+            if addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                return Err(Error::Config(format!("{field}: {addr:?} is not host:port")));
+            }
+        }
+        let r = &self.raft;
+        if r.heartbeat_ms == 0 || r.election_min_ms <= r.heartbeat_ms || r.election_max_ms <= r.election_min_ms {
+            return bad("raft: need 0 < heartbeat_ms < election_min_ms < election_max_ms");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return Err(Error::Config(format!("log_level: {:?} is not a valid filter (try \"info\")", self.log_level)));
+        }
+        Ok(())
+    }
+
+    pub fn timing(&self) -> arca_raft::Timing {
+        arca_raft::Timing {
+            heartbeat: Duration::from_millis(self.raft.heartbeat_ms),
+            election_min: Duration::from_millis(self.raft.election_min_ms),
+            election_max: Duration::from_millis(self.raft.election_max_ms),
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+node_id = 1
+data_dir = "/tmp/x"
+[api]
+listen = "127.0.0.1:8200"
+advertise = "127.0.0.1:8200"
+[cluster]
+listen = "127.0.0.1:8201"
+advertise = "127.0.0.1:8201"
+bootstrap = true
+[tls]
+ca = "ca.pem"
+cert = "n.pem"
+key = "n-key.pem"
+"#;
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.log_level, "info");
+        assert_eq!(c.raft.heartbeat_ms, 75);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        for (edit, field) in [
+            (GOOD.replace("node_id = 1", "node_id = 0"), "node_id"),
+            (GOOD.replace("node_id = 1\n", ""), "node_id"),
+            (GOOD.replace("bootstrap = true", "bootstrap = true\njoin = [\"a:1\"]"), "cluster.join"),
+            (GOOD.replace("advertise = \"127.0.0.1:8200\"", "advertise = \"nohost\""), "api.advertise"),
+            (GOOD.replace("listen = \"127.0.0.1:8200\"", "listen = \"nope\""), "listen"),
+            (GOOD.replace("[tls]", "[tls]\nextra = 1"), "extra"),
+            (format!("{GOOD}\n[raft]\nheartbeat_ms = 900"), "raft"),
+        ] {
+            let err = Config::parse(&edit).unwrap_err().to_string();
+            assert!(err.contains(field), "expected {field:?} in: {err}");
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Starting, running and stopping one node.
+
+use std::future::Future;
+use std::time::Duration;
+
+use arca_core::Core;
+use arca_raft::{NodeConfig, NodeInfo, RaftNode, TlsConfig};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tracing::{info, warn};
+
+use crate::api::Api;
+use crate::proto;
+use crate::{Config, Error, Result};
+
+/// Runs a node until `shutdown` resolves, then stops gracefully: the client API stops
+/// accepting, in-flight requests finish, Raft shuts down and the data directory is released.
+/// The node starts sealed, whatever its data directory holds.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let tls = TlsConfig::from_files(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+    let info = NodeInfo { raft_addr: config.cluster.advertise.clone(), api_addr: config.api.advertise.clone() };
+    let node = RaftNode::start(NodeConfig {
+        id: config.node_id,
+        listen: config.cluster.listen,
+        info: info.clone(),
+        data_dir: config.data_dir.clone(),
+        tls: tls.clone(),
+        timing: config.timing(),
+    })
+    .await?;
+
+    if config.cluster.bootstrap && !node.is_member() {
+        match node.bootstrap(info).await {
+            Ok(()) => info!("bootstrapped a new cluster with this node as its first member"),
+            Err(arca_raft::Error::AlreadyInitialized) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let joiner = (!config.cluster.join.is_empty())
+        .then(|| tokio::spawn(join_until_member(node.clone(), config.cluster.join.clone())));
+
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .map_err(|source| Error::Listen { addr: config.api.listen.to_string(), source })?;
+    let api = Api { core: Core::new(node.clone()) };
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Serve(e.to_string()))?;
+    // Clients authenticate with tokens, so the client API does not require a client
+    // certificate (the TLS-certificate login method will accept one when presented).
+    let server_tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
+        .client_ca_root(Certificate::from_pem(&tls.ca_pem))
+        .client_auth_optional(true);
+    info!(api = %config.api.listen, cluster = %config.cluster.listen, node = config.node_id, "arca server listening (sealed)");
+    let served = tonic::transport::Server::builder()
+        .tls_config(server_tls)
+        .map_err(|e| Error::Serve(e.to_string()))?
+        .timeout(Duration::from_secs(30))
+        .add_service(proto::sys_server::SysServer::new(api.clone()))
+        .add_service(proto::kv_server::KvServer::new(api.clone()))
+        .add_service(proto::token_server::TokenServer::new(api))
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+        .await;
+    info!("shutting down");
+    if let Some(j) = joiner {
+        j.abort();
+    }
+    node.shutdown().await;
+    served.map_err(|e| Error::Serve(e.to_string()))
+}
+
+/// Asks the configured peers, in turn, to let this node join, until it is a member. Runs in the
+/// background for the life of the process: peers may start after this node.
+async fn join_until_member(node: RaftNode, peers: Vec<String>) {
+    let mut attempt = 0u32;
+    while !node.is_member() {
+        let peer = &peers[attempt as usize % peers.len()];
+        match node.join(peer).await {
+            Ok(()) => return,
+            Err(e) => warn!(peer, error = %e, "join failed; retrying"),
+        }
+        attempt = attempt.saturating_add(1);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

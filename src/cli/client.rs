@@ -1,0 +1,70 @@
+//! A connection to one node's client API.
+
+use std::path::Path;
+use std::time::Duration;
+
+use arca_server::proto::{kv_client::KvClient, sys_client::SysClient, token_client::TokenClient};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use super::{CliError, CliResult};
+
+pub struct Client {
+    channel: Channel,
+    token: Option<String>,
+    pub addr: String,
+}
+
+impl Client {
+    /// Connects to `addr` (`https://host:port`), trusting the CA certificate `cacert`.
+    pub async fn connect(addr: &str, cacert: Option<&Path>, token: Option<&str>) -> CliResult<Client> {
+        let uri = if addr.contains("://") { addr.to_string() } else { format!("https://{addr}") };
+        let mut tls = ClientTlsConfig::new();
+        if let Some(path) = cacert {
+            let pem = std::fs::read(path)
+                .map_err(|e| CliError::new(format!("cannot read the CA certificate {}: {e}", path.display())))?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        let endpoint = Endpoint::from_shared(uri.clone())
+            .map_err(|e| CliError::usage(format!("invalid address {addr:?}: {e}")))?
+            .tls_config(tls)
+            .map_err(|e| CliError::usage(format!("TLS setup for {addr}: {e}")))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30));
+        let channel = endpoint.connect().await.map_err(|e| {
+            let mut msg = format!("cannot reach {uri}: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            if cacert.is_none() {
+                msg.push_str(" (set ARCA_CACERT or --cacert to the cluster's CA certificate)");
+            }
+            CliError::new(msg)
+        })?;
+        Ok(Client { channel, token: token.map(str::to_string), addr: uri })
+    }
+
+    /// A request carrying the token, if any.
+    pub fn req<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(t) = &self.token {
+            if let Ok(v) = format!("Bearer {t}").parse() {
+                r.metadata_mut().insert("authorization", v);
+            }
+        }
+        r
+    }
+
+    pub fn sys(&self) -> SysClient<Channel> {
+        SysClient::new(self.channel.clone())
+    }
+
+    pub fn kv(&self) -> KvClient<Channel> {
+        KvClient::new(self.channel.clone())
+    }
+
+    pub fn tokens(&self) -> TokenClient<Channel> {
+        TokenClient::new(self.channel.clone())
+    }
+}

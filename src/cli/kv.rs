@@ -1,0 +1,195 @@
+//! `arca kv …`.
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use arca_server::proto;
+use clap::Subcommand;
+use serde_json::json;
+
+use super::output::print;
+use super::{CliError, CliResult, Client, Format};
+
+#[derive(Subcommand)]
+pub enum KvCommand {
+    /// Write a new version: `k=v` pairs, `k=@file` to read a value from a file, or `-` to read a
+    /// JSON object from stdin.
+    Put {
+        path: String,
+        #[arg(required = true)]
+        pairs: Vec<String>,
+        /// Check-and-set: 0 = only create, N = only if the current version is N.
+        #[arg(long)]
+        cas: Option<u64>,
+    },
+    /// Read a secret (the current version unless --version).
+    Get {
+        path: String,
+        #[arg(long)]
+        version: Option<u64>,
+        /// Print only this field's value.
+        #[arg(long)]
+        field: Option<String>,
+    },
+    /// List the keys under a prefix.
+    List {
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+    /// Soft-delete versions (default: the current one).
+    Delete {
+        path: String,
+        #[arg(long, value_delimiter = ',')]
+        versions: Vec<u64>,
+    },
+    /// Restore soft-deleted versions.
+    Undelete {
+        path: String,
+        #[arg(long, value_delimiter = ',', required = true)]
+        versions: Vec<u64>,
+    },
+    /// Remove the data of versions for good.
+    Destroy {
+        path: String,
+        #[arg(long, value_delimiter = ',', required = true)]
+        versions: Vec<u64>,
+    },
+    /// Secret metadata.
+    #[command(subcommand)]
+    Metadata(MetadataCommand),
+}
+
+#[derive(Subcommand)]
+pub enum MetadataCommand {
+    /// Show versions and their state.
+    Get { path: String },
+    /// Set how many versions to keep.
+    Put {
+        path: String,
+        #[arg(long)]
+        max_versions: u32,
+    },
+}
+
+fn parse_pairs(pairs: &[String]) -> CliResult<HashMap<String, String>> {
+    if pairs == ["-"] {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).map_err(|e| CliError::new(format!("reading stdin: {e}")))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| CliError::usage(format!("stdin is not JSON: {e}")))?;
+        let obj = value.as_object().ok_or_else(|| CliError::usage("stdin must hold a JSON object"))?;
+        return obj
+            .iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => Ok((k.clone(), s.clone())),
+                other => Ok((k.clone(), other.to_string())),
+            })
+            .collect();
+    }
+    pairs
+        .iter()
+        .map(|p| {
+            let (k, v) = p.split_once('=').ok_or_else(|| CliError::usage(format!("{p:?} is not key=value")))?;
+            if k.is_empty() {
+                return Err(CliError::usage(format!("{p:?} has an empty key")));
+            }
+            let v = match v.strip_prefix('@') {
+                Some(file) => std::fs::read_to_string(file)
+                    .map_err(|e| CliError::new(format!("cannot read {file} for key {k}: {e}")))?,
+                None => v.to_string(),
+            };
+            Ok((k.to_string(), v))
+        })
+        .collect()
+}
+
+fn version_json(v: &proto::VersionMetadata) -> serde_json::Value {
+    json!({
+        "version": v.version, "created_ms": v.created_ms,
+        "deleted_ms": if v.deleted_ms == 0 { serde_json::Value::Null } else { json!(v.deleted_ms) },
+        "destroyed": v.destroyed,
+    })
+}
+
+fn print_metadata(format: Format, m: &proto::SecretMetadata) {
+    match format {
+        Format::Json => print(
+            format,
+            &json!({
+                "path": m.path, "current_version": m.current_version, "max_versions": m.max_versions,
+                "created_ms": m.created_ms, "updated_ms": m.updated_ms,
+                "versions": m.versions.iter().map(version_json).collect::<Vec<_>>(),
+            }),
+        ),
+        Format::Table => {
+            println!("path             {}", m.path);
+            println!("current_version  {}", m.current_version);
+            println!("max_versions     {}", m.max_versions);
+            println!("\n{:<8} {:<16} {:<16} DESTROYED", "VERSION", "CREATED_MS", "DELETED_MS");
+            for v in &m.versions {
+                let deleted = if v.deleted_ms == 0 { "-".to_string() } else { v.deleted_ms.to_string() };
+                println!("{:<8} {:<16} {:<16} {}", v.version, v.created_ms, deleted, v.destroyed);
+            }
+        }
+    }
+}
+
+pub async fn run(cmd: KvCommand, client: &Client, format: Format) -> CliResult {
+    let mut kv = client.kv();
+    match cmd {
+        KvCommand::Put { path, pairs, cas } => {
+            let data = parse_pairs(&pairs)?;
+            let v = kv.put(client.req(proto::PutRequest { path, data, cas })).await?.into_inner();
+            print(format, &version_json(&v));
+        }
+        KvCommand::Get { path, version, field } => {
+            let got = kv
+                .get(client.req(proto::GetRequest { path: path.clone(), version: version.unwrap_or(0) }))
+                .await?
+                .into_inner();
+            if let Some(f) = field {
+                let v = got.data.get(&f).ok_or_else(|| CliError::new(format!("secret {path} has no field {f:?}")))?;
+                println!("{v}");
+                return Ok(());
+            }
+            let data: serde_json::Map<String, serde_json::Value> =
+                got.data.into_iter().map(|(k, v)| (k, json!(v))).collect();
+            match format {
+                Format::Json => {
+                    print(format, &json!({"data": data, "metadata": got.metadata.as_ref().map(version_json)}))
+                }
+                Format::Table => print(format, &serde_json::Value::Object(data.into_iter().collect())),
+            }
+        }
+        KvCommand::List { prefix } => {
+            let keys = kv.list(client.req(proto::ListRequest { prefix })).await?.into_inner().keys;
+            print(format, &json!(keys));
+        }
+        KvCommand::Delete { path, versions } => {
+            print_metadata(
+                format,
+                &kv.delete(client.req(proto::VersionsRequest { path, versions })).await?.into_inner(),
+            );
+        }
+        KvCommand::Undelete { path, versions } => {
+            print_metadata(
+                format,
+                &kv.undelete(client.req(proto::VersionsRequest { path, versions })).await?.into_inner(),
+            );
+        }
+        KvCommand::Destroy { path, versions } => {
+            print_metadata(
+                format,
+                &kv.destroy(client.req(proto::VersionsRequest { path, versions })).await?.into_inner(),
+            );
+        }
+        KvCommand::Metadata(MetadataCommand::Get { path }) => {
+            print_metadata(format, &kv.get_metadata(client.req(proto::MetadataRequest { path })).await?.into_inner());
+        }
+        KvCommand::Metadata(MetadataCommand::Put { path, max_versions }) => {
+            let req = proto::SetMaxVersionsRequest { path, max_versions };
+            print_metadata(format, &kv.set_max_versions(client.req(req)).await?.into_inner());
+        }
+    }
+    Ok(())
+}
