@@ -220,6 +220,19 @@ async fn bring_up(dir: &Path, ca: &Path, entries: &[NodeEntry]) -> CliResult {
         let client = wait_ready(&e.api_addr, ca, true, Duration::from_secs(60)).await?;
         unseal(&client, &init).await?;
     }
+    // Ready means fault tolerant: every node a voter, so losing any one keeps a quorum.
+    let admin = Client::connect(&entries[0].api_addr, Some(ca), Some(&init.root_token)).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let members = admin.sys().members(admin.req(proto::MembersRequest {})).await?.into_inner().members;
+        if members.iter().filter(|m| m.voter).count() == entries.len() {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(CliError::new(format!("not every node became a voter within 60 s: {members:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let env = format!(
         "export ARCA_ADDR={}\nexport ARCA_CACERT={}\nexport ARCA_TOKEN={}\n",
         entries[0].api_addr,

@@ -329,6 +329,11 @@ impl RaftNode {
         self.inner.raft.metrics().borrow().membership_config.membership().get_node(&self.inner.id).is_some()
     }
 
+    /// Whether this node is a voting member.
+    pub fn is_voter(&self) -> bool {
+        self.inner.raft.metrics().borrow().membership_config.membership().voter_ids().any(|v| v == self.inner.id)
+    }
+
     /// Joins the cluster that the node at `peer` (a node-to-node address) belongs to: asks its
     /// leader to add this node as a learner, waits until it has the log, then becomes a voter.
     /// The request is authenticated by this node's cluster certificate (mutual TLS).

@@ -71,11 +71,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     served.map_err(|e| Error::Serve(e.to_string()))
 }
 
-/// Asks the configured peers, in turn, to let this node join, until it is a member. Runs in the
+/// Asks the configured peers, in turn, to let this node join, until it is a voter. Runs in the
 /// background for the life of the process: peers may start after this node.
 async fn join_until_member(node: RaftNode, peers: Vec<String>) {
     let mut attempt = 0u32;
-    while !node.is_member() {
+    // A node that was added as a learner but not yet promoted (say, it crashed in between)
+    // asks again: both steps are idempotent.
+    while !node.is_voter() {
         let peer = &peers[attempt as usize % peers.len()];
         match node.join(peer).await {
             Ok(()) => return,

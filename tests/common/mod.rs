@@ -1,0 +1,180 @@
+//! Drives the real `arca` binary: a `arca dev cluster` in a temporary directory on free
+//! loopback ports, and the CLI against it.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ARCA: &str = env!("CARGO_BIN_EXE_arca");
+
+/// A running `arca dev cluster`. Dropping it stops every process it or the test started.
+pub struct DevCluster {
+    pub dir: tempfile::TempDir,
+    pub base: u16,
+    pub ca: PathBuf,
+    pub token: String,
+    pub shares: Vec<String>,
+    child: Child,
+    extra: Vec<Child>,
+}
+
+fn ports_free(base: u16, nodes: u16) -> bool {
+    (0..nodes).all(|i| (0..2).all(|off| TcpListener::bind(("127.0.0.1", base + 10 * i + off)).is_ok()))
+}
+
+/// A base port whose node ports (base + 10i, base + 10i + 1) are all free right now.
+fn free_base(nodes: u16) -> u16 {
+    let seed = std::process::id() as u16;
+    (0..200u16)
+        .map(|i| 20_000 + ((seed.wrapping_mul(7919).wrapping_add(i * 97)) % 4000) * 10)
+        .find(|&b| ports_free(b, nodes))
+        .expect("no free port range on loopback")
+}
+
+impl DevCluster {
+    pub fn start(nodes: u16) -> DevCluster {
+        let dir = tempfile::TempDir::new().unwrap();
+        let base = free_base(nodes);
+        let log = std::fs::File::create(dir.path().join("cluster.log")).unwrap();
+        let child = Command::new(ARCA)
+            .args(["dev", "cluster", "--nodes", &nodes.to_string(), "--base-port", &base.to_string(), "--dir"])
+            .arg(dir.path())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start arca dev cluster");
+        let mut cluster =
+            DevCluster { dir, base, ca: PathBuf::new(), token: String::new(), shares: vec![], child, extra: vec![] };
+        let env = cluster.dir.path().join("env");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !env.exists() {
+            if let Ok(Some(status)) = cluster.child.try_wait() {
+                panic!("arca dev cluster exited with {status}:\n{}", cluster.log());
+            }
+            assert!(Instant::now() < deadline, "dev cluster not up within 120 s:\n{}", cluster.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let init: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(cluster.dir.path().join("init.json")).unwrap()).unwrap();
+        cluster.token = init["root_token"].as_str().unwrap().to_string();
+        cluster.shares = init["shares"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+        cluster.ca = cluster.dir.path().join("certs/ca.pem");
+        cluster
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("cluster.log")).unwrap_or_default()
+    }
+
+    pub fn api(&self, node: u64) -> String {
+        format!("https://127.0.0.1:{}", self.base + 10 * (node as u16 - 1))
+    }
+
+    pub fn config(&self, node: u64) -> PathBuf {
+        self.dir.path().join(format!("node{node}/node.toml"))
+    }
+
+    pub fn data_dir(&self, node: u64) -> PathBuf {
+        self.dir.path().join(format!("node{node}/data"))
+    }
+
+    /// The pid `arca dev cluster` recorded for a node.
+    pub fn pid(&self, node: u64) -> i32 {
+        let c: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(self.dir.path().join("cluster.json")).unwrap()).unwrap();
+        c["nodes"][node as usize - 1]["pid"].as_i64().unwrap() as i32
+    }
+
+    /// Runs the CLI against `node` with the root token.
+    pub fn arca(&self, node: u64, args: &[&str]) -> Output {
+        self.arca_with_token(node, Some(&self.token), args)
+    }
+
+    pub fn arca_with_token(&self, node: u64, token: Option<&str>, args: &[&str]) -> Output {
+        let mut cmd = Command::new(ARCA);
+        cmd.args(args).env("ARCA_ADDR", self.api(node)).env("ARCA_CACERT", &self.ca).env_remove("ARCA_TOKEN");
+        if let Some(t) = token {
+            cmd.env("ARCA_TOKEN", t);
+        }
+        cmd.stdin(Stdio::null()).output().expect("run arca")
+    }
+
+    /// Like [`DevCluster::arca`], asserting success and returning stdout.
+    pub fn ok(&self, node: u64, args: &[&str]) -> String {
+        let out = self.arca(node, args);
+        assert!(out.status.success(), "arca {args:?} on node {node} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The id of the node the cluster reports as leader.
+    pub fn leader(&self, ask: u64) -> u64 {
+        let members: serde_json::Value =
+            serde_json::from_str(&self.ok(ask, &["operator", "members", "--format", "json"])).unwrap();
+        members.as_array().unwrap().iter().find(|m| m["leader"] == true).expect("a leader")["id"].as_u64().unwrap()
+    }
+
+    /// Starts a node again from its config, as an operator would after a crash.
+    pub fn restart(&mut self, node: u64) {
+        let log = std::fs::File::create(self.dir.path().join(format!("node{node}-restart.log"))).unwrap();
+        let child = Command::new(ARCA)
+            .arg("server")
+            .arg("--config")
+            .arg(self.config(node))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.extra.push(child);
+    }
+}
+
+impl Drop for DevCluster {
+    fn drop(&mut self) {
+        for c in &mut self.extra {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Retries `f` every 100 ms until it returns `Some` or `limit` passes.
+pub fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Occurrences of `needle` in every file under `dir`.
+pub fn count_in_files(dir: &Path, needle: &[u8]) -> usize {
+    let mut hits = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            hits += count_in_files(&path, needle);
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            hits += bytes.windows(needle.len()).filter(|w| *w == needle).count();
+        }
+    }
+    hits
+}
