@@ -233,11 +233,14 @@ async fn bring_up(dir: &Path, ca: &Path, entries: &[NodeEntry]) -> CliResult {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The binary's directory goes on PATH so `. DIR/env` is all a second terminal needs.
+    let bin_dir = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)).unwrap_or_default();
     let env = format!(
-        "export ARCA_ADDR={}\nexport ARCA_CACERT={}\nexport ARCA_TOKEN={}\n",
+        "export ARCA_ADDR={}\nexport ARCA_CACERT={}\nexport ARCA_TOKEN={}\nexport PATH=\"{}:$PATH\"\n",
         entries[0].api_addr,
         ca.display(),
-        init.root_token
+        init.root_token,
+        bin_dir.display()
     );
     write_private(&dir.join("env"), &env)?;
     let cluster = json!({ "nodes": entries });
