@@ -87,6 +87,34 @@ impl std::fmt::Debug for Operation {
 }
 
 impl Operation {
+    /// The path policies and audit records name this operation by, as in Vault (KV v2 mounted
+    /// at `secret/`), so existing Vault policies carry over.
+    pub fn logical_path(&self) -> String {
+        match self {
+            Operation::SealStatus => "sys/seal-status".into(),
+            Operation::Health => "sys/health".into(),
+            Operation::Unseal { .. } => "sys/unseal".into(),
+            Operation::Init { .. } => "sys/init".into(),
+            Operation::Seal => "sys/seal".into(),
+            Operation::Leader => "sys/leader".into(),
+            Operation::Members => "sys/storage/raft/configuration".into(),
+            Operation::Join { .. } => "sys/storage/raft/join".into(),
+            Operation::RemovePeer { .. } => "sys/storage/raft/remove-peer".into(),
+            Operation::KvPut { path, .. } | Operation::KvGet { path, .. } => format!("secret/data/{path}"),
+            Operation::KvList { prefix } => format!("secret/metadata/{prefix}"),
+            Operation::KvDelete { path, .. } => format!("secret/delete/{path}"),
+            Operation::KvUndelete { path, .. } => format!("secret/undelete/{path}"),
+            Operation::KvDestroy { path, .. } => format!("secret/destroy/{path}"),
+            Operation::KvMetadata { path } | Operation::KvSetMaxVersions { path, .. } => {
+                format!("secret/metadata/{path}")
+            }
+            Operation::TokenCreate { .. } => "auth/token/create".into(),
+            Operation::TokenLookupSelf => "auth/token/lookup-self".into(),
+            Operation::TokenRevoke { token: None } => "auth/token/revoke-self".into(),
+            Operation::TokenRevoke { token: Some(_) } => "auth/token/revoke".into(),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Operation::SealStatus => "SealStatus",

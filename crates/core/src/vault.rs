@@ -53,7 +53,7 @@ impl Core {
     }
 
     /// Handles one request end to end.
-    #[instrument(level = "info", skip_all, fields(node = self.node.id(), op = ?req.op, remote = ?req.remote))]
+    #[instrument(level = "info", skip_all, fields(node = self.node.id(), op = req.op.name(), path = %req.op.logical_path(), remote = ?req.remote))]
     pub async fn handle(&self, req: Request) -> Result<Reply> {
         let result = self.dispatch(req).await;
         if let Err(e) = &result {
@@ -453,6 +453,6 @@ fn authorize(caller: &TokenInfo, op: &Operation) -> Result<()> {
     }
     match op {
         Operation::TokenLookupSelf | Operation::TokenRevoke { token: None } => Ok(()),
-        other => Err(Error::PermissionDenied(format!("{} requires a policy that grants it", other.name()))),
+        other => Err(Error::PermissionDenied(format!("no policy of this token grants {}", other.logical_path()))),
     }
 }
