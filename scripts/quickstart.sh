@@ -6,17 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="${1:-./arca-dev}"
 
-need=()
-for pkg in clang libclang-dev; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    echo "installing build prerequisites: ${need[*]}"
-    sudo_cmd=""
-    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-    $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}"
-fi
+./scripts/ensure-apt-packages.sh clang libclang-dev
 
 echo "building arca (about 15 minutes the first time, mostly RocksDB)"
 cargo build --release --locked --bin arca
