@@ -10,4 +10,4 @@ dir="${1:-./arca-dev}"
 
 echo "building arca (about 15 minutes the first time, mostly RocksDB)"
 cargo build --release --locked --bin arca
-exec ./target/release/arca dev cluster --nodes 3 --dir "$dir"
+exec "${CARGO_TARGET_DIR:-target}/release/arca" dev cluster --nodes 3 --dir "$dir"
