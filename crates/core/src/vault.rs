@@ -248,7 +248,15 @@ impl Core {
 
     /// Adds one unseal share; at the threshold, reconstructs and verifies the root key.
     async fn unseal(&self, share: &str, reset: bool) -> Result<SealStatus> {
-        let init = self.init_record()?.ok_or(Error::NotInitialized)?;
+        let init = match self.init_record()? {
+            Some(init) => init,
+            None => {
+                // This node may simply not have applied the init yet (it was just initialized
+                // through another node): catch up once, if a leader is reachable, and look again.
+                let _ = self.node.read_barrier().await;
+                self.init_record()?.ok_or(Error::NotInitialized)?
+            }
+        };
         {
             let mut seal = self.seal.lock().expect("seal lock");
             if let Seal::Sealed(collector) = &mut *seal {
