@@ -327,22 +327,23 @@ impl Core {
         path: &str,
         mut decide: impl FnMut(Option<SecretMetadata>) -> Result<(SecretMetadata, Vec<Op>, T)>,
     ) -> Result<T> {
-        for attempt in 0..MAX_TXN_ATTEMPTS {
-            if attempt > 0 {
-                self.node.read_barrier().await?;
-            }
+        for _ in 0..MAX_TXN_ATTEMPTS {
             let current = self.read_meta(keyring, path)?;
             let raw = current.as_ref().map(|(_, r)| r.clone());
             let (meta, mut ops, out) = decide(current.map(|(m, _)| m))?;
-            ops.push(Op::Put {
-                cf: Cf::Kv,
-                key: kv::meta_key(path),
-                value: encrypt_json(keyring, &kv::meta_aad(path), &meta)?,
-            });
+            let sealed_meta = encrypt_json(keyring, &kv::meta_aad(path), &meta)?;
+            ops.push(Op::Put { cf: Cf::Kv, key: kv::meta_key(path), value: sealed_meta.clone() });
             let guards = vec![Guard::unchanged(Cf::Kv, kv::meta_key(path), raw.as_deref())];
-            match self.node.write(Command::Txn { guards, ops }).await?.result {
-                CommandResult::Applied => return Ok(out),
-                _ => continue,
+            if self.node.write(Command::Txn { guards, ops }).await?.result == CommandResult::Applied {
+                return Ok(out);
+            }
+            // A forwarded write whose reply was lost is resent: it applies once and the resend
+            // fails its guard. The metadata ciphertext has a fresh nonce, so if the stored bytes
+            // are exactly ours, this write is the one that landed. Otherwise another writer won:
+            // catch up and decide again.
+            self.node.read_barrier().await?;
+            if self.node.reader().get(Cf::Kv, &kv::meta_key(path))?.as_deref() == Some(sealed_meta.as_slice()) {
+                return Ok(out);
             }
         }
         Err(Error::Conflict)
