@@ -71,13 +71,7 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
 }
 
 fn write_private(path: &Path, contents: &str) -> CliResult {
-    std::fs::write(path, contents).map_err(io_err(path))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err(path))?;
-    }
-    Ok(())
+    Ok(arca_server::certs::write(path, contents, true)?)
 }
 
 /// Writes one node's config and returns its path.

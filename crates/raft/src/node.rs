@@ -136,7 +136,7 @@ impl RaftNode {
             .max_encoding_message_size(usize::MAX);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
-            .tls_config(config.tls.server())
+            .tls_config(config.tls.server(true))
             .map_err(|e| Error::Tls(e.to_string()))?
             .add_service(service)
             .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), async {

@@ -53,10 +53,13 @@ impl TlsConfig {
         Ok(())
     }
 
-    pub(crate) fn server(&self) -> ServerTlsConfig {
+    /// Server side: this node's identity, and client certificates checked against the cluster
+    /// CA. The node-to-node port requires one; the client API accepts one when presented.
+    pub fn server(&self, require_client_cert: bool) -> ServerTlsConfig {
         ServerTlsConfig::new()
             .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
             .client_ca_root(Certificate::from_pem(&self.ca_pem))
+            .client_auth_optional(!require_client_cert)
     }
 
     pub(crate) fn client(&self) -> ClientTlsConfig {

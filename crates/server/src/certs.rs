@@ -16,7 +16,8 @@ pub struct NodeFiles {
     pub key: PathBuf,
 }
 
-fn write(path: &Path, contents: &str, private: bool) -> Result<()> {
+/// Writes a file; `private` makes it readable by its owner only (keys, shares, tokens).
+pub fn write(path: &Path, contents: &str, private: bool) -> Result<()> {
     let io = |source| Error::Io { path: path.display().to_string(), source };
     std::fs::write(path, contents).map_err(io)?;
     #[cfg(unix)]

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use arca_core::Core;
 use arca_raft::{NodeConfig, NodeInfo, RaftNode, TlsConfig};
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tracing::{info, warn};
 
 use crate::api::Api;
@@ -48,10 +47,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .map_err(|e| Error::Serve(e.to_string()))?;
     // Clients authenticate with tokens, so the client API does not require a client
     // certificate (the TLS-certificate login method will accept one when presented).
-    let server_tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
-        .client_ca_root(Certificate::from_pem(&tls.ca_pem))
-        .client_auth_optional(true);
+    let server_tls = tls.server(false);
     info!(api = %config.api.listen, cluster = %config.cluster.listen, node = config.node_id, "arca server listening (sealed)");
     let served = tonic::transport::Server::builder()
         .tls_config(server_tls)
