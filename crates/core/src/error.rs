@@ -26,6 +26,10 @@ pub enum Error {
     #[error("invalid or expired token")]
     BadToken,
 
+    /// A login's credentials were refused; the message says what was wrong with them.
+    #[error("{0}")]
+    LoginFailed(String),
+
     #[error("permission denied: {0}")]
     PermissionDenied(String),
 

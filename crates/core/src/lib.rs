@@ -5,19 +5,28 @@
 //! seal-independent system calls goes through the same steps: sealed check, read barrier
 //! (linearizable on any node), token authentication, authorization (default deny), handler.
 
+pub mod auth;
 mod error;
 mod kv;
+mod logins;
 mod path;
+mod policies;
+pub mod policy;
 mod request;
 mod seal;
 mod token;
+mod tokens;
 mod vault;
 
 pub use error::{Error, Result};
 pub use kv::{SecretMetadata, VersionMetadata, DEFAULT_MAX_VERSIONS, MAX_VALUE_BYTES};
 pub use path::{validate_path, validate_prefix, MAX_PATH_BYTES};
-pub use request::{HealthInfo, InitResult, Member, Operation, Reply, Request, SealStatus, SecretData};
-pub use token::{TokenInfo, ROOT_POLICY, TOKEN_PREFIX};
+pub use logins::SECRET_ID_PREFIX;
+pub use policy::{DEFAULT_POLICY, ROOT_POLICY};
+pub use request::{
+    HealthInfo, InitResult, Member, Operation, Reply, Request, SealStatus, SecretData, TokenCreate, TokenRef,
+};
+pub use token::{AuthSource, TokenInfo, DEFAULT_MAX_TTL_MS, TOKEN_PREFIX};
 pub use vault::Core;
 
 /// Milliseconds since the Unix epoch, decided by the node that proposes a write (apply never

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::auth::{Credentials, Method, RoleConfig};
 use crate::{SecretMetadata, TokenInfo, VersionMetadata};
 
 /// A secret's key/value pairs. Zeroized when dropped; `Debug` shows only the key count.
@@ -33,9 +34,55 @@ impl std::fmt::Debug for SecretData {
 pub struct Request {
     /// The caller's token, if it sent one.
     pub token: Option<Zeroizing<String>>,
-    /// The caller's address, for logs (and, later, audit and CIDR bindings).
+    /// The caller's address, for logs, audit and CIDR bindings.
     pub remote: Option<SocketAddr>,
+    /// The certificate chain the client presented on the TLS connection (DER, end entity
+    /// first). Only the handshake signature was checked; the TLS-certificate login method
+    /// verifies the chain against a role's CA.
+    pub client_certs: Vec<Vec<u8>>,
     pub op: Operation,
+}
+
+impl Request {
+    pub fn new(token: Option<Zeroizing<String>>, op: Operation) -> Request {
+        Request { token, remote: None, client_certs: Vec::new(), op }
+    }
+}
+
+/// How to create a token.
+#[derive(Debug, Default, Clone)]
+pub struct TokenCreate {
+    /// Empty: the caller's own policies.
+    pub policies: Vec<String>,
+    pub ttl: Option<Duration>,
+    pub max_ttl: Option<Duration>,
+    pub display_name: String,
+    pub meta: BTreeMap<String, String>,
+    /// No parent: not revoked with the caller.
+    pub orphan: bool,
+    pub no_default_policy: bool,
+    pub renewable: bool,
+    /// 0: unlimited.
+    pub num_uses: u32,
+}
+
+/// Which token a token operation is about.
+#[derive(Clone)]
+pub enum TokenRef {
+    /// The caller's own.
+    SelfToken,
+    Token(Zeroizing<String>),
+    Accessor(String),
+}
+
+impl std::fmt::Debug for TokenRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenRef::SelfToken => f.write_str("self"),
+            TokenRef::Token(_) => f.write_str("<token>"),
+            TokenRef::Accessor(a) => write!(f, "accessor {a}"),
+        }
+    }
 }
 
 /// What a request asks for.
@@ -61,9 +108,33 @@ pub enum Operation {
     KvMetadata { path: String },
     KvSetMaxVersions { path: String, max_versions: u32 },
     // Tokens.
-    TokenCreate { policies: Vec<String>, ttl: Option<Duration>, display_name: String },
-    TokenLookupSelf,
-    TokenRevoke { token: Option<Zeroizing<String>> },
+    TokenCreate(TokenCreate),
+    TokenLookup(TokenRef),
+    /// Renews by `increment` (or the token's TTL), never past its max TTL.
+    TokenRenew { target: TokenRef, increment: Option<Duration> },
+    /// Revokes the token and every descendant.
+    TokenRevoke(TokenRef),
+    TokenListAccessors,
+    /// What the token (or the caller) may do on each path.
+    Capabilities { target: TokenRef, paths: Vec<String> },
+    // Policies.
+    PolicyWrite { name: String, text: String },
+    PolicyRead { name: String },
+    PolicyList,
+    PolicyDelete { name: String },
+    // Auth methods: roles, configuration, logins.
+    RoleWrite(RoleConfig),
+    RoleRead { method: Method, name: String },
+    RoleList { method: Method },
+    RoleDelete { method: Method, name: String },
+    AppRoleRoleId { name: String },
+    AppRoleSecretId { name: String },
+    JwtConfigWrite(crate::auth::JwtConfig),
+    JwtConfigRead,
+    /// Unauthenticated: the credentials are the authentication.
+    Login(Credentials),
+    /// Unauthenticated: a threshold of unseal shares is the authorization.
+    GenerateRoot { share: Zeroizing<String>, reset: bool },
 }
 
 impl std::fmt::Debug for Operation {
@@ -81,7 +152,9 @@ impl std::fmt::Debug for Operation {
             Operation::Init { shares, threshold } => write!(f, "Init({shares}, {threshold})"),
             Operation::Join { peer } => write!(f, "Join({peer:?})"),
             Operation::RemovePeer { id } => write!(f, "RemovePeer({id})"),
-            other => f.write_str(other.name()),
+            Operation::TokenLookup(t) | Operation::TokenRevoke(t) => write!(f, "{}({t:?})", self.name()),
+            Operation::TokenRenew { target, .. } => write!(f, "TokenRenew({target:?})"),
+            other => write!(f, "{}({})", other.name(), other.logical_path()),
         }
     }
 }
@@ -102,16 +175,36 @@ impl Operation {
             Operation::RemovePeer { .. } => "sys/storage/raft/remove-peer".into(),
             Operation::KvPut { path, .. } | Operation::KvGet { path, .. } => format!("secret/data/{path}"),
             Operation::KvList { prefix } => format!("secret/metadata/{prefix}"),
+            // Deleting the latest version is a DELETE on the data path in Vault; named versions
+            // go through `delete/`.
+            Operation::KvDelete { path, versions } if versions.is_empty() => format!("secret/data/{path}"),
             Operation::KvDelete { path, .. } => format!("secret/delete/{path}"),
             Operation::KvUndelete { path, .. } => format!("secret/undelete/{path}"),
             Operation::KvDestroy { path, .. } => format!("secret/destroy/{path}"),
             Operation::KvMetadata { path } | Operation::KvSetMaxVersions { path, .. } => {
                 format!("secret/metadata/{path}")
             }
-            Operation::TokenCreate { .. } => "auth/token/create".into(),
-            Operation::TokenLookupSelf => "auth/token/lookup-self".into(),
-            Operation::TokenRevoke { token: None } => "auth/token/revoke-self".into(),
-            Operation::TokenRevoke { token: Some(_) } => "auth/token/revoke".into(),
+            Operation::TokenCreate(c) if c.orphan => "auth/token/create-orphan".into(),
+            Operation::TokenCreate(_) => "auth/token/create".into(),
+            Operation::TokenLookup(t) => token_path("lookup", t),
+            Operation::TokenRenew { target, .. } => token_path("renew", target),
+            Operation::TokenRevoke(t) => token_path("revoke", t),
+            Operation::TokenListAccessors => "auth/token/accessors".into(),
+            Operation::Capabilities { target: TokenRef::SelfToken, .. } => "sys/capabilities-self".into(),
+            Operation::Capabilities { target: TokenRef::Accessor(_), .. } => "sys/capabilities-accessor".into(),
+            Operation::Capabilities { .. } => "sys/capabilities".into(),
+            Operation::PolicyWrite { name, .. } | Operation::PolicyRead { name } | Operation::PolicyDelete { name } => {
+                format!("sys/policy/{name}")
+            }
+            Operation::PolicyList => "sys/policy".into(),
+            Operation::RoleWrite(role) => role.method().role_path(role.name()),
+            Operation::RoleRead { method, name } | Operation::RoleDelete { method, name } => method.role_path(name),
+            Operation::RoleList { method } => method.roles_path(),
+            Operation::AppRoleRoleId { name } => format!("{}/role-id", Method::AppRole.role_path(name)),
+            Operation::AppRoleSecretId { name } => format!("{}/secret-id", Method::AppRole.role_path(name)),
+            Operation::JwtConfigWrite(_) | Operation::JwtConfigRead => "auth/jwt/config".into(),
+            Operation::Login(c) => format!("auth/{}/login", c.method().name()),
+            Operation::GenerateRoot { .. } => "sys/generate-root/update".into(),
         }
     }
 
@@ -134,15 +227,31 @@ impl Operation {
             Operation::KvDestroy { .. } => "KvDestroy",
             Operation::KvMetadata { .. } => "KvMetadata",
             Operation::KvSetMaxVersions { .. } => "KvSetMaxVersions",
-            Operation::TokenCreate { .. } => "TokenCreate",
-            Operation::TokenLookupSelf => "TokenLookupSelf",
-            Operation::TokenRevoke { .. } => "TokenRevoke",
+            Operation::TokenCreate(_) => "TokenCreate",
+            Operation::TokenLookup(_) => "TokenLookup",
+            Operation::TokenRenew { .. } => "TokenRenew",
+            Operation::TokenRevoke(_) => "TokenRevoke",
+            Operation::TokenListAccessors => "TokenListAccessors",
+            Operation::Capabilities { .. } => "Capabilities",
+            Operation::PolicyWrite { .. } => "PolicyWrite",
+            Operation::PolicyRead { .. } => "PolicyRead",
+            Operation::PolicyList => "PolicyList",
+            Operation::PolicyDelete { .. } => "PolicyDelete",
+            Operation::RoleWrite(_) => "RoleWrite",
+            Operation::RoleRead { .. } => "RoleRead",
+            Operation::RoleList { .. } => "RoleList",
+            Operation::RoleDelete { .. } => "RoleDelete",
+            Operation::AppRoleRoleId { .. } => "AppRoleRoleId",
+            Operation::AppRoleSecretId { .. } => "AppRoleSecretId",
+            Operation::JwtConfigWrite(_) => "JwtConfigWrite",
+            Operation::JwtConfigRead => "JwtConfigRead",
+            Operation::Login(_) => "Login",
+            Operation::GenerateRoot { .. } => "GenerateRoot",
         }
     }
 }
 
-/// What a request produced.
-#[derive(Debug)]
+/// What a request produced. `Debug` names the variant only: replies carry tokens and secrets.
 pub enum Reply {
     SealStatus(SealStatus),
     Health(HealthInfo),
@@ -156,6 +265,17 @@ pub enum Reply {
     KvMetadata(SecretMetadata),
     TokenCreated { token: Zeroizing<String>, info: TokenInfo },
     Token(TokenInfo),
+    Accessors(Vec<String>),
+    /// Per requested path, the capability names (`["deny"]` for none).
+    Capabilities(Vec<(String, Vec<String>)>),
+    Policy { name: String, text: String },
+    Names(Vec<String>),
+    Role(RoleConfig),
+    RoleId(String),
+    SecretId { secret_id: Zeroizing<String>, accessor: String, expires_ms: Option<i64> },
+    JwtConfig(crate::auth::JwtConfig),
+    /// Progress of `generate-root`; the new root token once the threshold is reached.
+    GenerateRoot { progress: u8, threshold: u8, root_token: Option<Zeroizing<String>> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,4 +319,41 @@ pub struct Member {
     pub api_addr: String,
     pub voter: bool,
     pub leader: bool,
+}
+
+fn token_path(action: &str, target: &TokenRef) -> String {
+    match target {
+        TokenRef::SelfToken => format!("auth/token/{action}-self"),
+        TokenRef::Token(_) => format!("auth/token/{action}"),
+        TokenRef::Accessor(_) => format!("auth/token/{action}-accessor"),
+    }
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Reply::SealStatus(_) => "SealStatus",
+            Reply::Health(_) => "Health",
+            Reply::Init(_) => "Init",
+            Reply::Leader { .. } => "Leader",
+            Reply::Members(_) => "Members",
+            Reply::Done => "Done",
+            Reply::KvWritten(_) => "KvWritten",
+            Reply::KvSecret { .. } => "KvSecret",
+            Reply::KvKeys(_) => "KvKeys",
+            Reply::KvMetadata(_) => "KvMetadata",
+            Reply::TokenCreated { .. } => "TokenCreated",
+            Reply::Token(_) => "Token",
+            Reply::Accessors(_) => "Accessors",
+            Reply::Capabilities(_) => "Capabilities",
+            Reply::Policy { .. } => "Policy",
+            Reply::Names(_) => "Names",
+            Reply::Role(_) => "Role",
+            Reply::RoleId(_) => "RoleId",
+            Reply::SecretId { .. } => "SecretId",
+            Reply::JwtConfig(_) => "JwtConfig",
+            Reply::GenerateRoot { .. } => "GenerateRoot",
+        };
+        write!(f, "Reply::{name}")
+    }
 }

@@ -1,6 +1,7 @@
 //! [`Core`]: request handling for one node.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use arca_crypto::shamir::{self, ShareCollector};
 use arca_crypto::{Keyring, SecretKey};
@@ -13,30 +14,39 @@ use zeroize::Zeroizing;
 
 use crate::kv::{self, SecretMetadata, VersionMetadata, MAX_VALUE_BYTES};
 use crate::seal::{InitRecord, Seal, INIT_KEY};
-use crate::token::{self, TokenInfo, ROOT_POLICY};
+use crate::policy::PolicySet;
+use crate::request::TokenRef;
+use crate::token;
+use crate::tokens::{Caller, NewToken};
 use crate::{
     now_ms, validate_path, validate_prefix, Error, HealthInfo, InitResult, Member, Operation, Reply, Request, Result,
     SealStatus, SecretData,
 };
 
 /// How often a guarded write is re-decided after losing a race before giving up.
-const MAX_TXN_ATTEMPTS: usize = 16;
+pub(crate) const MAX_TXN_ATTEMPTS: usize = 16;
+/// How often the leader looks for expired tokens.
+const PURGE_INTERVAL: Duration = Duration::from_secs(5);
 /// Most keys a single list returns.
 const MAX_LIST: usize = 10_000;
 
 /// The vault on one node: its seal state and the replicated state behind the barrier.
 #[derive(Clone)]
 pub struct Core {
-    node: RaftNode,
+    pub(crate) node: RaftNode,
     seal: Arc<Mutex<Seal>>,
+    /// Compiled policies, kept current at apply time (see `policies`).
+    pub(crate) policies: Arc<RwLock<PolicySet>>,
+    /// Shares collected towards a new root token.
+    pub(crate) root_generation: Arc<Mutex<Option<ShareCollector>>>,
 }
 
-fn encrypt_json<T: Serialize>(keyring: &Keyring, aad: &[u8], value: &T) -> Result<Vec<u8>> {
+pub(crate) fn encrypt_json<T: Serialize>(keyring: &Keyring, aad: &[u8], value: &T) -> Result<Vec<u8>> {
     let plain = Zeroizing::new(serde_json::to_vec(value).map_err(|e| Error::Internal(e.to_string()))?);
     keyring.encrypt(aad, &plain).map_err(|e| Error::Internal(e.to_string()))
 }
 
-fn decrypt_json<T: DeserializeOwned>(keyring: &Keyring, aad: &[u8], record: &[u8]) -> Result<T> {
+pub(crate) fn decrypt_json<T: DeserializeOwned>(keyring: &Keyring, aad: &[u8], record: &[u8]) -> Result<T> {
     let corrupt = |reason: String| Error::Corrupt { path: String::from_utf8_lossy(aad).into_owned(), reason };
     let plain = keyring.decrypt(aad, record).map_err(|e| corrupt(e.to_string()))?;
     serde_json::from_slice(&plain).map_err(|e| corrupt(e.to_string()))
@@ -45,7 +55,25 @@ fn decrypt_json<T: DeserializeOwned>(keyring: &Keyring, aad: &[u8], record: &[u8
 impl Core {
     /// A core over a started node. The node starts sealed, whatever its data directory holds.
     pub fn new(node: RaftNode) -> Core {
-        Core { node, seal: Arc::new(Mutex::new(Seal::Sealed(None))) }
+        let policies = crate::policies::compiled_policies(node.reader());
+        Core {
+            node,
+            seal: Arc::new(Mutex::new(Seal::Sealed(None))),
+            policies,
+            root_generation: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Background duties of the leader, until the task is dropped: purging expired tokens.
+    pub async fn run_maintenance(self) {
+        let mut tick = tokio::time::interval(PURGE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.purge_expired().await {
+                warn!(error = %e, "purging expired tokens failed; retrying later");
+            }
+        }
     }
 
     pub fn node(&self) -> &RaftNode {
@@ -64,7 +92,8 @@ impl Core {
     }
 
     async fn dispatch(&self, req: Request) -> Result<Reply> {
-        match req.op {
+        let Request { token, remote, client_certs, op } = req;
+        match op {
             Operation::SealStatus => return self.seal_status().map(Reply::SealStatus),
             Operation::Health => return self.health().map(Reply::Health),
             Operation::Unseal { share, reset } => return self.unseal(&share, reset).await.map(Reply::SealStatus),
@@ -76,12 +105,24 @@ impl Core {
         // see every write that completed before this request began. Sealing skips it: an
         // operator must be able to seal a node that has lost its quorum (it is a protective
         // action, so a token checked against this node's own state is enough).
-        if !matches!(req.op, Operation::Seal) {
+        if !matches!(op, Operation::Seal) {
             self.node.read_barrier().await?;
         }
-        let caller = self.authenticate(&keyring, req.token.as_deref().map(String::as_str))?;
-        authorize(&caller, &req.op)?;
-        match req.op {
+        let op = match op {
+            Operation::Login(creds) => {
+                let (token, info) = self.login(&keyring, creds, remote, &client_certs).await?;
+                return Ok(Reply::TokenCreated { token, info });
+            }
+            Operation::GenerateRoot { share, reset } => return self.generate_root(&keyring, &share, reset).await,
+            op => op,
+        };
+        let caller = self.authenticate(&keyring, token.as_deref().map(String::as_str)).await?;
+        self.authorize(&caller, &op)?;
+        self.execute(&keyring, &caller, op).await
+    }
+
+    async fn execute(&self, keyring: &Keyring, caller: &Caller, op: Operation) -> Result<Reply> {
+        match op {
             Operation::Seal => {
                 *self.seal.lock().expect("seal lock") = Seal::Sealed(None);
                 warn!("node sealed by request");
@@ -97,57 +138,83 @@ impl Core {
                 self.node.remove(id).await?;
                 Ok(Reply::Done)
             }
-            Operation::KvPut { path, data, cas } => {
-                self.kv_put(&keyring, &path, &data, cas).await.map(Reply::KvWritten)
-            }
-            Operation::KvGet { path, version } => self.kv_get(&keyring, &path, version),
+            Operation::KvPut { path, data, cas } => self.kv_put(keyring, &path, &data, cas).await.map(Reply::KvWritten),
+            Operation::KvGet { path, version } => self.kv_get(keyring, &path, version),
             Operation::KvList { prefix } => self.kv_list(&prefix).map(Reply::KvKeys),
             Operation::KvDelete { path, versions } => {
-                self.kv_versions(&keyring, &path, &versions, VersionChange::Delete).await.map(Reply::KvMetadata)
+                self.kv_versions(keyring, &path, &versions, VersionChange::Delete).await.map(Reply::KvMetadata)
             }
             Operation::KvUndelete { path, versions } => {
-                self.kv_versions(&keyring, &path, &versions, VersionChange::Undelete).await.map(Reply::KvMetadata)
+                self.kv_versions(keyring, &path, &versions, VersionChange::Undelete).await.map(Reply::KvMetadata)
             }
             Operation::KvDestroy { path, versions } => {
-                self.kv_versions(&keyring, &path, &versions, VersionChange::Destroy).await.map(Reply::KvMetadata)
+                self.kv_versions(keyring, &path, &versions, VersionChange::Destroy).await.map(Reply::KvMetadata)
             }
             Operation::KvMetadata { path } => {
                 validate_path(&path)?;
-                self.read_meta(&keyring, &path)?.map(|(m, _)| Reply::KvMetadata(m)).ok_or_else(|| not_found(&path))
+                self.read_meta(keyring, &path)?.map(|(m, _)| Reply::KvMetadata(m)).ok_or_else(|| not_found(&path))
             }
             Operation::KvSetMaxVersions { path, max_versions } => {
-                self.kv_set_max_versions(&keyring, &path, max_versions).await.map(Reply::KvMetadata)
+                self.kv_set_max_versions(keyring, &path, max_versions).await.map(Reply::KvMetadata)
             }
-            Operation::TokenCreate { policies, ttl, display_name } => {
-                let expires_ms = ttl.map(|t| now_ms() + t.as_millis() as i64);
-                let (token, info) = self.create_token(&keyring, policies, display_name, expires_ms).await?;
+            Operation::TokenCreate(spec) => {
+                let (token, info) = self.create_token(keyring, caller, spec).await?;
                 Ok(Reply::TokenCreated { token, info })
             }
-            Operation::TokenLookupSelf => Ok(Reply::Token(caller)),
-            Operation::TokenRevoke { token } => {
-                let target = token.as_deref().map(String::as_str).or(req.token.as_deref().map(String::as_str));
-                let target = target.ok_or(Error::MissingToken)?;
-                let key = token::storage_key(target);
-                if self.node.reader().get(Cf::Tokens, &key)?.is_none() {
-                    return Err(Error::NotFound("no such token".into()));
-                }
-                self.node.write(Command::Txn { guards: vec![], ops: vec![Op::Delete { cf: Cf::Tokens, key }] }).await?;
+            Operation::TokenLookup(target) => Ok(Reply::Token(self.resolve(keyring, caller, &target)?.2)),
+            Operation::TokenRenew { target, increment } => {
+                let increment = increment.map(|d| d.as_millis() as i64);
+                self.renew(keyring, caller, &target, increment).await.map(Reply::Token)
+            }
+            Operation::TokenRevoke(target) => {
+                let (_, _, info) = self.resolve(keyring, caller, &target)?;
+                self.revoke(keyring, vec![info.accessor]).await?;
                 Ok(Reply::Done)
             }
-            Operation::SealStatus | Operation::Health | Operation::Unseal { .. } | Operation::Init { .. } => {
-                unreachable!("handled before authentication")
+            Operation::TokenListAccessors => self.list_accessors().map(Reply::Accessors),
+            Operation::Capabilities { target, paths } => {
+                let policies = match target {
+                    TokenRef::SelfToken => caller.info.policies.clone(),
+                    other => self.resolve(keyring, caller, &other)?.2.policies,
+                };
+                let caps = paths.into_iter().map(|p| (p.clone(), self.capabilities(&policies, &p).names())).collect();
+                Ok(Reply::Capabilities(caps))
             }
+            Operation::PolicyWrite { name, text } => self.write_policy(&name, &text).await.map(|_| Reply::Done),
+            Operation::PolicyRead { name } => Ok(Reply::Policy { text: self.read_policy(&name)?, name }),
+            Operation::PolicyList => Ok(Reply::Names(self.list_policies())),
+            Operation::PolicyDelete { name } => self.delete_policy(&name).await.map(|_| Reply::Done),
+            Operation::RoleWrite(role) => self.write_role(keyring, role).await.map(|_| Reply::Done),
+            Operation::RoleRead { method, name } => self
+                .read_role(keyring, method, &name)?
+                .map(Reply::Role)
+                .ok_or_else(|| Error::NotFound(format!("no {} role named {name:?}", method.name()))),
+            Operation::RoleList { method } => self.list_roles(method).map(Reply::Names),
+            Operation::RoleDelete { method, name } => self.delete_role(keyring, method, &name).await.map(|_| Reply::Done),
+            Operation::AppRoleRoleId { name } => self.role_id(keyring, &name).map(Reply::RoleId),
+            Operation::AppRoleSecretId { name } => self.new_secret_id(keyring, &name).await,
+            Operation::JwtConfigWrite(config) => self.write_jwt_config(keyring, &config).await.map(|_| Reply::Done),
+            Operation::JwtConfigRead => self
+                .jwt_config(keyring)?
+                .map(Reply::JwtConfig)
+                .ok_or_else(|| Error::NotFound("JWT auth is not configured".into())),
+            Operation::SealStatus
+            | Operation::Health
+            | Operation::Unseal { .. }
+            | Operation::Init { .. }
+            | Operation::Login(_)
+            | Operation::GenerateRoot { .. } => unreachable!("handled before authentication"),
         }
     }
 
-    fn keyring(&self) -> Result<Arc<Keyring>> {
+    pub(crate) fn keyring(&self) -> Result<Arc<Keyring>> {
         match &*self.seal.lock().expect("seal lock") {
             Seal::Unsealed(k) => Ok(k.clone()),
             Seal::Sealed(_) => Err(Error::Sealed),
         }
     }
 
-    fn init_record(&self) -> Result<Option<InitRecord>> {
+    pub(crate) fn init_record(&self) -> Result<Option<InitRecord>> {
         let Some(raw) = self.node.reader().get(Cf::Sys, INIT_KEY)? else { return Ok(None) };
         serde_json::from_slice(&raw)
             .map(Some)
@@ -220,20 +287,15 @@ impl Core {
         };
         drop(root);
         let (root_token, accessor) = token::generate()?;
-        let info = TokenInfo {
-            accessor,
-            policies: vec![ROOT_POLICY.into()],
-            display_name: "root".into(),
-            created_ms: now_ms(),
-            expires_ms: None,
-        };
         let token_key = token::storage_key(&root_token);
+        let info = NewToken::root("init").into_info(accessor.clone(), now_ms());
         let ops = vec![
             Op::Put {
                 cf: Cf::Sys,
                 key: INIT_KEY.to_vec(),
                 value: serde_json::to_vec(&record).map_err(|e| Error::Internal(e.to_string()))?,
             },
+            Op::Put { cf: Cf::Tokens, key: token::accessor_key(&accessor), value: token_key.clone() },
             Op::Put { cf: Cf::Tokens, value: encrypt_json(&keyring, &token_key, &info)?, key: token_key },
         ];
         let guards = vec![Guard::unchanged(Cf::Sys, INIT_KEY, None)];
@@ -277,41 +339,6 @@ impl Core {
             }
         }
         self.seal_status()
-    }
-
-    fn authenticate(&self, keyring: &Keyring, token: Option<&str>) -> Result<TokenInfo> {
-        let token = token.ok_or(Error::MissingToken)?;
-        if !token::well_formed(token) {
-            return Err(Error::BadToken);
-        }
-        let key = token::storage_key(token);
-        let record = self.node.reader().get(Cf::Tokens, &key)?.ok_or(Error::BadToken)?;
-        let info: TokenInfo = decrypt_json(keyring, &key, &record)?;
-        if info.expires_ms.is_some_and(|e| e <= now_ms()) {
-            return Err(Error::BadToken);
-        }
-        Ok(info)
-    }
-
-    async fn create_token(
-        &self,
-        keyring: &Keyring,
-        policies: Vec<String>,
-        display_name: String,
-        expires_ms: Option<i64>,
-    ) -> Result<(Zeroizing<String>, TokenInfo)> {
-        if policies.iter().any(|p| p == ROOT_POLICY) {
-            return Err(Error::PermissionDenied(
-                "the root policy cannot be granted to new tokens; 'operator generate-root' makes a new root token"
-                    .into(),
-            ));
-        }
-        let (token, accessor) = token::generate()?;
-        let info = TokenInfo { accessor, policies, display_name, created_ms: now_ms(), expires_ms };
-        let key = token::storage_key(&token);
-        let op = Op::Put { cf: Cf::Tokens, value: encrypt_json(keyring, &key, &info)?, key };
-        self.node.write(Command::Txn { guards: vec![], ops: vec![op] }).await?;
-        Ok((token, info))
     }
 
     /// The metadata of `path` and its raw stored bytes (the guard for a later write).
@@ -456,16 +483,4 @@ enum VersionChange {
 
 fn not_found(path: &str) -> Error {
     Error::NotFound(format!("no secret at {path}"))
-}
-
-/// Default deny. Until path policies exist, only the root policy grants anything beyond a
-/// token's own lookup and self-revocation.
-fn authorize(caller: &TokenInfo, op: &Operation) -> Result<()> {
-    if caller.is_root() {
-        return Ok(());
-    }
-    match op {
-        Operation::TokenLookupSelf | Operation::TokenRevoke { token: None } => Ok(()),
-        other => Err(Error::PermissionDenied(format!("no policy of this token grants {}", other.logical_path()))),
-    }
 }

@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use arca_core::{Core, Error, Operation, Reply, Request, SecretData};
+use arca_core::{Core, Error, Operation, Reply, Request, SecretData, TokenCreate, TokenRef};
 use arca_raft::testing::TestCluster;
 use arca_raft::Timing;
 use zeroize::Zeroizing;
 
 async fn call(core: &Core, token: Option<&str>, op: Operation) -> Result<Reply, Error> {
-    core.handle(Request { token: token.map(|t| Zeroizing::new(t.to_string())), remote: None, op }).await
+    core.handle(Request::new(token.map(|t| Zeroizing::new(t.to_string())), op)).await
 }
 
 fn data(pairs: &[(&str, &str)]) -> SecretData {
@@ -97,12 +97,12 @@ async fn init_unseal_and_versioned_kv_across_nodes() {
     assert_eq!(versions, (1..=8).collect::<Vec<_>>());
 
     // Tokens: bad, missing, and a non-root token is denied by default.
-    assert!(matches!(call(&cores[0], None, Operation::TokenLookupSelf).await, Err(Error::MissingToken)));
-    assert!(matches!(call(&cores[0], Some("arca_nope"), Operation::TokenLookupSelf).await, Err(Error::BadToken)));
+    assert!(matches!(call(&cores[0], None, Operation::TokenLookup(TokenRef::SelfToken)).await, Err(Error::MissingToken)));
+    assert!(matches!(call(&cores[0], Some("arca_nope"), Operation::TokenLookup(TokenRef::SelfToken)).await, Err(Error::BadToken)));
     let Reply::TokenCreated { token: child, .. } = call(
         &cores[0],
         Some(token),
-        Operation::TokenCreate { policies: vec!["app".into()], ttl: None, display_name: "app".into() },
+        Operation::TokenCreate(TokenCreate { policies: vec!["app".into()], ..Default::default() }),
     )
     .await
     .unwrap() else {
@@ -111,12 +111,12 @@ async fn init_unseal_and_versioned_kv_across_nodes() {
     let err =
         call(&cores[1], Some(&child), Operation::KvGet { path: "app/db".into(), version: None }).await.unwrap_err();
     assert!(matches!(err, Error::PermissionDenied(_)), "{err}");
-    call(&cores[1], Some(&child), Operation::TokenRevoke { token: None }).await.unwrap();
-    assert!(matches!(call(&cores[2], Some(&child), Operation::TokenLookupSelf).await, Err(Error::BadToken)));
+    call(&cores[1], Some(&child), Operation::TokenRevoke(TokenRef::SelfToken)).await.unwrap();
+    assert!(matches!(call(&cores[2], Some(&child), Operation::TokenLookup(TokenRef::SelfToken)).await, Err(Error::BadToken)));
 
     // Seal one node: it stops serving; the others go on.
     call(&cores[0], Some(token), Operation::Seal).await.unwrap();
-    assert!(matches!(call(&cores[0], Some(token), Operation::TokenLookupSelf).await, Err(Error::Sealed)));
-    call(&cores[1], Some(token), Operation::TokenLookupSelf).await.unwrap();
+    assert!(matches!(call(&cores[0], Some(token), Operation::TokenLookup(TokenRef::SelfToken)).await, Err(Error::Sealed)));
+    call(&cores[1], Some(token), Operation::TokenLookup(TokenRef::SelfToken)).await.unwrap();
     cluster.shutdown().await;
 }

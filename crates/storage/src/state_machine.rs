@@ -11,7 +11,7 @@ use rocksdb::{IteratorMode, WriteBatch, WriteOptions};
 use tracing::instrument;
 
 use crate::log_store::{decode, encode};
-use crate::{snapshot, Cf, StateReader, Store, StoreConfig, STATE_CFS};
+use crate::{snapshot, Applied, Cf, StateReader, Store, StoreConfig, STATE_CFS};
 
 const KEY_APPLIED: &[u8] = b"last_applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
@@ -45,6 +45,11 @@ impl<'a> Transaction<'a> {
 
     pub fn delete(&mut self, cf: Cf, key: impl Into<Vec<u8>>) {
         self.writes.insert((cf, key.into()), None);
+    }
+
+    /// The keys this transaction writes in the state column families.
+    fn changed_keys(&self) -> Vec<(Cf, Vec<u8>)> {
+        self.writes.keys().filter(|(cf, _)| STATE_CFS.contains(cf)).cloned().collect()
     }
 
     fn into_batch(self) -> WriteBatch {
@@ -163,9 +168,13 @@ impl<C: StoreConfig> RaftStateMachine<C> for StateMachine<C> {
             tx.put(Cf::Meta, KEY_MEMBERSHIP, encode(m));
         }
         tx.put(Cf::Meta, KEY_APPLIED, encode(&last_applied));
+        let changed = tx.changed_keys();
         // Not synced: the log is durable, and after a crash Raft re-applies from the persisted
         // last-applied id. Data and that id are in one batch, so nothing is applied twice.
         self.store.db.write(tx.into_batch()).map_err(|e| StorageIOError::write_state_machine(&e))?;
+        if !changed.is_empty() {
+            self.store.notify(&Applied::Keys(&changed));
+        }
         self.last_applied = last_applied;
         if let Some(m) = membership {
             self.membership = m;
@@ -195,6 +204,7 @@ impl<C: StoreConfig> RaftStateMachine<C> for StateMachine<C> {
             .map_err(|e| StorageIOError::write_state_machine(&e))??;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
+        self.store.notify(&Applied::Everything);
         tracing::info!("installed snapshot");
         Ok(())
     }

@@ -1,5 +1,5 @@
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rocksdb::{ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, Options, DB};
 use sha2::{Digest, Sha256};
@@ -55,7 +55,22 @@ impl Cf {
 pub struct Store {
     pub(crate) db: Arc<DB>,
     pub(crate) snapshot_dir: PathBuf,
+    pub(crate) observers: Arc<RwLock<Vec<Observer>>>,
 }
+
+/// What one `apply` (or snapshot install) changed in the state column families.
+#[derive(Debug)]
+pub enum Applied<'a> {
+    /// These keys were written or deleted.
+    Keys(&'a [(Cf, Vec<u8>)]),
+    /// The whole state was replaced (a snapshot was installed): anything may have changed.
+    Everything,
+}
+
+/// Called synchronously after each applied batch is written and before Raft reports it applied,
+/// so whatever an observer derives from the state (compiled policies, watch events) is current
+/// by the time a reader waits for that index. Observers must be quick and must not block on Raft.
+pub type Observer = Arc<dyn Fn(&Applied<'_>) + Send + Sync>;
 
 /// Opens (creating if needed) the node's storage under `dir`: `dir/db` for RocksDB and
 /// `dir/snapshots` for snapshot files.
@@ -85,7 +100,7 @@ impl Store {
         });
         let path = dir.join("db");
         let db = DB::open_cf_descriptors(&opts, &path, cfs).map_err(|source| Error::Open { path, source })?;
-        Ok(Store { db: Arc::new(db), snapshot_dir })
+        Ok(Store { db: Arc::new(db), snapshot_dir, observers: Arc::default() })
     }
 
     pub(crate) fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
@@ -96,6 +111,12 @@ impl Store {
     pub fn reader(&self) -> StateReader {
         StateReader { store: self.clone() }
     }
+
+    pub(crate) fn notify(&self, applied: &Applied<'_>) {
+        for observer in self.observers.read().expect("observer lock").iter() {
+            observer(applied);
+        }
+    }
 }
 
 /// Reads applied state. Each `apply` commits atomically, so a read never sees half a command.
@@ -105,6 +126,11 @@ pub struct StateReader {
 }
 
 impl StateReader {
+    /// Registers `observer` to run after every applied batch from now on (see [`Observer`]).
+    pub fn observe(&self, observer: Observer) {
+        self.store.observers.write().expect("observer lock").push(observer);
+    }
+
     pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.store.db.get_cf(self.store.cf(cf), key)?)
     }

@@ -1,0 +1,203 @@
+//! The replicated policy store and authorization.
+//!
+//! Policies are stored as their HCL text under `policy/<name>` in the `sys` family. They are not
+//! secret material (they name paths, not values), so they are stored without the barrier; that
+//! lets every node compile them *at apply time*, sealed or not, from a storage observer that runs
+//! before Raft reports the entry applied. A request's check is then a lookup in memory.
+
+use std::sync::{Arc, RwLock};
+
+use arca_raft::{Command, Op};
+use arca_storage::{Applied, Cf, StateReader};
+use tracing::error;
+
+use crate::policy::{Capability, Caps, Policy, PolicySet, DEFAULT_POLICY, DEFAULT_POLICY_HCL, ROOT_POLICY};
+use crate::request::TokenRef;
+use crate::tokens::Caller;
+use crate::{kv, Core, Error, Operation, Result};
+
+const POLICY_PREFIX: &[u8] = b"policy/";
+
+fn policy_key(name: &str) -> Vec<u8> {
+    [POLICY_PREFIX, name.as_bytes()].concat()
+}
+
+fn builtin_default() -> Policy {
+    Policy::parse(DEFAULT_POLICY, DEFAULT_POLICY_HCL).expect("the built-in default policy parses")
+}
+
+/// Loads (or reloads) one policy from storage into `set`.
+fn reload(set: &mut PolicySet, reader: &StateReader, name: &str) {
+    match reader.get(Cf::Sys, &policy_key(name)) {
+        Ok(Some(text)) => match Policy::parse(name, &String::from_utf8_lossy(&text)) {
+            Ok(p) => set.insert(p),
+            Err(e) => {
+                // Validated before it was proposed; failing here means a parser change. Fail
+                // closed: the policy grants nothing.
+                error!(policy = name, error = %e, "stored policy does not parse; it grants nothing");
+                set.remove(name);
+            }
+        },
+        Ok(None) if name == DEFAULT_POLICY => set.insert(builtin_default()),
+        Ok(None) => set.remove(name),
+        Err(e) => {
+            error!(policy = name, error = %e, "cannot read stored policy; it grants nothing");
+            set.remove(name);
+        }
+    }
+}
+
+fn load_all(reader: &StateReader) -> PolicySet {
+    let mut set = PolicySet::default();
+    set.insert(builtin_default());
+    match reader.scan_prefix(Cf::Sys, POLICY_PREFIX, usize::MAX) {
+        Ok(scan) => {
+            for (k, _) in scan {
+                reload(&mut set, reader, &String::from_utf8_lossy(&k[POLICY_PREFIX.len()..]));
+            }
+        }
+        Err(e) => error!(error = %e, "cannot read stored policies; only the built-in ones apply"),
+    }
+    set
+}
+
+/// Compiles the stored policies now and keeps them current: the returned set is updated by a
+/// storage observer on every applied change to a policy.
+pub(crate) fn compiled_policies(reader: &StateReader) -> Arc<RwLock<PolicySet>> {
+    let set = Arc::new(RwLock::new(load_all(reader)));
+    let (observed, r) = (set.clone(), reader.clone());
+    reader.observe(Arc::new(move |applied: &Applied<'_>| match applied {
+        Applied::Everything => *observed.write().expect("policy lock") = load_all(&r),
+        Applied::Keys(keys) => {
+            let changed: Vec<&[u8]> = keys
+                .iter()
+                .filter(|(cf, k)| *cf == Cf::Sys && k.starts_with(POLICY_PREFIX))
+                .map(|(_, k)| &k[POLICY_PREFIX.len()..])
+                .collect();
+            if !changed.is_empty() {
+                let mut set = observed.write().expect("policy lock");
+                for name in changed {
+                    reload(&mut set, &r, &String::from_utf8_lossy(name));
+                }
+            }
+        }
+    }));
+    set
+}
+
+/// What an operation needs: the capability on its logical path (any one of `any`), plus sudo
+/// on the operations Vault marks as root-protected.
+struct Need {
+    any: &'static [Capability],
+    sudo: bool,
+}
+
+const fn need(any: &'static [Capability]) -> Need {
+    Need { any, sudo: false }
+}
+
+impl Core {
+    pub(crate) fn capabilities(&self, policies: &[String], path: &str) -> Caps {
+        self.policies.read().expect("policy lock").capabilities(policies.iter().map(String::as_str), path)
+    }
+
+    /// Default deny: the caller's policies must grant the operation's capability on its path.
+    /// The error names the path and the capability, never the policies' contents.
+    pub(crate) fn authorize(&self, caller: &Caller, op: &Operation) -> Result<()> {
+        use Capability::*;
+        const CREATE_OR_UPDATE: &[Capability] = &[Create, Update];
+        let n = match op {
+            Operation::KvGet { .. }
+            | Operation::KvMetadata { .. }
+            | Operation::Leader
+            | Operation::PolicyRead { .. }
+            | Operation::RoleRead { .. }
+            | Operation::AppRoleRoleId { .. }
+            | Operation::JwtConfigRead
+            | Operation::TokenLookup(TokenRef::SelfToken) => need(&[Read]),
+            Operation::Members => Need { any: &[Read], sudo: true },
+            Operation::KvList { .. } | Operation::PolicyList | Operation::RoleList { .. } => need(&[List]),
+            Operation::TokenListAccessors => Need { any: &[List], sudo: true },
+            Operation::Seal | Operation::Join { .. } | Operation::RemovePeer { .. } => {
+                Need { any: &[Update], sudo: true }
+            }
+            Operation::KvDelete { versions, .. } if versions.is_empty() => need(&[Delete]),
+            Operation::PolicyDelete { .. } | Operation::RoleDelete { .. } => need(&[Delete]),
+            // Vault: create for a new entry, update for an existing one.
+            Operation::KvPut { path, .. } => {
+                let exists = self.node.reader().get(Cf::Kv, &kv::meta_key(path))?.is_some();
+                need(if exists { &[Update] } else { &[Create] })
+            }
+            Operation::PolicyWrite { .. } | Operation::RoleWrite(_) => need(CREATE_OR_UPDATE),
+            Operation::KvDelete { .. }
+            | Operation::KvUndelete { .. }
+            | Operation::KvDestroy { .. }
+            | Operation::KvSetMaxVersions { .. }
+            | Operation::TokenCreate(_)
+            | Operation::TokenLookup(_)
+            | Operation::TokenRenew { .. }
+            | Operation::TokenRevoke(_)
+            | Operation::Capabilities { .. }
+            | Operation::AppRoleSecretId { .. }
+            | Operation::JwtConfigWrite(_) => need(&[Update]),
+            Operation::SealStatus
+            | Operation::Health
+            | Operation::Unseal { .. }
+            | Operation::Init { .. }
+            | Operation::Login(_)
+            | Operation::GenerateRoot { .. } => return Ok(()),
+        };
+        let path = op.logical_path();
+        let caps = self.capabilities(&caller.info.policies, &path);
+        let missing = if !n.any.iter().any(|c| caps.has(*c)) {
+            Some(n.any.iter().map(|c| format!("'{c}'")).collect::<Vec<_>>().join(" or "))
+        } else if n.sudo && !caps.has(Sudo) {
+            Some("'sudo'".into())
+        } else {
+            None
+        };
+        match missing {
+            None => Ok(()),
+            Some(cap) => Err(Error::PermissionDenied(format!("{path} requires {cap}, which this token lacks"))),
+        }
+    }
+
+    pub(crate) async fn write_policy(&self, name: &str, text: &str) -> Result<()> {
+        if name == ROOT_POLICY {
+            return Err(Error::InvalidArgument("the root policy is built in and cannot be changed".into()));
+        }
+        Policy::parse(name, text)?;
+        let ops = vec![Op::Put { cf: Cf::Sys, key: policy_key(name), value: text.as_bytes().to_vec() }];
+        self.node.write(Command::Txn { guards: vec![], ops }).await?;
+        Ok(())
+    }
+
+    pub(crate) fn read_policy(&self, name: &str) -> Result<String> {
+        crate::policy::validate_name(name)?;
+        if name == ROOT_POLICY {
+            return Ok("# Built in: every capability on every path.\n".into());
+        }
+        let set = self.policies.read().expect("policy lock");
+        set.get(name).map(|p| p.text.clone()).ok_or_else(|| Error::NotFound(format!("no policy named {name:?}")))
+    }
+
+    pub(crate) fn list_policies(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.policies.read().expect("policy lock").names().map(str::to_string).collect();
+        names.push(ROOT_POLICY.into());
+        names.sort();
+        names
+    }
+
+    pub(crate) async fn delete_policy(&self, name: &str) -> Result<()> {
+        crate::policy::validate_name(name)?;
+        if name == ROOT_POLICY || name == DEFAULT_POLICY {
+            return Err(Error::InvalidArgument(format!("the {name} policy is built in and cannot be deleted")));
+        }
+        if self.node.reader().get(Cf::Sys, &policy_key(name))?.is_none() {
+            return Err(Error::NotFound(format!("no policy named {name:?}")));
+        }
+        let ops = vec![Op::Delete { cf: Cf::Sys, key: policy_key(name) }];
+        self.node.write(Command::Txn { guards: vec![], ops }).await?;
+        Ok(())
+    }
+}
