@@ -3,26 +3,41 @@
 use std::path::Path;
 use std::time::Duration;
 
-use arca_server::proto::{kv_client::KvClient, sys_client::SysClient, token_client::TokenClient};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use arca_server::proto::{
+    auth_client::AuthClient, kv_client::KvClient, policy_client::PolicyClient, sys_client::SysClient,
+    token_client::TokenClient,
+};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::{CliError, CliResult};
 
 pub struct Client {
     channel: Channel,
     token: Option<String>,
+    identity: bool,
     pub addr: String,
 }
 
 impl Client {
     /// Connects to `addr` (`https://host:port`), trusting the CA certificate `cacert`.
-    pub async fn connect(addr: &str, cacert: Option<&Path>, token: Option<&str>) -> CliResult<Client> {
+    /// With `identity` (certificate and key files), presents that client certificate.
+    pub async fn connect(
+        addr: &str,
+        cacert: Option<&Path>,
+        token: Option<&str>,
+        identity: Option<(&Path, &Path)>,
+    ) -> CliResult<Client> {
         let uri = if addr.contains("://") { addr.to_string() } else { format!("https://{addr}") };
         let mut tls = ClientTlsConfig::new();
         if let Some(path) = cacert {
             let pem = std::fs::read(path)
                 .map_err(|e| CliError::new(format!("cannot read the CA certificate {}: {e}", path.display())))?;
             tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        if let Some((cert, key)) = identity {
+            let read =
+                |p: &Path| std::fs::read(p).map_err(|e| CliError::new(format!("cannot read {}: {e}", p.display())));
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
         }
         let endpoint = Endpoint::from_shared(uri.clone())
             .map_err(|e| CliError::usage(format!("invalid address {addr:?}: {e}")))?
@@ -42,7 +57,7 @@ impl Client {
             }
             CliError::new(msg)
         })?;
-        Ok(Client { channel, token: token.map(str::to_string), addr: uri })
+        Ok(Client { channel, token: token.map(str::to_string), identity: identity.is_some(), addr: uri })
     }
 
     /// A request carrying the token, if any.
@@ -66,5 +81,18 @@ impl Client {
 
     pub fn tokens(&self) -> TokenClient<Channel> {
         TokenClient::new(self.channel.clone())
+    }
+
+    pub fn policies(&self) -> PolicyClient<Channel> {
+        PolicyClient::new(self.channel.clone())
+    }
+
+    pub fn auth(&self) -> AuthClient<Channel> {
+        AuthClient::new(self.channel.clone())
+    }
+
+    /// Whether a client certificate is presented.
+    pub fn has_identity(&self) -> bool {
+        self.identity
     }
 }

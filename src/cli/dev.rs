@@ -136,7 +136,7 @@ async fn wait_ready(addr: &str, ca: &Path, initialized: bool, limit: Duration) -
     let deadline = Instant::now() + limit;
     let mut last = String::new();
     while Instant::now() < deadline {
-        match Client::connect(addr, Some(ca), None).await {
+        match Client::connect(addr, Some(ca), None, None).await {
             Ok(client) => match client.sys().seal_status(client.req(proto::SealStatusRequest {})).await {
                 Ok(s) if !initialized || s.get_ref().initialized => return Ok(client),
                 Ok(_) => last = "not initialized yet".into(),
@@ -215,7 +215,7 @@ async fn bring_up(dir: &Path, ca: &Path, entries: &[NodeEntry]) -> CliResult {
         unseal(&client, &init).await?;
     }
     // Ready means fault tolerant: every node a voter, so losing any one keeps a quorum.
-    let admin = Client::connect(&entries[0].api_addr, Some(ca), Some(&init.root_token)).await?;
+    let admin = Client::connect(&entries[0].api_addr, Some(ca), Some(&init.root_token), None).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let members = admin.sys().members(admin.req(proto::MembersRequest {})).await?.into_inner().members;

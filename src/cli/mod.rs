@@ -1,10 +1,13 @@
 //! Command-line interface.
 
+mod auth;
 mod client;
 mod dev;
 mod kv;
 mod operator;
 mod output;
+mod policy;
+mod token;
 
 use std::path::PathBuf;
 
@@ -62,9 +65,15 @@ pub struct Args {
     /// CA certificate (PEM) that signed the node's certificate.
     #[arg(long, global = true, env = "ARCA_CACERT")]
     pub cacert: Option<PathBuf>,
-    /// Token for authenticated requests.
+    /// Token for authenticated requests. Default: the one `arca login` stored in ~/.arca-token.
     #[arg(long, global = true, env = "ARCA_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Client certificate (PEM) to present, for `arca login cert`.
+    #[arg(long, global = true, env = "ARCA_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, env = "ARCA_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value = "table")]
     pub format: Format,
@@ -91,16 +100,30 @@ pub enum Command {
     /// Versioned key/value secrets.
     #[command(subcommand)]
     Kv(kv::KvCommand),
-    /// Tokens.
+    /// Tokens: create, look up, renew, revoke, capabilities.
     #[command(subcommand)]
-    Token(operator::TokenCommand),
+    Token(token::TokenCommand),
+    /// Path policies (Vault HCL).
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// Log in with an auth method; prints the token and stores it in ~/.arca-token.
+    #[command(subcommand)]
+    Login(auth::LoginCommand),
+    /// AppRole roles, role ids and secret ids.
+    #[command(subcommand)]
+    Approle(auth::AppRoleCommand),
+    /// TLS-certificate and JWT login configuration.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
     /// Development helpers: a local cluster, certificates.
     #[command(subcommand)]
     Dev(dev::DevCommand),
 }
 
 pub async fn run(args: Args) -> CliResult {
-    let client = || Client::connect(&args.addr, args.cacert.as_deref(), args.token.as_deref());
+    let token = args.token.clone().or_else(stored_token);
+    let identity = args.client_cert.as_deref().zip(args.client_key.as_deref());
+    let client = || Client::connect(&args.addr, args.cacert.as_deref(), token.as_deref(), identity);
     match args.command {
         Command::Server { config, dev } => {
             if dev {
@@ -115,9 +138,61 @@ pub async fn run(args: Args) -> CliResult {
         Command::Status => operator::status(&client().await?, args.format).await,
         Command::Operator(cmd) => operator::run(cmd, &client().await?, args.format).await,
         Command::Kv(cmd) => kv::run(cmd, &client().await?, args.format).await,
-        Command::Token(cmd) => operator::token(cmd, &client().await?, args.format).await,
+        Command::Token(cmd) => token::run(cmd, &client().await?, args.format).await,
+        Command::Policy(cmd) => policy::run(cmd, &client().await?, args.format).await,
+        Command::Login(cmd) => auth::login(cmd, &client().await?, args.format).await,
+        Command::Approle(cmd) => auth::approle(cmd, &client().await?, args.format).await,
+        Command::Auth(cmd) => auth::auth(cmd, &client().await?, args.format).await,
         Command::Dev(cmd) => dev::run(cmd).await,
     }
+}
+
+/// Where `arca login` keeps the token: `~/.arca-token`.
+fn token_file() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".arca-token"))
+}
+
+/// The token `arca login` stored, used when ARCA_TOKEN and --token are absent.
+fn stored_token() -> Option<String> {
+    let text = std::fs::read_to_string(token_file()?).ok()?;
+    Some(text.trim().to_string()).filter(|t| !t.is_empty())
+}
+
+/// Writes the token to ~/.arca-token, readable by the user only.
+fn store_token(token: &str) -> CliResult {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = token_file().ok_or_else(|| CliError::new("HOME is not set; cannot store the token (use --no-store)"))?;
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+        // An existing file keeps its old mode through `open`; tighten it explicitly.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        f.write_all(token.as_bytes())
+    };
+    write().map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))
+}
+
+/// One line from stdin, for values kept off the command line (tokens, secret ids).
+fn read_stdin_line(what: &str) -> CliResult<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(|e| CliError::new(format!("reading the {what} from stdin: {e}")))?;
+    Ok(line.trim().to_string())
+}
+
+/// Parses a duration flag: `30s`, `15m`, `1h`, `7d`; absent: 0 (the server's default).
+fn parse_duration(flag: &str, value: Option<&str>) -> CliResult<u64> {
+    let Some(s) = value else { return Ok(0) };
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 =
+        num.parse().map_err(|_| CliError::usage(format!("invalid {flag} {s:?}: expected e.g. 30s, 15m, 1h, 7d")))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(CliError::usage(format!("invalid {flag} unit {unit:?}: use s, m, h or d"))),
+    };
+    n.checked_mul(mult).ok_or_else(|| CliError::usage(format!("{flag} {s:?} is too long")))
 }
 
 /// Logs to stderr; `RUST_LOG` overrides the configured level.
@@ -126,4 +201,19 @@ pub fn init_logging(level: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("--ttl", Some("30s")).ok(), Some(30));
+        assert_eq!(parse_duration("--ttl", Some("15m")).ok(), Some(900));
+        assert_eq!(parse_duration("--ttl", Some("2d")).ok(), Some(172800));
+        assert_eq!(parse_duration("--ttl", None).ok(), Some(0));
+        assert!(parse_duration("--ttl", Some("1w")).is_err());
+        assert!(parse_duration("--ttl", Some("h")).is_err());
+    }
 }

@@ -1,4 +1,4 @@
-//! `arca status`, `arca operator …` and `arca token …`.
+//! `arca status` and `arca operator …`.
 
 use std::io::IsTerminal;
 
@@ -33,25 +33,14 @@ pub enum OperatorCommand {
     Join { peer: String },
     /// Remove a node from the cluster.
     RemovePeer { id: u64 },
-}
-
-#[derive(Subcommand)]
-pub enum TokenCommand {
-    /// Create a token.
-    Create {
-        /// Policy to attach (repeatable).
-        #[arg(long = "policy")]
-        policies: Vec<String>,
-        /// Lifetime, e.g. 30s, 15m, 1h, 7d. Default: no expiry.
+    /// Make a new root token with a threshold of unseal shares: run once per share holder
+    /// (prompted without echo if omitted). The last share prints the token.
+    GenerateRoot {
+        share: Option<String>,
+        /// Discard the shares provided so far.
         #[arg(long)]
-        ttl: Option<String>,
-        #[arg(long, default_value = "")]
-        display_name: String,
+        reset: bool,
     },
-    /// Show the calling token's properties.
-    Lookup,
-    /// Revoke a token (the calling token if none given).
-    Revoke { token: Option<String> },
 }
 
 fn seal_json(s: &proto::SealStatusResponse) -> serde_json::Value {
@@ -100,11 +89,7 @@ pub async fn run(cmd: OperatorCommand, client: &Client, format: Format) -> CliRe
             }
         }
         OperatorCommand::Unseal { share, reset } => {
-            let share = match (share, reset) {
-                (_, true) => String::new(),
-                (Some(s), false) => s,
-                (None, false) => prompt_share()?,
-            };
+            let share = share_arg(share, reset)?;
             let s = client.sys().unseal(client.req(proto::UnsealRequest { share, reset })).await?.into_inner();
             print(format, &seal_json(&s));
         }
@@ -134,8 +119,23 @@ pub async fn run(cmd: OperatorCommand, client: &Client, format: Format) -> CliRe
             client.sys().remove_peer(client.req(proto::RemovePeerRequest { node_id: id })).await?;
             println!("removed node {id}");
         }
+        OperatorCommand::GenerateRoot { share, reset } => {
+            let share = share_arg(share, reset)?;
+            let req = proto::GenerateRootRequest { share, reset };
+            let r = client.sys().generate_root(client.req(req)).await?.into_inner();
+            let token = (!r.root_token.is_empty()).then_some(r.root_token);
+            print(format, &json!({"progress": r.progress, "threshold": r.threshold, "root_token": token}));
+        }
     }
     Ok(())
+}
+
+fn share_arg(share: Option<String>, reset: bool) -> CliResult<String> {
+    match (share, reset) {
+        (_, true) => Ok(String::new()),
+        (Some(s), false) => Ok(s),
+        (None, false) => prompt_share(),
+    }
 }
 
 fn prompt_share() -> CliResult<String> {
@@ -146,62 +146,4 @@ fn prompt_share() -> CliResult<String> {
     }
     rpassword::prompt_password("Unseal share (input hidden): ")
         .map_err(|e| CliError::new(format!("reading the share: {e}")))
-}
-
-/// Parses `30s`, `15m`, `1h`, `7d`.
-fn parse_ttl(s: &str) -> CliResult<u64> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 =
-        num.parse().map_err(|_| CliError::usage(format!("invalid --ttl {s:?}: expected e.g. 30s, 15m, 1h, 7d")))?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(CliError::usage(format!("invalid --ttl unit {unit:?}: use s, m, h or d"))),
-    };
-    Ok(n * mult)
-}
-
-fn token_json(t: &proto::TokenInfo) -> serde_json::Value {
-    json!({
-        "accessor": t.accessor, "policies": t.policies, "display_name": t.display_name,
-        "created_ms": t.created_ms, "expires_ms": if t.expires_ms == 0 { serde_json::Value::Null } else { json!(t.expires_ms) },
-    })
-}
-
-pub async fn token(cmd: TokenCommand, client: &Client, format: Format) -> CliResult {
-    match cmd {
-        TokenCommand::Create { policies, ttl, display_name } => {
-            let ttl_seconds = ttl.as_deref().map(parse_ttl).transpose()?.unwrap_or(0);
-            let req = proto::CreateTokenRequest { policies, ttl_seconds, display_name };
-            let created = client.tokens().create(client.req(req)).await?.into_inner();
-            let mut v = created.info.as_ref().map(token_json).unwrap_or_default();
-            v["token"] = json!(created.token);
-            print(format, &v);
-        }
-        TokenCommand::Lookup => {
-            let t = client.tokens().lookup_self(client.req(proto::LookupSelfRequest {})).await?.into_inner();
-            print(format, &token_json(&t));
-        }
-        TokenCommand::Revoke { token } => {
-            client.tokens().revoke(client.req(proto::RevokeRequest { token: token.unwrap_or_default() })).await?;
-            println!("token revoked");
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ttl_units() {
-        assert_eq!(parse_ttl("30s").ok(), Some(30));
-        assert_eq!(parse_ttl("15m").ok(), Some(900));
-        assert_eq!(parse_ttl("2d").ok(), Some(172800));
-        assert!(parse_ttl("1w").is_err());
-        assert!(parse_ttl("h").is_err());
-    }
 }

@@ -20,8 +20,8 @@ mod vault;
 
 pub use error::{Error, Result};
 pub use kv::{SecretMetadata, VersionMetadata, DEFAULT_MAX_VERSIONS, MAX_VALUE_BYTES};
-pub use path::{validate_path, validate_prefix, MAX_PATH_BYTES};
 pub use logins::SECRET_ID_PREFIX;
+pub use path::{validate_path, validate_prefix, MAX_PATH_BYTES};
 pub use policy::{DEFAULT_POLICY, ROOT_POLICY};
 pub use request::{
     HealthInfo, InitResult, Member, Operation, Reply, Request, SealStatus, SecretData, TokenCreate, TokenRef,

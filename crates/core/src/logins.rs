@@ -49,7 +49,11 @@ impl Core {
                 Some(RoleConfig::AppRole(old)) => old.role_id,
                 _ => uuid_like()?,
             };
-            ops.push(Op::Put { cf: Cf::Sys, key: approle::role_id_key(&r.role_id), value: r.name.clone().into_bytes() });
+            ops.push(Op::Put {
+                cf: Cf::Sys,
+                key: approle::role_id_key(&r.role_id),
+                value: r.name.clone().into_bytes(),
+            });
         }
         ops.push(Op::Put { cf: Cf::Sys, value: encrypt_json(keyring, &key, &role)?, key });
         self.node.write(Command::Txn { guards: vec![], ops }).await?;
@@ -140,7 +144,10 @@ impl Core {
                     None => self.list_roles(Method::Cert)?,
                 };
                 if client_certs.is_empty() {
-                    return Err(login_failed(Method::Cert, "no client certificate was presented on the TLS connection"));
+                    return Err(login_failed(
+                        Method::Cert,
+                        "no client certificate was presented on the TLS connection",
+                    ));
                 }
                 let mut why = "no certificate role is configured".to_string();
                 let now = rustls::pki_types::UnixTime::now();

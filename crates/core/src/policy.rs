@@ -265,7 +265,8 @@ fn string_list(expr: &Expression, what: &str) -> Result<Vec<String>> {
 
 /// The parser's multi-line report (location, source excerpt, reason) as one line.
 fn one_line(report: &str) -> String {
-    let location = report.lines().find_map(|l| l.trim().strip_prefix("--> ")).map(|l| l.replace("HCL parse error in ", ""));
+    let location =
+        report.lines().find_map(|l| l.trim().strip_prefix("--> ")).map(|l| l.replace("HCL parse error in ", ""));
     let reason = report.lines().find_map(|l| l.trim().strip_prefix("= "));
     match (location, reason) {
         (Some(l), Some(r)) => format!("{l}: {r}"),
@@ -302,7 +303,10 @@ impl Policy {
         }
         for block in body.blocks() {
             if block.identifier() != "path" {
-                return Err(invalid(format!("unknown block {:?}; expected 'path \"...\" {{ ... }}'", block.identifier())));
+                return Err(invalid(format!(
+                    "unknown block {:?}; expected 'path \"...\" {{ ... }}'",
+                    block.identifier()
+                )));
             }
             let [label] = block.labels() else {
                 return Err(invalid("a path block takes exactly one quoted path".into()));
@@ -335,8 +339,13 @@ impl Policy {
                             .ok_or_else(|| invalid(format!("path {raw:?}: unknown policy shorthand {w:?}")))?,
                         _ => return Err(invalid(format!("path {raw:?}: policy must be a string"))),
                     },
-                    other @ ("allowed_parameters" | "denied_parameters" | "required_parameters"
-                    | "min_wrapping_ttl" | "max_wrapping_ttl" | "control_group" | "mfa_methods") => {
+                    other @ ("allowed_parameters"
+                    | "denied_parameters"
+                    | "required_parameters"
+                    | "min_wrapping_ttl"
+                    | "max_wrapping_ttl"
+                    | "control_group"
+                    | "mfa_methods") => {
                         return Err(invalid(format!(
                             "path {raw:?}: {other} is not supported by Arca; the policy is refused rather than \
                              enforced partially"

@@ -90,51 +90,112 @@ pub enum Operation {
     // System: no token needed for these four, and they work while sealed.
     SealStatus,
     Health,
-    Unseal { share: Zeroizing<String>, reset: bool },
-    Init { shares: u8, threshold: u8 },
+    Unseal {
+        share: Zeroizing<String>,
+        reset: bool,
+    },
+    Init {
+        shares: u8,
+        threshold: u8,
+    },
     // System, token required.
     Seal,
     Leader,
     Members,
-    Join { peer: String },
-    RemovePeer { id: u64 },
+    Join {
+        peer: String,
+    },
+    RemovePeer {
+        id: u64,
+    },
     // KV v2.
-    KvPut { path: String, data: SecretData, cas: Option<u64> },
-    KvGet { path: String, version: Option<u64> },
-    KvList { prefix: String },
-    KvDelete { path: String, versions: Vec<u64> },
-    KvUndelete { path: String, versions: Vec<u64> },
-    KvDestroy { path: String, versions: Vec<u64> },
-    KvMetadata { path: String },
-    KvSetMaxVersions { path: String, max_versions: u32 },
+    KvPut {
+        path: String,
+        data: SecretData,
+        cas: Option<u64>,
+    },
+    KvGet {
+        path: String,
+        version: Option<u64>,
+    },
+    KvList {
+        prefix: String,
+    },
+    KvDelete {
+        path: String,
+        versions: Vec<u64>,
+    },
+    KvUndelete {
+        path: String,
+        versions: Vec<u64>,
+    },
+    KvDestroy {
+        path: String,
+        versions: Vec<u64>,
+    },
+    KvMetadata {
+        path: String,
+    },
+    KvSetMaxVersions {
+        path: String,
+        max_versions: u32,
+    },
     // Tokens.
     TokenCreate(TokenCreate),
     TokenLookup(TokenRef),
     /// Renews by `increment` (or the token's TTL), never past its max TTL.
-    TokenRenew { target: TokenRef, increment: Option<Duration> },
+    TokenRenew {
+        target: TokenRef,
+        increment: Option<Duration>,
+    },
     /// Revokes the token and every descendant.
     TokenRevoke(TokenRef),
     TokenListAccessors,
     /// What the token (or the caller) may do on each path.
-    Capabilities { target: TokenRef, paths: Vec<String> },
+    Capabilities {
+        target: TokenRef,
+        paths: Vec<String>,
+    },
     // Policies.
-    PolicyWrite { name: String, text: String },
-    PolicyRead { name: String },
+    PolicyWrite {
+        name: String,
+        text: String,
+    },
+    PolicyRead {
+        name: String,
+    },
     PolicyList,
-    PolicyDelete { name: String },
+    PolicyDelete {
+        name: String,
+    },
     // Auth methods: roles, configuration, logins.
     RoleWrite(RoleConfig),
-    RoleRead { method: Method, name: String },
-    RoleList { method: Method },
-    RoleDelete { method: Method, name: String },
-    AppRoleRoleId { name: String },
-    AppRoleSecretId { name: String },
+    RoleRead {
+        method: Method,
+        name: String,
+    },
+    RoleList {
+        method: Method,
+    },
+    RoleDelete {
+        method: Method,
+        name: String,
+    },
+    AppRoleRoleId {
+        name: String,
+    },
+    AppRoleSecretId {
+        name: String,
+    },
     JwtConfigWrite(crate::auth::JwtConfig),
     JwtConfigRead,
     /// Unauthenticated: the credentials are the authentication.
     Login(Credentials),
     /// Unauthenticated: a threshold of unseal shares is the authorization.
-    GenerateRoot { share: Zeroizing<String>, reset: bool },
+    GenerateRoot {
+        share: Zeroizing<String>,
+        reset: bool,
+    },
 }
 
 impl std::fmt::Debug for Operation {
@@ -256,26 +317,45 @@ pub enum Reply {
     SealStatus(SealStatus),
     Health(HealthInfo),
     Init(InitResult),
-    Leader { leader: Option<Member> },
+    Leader {
+        leader: Option<Member>,
+    },
     Members(Vec<Member>),
     Done,
     KvWritten(VersionMetadata),
-    KvSecret { data: SecretData, version: VersionMetadata },
+    KvSecret {
+        data: SecretData,
+        version: VersionMetadata,
+    },
     KvKeys(Vec<String>),
     KvMetadata(SecretMetadata),
-    TokenCreated { token: Zeroizing<String>, info: TokenInfo },
+    TokenCreated {
+        token: Zeroizing<String>,
+        info: TokenInfo,
+    },
     Token(TokenInfo),
     Accessors(Vec<String>),
     /// Per requested path, the capability names (`["deny"]` for none).
     Capabilities(Vec<(String, Vec<String>)>),
-    Policy { name: String, text: String },
+    Policy {
+        name: String,
+        text: String,
+    },
     Names(Vec<String>),
     Role(RoleConfig),
     RoleId(String),
-    SecretId { secret_id: Zeroizing<String>, accessor: String, expires_ms: Option<i64> },
+    SecretId {
+        secret_id: Zeroizing<String>,
+        accessor: String,
+        expires_ms: Option<i64>,
+    },
     JwtConfig(crate::auth::JwtConfig),
     /// Progress of `generate-root`; the new root token once the threshold is reached.
-    GenerateRoot { progress: u8, threshold: u8, root_token: Option<Zeroizing<String>> },
+    GenerateRoot {
+        progress: u8,
+        threshold: u8,
+        root_token: Option<Zeroizing<String>>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

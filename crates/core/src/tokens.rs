@@ -195,7 +195,11 @@ impl Core {
             parent: (!req.orphan).then(|| (caller.info.accessor.clone(), caller.key.clone(), caller.info.expires_ms)),
             renewable: req.renewable,
             num_uses: req.num_uses,
-            auth: AuthSource { method: "token".into(), role: String::new(), identity: caller.info.display_name.clone() },
+            auth: AuthSource {
+                method: "token".into(),
+                role: String::new(),
+                identity: caller.info.display_name.clone(),
+            },
             root: false,
         };
         self.write_token(keyring, new, vec![], vec![]).await
@@ -373,7 +377,8 @@ impl Core {
         for (key, raw) in reader.scan_prefix(Cf::Sys, b"auth/approle/secret-id/", MAX_REVOKE)? {
             let info: crate::auth::approle::SecretIdInfo = decrypt_json(&keyring, &key, &raw)?;
             if info.expires_ms.is_some_and(|e| e <= now) {
-                doomed.push((Guard::unchanged(Cf::Sys, key.clone(), Some(&raw)), vec![Op::Delete { cf: Cf::Sys, key }]));
+                doomed
+                    .push((Guard::unchanged(Cf::Sys, key.clone(), Some(&raw)), vec![Op::Delete { cf: Cf::Sys, key }]));
             }
         }
         let mut purged = 0;

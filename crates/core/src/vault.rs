@@ -13,9 +13,9 @@ use tracing::{info, instrument, warn};
 use zeroize::Zeroizing;
 
 use crate::kv::{self, SecretMetadata, VersionMetadata, MAX_VALUE_BYTES};
-use crate::seal::{InitRecord, Seal, INIT_KEY};
 use crate::policy::PolicySet;
 use crate::request::TokenRef;
+use crate::seal::{InitRecord, Seal, INIT_KEY};
 use crate::token;
 use crate::tokens::{Caller, NewToken};
 use crate::{
@@ -190,7 +190,9 @@ impl Core {
                 .map(Reply::Role)
                 .ok_or_else(|| Error::NotFound(format!("no {} role named {name:?}", method.name()))),
             Operation::RoleList { method } => self.list_roles(method).map(Reply::Names),
-            Operation::RoleDelete { method, name } => self.delete_role(keyring, method, &name).await.map(|_| Reply::Done),
+            Operation::RoleDelete { method, name } => {
+                self.delete_role(keyring, method, &name).await.map(|_| Reply::Done)
+            }
             Operation::AppRoleRoleId { name } => self.role_id(keyring, &name).map(Reply::RoleId),
             Operation::AppRoleSecretId { name } => self.new_secret_id(keyring, &name).await,
             Operation::JwtConfigWrite(config) => self.write_jwt_config(keyring, &config).await.map(|_| Reply::Done),

@@ -10,9 +10,9 @@ fn ref_matches(p: &[u8], s: &[u8]) -> bool {
     match p {
         [] => s.is_empty(),
         [b'*'] => true,
-        [b'+', rest @ ..] => (0..=s.len())
-            .take_while(|&i| i == 0 || s[i - 1] != b'/')
-            .any(|i| ref_matches(rest, &s[i..])),
+        [b'+', rest @ ..] => {
+            (0..=s.len()).take_while(|&i| i == 0 || s[i - 1] != b'/').any(|i| ref_matches(rest, &s[i..]))
+        }
         [c, rest @ ..] => s.first() == Some(c) && ref_matches(rest, &s[1..]),
     }
 }
@@ -55,12 +55,14 @@ fn pattern() -> impl Strategy<Value = String> {
 }
 
 fn caps() -> impl Strategy<Value = Vec<Capability>> {
-    (prop::sample::subsequence(Capability::ALL[..6].to_vec(), 1..4), prop::bool::weighted(0.1)).prop_map(|(mut c, deny)| {
-        if deny {
-            c.push(Capability::Deny);
-        }
-        c
-    })
+    (prop::sample::subsequence(Capability::ALL[..6].to_vec(), 1..4), prop::bool::weighted(0.1)).prop_map(
+        |(mut c, deny)| {
+            if deny {
+                c.push(Capability::Deny);
+            }
+            c
+        },
+    )
 }
 
 fn path() -> impl Strategy<Value = String> {

@@ -1,20 +1,14 @@
 //! The vault on a real 3-node cluster (in process): init, unseal, KV v2, tokens, errors.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use arca_core::{Core, Error, Operation, Reply, Request, SecretData, TokenCreate, TokenRef};
+mod common;
+
+use arca_core::{Core, Error, Operation, Reply, TokenCreate, TokenRef};
 use arca_raft::testing::TestCluster;
 use arca_raft::Timing;
+use common::{call, data};
 use zeroize::Zeroizing;
-
-async fn call(core: &Core, token: Option<&str>, op: Operation) -> Result<Reply, Error> {
-    core.handle(Request::new(token.map(|t| Zeroizing::new(t.to_string())), op)).await
-}
-
-fn data(pairs: &[(&str, &str)]) -> SecretData {
-    SecretData(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn init_unseal_and_versioned_kv_across_nodes() {
@@ -97,8 +91,14 @@ async fn init_unseal_and_versioned_kv_across_nodes() {
     assert_eq!(versions, (1..=8).collect::<Vec<_>>());
 
     // Tokens: bad, missing, and a non-root token is denied by default.
-    assert!(matches!(call(&cores[0], None, Operation::TokenLookup(TokenRef::SelfToken)).await, Err(Error::MissingToken)));
-    assert!(matches!(call(&cores[0], Some("arca_nope"), Operation::TokenLookup(TokenRef::SelfToken)).await, Err(Error::BadToken)));
+    assert!(matches!(
+        call(&cores[0], None, Operation::TokenLookup(TokenRef::SelfToken)).await,
+        Err(Error::MissingToken)
+    ));
+    assert!(matches!(
+        call(&cores[0], Some("arca_nope"), Operation::TokenLookup(TokenRef::SelfToken)).await,
+        Err(Error::BadToken)
+    ));
     let Reply::TokenCreated { token: child, .. } = call(
         &cores[0],
         Some(token),
@@ -112,11 +112,17 @@ async fn init_unseal_and_versioned_kv_across_nodes() {
         call(&cores[1], Some(&child), Operation::KvGet { path: "app/db".into(), version: None }).await.unwrap_err();
     assert!(matches!(err, Error::PermissionDenied(_)), "{err}");
     call(&cores[1], Some(&child), Operation::TokenRevoke(TokenRef::SelfToken)).await.unwrap();
-    assert!(matches!(call(&cores[2], Some(&child), Operation::TokenLookup(TokenRef::SelfToken)).await, Err(Error::BadToken)));
+    assert!(matches!(
+        call(&cores[2], Some(&child), Operation::TokenLookup(TokenRef::SelfToken)).await,
+        Err(Error::BadToken)
+    ));
 
     // Seal one node: it stops serving; the others go on.
     call(&cores[0], Some(token), Operation::Seal).await.unwrap();
-    assert!(matches!(call(&cores[0], Some(token), Operation::TokenLookup(TokenRef::SelfToken)).await, Err(Error::Sealed)));
+    assert!(matches!(
+        call(&cores[0], Some(token), Operation::TokenLookup(TokenRef::SelfToken)).await,
+        Err(Error::Sealed)
+    ));
     call(&cores[1], Some(token), Operation::TokenLookup(TokenRef::SelfToken)).await.unwrap();
     cluster.shutdown().await;
 }

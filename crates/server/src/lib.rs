@@ -7,6 +7,7 @@ pub mod certs;
 pub mod config;
 mod error;
 mod server;
+pub mod tls;
 
 pub mod proto {
     tonic::include_proto!("arca.v1");

@@ -40,25 +40,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .map_err(|source| Error::Listen { addr: config.api.listen.to_string(), source })?;
-    let api = Api { core: Core::new(node.clone()) };
+    let core = Core::new(node.clone());
+    let maintenance = tokio::spawn(core.clone().run_maintenance());
+    let api = Api { core };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| Error::Serve(e.to_string()))?;
-    // Clients authenticate with tokens, so the client API does not require a client
-    // certificate (the TLS-certificate login method will accept one when presented).
-    let server_tls = tls.server(false);
+    let acceptor = crate::tls::acceptor(&tls)?;
     info!(api = %config.api.listen, cluster = %config.cluster.listen, node = config.node_id, "arca server listening (sealed)");
     let served = tonic::transport::Server::builder()
-        .tls_config(server_tls)
-        .map_err(|e| Error::Serve(e.to_string()))?
         .timeout(Duration::from_secs(30))
         .add_service(proto::sys_server::SysServer::new(api.clone()))
         .add_service(proto::kv_server::KvServer::new(api.clone()))
-        .add_service(proto::token_server::TokenServer::new(api))
+        .add_service(proto::token_server::TokenServer::new(api.clone()))
+        .add_service(proto::policy_server::PolicyServer::new(api.clone()))
+        .add_service(proto::auth_server::AuthServer::new(api))
         .add_service(reflection)
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(crate::tls::incoming(listener, acceptor), shutdown)
         .await;
+    maintenance.abort();
     info!("shutting down");
     if let Some(j) = joiner {
         j.abort();

@@ -137,10 +137,18 @@ pub fn validate_role_name(name: &str) -> Result<()> {
 
 /// Credentials presented to a login.
 pub enum Credentials {
-    AppRole { role_id: String, secret_id: Zeroizing<String> },
+    AppRole {
+        role_id: String,
+        secret_id: Zeroizing<String>,
+    },
     /// The certificate comes from the TLS connection; `role` narrows the roles tried.
-    Cert { role: Option<String> },
-    Jwt { role: String, jwt: Zeroizing<String> },
+    Cert {
+        role: Option<String>,
+    },
+    Jwt {
+        role: String,
+        jwt: Zeroizing<String>,
+    },
 }
 
 impl Credentials {

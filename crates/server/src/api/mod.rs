@@ -1,7 +1,7 @@
 //! The client API: gRPC services translating to and from [`arca_core`]. The only place where
 //! core errors become gRPC statuses.
 
-use std::time::Duration;
+mod identity;
 
 use arca_core::{Core, Error as CoreError, Operation, Reply, Request, SecretData};
 use tonic::{Request as GrpcRequest, Response, Status};
@@ -18,7 +18,7 @@ fn status(e: CoreError) -> Status {
         CoreError::NotInitialized | CoreError::CasMismatch { .. } => Status::failed_precondition(msg),
         CoreError::AlreadyInitialized => Status::already_exists(msg),
         CoreError::InvalidArgument(_) | CoreError::Share(_) => Status::invalid_argument(msg),
-        CoreError::MissingToken | CoreError::BadToken => Status::unauthenticated(msg),
+        CoreError::MissingToken | CoreError::BadToken | CoreError::LoginFailed(_) => Status::unauthenticated(msg),
         CoreError::PermissionDenied(_) => Status::permission_denied(msg),
         CoreError::NotFound(_) => Status::not_found(msg),
         CoreError::Conflict => Status::aborted(msg),
@@ -40,12 +40,18 @@ pub(crate) struct Api {
 
 impl Api {
     async fn call<T>(&self, req: &GrpcRequest<T>, op: Operation) -> Result<Reply, Status> {
-        let request = Request { token: token(req), remote: req.remote_addr(), op };
+        let client = req.extensions().get::<crate::tls::ClientInfo>();
+        let request = Request {
+            token: token(req),
+            remote: client.and_then(|c| c.remote),
+            client_certs: client.map(|c| c.certs.to_vec()).unwrap_or_default(),
+            op,
+        };
         self.core.handle(request).await.map_err(status)
     }
 }
 
-fn unexpected(reply: Reply) -> Status {
+pub(crate) fn unexpected(reply: Reply) -> Status {
     Status::internal(format!("unexpected reply {reply:?}"))
 }
 
@@ -89,17 +95,7 @@ fn metadata(m: arca_core::SecretMetadata) -> proto::SecretMetadata {
     }
 }
 
-fn token_info(t: arca_core::TokenInfo) -> proto::TokenInfo {
-    proto::TokenInfo {
-        accessor: t.accessor,
-        policies: t.policies,
-        display_name: t.display_name,
-        created_ms: t.created_ms,
-        expires_ms: t.expires_ms.unwrap_or(0),
-    }
-}
-
-type R<T> = Result<Response<T>, Status>;
+pub(crate) type R<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl proto::sys_server::Sys for Api {
@@ -181,6 +177,19 @@ impl proto::sys_server::Sys for Api {
         self.call(&req, Operation::RemovePeer { id: req.get_ref().node_id }).await?;
         Ok(Response::new(proto::RemovePeerResponse {}))
     }
+
+    async fn generate_root(&self, req: GrpcRequest<proto::GenerateRootRequest>) -> R<proto::GenerateRootResponse> {
+        let r = req.get_ref();
+        let op = Operation::GenerateRoot { share: Zeroizing::new(r.share.clone()), reset: r.reset };
+        match self.call(&req, op).await? {
+            Reply::GenerateRoot { progress, threshold, root_token } => Ok(Response::new(proto::GenerateRootResponse {
+                progress: progress.into(),
+                threshold: threshold.into(),
+                root_token: root_token.map(|t| t.to_string()).unwrap_or_default(),
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -248,37 +257,5 @@ impl Api {
             Reply::KvMetadata(m) => Ok(Response::new(metadata(m))),
             other => Err(unexpected(other)),
         }
-    }
-}
-
-#[tonic::async_trait]
-impl proto::token_server::Token for Api {
-    async fn create(&self, req: GrpcRequest<proto::CreateTokenRequest>) -> R<proto::CreateTokenResponse> {
-        let r = req.get_ref();
-        let op = Operation::TokenCreate {
-            policies: r.policies.clone(),
-            ttl: (r.ttl_seconds > 0).then(|| Duration::from_secs(r.ttl_seconds)),
-            display_name: r.display_name.clone(),
-        };
-        match self.call(&req, op).await? {
-            Reply::TokenCreated { token, info } => {
-                Ok(Response::new(proto::CreateTokenResponse { token: token.to_string(), info: Some(token_info(info)) }))
-            }
-            other => Err(unexpected(other)),
-        }
-    }
-
-    async fn lookup_self(&self, req: GrpcRequest<proto::LookupSelfRequest>) -> R<proto::TokenInfo> {
-        match self.call(&req, Operation::TokenLookupSelf).await? {
-            Reply::Token(t) => Ok(Response::new(token_info(t))),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    async fn revoke(&self, req: GrpcRequest<proto::RevokeRequest>) -> R<proto::RevokeResponse> {
-        let t = &req.get_ref().token;
-        let op = Operation::TokenRevoke { token: (!t.is_empty()).then(|| Zeroizing::new(t.clone())) };
-        self.call(&req, op).await?;
-        Ok(Response::new(proto::RevokeResponse {}))
     }
 }
