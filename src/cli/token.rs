@@ -13,9 +13,11 @@ use super::{parse_duration, CliError, CliResult, Client, Format};
 #[derive(ClapArgs)]
 pub struct Target {
     /// The token (`-` reads it from stdin, keeping it out of shell history). Default: your own.
+    // Its own id: `token` is the global --token/ARCA_TOKEN, which must not fill this in.
+    #[arg(id = "target_token", value_name = "TOKEN")]
     token: Option<String>,
     /// Name the token by its accessor instead.
-    #[arg(long, conflicts_with = "token")]
+    #[arg(long, conflicts_with = "target_token")]
     accessor: Option<String>,
 }
 

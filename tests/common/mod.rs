@@ -65,6 +65,13 @@ impl DevCluster {
         cluster
     }
 
+    /// The CLI's home directory in tests (where `arca login` stores its token).
+    pub fn home(&self) -> PathBuf {
+        let home = self.dir.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        home
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("cluster.log")).unwrap_or_default()
     }
@@ -95,7 +102,13 @@ impl DevCluster {
 
     pub fn arca_with_token(&self, node: u64, token: Option<&str>, args: &[&str]) -> Output {
         let mut cmd = Command::new(ARCA);
-        cmd.args(args).env("ARCA_ADDR", self.api(node)).env("ARCA_CACERT", &self.ca).env_remove("ARCA_TOKEN");
+        cmd.args(args)
+            .env("ARCA_ADDR", self.api(node))
+            .env("ARCA_CACERT", &self.ca)
+            .env("HOME", self.home())
+            .env_remove("ARCA_TOKEN")
+            .env_remove("ARCA_CLIENT_CERT")
+            .env_remove("ARCA_CLIENT_KEY");
         if let Some(t) = token {
             cmd.env("ARCA_TOKEN", t);
         }

@@ -365,6 +365,9 @@ impl Policy {
                 None => rules.push(Rule { pattern, caps }),
             }
         }
+        if rules.is_empty() {
+            return Err(invalid("no path rules; write at least one 'path \"...\" { capabilities = [...] }'".into()));
+        }
         Ok(Policy { name: name.to_string(), text: text.to_string(), rules })
     }
 }

@@ -161,6 +161,8 @@ impl Core {
                 let (token, info) = self.create_token(keyring, caller, spec).await?;
                 Ok(Reply::TokenCreated { token, info })
             }
+            // The caller as authenticated: on a token's last use the record is already gone.
+            Operation::TokenLookup(TokenRef::SelfToken) => Ok(Reply::Token(caller.info.clone())),
             Operation::TokenLookup(target) => Ok(Reply::Token(self.resolve(keyring, caller, &target)?.2)),
             Operation::TokenRenew { target, increment } => {
                 let increment = increment.map(|d| d.as_millis() as i64);

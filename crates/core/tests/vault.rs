@@ -8,7 +8,6 @@ use arca_core::{Core, Error, Operation, Reply, TokenCreate, TokenRef};
 use arca_raft::testing::TestCluster;
 use arca_raft::Timing;
 use common::{call, data};
-use zeroize::Zeroizing;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn init_unseal_and_versioned_kv_across_nodes() {
