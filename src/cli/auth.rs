@@ -180,30 +180,33 @@ pub enum JwtCommand {
 #[derive(Subcommand)]
 pub enum JwtRole {
     /// Create or update a role.
-    Write {
-        name: String,
-        /// Accepted `aud` values (at least one; comma-separated or repeated).
-        #[arg(long = "bound-audience", value_delimiter = ',', required = true)]
-        bound_audiences: Vec<String>,
-        #[arg(long, default_value = "")]
-        bound_subject: String,
-        /// `claim=value` that must hold (repeatable; several values for one claim: any of them).
-        #[arg(long = "bound-claim")]
-        bound_claims: Vec<String>,
-        /// Claim naming the identity (default: sub).
-        #[arg(long, default_value = "")]
-        user_claim: String,
-        /// Accepted algorithms (default: RS256, ES256, EdDSA).
-        #[arg(long = "allowed-alg", value_delimiter = ',')]
-        allowed_algs: Vec<String>,
-        /// Clock leeway on exp/nbf (default 10s).
-        #[arg(long)]
-        leeway: Option<String>,
-        #[command(flatten)]
-        token: TokenParamsArgs,
-    },
+    Write(Box<JwtRoleWrite>),
     #[command(flatten)]
     Admin(RoleAdmin),
+}
+
+#[derive(ClapArgs)]
+pub struct JwtRoleWrite {
+    name: String,
+    /// Accepted `aud` values (at least one; comma-separated or repeated).
+    #[arg(long = "bound-audience", value_delimiter = ',', required = true)]
+    bound_audiences: Vec<String>,
+    #[arg(long, default_value = "")]
+    bound_subject: String,
+    /// `claim=value` that must hold (repeatable; several values for one claim: any of them).
+    #[arg(long = "bound-claim")]
+    bound_claims: Vec<String>,
+    /// Claim naming the identity (default: sub).
+    #[arg(long, default_value = "")]
+    user_claim: String,
+    /// Accepted algorithms (default: RS256, ES256, EdDSA).
+    #[arg(long = "allowed-alg", value_delimiter = ',')]
+    allowed_algs: Vec<String>,
+    /// Clock leeway on exp/nbf (default 10s).
+    #[arg(long)]
+    leeway: Option<String>,
+    #[command(flatten)]
+    token: TokenParamsArgs,
 }
 
 fn read_file(path: &Path, what: &str) -> CliResult<String> {
@@ -369,16 +372,17 @@ pub async fn auth(cmd: AuthCommand, client: &Client, format: Format) -> CliResul
             auth.write_jwt_config(client.req(config)).await?;
             println!("JWT verification keys written");
         }
-        AuthCommand::Jwt(JwtCommand::Role(JwtRole::Write {
-            name,
-            bound_audiences,
-            bound_subject,
-            bound_claims,
-            user_claim,
-            allowed_algs,
-            leeway,
-            token,
-        })) => {
+        AuthCommand::Jwt(JwtCommand::Role(JwtRole::Write(w))) => {
+            let JwtRoleWrite {
+                name,
+                bound_audiences,
+                bound_subject,
+                bound_claims,
+                user_claim,
+                allowed_algs,
+                leeway,
+                token,
+            } = *w;
             let role = proto::JwtRole {
                 name: name.clone(),
                 bound_audiences,

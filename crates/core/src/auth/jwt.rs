@@ -23,6 +23,13 @@ pub const SUPPORTED_ALGS: [&str; 3] = ["RS256", "ES256", "EdDSA"];
 pub const DEFAULT_LEEWAY_SECS: u64 = 10;
 const MAX_LEEWAY_SECS: u64 = 300;
 
+/// One verification key and the algorithm its type implies.
+struct VerificationKey {
+    kid: Option<String>,
+    key: DecodingKey,
+    alg: Algorithm,
+}
+
 /// Method-wide configuration: where verification keys come from.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct JwtConfig {
@@ -73,33 +80,33 @@ impl JwtConfig {
         Ok(())
     }
 
-    /// Every configured key: (key id if any, algorithm family, key).
-    fn keys(&self) -> std::result::Result<Vec<(Option<String>, DecodingKey, Vec<Algorithm>)>, String> {
+    /// Every configured key.
+    fn keys(&self) -> std::result::Result<Vec<VerificationKey>, String> {
         let mut out = Vec::new();
         for (i, pem) in self.pem_keys.iter().enumerate() {
             let pem = pem.as_bytes();
-            let parsed = DecodingKey::from_rsa_pem(pem)
-                .map(|k| (k, vec![Algorithm::RS256]))
-                .or_else(|_| DecodingKey::from_ec_pem(pem).map(|k| (k, vec![Algorithm::ES256])))
-                .or_else(|_| DecodingKey::from_ed_pem(pem).map(|k| (k, vec![Algorithm::EdDSA])))
+            let (key, alg) = DecodingKey::from_rsa_pem(pem)
+                .map(|k| (k, Algorithm::RS256))
+                .or_else(|_| DecodingKey::from_ec_pem(pem).map(|k| (k, Algorithm::ES256)))
+                .or_else(|_| DecodingKey::from_ed_pem(pem).map(|k| (k, Algorithm::EdDSA)))
                 .map_err(|_| format!("pem key {} is not an RSA, EC P-256 or Ed25519 public key in PEM", i + 1))?;
-            out.push((None, parsed.0, parsed.1));
+            out.push(VerificationKey { kid: None, key, alg });
         }
         if !self.jwks.trim().is_empty() {
             let set: JwkSet =
                 serde_json::from_str(&self.jwks).map_err(|e| format!("jwks is not a JWKS document: {e}"))?;
             for jwk in &set.keys {
                 let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("jwks key unusable: {e}"))?;
-                let algs = match &jwk.algorithm {
-                    jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => vec![Algorithm::RS256],
-                    jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => vec![Algorithm::ES256],
-                    jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => vec![Algorithm::EdDSA],
+                let alg = match &jwk.algorithm {
+                    jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                    jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+                    jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
                     // Symmetric keys would allow HMAC algorithms; refuse them.
                     jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_) => {
                         return Err("jwks holds a symmetric key; only public keys are accepted".into())
                     }
                 };
-                out.push((jwk.common.key_id.clone(), key, algs));
+                out.push(VerificationKey { kid: jwk.common.key_id.clone(), key, alg });
             }
         }
         Ok(out)
@@ -149,12 +156,13 @@ impl JwtRole {
             validation.set_issuer(&[&config.bound_issuer]);
         }
         let keys = config.keys()?;
-        let candidates = keys.iter().filter(|(kid, _, algs)| {
-            algs.contains(&header.alg) && (header.kid.is_none() || kid.is_none() || *kid == header.kid)
+        // A key id narrows the keys tried; keys without one (PEM) are tried for any token.
+        let candidates = keys.iter().filter(|k| {
+            k.alg == header.alg && (header.kid.is_none() || k.kid.is_none() || k.kid == header.kid)
         });
         let mut last = "no configured key matches the token's algorithm or key id".to_string();
-        for (_, key, _) in candidates {
-            match jsonwebtoken::decode::<BTreeMap<String, Value>>(jwt, key, &validation) {
+        for candidate in candidates {
+            match jsonwebtoken::decode::<BTreeMap<String, Value>>(jwt, &candidate.key, &validation) {
                 Ok(data) => return self.check_claims(&data.claims),
                 Err(e) => {
                     use jsonwebtoken::errors::ErrorKind::*;
