@@ -13,11 +13,14 @@ COPY . .
 RUN cargo build --release --locked --bin arca \
  && install -m 0755 target/release/arca /usr/local/bin/arca
 
-# Runtime: the binary and CA certificates only, run as an unprivileged user.
+# Runtime: the binary and CA certificates only, run as an unprivileged user. (A base image that
+# already carries ca-certificates, such as one made offline with debootstrap, skips apt.)
 FROM debian:bookworm-slim
-RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
- && rm -rf /var/lib/apt/lists/* \
+RUN if [ ! -s /etc/ssl/certs/ca-certificates.crt ]; then \
+      apt-get update \
+      && apt-get install -y --no-install-recommends ca-certificates \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi \
  && useradd --system --uid 10001 --user-group --home-dir /var/lib/arca --create-home arca
 COPY --from=builder /usr/local/bin/arca /usr/local/bin/arca
 USER arca

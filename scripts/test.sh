@@ -5,11 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-./scripts/ensure-apt-packages.sh clang libclang-dev docker-compose
+./scripts/ensure-apt-packages.sh clang libclang-dev docker-compose \
+    podman podman-compose runc netavark aardvark-dns debootstrap binutils
 
 cargo fmt --all -- --check
-# No container engine here: check the compose file is valid (the e2e tests run the same
-# topology as processes).
+# The compose file is valid for docker-compose too (it is run for real with podman below).
 docker-compose -f docker-compose.yml config -q
 cargo clippy --workspace --all-targets --locked -- -D warnings
 if cargo nextest --version >/dev/null 2>&1; then
@@ -19,3 +19,7 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --locked --no-fail-fast
 fi
+
+# The docker-compose cluster for real: image, podman-compose up, init/unseal, kill and restart a
+# node, down/up keeps the data. Needs root for podman's default storage and networking.
+./tests/compose/compose_test.sh "${CARGO_TARGET_DIR:-target}/debug/arca"

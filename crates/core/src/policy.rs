@@ -183,26 +183,35 @@ impl Pattern {
     }
 
     /// Whether `path` matches. `+` matches exactly one segment; a trailing `*` matches any
-    /// remainder, including further segments.
+    /// remainder, including further segments. No allocation: this runs for every rule a token's
+    /// policies hold, on every request.
     pub fn matches(&self, path: &str) -> bool {
-        let mut parts = path.split('/');
+        // Everything before the first wildcard is literal: most rules fail right here.
+        let literal = &self.text[..self.first_wildcard.unwrap_or(self.text.len())];
+        if !path.starts_with(literal) {
+            return false;
+        }
+        if self.first_wildcard.is_none() {
+            return path.len() == literal.len();
+        }
+        // `Some(rest)`: segments remain (possibly one empty one); `None`: the path is used up.
+        let mut rest = Some(path);
         let last = self.segments.len() - 1;
         for (i, seg) in self.segments.iter().enumerate() {
+            let Some(r) = rest else { return false };
             if i == last && self.glob {
-                // The rest of the path, from this segment on, must start with the literal.
-                let rest: Vec<&str> = parts.collect();
-                if rest.is_empty() {
-                    return false;
-                }
-                let rest = rest.join("/");
-                return rest.starts_with(seg.as_str());
+                return r.starts_with(seg.as_str());
             }
-            match parts.next() {
-                Some(p) if seg == "+" || p == seg => {}
-                _ => return false,
+            let (part, after) = match r.split_once('/') {
+                Some((part, after)) => (part, Some(after)),
+                None => (r, None),
+            };
+            if seg != "+" && part != seg {
+                return false;
             }
+            rest = after;
         }
-        parts.next().is_none()
+        rest.is_none()
     }
 }
 

@@ -157,9 +157,9 @@ impl JwtRole {
         }
         let keys = config.keys()?;
         // A key id narrows the keys tried; keys without one (PEM) are tried for any token.
-        let candidates = keys.iter().filter(|k| {
-            k.alg == header.alg && (header.kid.is_none() || k.kid.is_none() || k.kid == header.kid)
-        });
+        let candidates = keys
+            .iter()
+            .filter(|k| k.alg == header.alg && (header.kid.is_none() || k.kid.is_none() || k.kid == header.kid));
         let mut last = "no configured key matches the token's algorithm or key id".to_string();
         for candidate in candidates {
             match jsonwebtoken::decode::<BTreeMap<String, Value>>(jwt, &candidate.key, &validation) {

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Initializes and unseals the docker-compose cluster in one go, for a first try.
+#
+#   docker compose up -d && ./scripts/compose-init.sh
+#   COMPOSE=podman-compose ./scripts/compose-init.sh        # the same with podman
+#
+# Writes ./arca-compose-init.json (unseal shares and root token, mode 0600: a convenience for a
+# trial cluster; a production cluster hands each share to a different person) and ./arca-ca.pem,
+# then prints the environment for the host CLI. Run against an initialized cluster (say after
+# `down` and `up`), it unseals every node with the shares saved by the first run.
+set -euo pipefail
+
+compose=(${COMPOSE:-docker compose})
+nodes=(node1 node2 node3)
+init_file=${ARCA_COMPOSE_INIT:-./arca-compose-init.json}
+
+in_node() { "${compose[@]}" exec -T "$1" "${@:2}"; }
+# podman-compose prints its own progress lines on stdout; keep only the JSON object / the PEM.
+json_only() { sed -n '/^{/,/^}/p'; }
+pem_only() { sed -n '/-----BEGIN/,/-----END/p'; }
+status() { in_node "$1" arca status --format json 2>/dev/null | json_only; }
+
+# Every node serves `arca status` (sealed or not) once its process is up.
+for n in "${nodes[@]}"; do
+  for _ in $(seq 1 60); do
+    status "$n" | grep -q '"node_id"' && break
+    sleep 1
+  done
+  status "$n" | grep -q '"node_id"' || { echo "error: $n does not answer 'arca status'" >&2; exit 1; }
+done
+
+if status node1 | grep -q '"initialized": false'; then
+  umask 077
+  in_node node1 arca operator init --format json | json_only > "$init_file.tmp"
+  mv "$init_file.tmp" "$init_file"
+  echo "initialized; shares and root token in $init_file"
+elif [ ! -s "$init_file" ]; then
+  echo "error: the cluster is initialized but $init_file is missing; unseal with 'arca operator unseal'" >&2
+  exit 1
+fi
+
+json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$init_file"; }
+threshold=$(json . 'd["threshold"]')
+for n in "${nodes[@]}"; do
+  for i in $(seq 0 $((threshold - 1))); do
+    share=$(json . "d['shares'][$i]")
+    # The share goes in on stdin, not the command line, so it stays out of process listings.
+    if ! status "$n" | grep -q '"sealed": true'; then break; fi
+    printf '%s\n' "$share" | in_node "$n" arca operator unseal >/dev/null
+  done
+  status "$n" | grep -q '"sealed": false' || { echo "error: $n is still sealed" >&2; exit 1; }
+  echo "$n unsealed"
+done
+
+in_node node1 cat /certs/ca.pem | pem_only > ./arca-ca.pem
+cat <<ENV
+export ARCA_ADDR=https://127.0.0.1:8200 ARCA_CACERT=$PWD/arca-ca.pem ARCA_TOKEN=$(json . 'd["root_token"]')
+ENV
