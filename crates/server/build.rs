@@ -3,8 +3,10 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files: Vec<_> =
-        ["sys", "kv", "token", "policy", "auth"].iter().map(|f| root.join(format!("arca/v1/{f}.proto"))).collect();
+    let files: Vec<_> = ["sys", "kv", "token", "policy", "auth", "audit"]
+        .iter()
+        .map(|f| root.join(format!("arca/v1/{f}.proto")))
+        .collect();
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }

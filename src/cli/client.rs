@@ -4,8 +4,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use arca_server::proto::{
-    auth_client::AuthClient, kv_client::KvClient, policy_client::PolicyClient, sys_client::SysClient,
-    token_client::TokenClient,
+    audit_client::AuditClient, auth_client::AuthClient, kv_client::KvClient, policy_client::PolicyClient,
+    sys_client::SysClient, token_client::TokenClient,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -85,6 +85,10 @@ impl Client {
 
     pub fn policies(&self) -> PolicyClient<Channel> {
         PolicyClient::new(self.channel.clone())
+    }
+
+    pub fn audit(&self) -> AuditClient<Channel> {
+        AuditClient::new(self.channel.clone())
     }
 
     pub fn auth(&self) -> AuthClient<Channel> {

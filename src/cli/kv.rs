@@ -113,7 +113,7 @@ fn version_json(v: &proto::VersionMetadata) -> serde_json::Value {
 
 fn print_metadata(format: Format, m: &proto::SecretMetadata) {
     match format {
-        Format::Json => print(
+        Format::Json | Format::Jsonl => print(
             format,
             &json!({
                 "path": m.path, "current_version": m.current_version, "max_versions": m.max_versions,
@@ -155,7 +155,7 @@ pub async fn run(cmd: KvCommand, client: &Client, format: Format) -> CliResult {
             let data: serde_json::Map<String, serde_json::Value> =
                 got.data.into_iter().map(|(k, v)| (k, json!(v))).collect();
             match format {
-                Format::Json => {
+                Format::Json | Format::Jsonl => {
                     print(format, &json!({"data": data, "metadata": got.metadata.as_ref().map(version_json)}))
                 }
                 Format::Table => print(format, &serde_json::Value::Object(data.into_iter().collect())),

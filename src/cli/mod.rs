@@ -1,5 +1,6 @@
 //! Command-line interface.
 
+mod audit;
 mod auth;
 mod client;
 mod dev;
@@ -54,6 +55,8 @@ pub type CliResult<T = ()> = Result<T, CliError>;
 pub enum Format {
     Table,
     Json,
+    /// One JSON value per line (arrays: one element per line), for log shippers and `jq`.
+    Jsonl,
 }
 
 #[derive(Parser)]
@@ -115,6 +118,9 @@ pub enum Command {
     /// TLS-certificate and JWT login configuration.
     #[command(subcommand)]
     Auth(auth::AuthCommand),
+    /// The audit trail: list, tail, export, verify, hash.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Development helpers: a local cluster, certificates.
     #[command(subcommand)]
     Dev(dev::DevCommand),
@@ -143,6 +149,9 @@ pub async fn run(args: Args) -> CliResult {
         Command::Login(cmd) => auth::login(cmd, &client().await?, args.format).await,
         Command::Approle(cmd) => auth::approle(cmd, &client().await?, args.format).await,
         Command::Auth(cmd) => auth::auth(cmd, &client().await?, args.format).await,
+        Command::Audit(cmd) => {
+            audit::run(cmd, &client().await?, args.format, args.cacert.as_deref(), token.as_deref()).await
+        }
         Command::Dev(cmd) => dev::run(cmd).await,
     }
 }

@@ -68,7 +68,7 @@ pub async fn run(cmd: OperatorCommand, client: &Client, format: Format) -> CliRe
             let req = proto::InitRequest { shares: key_shares, threshold: key_threshold };
             let init = client.sys().init(client.req(req)).await?.into_inner();
             match format {
-                Format::Json => print(
+                Format::Json | Format::Jsonl => print(
                     format,
                     &json!({"shares": init.shares, "threshold": init.threshold, "root_token": init.root_token}),
                 ),
@@ -100,7 +100,7 @@ pub async fn run(cmd: OperatorCommand, client: &Client, format: Format) -> CliRe
         OperatorCommand::Members => {
             let m = client.sys().members(client.req(proto::MembersRequest {})).await?.into_inner();
             match format {
-                Format::Json => print(format, &json!(m.members.iter().map(|m| json!({
+                Format::Json | Format::Jsonl => print(format, &json!(m.members.iter().map(|m| json!({
                     "id": m.id, "cluster_addr": m.raft_addr, "api_addr": m.api_addr, "voter": m.voter, "leader": m.leader,
                 })).collect::<Vec<_>>())),
                 Format::Table => {

@@ -9,6 +9,14 @@ use super::Format;
 pub fn print(format: Format, value: &Value) {
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(value).unwrap_or_default()),
+        Format::Jsonl => match value {
+            Value::Array(items) => {
+                for item in items {
+                    println!("{item}");
+                }
+            }
+            other => println!("{other}"),
+        },
         Format::Table => match value {
             Value::Object(map) => {
                 let width = map.keys().map(String::len).max().unwrap_or(0);

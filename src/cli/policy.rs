@@ -40,7 +40,7 @@ pub async fn run(cmd: PolicyCommand, client: &Client, format: Format) -> CliResu
         PolicyCommand::Read { name } => {
             let p = client.policies().read(client.req(proto::ReadPolicyRequest { name })).await?.into_inner();
             match format {
-                Format::Json => print(format, &json!({"name": p.name, "policy": p.policy})),
+                Format::Json | Format::Jsonl => print(format, &json!({"name": p.name, "policy": p.policy})),
                 Format::Table => print!("{}", p.policy),
             }
         }

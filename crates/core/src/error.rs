@@ -42,6 +42,9 @@ pub enum Error {
     #[error("the write kept conflicting with concurrent writes to the same secret; retry")]
     Conflict,
 
+    #[error("audit log unavailable: the request's audit record could not be committed (lost quorum or a full disk); nothing was returned, retry later")]
+    AuditUnavailable,
+
     #[error(transparent)]
     Cluster(#[from] arca_raft::Error),
 

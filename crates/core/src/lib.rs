@@ -5,6 +5,7 @@
 //! seal-independent system calls goes through the same steps: sealed check, read barrier
 //! (linearizable on any node), token authentication, authorization (default deny), handler.
 
+pub mod audit;
 pub mod auth;
 mod error;
 mod kv;
@@ -18,6 +19,7 @@ mod token;
 mod tokens;
 mod vault;
 
+pub use audit::{AuditConfig, AuditFilter, AuditRecord};
 pub use error::{Error, Result};
 pub use kv::{SecretMetadata, VersionMetadata, DEFAULT_MAX_VERSIONS, MAX_VALUE_BYTES};
 pub use logins::SECRET_ID_PREFIX;

@@ -11,6 +11,7 @@ use arca_raft::{Command, Op};
 use arca_storage::{Applied, Cf, StateReader};
 use tracing::error;
 
+use crate::audit::AuditContext;
 use crate::policy::{Capability, Caps, Policy, PolicySet, DEFAULT_POLICY, DEFAULT_POLICY_HCL, ROOT_POLICY};
 use crate::request::TokenRef;
 use crate::tokens::Caller;
@@ -103,7 +104,7 @@ impl Core {
 
     /// Default deny: the caller's policies must grant the operation's capability on its path.
     /// The error names the path and the capability, never the policies' contents.
-    pub(crate) fn authorize(&self, caller: &Caller, op: &Operation) -> Result<()> {
+    pub(crate) fn authorize(&self, caller: &Caller, op: &Operation, ctx: &mut AuditContext) -> Result<()> {
         use Capability::*;
         const CREATE_OR_UPDATE: &[Capability] = &[Create, Update];
         let n = match op {
@@ -140,6 +141,8 @@ impl Core {
             | Operation::Capabilities { .. }
             | Operation::AppRoleSecretId { .. }
             | Operation::JwtConfigWrite(_) => need(&[Update]),
+            Operation::AuditList { .. } | Operation::AuditVerify => Need { any: &[Read], sudo: true },
+            Operation::AuditHash { .. } => Need { any: &[Update], sudo: true },
             Operation::SealStatus
             | Operation::Health
             | Operation::Unseal { .. }
@@ -147,6 +150,10 @@ impl Core {
             | Operation::Login(_)
             | Operation::GenerateRoot { .. } => return Ok(()),
         };
+        ctx.capability = n.any.iter().map(|c| c.name()).collect::<Vec<_>>().join("|");
+        if n.sudo {
+            ctx.capability.push_str("+sudo");
+        }
         let path = op.logical_path();
         let caps = self.capabilities(&caller.info.policies, &path);
         let missing = if !n.any.iter().any(|c| caps.has(*c)) {
@@ -156,6 +163,7 @@ impl Core {
         } else {
             None
         };
+        ctx.decision = if missing.is_none() { "allowed" } else { "denied" }.into();
         match missing {
             None => Ok(()),
             Some(cap) => Err(Error::PermissionDenied(format!("{path} requires {cap}, which this token lacks"))),

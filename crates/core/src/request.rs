@@ -196,6 +196,14 @@ pub enum Operation {
         share: Zeroizing<String>,
         reset: bool,
     },
+    // The audit trail.
+    AuditList(crate::audit::AuditFilter),
+    /// Recomputes this node's audit chain.
+    AuditVerify,
+    /// The audit HMAC of a value, to search the trail for it.
+    AuditHash {
+        value: Zeroizing<String>,
+    },
 }
 
 impl std::fmt::Debug for Operation {
@@ -266,6 +274,9 @@ impl Operation {
             Operation::JwtConfigWrite(_) | Operation::JwtConfigRead => "auth/jwt/config".into(),
             Operation::Login(c) => format!("auth/{}/login", c.method().name()),
             Operation::GenerateRoot { .. } => "sys/generate-root/update".into(),
+            Operation::AuditList(_) => "sys/audit/list".into(),
+            Operation::AuditVerify => "sys/audit/verify".into(),
+            Operation::AuditHash { .. } => "sys/audit/hash".into(),
         }
     }
 
@@ -308,6 +319,9 @@ impl Operation {
             Operation::JwtConfigRead => "JwtConfigRead",
             Operation::Login(_) => "Login",
             Operation::GenerateRoot { .. } => "GenerateRoot",
+            Operation::AuditList(_) => "AuditList",
+            Operation::AuditVerify => "AuditVerify",
+            Operation::AuditHash { .. } => "AuditHash",
         }
     }
 }
@@ -356,6 +370,12 @@ pub enum Reply {
         threshold: u8,
         root_token: Option<Zeroizing<String>>,
     },
+    AuditRecords(Vec<crate::audit::AuditRecord>),
+    AuditVerification {
+        node: u64,
+        verification: arca_raft::audit_log::Verification,
+    },
+    Hash(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -433,6 +453,9 @@ impl std::fmt::Debug for Reply {
             Reply::SecretId { .. } => "SecretId",
             Reply::JwtConfig(_) => "JwtConfig",
             Reply::GenerateRoot { .. } => "GenerateRoot",
+            Reply::AuditRecords(_) => "AuditRecords",
+            Reply::AuditVerification { .. } => "AuditVerification",
+            Reply::Hash(_) => "Hash",
         };
         write!(f, "Reply::{name}")
     }

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use arca_crypto::shamir::{self, ShareCollector};
-use arca_crypto::{Keyring, SecretKey};
+use arca_crypto::{AuditHasher, Keyring, SecretKey};
 use arca_raft::{Command, CommandResult, Guard, Op, RaftNode};
 use arca_storage::Cf;
 use serde::de::DeserializeOwned;
@@ -12,6 +12,7 @@ use serde::Serialize;
 use tracing::{info, instrument, warn};
 use zeroize::Zeroizing;
 
+use crate::audit::{AuditConfig, AuditContext, AuditFilter, AuditRecord, Batcher, AUDIT_KEY};
 use crate::kv::{self, SecretMetadata, VersionMetadata, MAX_VALUE_BYTES};
 use crate::policy::PolicySet;
 use crate::request::TokenRef;
@@ -39,6 +40,10 @@ pub struct Core {
     pub(crate) policies: Arc<RwLock<PolicySet>>,
     /// Shares collected towards a new root token.
     pub(crate) root_generation: Arc<Mutex<Option<ShareCollector>>>,
+    /// This node's audit group-commit queue.
+    batcher: Batcher,
+    /// The cluster audit HMAC key, loaded on first use after unseal; dropped on seal.
+    audit_hasher: Arc<Mutex<Option<Arc<AuditHasher>>>>,
 }
 
 pub(crate) fn encrypt_json<T: Serialize>(keyring: &Keyring, aad: &[u8], value: &T) -> Result<Vec<u8>> {
@@ -53,14 +58,22 @@ pub(crate) fn decrypt_json<T: DeserializeOwned>(keyring: &Keyring, aad: &[u8], r
 }
 
 impl Core {
-    /// A core over a started node. The node starts sealed, whatever its data directory holds.
+    /// A core over a started node, with the default audit settings. The node starts sealed,
+    /// whatever its data directory holds. Must be called within a Tokio runtime.
     pub fn new(node: RaftNode) -> Core {
+        Core::with_audit(node, AuditConfig::default())
+    }
+
+    pub fn with_audit(node: RaftNode, audit: AuditConfig) -> Core {
         let policies = crate::policies::compiled_policies(node.reader());
+        let batcher = Batcher::start(node.clone(), audit);
         Core {
             node,
             seal: Arc::new(Mutex::new(Seal::Sealed(None))),
             policies,
             root_generation: Arc::new(Mutex::new(None)),
+            batcher,
+            audit_hasher: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -80,18 +93,112 @@ impl Core {
         &self.node
     }
 
-    /// Handles one request end to end.
+    /// Handles one request end to end, and audits it: the reply leaves only once the request's
+    /// audit record is committed (see `audit`). Seal status, health, unseal and init are not
+    /// audited (a sealed node has no audit key; unseal attempts go to the node's log only).
     #[instrument(level = "info", skip_all, fields(node = self.node.id(), op = req.op.name(), path = %req.op.logical_path(), remote = ?req.remote))]
     pub async fn handle(&self, req: Request) -> Result<Reply> {
-        let result = self.dispatch(req).await;
-        if let Err(e) = &result {
-            // The message never holds secrets (see `Error`).
-            info!(error = %e, "request failed");
+        let audited = !matches!(
+            req.op,
+            Operation::SealStatus | Operation::Health | Operation::Unseal { .. } | Operation::Init { .. }
+        );
+        if !audited {
+            return self.dispatch(req, &mut AuditContext::default()).await.inspect_err(log_failure);
         }
+        let keyring = self.keyring()?;
+        let hasher = self.audit_hasher(&keyring).await?;
+        let started = std::time::Instant::now();
+        let mut record = AuditRecord {
+            time_ms: now_ms(),
+            request_id: token::random_id(16)?,
+            node: self.node.id(),
+            remote: req.remote.map(|r| r.to_string()).unwrap_or_default(),
+            operation: req.op.name().to_string(),
+            path: req.op.logical_path(),
+            request_hmacs: crate::audit::request_hmacs(&hasher, &req),
+            ..Default::default()
+        };
+        let mut ctx = AuditContext::default();
+        let result = self.dispatch(req, &mut ctx).await;
+        ctx.fill(&mut record);
+        record.duration_us = started.elapsed().as_micros() as u64;
+        match &result {
+            Ok(reply) => {
+                record.outcome = "ok".into();
+                record.response_hmacs = crate::audit::response_hmacs(&hasher, reply);
+            }
+            Err(e) => {
+                log_failure(e);
+                record.outcome = crate::audit::outcome(e).into();
+                record.error = e.to_string();
+            }
+        }
+        // Fail closed: without a committed record the reply (and any secret in it) is dropped.
+        self.batcher.commit(record.seal(&keyring)?).await?;
         result
     }
 
-    async fn dispatch(&self, req: Request) -> Result<Reply> {
+    /// Committed audit records, without an authorization check or a record of its own: only for
+    /// continuing a stream whose opening request was authorized and audited (`arca audit tail
+    /// --follow`).
+    pub fn audit_records_after_authorization(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        self.audit_list(&*self.keyring()?, filter)
+    }
+
+    /// The sequence number of the newest committed audit record on this node.
+    pub fn audit_head(&self) -> u64 {
+        arca_raft::audit_log::head(self.node.reader()).seq
+    }
+
+    /// Decrypts and filters committed audit records, oldest first, from `filter.from_seq`.
+    fn audit_list(&self, keyring: &Keyring, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        const PAGE: usize = 2048;
+        let mut out = Vec::new();
+        let mut from = filter.from_seq;
+        loop {
+            let page = arca_raft::audit_log::read(self.node.reader(), from, PAGE)?;
+            let done = page.len() < PAGE;
+            for (seq, raw) in page {
+                from = seq + 1;
+                let record = AuditRecord::open(keyring, seq, &raw)?;
+                if filter.matches(&record) {
+                    out.push(record);
+                    if out.len() >= filter.limit() {
+                        return Ok(out);
+                    }
+                }
+            }
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// The cluster audit key, created (once, guarded) on first use if the cluster predates it.
+    async fn audit_hasher(&self, keyring: &Keyring) -> Result<Arc<AuditHasher>> {
+        if let Some(h) = self.audit_hasher.lock().expect("audit key lock").clone() {
+            return Ok(h);
+        }
+        let raw = match self.node.reader().get(Cf::Sys, AUDIT_KEY)? {
+            Some(raw) => raw,
+            None => {
+                let fresh = SecretKey::generate().map_err(|e| Error::Internal(e.to_string()))?;
+                let sealed = keyring.encrypt(AUDIT_KEY, fresh.expose()).map_err(|e| Error::Internal(e.to_string()))?;
+                let guards = vec![Guard::unchanged(Cf::Sys, AUDIT_KEY, None)];
+                let ops = vec![Op::Put { cf: Cf::Sys, key: AUDIT_KEY.to_vec(), value: sealed }];
+                self.node.write(Command::Txn { guards, ops }).await.map_err(|_| Error::AuditUnavailable)?;
+                self.node.reader().get(Cf::Sys, AUDIT_KEY)?.ok_or(Error::AuditUnavailable)?
+            }
+        };
+        let corrupt = |reason: String| Error::Corrupt { path: "sys/audit/key".into(), reason };
+        let plain = keyring.decrypt(AUDIT_KEY, &raw).map_err(|e| corrupt(e.to_string()))?;
+        let key = SecretKey::from_slice(&plain).ok_or_else(|| corrupt("the audit key has the wrong length".into()))?;
+        let hasher = Arc::new(AuditHasher::new(key));
+        *self.audit_hasher.lock().expect("audit key lock") = Some(hasher.clone());
+        Ok(hasher)
+    }
+
+    async fn dispatch(&self, req: Request, ctx: &mut AuditContext) -> Result<Reply> {
         let Request { token, remote, client_certs, op } = req;
         match op {
             Operation::SealStatus => return self.seal_status().map(Reply::SealStatus),
@@ -110,14 +217,21 @@ impl Core {
         }
         let op = match op {
             Operation::Login(creds) => {
+                ctx.decision = "none".into();
                 let (token, info) = self.login(&keyring, creds, remote, &client_certs).await?;
+                ctx.caller(&info);
                 return Ok(Reply::TokenCreated { token, info });
             }
-            Operation::GenerateRoot { share, reset } => return self.generate_root(&keyring, &share, reset).await,
+            Operation::GenerateRoot { share, reset } => {
+                ctx.decision = "none".into();
+                return self.generate_root(&keyring, &share, reset).await;
+            }
             op => op,
         };
+        ctx.decision = "unauthenticated".into();
         let caller = self.authenticate(&keyring, token.as_deref().map(String::as_str)).await?;
-        self.authorize(&caller, &op)?;
+        ctx.caller(&caller.info);
+        self.authorize(&caller, &op, ctx)?;
         self.execute(&keyring, &caller, op).await
     }
 
@@ -125,6 +239,7 @@ impl Core {
         match op {
             Operation::Seal => {
                 *self.seal.lock().expect("seal lock") = Seal::Sealed(None);
+                *self.audit_hasher.lock().expect("audit key lock") = None;
                 warn!("node sealed by request");
                 Ok(Reply::Done)
             }
@@ -202,6 +317,12 @@ impl Core {
                 .jwt_config(keyring)?
                 .map(Reply::JwtConfig)
                 .ok_or_else(|| Error::NotFound("JWT auth is not configured".into())),
+            Operation::AuditList(filter) => self.audit_list(keyring, &filter).map(Reply::AuditRecords),
+            Operation::AuditVerify => Ok(Reply::AuditVerification {
+                node: self.node.id(),
+                verification: arca_raft::audit_log::verify(self.node.reader())?,
+            }),
+            Operation::AuditHash { value } => Ok(Reply::Hash(self.audit_hasher(keyring).await?.hash(value.as_bytes()))),
             Operation::SealStatus
             | Operation::Health
             | Operation::Unseal { .. }
@@ -293,6 +414,10 @@ impl Core {
         let (root_token, accessor) = token::generate()?;
         let token_key = token::storage_key(&root_token);
         let info = NewToken::root("init").into_info(accessor.clone(), now_ms());
+        let audit_key = {
+            let key = SecretKey::generate().map_err(|e| Error::Internal(e.to_string()))?;
+            keyring.encrypt(AUDIT_KEY, key.expose()).map_err(|e| Error::Internal(e.to_string()))?
+        };
         let ops = vec![
             Op::Put {
                 cf: Cf::Sys,
@@ -301,6 +426,7 @@ impl Core {
             },
             Op::Put { cf: Cf::Tokens, key: token::accessor_key(&accessor), value: token_key.clone() },
             Op::Put { cf: Cf::Tokens, value: encrypt_json(&keyring, &token_key, &info)?, key: token_key },
+            Op::Put { cf: Cf::Sys, key: AUDIT_KEY.to_vec(), value: audit_key },
         ];
         let guards = vec![Guard::unchanged(Cf::Sys, INIT_KEY, None)];
         match self.node.write(Command::Txn { guards, ops }).await?.result {
@@ -487,4 +613,9 @@ enum VersionChange {
 
 fn not_found(path: &str) -> Error {
     Error::NotFound(format!("no secret at {path}"))
+}
+
+fn log_failure(e: &Error) {
+    // The message never holds secrets (see `Error`).
+    info!(error = %e, "request failed");
 }

@@ -37,6 +37,12 @@ pub enum Command {
     /// there first, the guard fails and they decide again (optimistic concurrency, as etcd's
     /// transactions).
     Txn { guards: Vec<Guard>, ops: Vec<Op> },
+    /// Appends audit records (barrier ciphertext) to the replicated, hash-chained audit log.
+    /// `batch_id` (random, from the proposer) makes a resent batch apply once.
+    Audit { batch_id: String, records: Vec<Vec<u8>> },
+    /// Retention: drops the audit records up to `through`, leaving a checkpoint so the rest of
+    /// the chain still verifies. `decided_ms` is when the leader decided it (for the record).
+    AuditTrim { through: u64, decided_ms: i64 },
 }
 
 /// A precondition on one key: it holds exactly the value with this SHA-256, or is absent.
@@ -77,6 +83,8 @@ impl std::fmt::Debug for Command {
             Command::Put { path, ciphertext } => write!(f, "Put({path:?}, {} bytes)", ciphertext.len()),
             Command::Delete { path } => write!(f, "Delete({path:?})"),
             Command::Txn { guards, ops } => write!(f, "Txn({} guards, {} ops)", guards.len(), ops.len()),
+            Command::Audit { records, .. } => write!(f, "Audit({} records)", records.len()),
+            Command::AuditTrim { through, .. } => write!(f, "AuditTrim(through {through})"),
         }
     }
 }
@@ -94,6 +102,14 @@ pub enum CommandResult {
     /// A transaction whose guard at this position failed: nothing was written.
     GuardFailed {
         guard: usize,
+    },
+    /// Audit records appended; the first got this sequence number.
+    Audited {
+        first_seq: u64,
+    },
+    /// Audit records removed by retention.
+    Trimmed {
+        removed: u64,
     },
 }
 
@@ -131,6 +147,12 @@ impl StoreConfig for TypeConfig {
                     CommandResult::Applied
                 }
             },
+            Command::Audit { batch_id, records } => {
+                CommandResult::Audited { first_seq: crate::audit_log::append(tx, batch_id, records) }
+            }
+            Command::AuditTrim { through, .. } => {
+                CommandResult::Trimmed { removed: crate::audit_log::trim(tx, *through) }
+            }
         };
         Response { index, result }
     }

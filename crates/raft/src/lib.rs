@@ -4,9 +4,11 @@
 //!   [`arca_storage::StoreConfig`]).
 //! * A node-to-node gRPC network over **mutual TLS** ([`TlsConfig`]): each node presents a
 //!   certificate from the cluster CA and refuses peers that do not.
+//! * [`audit_log`]: the hash-chained audit records that commands append.
 //! * [`RaftNode`]: one running member: bootstrap, membership changes, writes and read barriers
 //!   that work on any node (followers forward to the leader).
 
+pub mod audit_log;
 mod command;
 mod error;
 mod network;

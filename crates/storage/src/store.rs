@@ -137,7 +137,12 @@ impl StateReader {
 
     /// All `(key, value)` pairs whose key starts with `prefix`, in key order, at most `limit`.
     pub fn scan_prefix(&self, cf: Cf, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let iter = self.store.db.iterator_cf(self.store.cf(cf), IteratorMode::From(prefix, Direction::Forward));
+        self.scan_from(cf, prefix, prefix, limit)
+    }
+
+    /// Like [`StateReader::scan_prefix`], starting at `start` (a key at or after `prefix`).
+    pub fn scan_from(&self, cf: Cf, start: &[u8], prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let iter = self.store.db.iterator_cf(self.store.cf(cf), IteratorMode::From(start, Direction::Forward));
         let mut out = Vec::new();
         for item in iter {
             let (k, v) = item?;

@@ -1,6 +1,7 @@
 //! The client API: gRPC services translating to and from [`arca_core`]. The only place where
 //! core errors become gRPC statuses.
 
+mod audit;
 mod identity;
 
 use arca_core::{Core, Error as CoreError, Operation, Reply, Request, SecretData};
@@ -11,10 +12,10 @@ use crate::proto;
 
 /// Maps a core error to the gRPC status a client sees. The message is the core's, which is
 /// written for users and never contains a secret.
-fn status(e: CoreError) -> Status {
+pub(crate) fn status(e: CoreError) -> Status {
     let msg = e.to_string();
     match e {
-        CoreError::Sealed | CoreError::Cluster(_) => Status::unavailable(msg),
+        CoreError::Sealed | CoreError::Cluster(_) | CoreError::AuditUnavailable => Status::unavailable(msg),
         CoreError::NotInitialized | CoreError::CasMismatch { .. } => Status::failed_precondition(msg),
         CoreError::AlreadyInitialized => Status::already_exists(msg),
         CoreError::InvalidArgument(_) | CoreError::Share(_) => Status::invalid_argument(msg),

@@ -1,0 +1,312 @@
+//! The audit trail: one record per request, committed through Raft before the response leaves.
+//!
+//! * A record names who (auth method, accessor, identity, policies, remote address), what
+//!   (operation, Vault logical path), the decision and the outcome. Sensitive values (tokens,
+//!   secret ids, JWTs, unseal shares, secret data in requests and replies) appear only as
+//!   `hmac-sha256:<hex>` under the cluster audit key, which lives behind the barrier.
+//! * Each node batches its records into one `Command::Audit` (group commit): a batch is sent at
+//!   once when none is in flight, otherwise it collects for up to `flush_interval` or
+//!   `max_batch` records. A request waits until its batch is committed and applied on this node;
+//!   if that does not happen within `deadline`, the request fails with "audit log unavailable"
+//!   and its reply (with any secret in it) is dropped: fail closed.
+//! * Records are barrier-encrypted before they are proposed; apply numbers and chains them
+//!   (`arca_raft::audit_log`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arca_crypto::{AuditHasher, Keyring};
+use arca_raft::{Command, RaftNode};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tracing::warn;
+
+use crate::auth::Credentials;
+use crate::{Error, Operation, Reply, Request, Result, TokenInfo, TokenRef};
+
+/// AAD of every audit record's ciphertext.
+pub(crate) const RECORD_AAD: &[u8] = b"sys/audit/record";
+/// Sys key of the audit HMAC key (barrier-encrypted, created at init).
+pub(crate) const AUDIT_KEY: &[u8] = b"audit/key";
+
+/// Group-commit and fail-closed settings of one node.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditConfig {
+    /// Longest a record waits for more records to share its Raft entry.
+    pub flush_interval: Duration,
+    /// Most records in one entry.
+    pub max_batch: usize,
+    /// Batches in flight at once.
+    pub max_in_flight: usize,
+    /// A request whose record is not committed within this fails with "audit log unavailable".
+    pub deadline: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            flush_interval: Duration::from_millis(2),
+            max_batch: 512,
+            max_in_flight: 4,
+            deadline: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One audit record, as stored (encrypted) and as listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Sequence number in the cluster-wide chain (assigned at apply; 0 before).
+    #[serde(default)]
+    pub seq: u64,
+    pub time_ms: i64,
+    pub request_id: String,
+    pub node: u64,
+    pub remote: String,
+    pub operation: String,
+    pub path: String,
+    pub auth_method: String,
+    pub accessor: String,
+    pub identity: String,
+    pub policies: Vec<String>,
+    /// `allowed`, `denied`, `unauthenticated`, or `none` (no token needed: logins, generate-root).
+    pub decision: String,
+    /// The capability that was required (on allowed and denied requests).
+    pub capability: String,
+    /// `ok` or the error kind (`permission_denied`, `invalid_argument`, …).
+    pub outcome: String,
+    pub error: String,
+    pub duration_us: u64,
+    /// Sensitive request values by name, as HMACs.
+    pub request_hmacs: BTreeMap<String, String>,
+    /// Sensitive reply values by name, as HMACs.
+    pub response_hmacs: BTreeMap<String, String>,
+}
+
+impl AuditRecord {
+    pub(crate) fn seal(&self, keyring: &Keyring) -> Result<Vec<u8>> {
+        crate::vault::encrypt_json(keyring, RECORD_AAD, self)
+    }
+
+    pub(crate) fn open(keyring: &Keyring, seq: u64, ciphertext: &[u8]) -> Result<AuditRecord> {
+        let mut r: AuditRecord = crate::vault::decrypt_json(keyring, RECORD_AAD, ciphertext)?;
+        r.seq = seq;
+        Ok(r)
+    }
+}
+
+/// The error kind of a failed request, for the record's outcome.
+pub(crate) fn outcome(e: &Error) -> &'static str {
+    match e {
+        Error::Sealed => "sealed",
+        Error::NotInitialized => "not_initialized",
+        Error::AlreadyInitialized => "already_exists",
+        Error::InvalidArgument(_) | Error::Share(_) => "invalid_argument",
+        Error::MissingToken | Error::BadToken | Error::LoginFailed(_) => "unauthenticated",
+        Error::PermissionDenied(_) => "permission_denied",
+        Error::NotFound(_) => "not_found",
+        Error::CasMismatch { .. } => "failed_precondition",
+        Error::Conflict => "aborted",
+        Error::Cluster(_) | Error::AuditUnavailable => "unavailable",
+        Error::Storage(_) | Error::Corrupt { .. } | Error::Internal(_) => "internal",
+    }
+}
+
+/// Which records `AuditList` returns. Empty fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Records with a sequence number at or after this.
+    pub from_seq: u64,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    /// Logical path prefix, e.g. `secret/data/app/`.
+    pub path_prefix: String,
+    pub accessor: String,
+    pub identity: String,
+    /// An outcome (`ok`, `permission_denied`, …) or a decision (`allowed`, `denied`).
+    pub outcome: String,
+    /// 0: the default (1 000); at most 10 000.
+    pub limit: usize,
+}
+
+impl AuditFilter {
+    pub fn matches(&self, r: &AuditRecord) -> bool {
+        self.since_ms.is_none_or(|t| r.time_ms >= t)
+            && self.until_ms.is_none_or(|t| r.time_ms < t)
+            && r.path.starts_with(&self.path_prefix)
+            && (self.accessor.is_empty() || r.accessor == self.accessor)
+            && (self.identity.is_empty() || r.identity == self.identity)
+            && (self.outcome.is_empty() || r.outcome == self.outcome || r.decision == self.outcome)
+    }
+
+    pub fn limit(&self) -> usize {
+        match self.limit {
+            0 => 1000,
+            n => n.min(10_000),
+        }
+    }
+}
+
+type Pending = (Vec<u8>, oneshot::Sender<std::result::Result<(), String>>);
+
+/// This node's group-commit queue.
+#[derive(Clone)]
+pub(crate) struct Batcher {
+    queue: mpsc::Sender<Pending>,
+    deadline: Duration,
+}
+
+impl Batcher {
+    pub fn start(node: RaftNode, config: AuditConfig) -> Batcher {
+        let (queue, rx) = mpsc::channel(config.max_batch * 8);
+        tokio::spawn(run(node, config, rx));
+        Batcher { queue, deadline: config.deadline }
+    }
+
+    /// Commits one sealed record; returns once it is applied on this node.
+    pub async fn commit(&self, record: Vec<u8>) -> Result<()> {
+        let (done, wait) = oneshot::channel();
+        let committed = async {
+            self.queue.send((record, done)).await.map_err(|_| "the audit queue is closed".to_string())?;
+            wait.await.map_err(|_| "the audit batch was dropped".to_string())?
+        };
+        match tokio::time::timeout(self.deadline, committed).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => {
+                warn!(error = %why, "audit record not committed; failing the request closed");
+                Err(Error::AuditUnavailable)
+            }
+            Err(_) => {
+                warn!(deadline = ?self.deadline, "audit record not committed in time; failing the request closed");
+                Err(Error::AuditUnavailable)
+            }
+        }
+    }
+}
+
+async fn run(node: RaftNode, config: AuditConfig, mut rx: mpsc::Receiver<Pending>) {
+    let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        // Whatever is already queued goes along.
+        while batch.len() < config.max_batch {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        // With a batch already on its way, wait a little for company: one entry for many
+        // requests is what keeps audited throughput close to unaudited.
+        if in_flight.available_permits() < config.max_in_flight {
+            let until = tokio::time::Instant::now() + config.flush_interval;
+            while batch.len() < config.max_batch {
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(p)) => batch.push(p),
+                    _ => break,
+                }
+            }
+        }
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let node = node.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (records, waiters): (Vec<Vec<u8>>, Vec<_>) = batch.into_iter().unzip();
+            let batch_id = crate::token::random_id(16).unwrap_or_default();
+            let result = node.write(Command::Audit { batch_id, records }).await.map(|_| ()).map_err(|e| e.to_string());
+            for w in waiters {
+                let _ = w.send(result.clone());
+            }
+        });
+    }
+}
+
+/// What request handling learned about the caller, for the record.
+#[derive(Debug, Default)]
+pub(crate) struct AuditContext {
+    pub auth_method: String,
+    pub accessor: String,
+    pub identity: String,
+    pub policies: Vec<String>,
+    pub decision: String,
+    pub capability: String,
+}
+
+impl AuditContext {
+    pub fn caller(&mut self, info: &TokenInfo) {
+        self.auth_method = info.auth.method.clone();
+        self.accessor = info.accessor.clone();
+        self.identity =
+            if info.auth.identity.is_empty() { info.display_name.clone() } else { info.auth.identity.clone() };
+        self.policies = info.policies.clone();
+    }
+
+    pub fn fill(self, record: &mut AuditRecord) {
+        record.auth_method = self.auth_method;
+        record.accessor = self.accessor;
+        record.identity = self.identity;
+        record.policies = self.policies;
+        record.decision = if self.decision.is_empty() { "none".into() } else { self.decision };
+        record.capability = self.capability;
+    }
+}
+
+fn json_hmac<T: Serialize>(hasher: &AuditHasher, value: &T) -> String {
+    let bytes = zeroize::Zeroizing::new(serde_json::to_vec(value).unwrap_or_default());
+    hasher.hash(&bytes)
+}
+
+/// HMACs of the sensitive values a request carries.
+pub(crate) fn request_hmacs(hasher: &AuditHasher, req: &Request) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Some(t) = &req.token {
+        out.insert("token".into(), hasher.hash(t.as_bytes()));
+    }
+    match &req.op {
+        Operation::KvPut { data, .. } => {
+            out.insert("data".into(), json_hmac(hasher, data));
+        }
+        Operation::Login(Credentials::AppRole { role_id, secret_id }) => {
+            out.insert("role_id".into(), hasher.hash(role_id.as_bytes()));
+            out.insert("secret_id".into(), hasher.hash(secret_id.as_bytes()));
+        }
+        Operation::Login(Credentials::Jwt { jwt, .. }) => {
+            out.insert("jwt".into(), hasher.hash(jwt.as_bytes()));
+        }
+        Operation::GenerateRoot { share, .. } => {
+            out.insert("share".into(), hasher.hash(share.as_bytes()));
+        }
+        Operation::TokenLookup(TokenRef::Token(t))
+        | Operation::TokenRevoke(TokenRef::Token(t))
+        | Operation::TokenRenew { target: TokenRef::Token(t), .. }
+        | Operation::Capabilities { target: TokenRef::Token(t), .. } => {
+            out.insert("target_token".into(), hasher.hash(t.as_bytes()));
+        }
+        Operation::AuditHash { value } => {
+            out.insert("value".into(), hasher.hash(value.as_bytes()));
+        }
+        _ => {}
+    }
+    out
+}
+
+/// HMACs of the sensitive values a reply carries.
+pub(crate) fn response_hmacs(hasher: &AuditHasher, reply: &Reply) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    match reply {
+        Reply::KvSecret { data, .. } => {
+            out.insert("data".into(), json_hmac(hasher, data));
+        }
+        Reply::TokenCreated { token, .. } => {
+            out.insert("token".into(), hasher.hash(token.as_bytes()));
+        }
+        Reply::SecretId { secret_id, .. } => {
+            out.insert("secret_id".into(), hasher.hash(secret_id.as_bytes()));
+        }
+        Reply::GenerateRoot { root_token: Some(t), .. } => {
+            out.insert("token".into(), hasher.hash(t.as_bytes()));
+        }
+        _ => {}
+    }
+    out
+}

@@ -1,0 +1,150 @@
+//! The replicated audit log: records numbered and hash-chained at apply time.
+//!
+//! Records arrive as opaque bytes (barrier ciphertext made by the proposer: this layer never sees
+//! a record in clear). Apply gives each the next global sequence number and extends the chain
+//! `h_i = SHA-256(h_{i-1} ‖ i ‖ record_i)`; every node applies the same entries, so every node
+//! holds the same chain. The chain covers the stored bytes, so it can be verified without the
+//! keys, on a sealed node too.
+//!
+//! Layout in the `audit` family: `h` → head (`seq u64 BE ‖ hash`), `c` → checkpoint (the same
+//! shape: where the retained chain starts), `r/<seq u64 BE>` → `hash_i ‖ record_i`,
+//! `b/<batch id>` → the first sequence number of that batch.
+
+use arca_storage::{Cf, StateReader, Transaction};
+use sha2::{Digest, Sha256};
+
+const HEAD: &[u8] = b"h";
+const CHECKPOINT: &[u8] = b"c";
+const RECORD_PREFIX: &[u8] = b"r/";
+const BATCH_PREFIX: &[u8] = b"b/";
+
+/// A position in the chain: the sequence number of a record and the chain hash through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct ChainPoint {
+    pub seq: u64,
+    pub hash: [u8; 32],
+}
+
+impl ChainPoint {
+    fn encode(&self) -> Vec<u8> {
+        [&self.seq.to_be_bytes()[..], &self.hash[..]].concat()
+    }
+
+    fn decode(raw: &[u8]) -> Option<ChainPoint> {
+        let seq = u64::from_be_bytes(raw.get(..8)?.try_into().ok()?);
+        let hash = raw.get(8..40)?.try_into().ok()?;
+        Some(ChainPoint { seq, hash })
+    }
+}
+
+pub fn record_key(seq: u64) -> Vec<u8> {
+    [RECORD_PREFIX, &seq.to_be_bytes()[..]].concat()
+}
+
+fn link(prev: &[u8; 32], seq: u64, record: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(prev);
+    h.update(seq.to_be_bytes());
+    h.update(record);
+    h.finalize().into()
+}
+
+/// Appends `records` in order; returns the sequence number of the first. A batch id seen before
+/// (a forwarded proposal resent after a lost reply) appends nothing the second time.
+pub(crate) fn append(tx: &mut Transaction<'_>, batch_id: &str, records: &[Vec<u8>]) -> u64 {
+    let batch_key = [BATCH_PREFIX, batch_id.as_bytes()].concat();
+    if let Ok(Some(seen)) = tx.get(Cf::Audit, &batch_key) {
+        return seen.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or_default();
+    }
+    // A read fault here would fork this node's chain from the others'; `verify` would then name
+    // it. Starting from an empty head is the only deterministic fallback.
+    let mut head = tx.get(Cf::Audit, HEAD).ok().flatten().and_then(|r| ChainPoint::decode(&r)).unwrap_or_default();
+    let first = head.seq + 1;
+    for record in records {
+        let seq = head.seq + 1;
+        let hash = link(&head.hash, seq, record);
+        tx.put(Cf::Audit, record_key(seq), [&hash[..], record].concat());
+        head = ChainPoint { seq, hash };
+    }
+    tx.put(Cf::Audit, HEAD, head.encode());
+    tx.put(Cf::Audit, batch_key, first.to_be_bytes().to_vec());
+    first
+}
+
+/// Drops every record up to and including `through` and records the checkpoint the remaining
+/// chain continues from. Deterministic: it only reads the replicated state.
+pub(crate) fn trim(tx: &mut Transaction<'_>, through: u64) -> u64 {
+    let start =
+        tx.get(Cf::Audit, CHECKPOINT).ok().flatten().and_then(|r| ChainPoint::decode(&r)).unwrap_or_default().seq + 1;
+    let mut removed = 0;
+    let mut point = None;
+    for seq in start..=through {
+        let Ok(Some(raw)) = tx.get(Cf::Audit, &record_key(seq)) else { break };
+        if let Some(hash) = raw.get(..32).and_then(|h| <[u8; 32]>::try_from(h).ok()) {
+            point = Some(ChainPoint { seq, hash });
+        }
+        tx.delete(Cf::Audit, record_key(seq));
+        removed += 1;
+    }
+    if let Some(p) = point {
+        tx.put(Cf::Audit, CHECKPOINT, p.encode());
+    }
+    removed
+}
+
+pub fn head(reader: &StateReader) -> ChainPoint {
+    reader.get(Cf::Audit, HEAD).ok().flatten().and_then(|r| ChainPoint::decode(&r)).unwrap_or_default()
+}
+
+pub fn checkpoint(reader: &StateReader) -> ChainPoint {
+    reader.get(Cf::Audit, CHECKPOINT).ok().flatten().and_then(|r| ChainPoint::decode(&r)).unwrap_or_default()
+}
+
+/// Records from sequence `from` on, at most `limit`: `(seq, record bytes)`.
+pub fn read(reader: &StateReader, from: u64, limit: usize) -> arca_storage::Result<Vec<(u64, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let start = from.max(checkpoint(reader).seq + 1);
+    for (key, value) in reader.scan_from(Cf::Audit, &record_key(start), RECORD_PREFIX, limit)? {
+        let seq = u64::from_be_bytes(key[RECORD_PREFIX.len()..].try_into().unwrap_or_default());
+        out.push((seq, value.get(32..).unwrap_or_default().to_vec()));
+    }
+    Ok(out)
+}
+
+/// The outcome of recomputing the chain on one node.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Verification {
+    /// The stored head.
+    pub head: ChainPoint,
+    /// Records checked (from the checkpoint to the head).
+    pub checked: u64,
+    /// The first sequence whose stored bytes do not extend the chain (or that is missing).
+    pub first_bad: Option<u64>,
+}
+
+/// Recomputes the chain from the checkpoint through the head.
+pub fn verify(reader: &StateReader) -> arca_storage::Result<Verification> {
+    let head = head(reader);
+    let mut prev = checkpoint(reader);
+    let mut checked = 0;
+    const PAGE: usize = 4096;
+    loop {
+        let page = reader.scan_from(Cf::Audit, &record_key(prev.seq + 1), RECORD_PREFIX, PAGE)?;
+        let done = page.len() < PAGE;
+        for (key, value) in page {
+            let seq = u64::from_be_bytes(key[RECORD_PREFIX.len()..].try_into().unwrap_or_default());
+            let stored: Option<[u8; 32]> = value.get(..32).and_then(|h| h.try_into().ok());
+            let record = value.get(32..).unwrap_or_default();
+            if seq != prev.seq + 1 || stored != Some(link(&prev.hash, seq, record)) {
+                return Ok(Verification { head, checked, first_bad: Some(prev.seq + 1) });
+            }
+            prev = ChainPoint { seq, hash: stored.unwrap_or_default() };
+            checked += 1;
+        }
+        if done {
+            break;
+        }
+    }
+    let first_bad = (prev != head).then_some(prev.seq + 1);
+    Ok(Verification { head, checked, first_bad })
+}

@@ -1,0 +1,187 @@
+//! `arca audit …`.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arca_server::proto;
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use super::output::print;
+use super::{CliError, CliResult, Client, Format};
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Committed records, oldest first.
+    List {
+        /// From this time: RFC 3339-free forms: `30m`, `2h`, `7d` ago, or Unix milliseconds.
+        #[arg(long)]
+        since: Option<String>,
+        /// Before this time (same forms).
+        #[arg(long)]
+        until: Option<String>,
+        /// Logical path prefix, e.g. secret/data/app/.
+        #[arg(long, default_value = "")]
+        path: String,
+        #[arg(long, default_value = "")]
+        accessor: String,
+        #[arg(long, default_value = "")]
+        identity: String,
+        /// ok, denied, allowed, permission_denied, unauthenticated, …
+        #[arg(long, default_value = "")]
+        outcome: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// The newest records; with --follow, every record as it commits.
+    Tail {
+        #[arg(short = 'n', long, default_value_t = 20)]
+        last: u32,
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Every record, for archiving (use --format jsonl).
+    Export,
+    /// Recompute the hash chain on every member and compare their heads; exit 1 naming the
+    /// first bad sequence number.
+    Verify,
+    /// The audit HMAC of a value, to search the trail for a known token or secret.
+    Hash { value: String },
+}
+
+fn when(flag: &str, value: Option<&str>) -> CliResult<i64> {
+    let Some(v) = value else { return Ok(0) };
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(ms);
+    }
+    let ago = super::parse_duration(flag, Some(v))?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    Ok(now - ago as i64 * 1000)
+}
+
+fn record_json(r: &proto::AuditRecord) -> Value {
+    json!({
+        "seq": r.seq, "time_ms": r.time_ms, "request_id": r.request_id, "node": r.node, "remote": r.remote,
+        "operation": r.operation, "path": r.path, "auth_method": r.auth_method, "accessor": r.accessor,
+        "identity": r.identity, "policies": r.policies, "decision": r.decision, "capability": r.capability,
+        "outcome": r.outcome, "error": r.error, "duration_us": r.duration_us,
+        "request_hmacs": r.request_hmacs, "response_hmacs": r.response_hmacs,
+    })
+}
+
+fn print_records(format: Format, records: &[proto::AuditRecord]) {
+    match format {
+        Format::Table => {
+            for r in records {
+                println!(
+                    "{:>8}  {}  node{}  {:<16} {:<40} {:<10} {:<18} {}",
+                    r.seq, r.time_ms, r.node, r.operation, r.path, r.decision, r.outcome, r.identity
+                );
+            }
+        }
+        _ => print(format, &Value::Array(records.iter().map(record_json).collect())),
+    }
+}
+
+pub async fn run(
+    cmd: AuditCommand,
+    client: &Client,
+    format: Format,
+    cacert: Option<&Path>,
+    token: Option<&str>,
+) -> CliResult {
+    let mut audit = client.audit();
+    match cmd {
+        AuditCommand::List { since, until, path, accessor, identity, outcome, limit } => {
+            let req = proto::ListAuditRequest {
+                from_seq: 0,
+                since_ms: when("--since", since.as_deref())?,
+                until_ms: when("--until", until.as_deref())?,
+                path_prefix: path,
+                accessor,
+                identity,
+                outcome,
+                limit,
+            };
+            let r = audit.list(client.req(req)).await?.into_inner();
+            print_records(format, &r.records);
+        }
+        AuditCommand::Tail { last, follow } => {
+            let mut stream = audit.tail(client.req(proto::TailAuditRequest { last, follow })).await?.into_inner();
+            while let Some(r) = stream.message().await? {
+                print_records(if format == Format::Json { Format::Jsonl } else { format }, &[r]);
+            }
+        }
+        AuditCommand::Export => {
+            let mut from_seq = 0;
+            loop {
+                let req = proto::ListAuditRequest { from_seq, limit: 10_000, ..Default::default() };
+                let page = audit.list(client.req(req)).await?.into_inner().records;
+                let Some(last) = page.last() else { break };
+                from_seq = last.seq + 1;
+                print_records(if format == Format::Table { Format::Jsonl } else { format }, &page);
+            }
+        }
+        AuditCommand::Verify => return verify(client, format, cacert, token).await,
+        AuditCommand::Hash { value } => {
+            let r = audit.hash(client.req(proto::HashRequest { value })).await?.into_inner();
+            print(format, &json!({ "hash": r.hash }));
+        }
+    }
+    Ok(())
+}
+
+/// Asks every member to recompute its chain; heads must agree. A member still applying the
+/// newest batch is asked again a few times before a difference counts.
+async fn verify(client: &Client, format: Format, cacert: Option<&Path>, token: Option<&str>) -> CliResult {
+    let members = client.sys().members(client.req(proto::MembersRequest {})).await?.into_inner().members;
+    let mut reports = Vec::new();
+    for attempt in 0..5 {
+        reports.clear();
+        for m in &members {
+            let node = Client::connect(&m.api_addr, cacert, token, None).await?;
+            let v = node.audit().verify(node.req(proto::VerifyAuditRequest {})).await?.into_inner();
+            reports.push(v);
+        }
+        let agree = reports.windows(2).all(|w| (w[0].head_seq, &w[0].head_hash) == (w[1].head_seq, &w[1].head_hash));
+        if agree || reports.iter().any(|r| r.first_bad_seq != 0) || attempt == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let rows: Vec<Value> = reports
+        .iter()
+        .map(|r| {
+            json!({"node": r.node_id, "head_seq": r.head_seq, "head_hash": r.head_hash, "checked": r.checked,
+                   "first_bad_seq": if r.first_bad_seq == 0 { Value::Null } else { json!(r.first_bad_seq) }})
+        })
+        .collect();
+    match format {
+        Format::Table => {
+            for r in &reports {
+                let state = match r.first_bad_seq {
+                    0 => "ok".to_string(),
+                    s => format!("BROKEN at sequence {s}"),
+                };
+                println!(
+                    "node {}: {} records checked, head {} {}: {state}",
+                    r.node_id, r.checked, r.head_seq, r.head_hash
+                );
+            }
+        }
+        _ => print(format, &Value::Array(rows)),
+    }
+    if let Some(bad) = reports.iter().find(|r| r.first_bad_seq != 0) {
+        return Err(CliError::new(format!(
+            "the audit chain of node {} is broken at sequence {}: that record was altered or removed",
+            bad.node_id, bad.first_bad_seq
+        )));
+    }
+    if let Some(w) = reports.windows(2).find(|w| (w[0].head_seq, &w[0].head_hash) != (w[1].head_seq, &w[1].head_hash)) {
+        return Err(CliError::new(format!(
+            "nodes {} and {} hold different audit chain heads ({} vs {})",
+            w[0].node_id, w[1].node_id, w[0].head_seq, w[1].head_seq
+        )));
+    }
+    Ok(())
+}
