@@ -120,6 +120,11 @@ pub async fn run(
                 let Some(last) = page.last() else { break };
                 from_seq = last.seq + 1;
                 print_records(if format == Format::Table { Format::Jsonl } else { format }, &page);
+                // Each page request is itself audited: a short page means we reached the end
+                // (as of that request), rather than chasing our own records forever.
+                if page.len() < 10_000 {
+                    break;
+                }
             }
         }
         AuditCommand::Verify => return verify(client, format, cacert, token).await,
@@ -135,19 +140,24 @@ pub async fn run(
 /// newest batch is asked again a few times before a difference counts.
 async fn verify(client: &Client, format: Format, cacert: Option<&Path>, token: Option<&str>) -> CliResult {
     let members = client.sys().members(client.req(proto::MembersRequest {})).await?.into_inner().members;
+    // The verify requests are audited too, so heads move while we ask: compare every member at
+    // the sequence number the first one reports, waiting for members that are behind.
+    let first = client.audit().verify(client.req(proto::VerifyAuditRequest { upto_seq: 0 })).await?.into_inner();
+    let upto_seq = first.head_seq;
     let mut reports = Vec::new();
-    for attempt in 0..5 {
-        reports.clear();
-        for m in &members {
-            let node = Client::connect(&m.api_addr, cacert, token, None).await?;
-            let v = node.audit().verify(node.req(proto::VerifyAuditRequest {})).await?.into_inner();
-            reports.push(v);
+    for m in &members {
+        let node = Client::connect(&m.api_addr, cacert, token, None).await?;
+        let mut report = None;
+        for _ in 0..20 {
+            let v = node.audit().verify(node.req(proto::VerifyAuditRequest { upto_seq })).await?.into_inner();
+            let caught_up = v.head_seq >= upto_seq || v.first_bad_seq != 0;
+            report = Some(v);
+            if caught_up {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        let agree = reports.windows(2).all(|w| (w[0].head_seq, &w[0].head_hash) == (w[1].head_seq, &w[1].head_hash));
-        if agree || reports.iter().any(|r| r.first_bad_seq != 0) || attempt == 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        reports.extend(report);
     }
     let rows: Vec<Value> = reports
         .iter()

@@ -25,6 +25,9 @@ use tracing::warn;
 use crate::auth::Credentials;
 use crate::{Error, Operation, Reply, Request, Result, TokenInfo, TokenRef};
 
+/// The least time a record gets to commit, however long its request took.
+const MIN_COMMIT_WINDOW: Duration = Duration::from_millis(500);
+
 /// AAD of every audit record's ciphertext.
 pub(crate) const RECORD_AAD: &[u8] = b"sys/audit/record";
 /// Sys key of the audit HMAC key (barrier-encrypted, created at init).
@@ -164,14 +167,17 @@ impl Batcher {
         Batcher { queue, deadline: config.deadline }
     }
 
-    /// Commits one sealed record; returns once it is applied on this node.
-    pub async fn commit(&self, record: Vec<u8>) -> Result<()> {
+    /// Commits one sealed record; returns once it is applied on this node. The deadline counts
+    /// from `started` (the request's arrival), so a request that already waited for a lost
+    /// quorum fails promptly; a record always gets at least `MIN_COMMIT_WINDOW`.
+    pub async fn commit(&self, record: Vec<u8>, started: std::time::Instant) -> Result<()> {
         let (done, wait) = oneshot::channel();
         let committed = async {
             self.queue.send((record, done)).await.map_err(|_| "the audit queue is closed".to_string())?;
             wait.await.map_err(|_| "the audit batch was dropped".to_string())?
         };
-        match tokio::time::timeout(self.deadline, committed).await {
+        let window = self.deadline.saturating_sub(started.elapsed()).max(MIN_COMMIT_WINDOW);
+        match tokio::time::timeout(window, committed).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(why)) => {
                 warn!(error = %why, "audit record not committed; failing the request closed");

@@ -66,9 +66,9 @@ fn load_all(reader: &StateReader) -> PolicySet {
 /// storage observer on every applied change to a policy.
 pub(crate) fn compiled_policies(reader: &StateReader) -> Arc<RwLock<PolicySet>> {
     let set = Arc::new(RwLock::new(load_all(reader)));
-    let (observed, r) = (set.clone(), reader.clone());
-    reader.observe(Arc::new(move |applied: &Applied<'_>| match applied {
-        Applied::Everything => *observed.write().expect("policy lock") = load_all(&r),
+    let observed = set.clone();
+    reader.observe(Arc::new(move |r: &StateReader, applied: &Applied<'_>| match applied {
+        Applied::Everything => *observed.write().expect("policy lock") = load_all(r),
         Applied::Keys(keys) => {
             let changed: Vec<&[u8]> = keys
                 .iter()
@@ -78,7 +78,7 @@ pub(crate) fn compiled_policies(reader: &StateReader) -> Arc<RwLock<PolicySet>> 
             if !changed.is_empty() {
                 let mut set = observed.write().expect("policy lock");
                 for name in changed {
-                    reload(&mut set, &r, &String::from_utf8_lossy(name));
+                    reload(&mut set, r, &String::from_utf8_lossy(name));
                 }
             }
         }
@@ -141,7 +141,7 @@ impl Core {
             | Operation::Capabilities { .. }
             | Operation::AppRoleSecretId { .. }
             | Operation::JwtConfigWrite(_) => need(&[Update]),
-            Operation::AuditList { .. } | Operation::AuditVerify => Need { any: &[Read], sudo: true },
+            Operation::AuditList { .. } | Operation::AuditVerify { .. } => Need { any: &[Read], sudo: true },
             Operation::AuditHash { .. } => Need { any: &[Update], sudo: true },
             Operation::SealStatus
             | Operation::Health

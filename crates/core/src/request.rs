@@ -198,8 +198,10 @@ pub enum Operation {
     },
     // The audit trail.
     AuditList(crate::audit::AuditFilter),
-    /// Recomputes this node's audit chain.
-    AuditVerify,
+    /// Recomputes this node's audit chain (through `upto`, if given).
+    AuditVerify {
+        upto: Option<u64>,
+    },
     /// The audit HMAC of a value, to search the trail for it.
     AuditHash {
         value: Zeroizing<String>,
@@ -275,7 +277,7 @@ impl Operation {
             Operation::Login(c) => format!("auth/{}/login", c.method().name()),
             Operation::GenerateRoot { .. } => "sys/generate-root/update".into(),
             Operation::AuditList(_) => "sys/audit/list".into(),
-            Operation::AuditVerify => "sys/audit/verify".into(),
+            Operation::AuditVerify { .. } => "sys/audit/verify".into(),
             Operation::AuditHash { .. } => "sys/audit/hash".into(),
         }
     }
@@ -320,7 +322,7 @@ impl Operation {
             Operation::Login(_) => "Login",
             Operation::GenerateRoot { .. } => "GenerateRoot",
             Operation::AuditList(_) => "AuditList",
-            Operation::AuditVerify => "AuditVerify",
+            Operation::AuditVerify { .. } => "AuditVerify",
             Operation::AuditHash { .. } => "AuditHash",
         }
     }

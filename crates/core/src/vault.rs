@@ -134,7 +134,7 @@ impl Core {
             }
         }
         // Fail closed: without a committed record the reply (and any secret in it) is dropped.
-        self.batcher.commit(record.seal(&keyring)?).await?;
+        self.batcher.commit(record.seal(&keyring)?, started).await?;
         result
     }
 
@@ -317,10 +317,18 @@ impl Core {
                 .jwt_config(keyring)?
                 .map(Reply::JwtConfig)
                 .ok_or_else(|| Error::NotFound("JWT auth is not configured".into())),
-            Operation::AuditList(filter) => self.audit_list(keyring, &filter).map(Reply::AuditRecords),
-            Operation::AuditVerify => Ok(Reply::AuditVerification {
+            Operation::AuditList(filter) => {
+                // Decrypting thousands of records is CPU work: off the async workers, so Raft
+                // heartbeats on this node are not held up.
+                let (core, keyring) = (self.clone(), self.keyring()?);
+                tokio::task::spawn_blocking(move || core.audit_list(&keyring, &filter))
+                    .await
+                    .map_err(|e| Error::Internal(e.to_string()))?
+                    .map(Reply::AuditRecords)
+            }
+            Operation::AuditVerify { upto } => Ok(Reply::AuditVerification {
                 node: self.node.id(),
-                verification: arca_raft::audit_log::verify(self.node.reader())?,
+                verification: arca_raft::audit_log::verify(self.node.reader(), upto)?,
             }),
             Operation::AuditHash { value } => Ok(Reply::Hash(self.audit_hasher(keyring).await?.hash(value.as_bytes()))),
             Operation::SealStatus

@@ -122,9 +122,12 @@ pub struct Verification {
     pub first_bad: Option<u64>,
 }
 
-/// Recomputes the chain from the checkpoint through the head.
-pub fn verify(reader: &StateReader) -> arca_storage::Result<Verification> {
-    let head = head(reader);
+/// Recomputes the chain from the checkpoint through the head, or through `upto` if that is
+/// earlier (so nodes can be compared at one sequence number while new records keep arriving);
+/// the reported head is then the point at `upto`.
+pub fn verify(reader: &StateReader, upto: Option<u64>) -> arca_storage::Result<Verification> {
+    let mut head = head(reader);
+    let upto = upto.unwrap_or(head.seq).min(head.seq);
     let mut prev = checkpoint(reader);
     let mut checked = 0;
     const PAGE: usize = 4096;
@@ -133,6 +136,9 @@ pub fn verify(reader: &StateReader) -> arca_storage::Result<Verification> {
         let done = page.len() < PAGE;
         for (key, value) in page {
             let seq = u64::from_be_bytes(key[RECORD_PREFIX.len()..].try_into().unwrap_or_default());
+            if seq > upto {
+                break;
+            }
             let stored: Option<[u8; 32]> = value.get(..32).and_then(|h| h.try_into().ok());
             let record = value.get(32..).unwrap_or_default();
             if seq != prev.seq + 1 || stored != Some(link(&prev.hash, seq, record)) {
@@ -141,9 +147,12 @@ pub fn verify(reader: &StateReader) -> arca_storage::Result<Verification> {
             prev = ChainPoint { seq, hash: stored.unwrap_or_default() };
             checked += 1;
         }
-        if done {
+        if done || prev.seq >= upto {
             break;
         }
+    }
+    if upto < head.seq {
+        head = prev;
     }
     let first_bad = (prev != head).then_some(prev.seq + 1);
     Ok(Verification { head, checked, first_bad })

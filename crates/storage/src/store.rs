@@ -70,7 +70,9 @@ pub enum Applied<'a> {
 /// Called synchronously after each applied batch is written and before Raft reports it applied,
 /// so whatever an observer derives from the state (compiled policies, watch events) is current
 /// by the time a reader waits for that index. Observers must be quick and must not block on Raft.
-pub type Observer = Arc<dyn Fn(&Applied<'_>) + Send + Sync>;
+/// The observer gets a reader of the state just written; it must not keep one of its own (the
+/// store owns its observers, so a captured reader would keep the database open forever).
+pub type Observer = Arc<dyn Fn(&StateReader, &Applied<'_>) + Send + Sync>;
 
 /// Opens (creating if needed) the node's storage under `dir`: `dir/db` for RocksDB and
 /// `dir/snapshots` for snapshot files.
@@ -113,8 +115,9 @@ impl Store {
     }
 
     pub(crate) fn notify(&self, applied: &Applied<'_>) {
+        let reader = self.reader();
         for observer in self.observers.read().expect("observer lock").iter() {
-            observer(applied);
+            observer(&reader, applied);
         }
     }
 }

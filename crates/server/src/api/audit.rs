@@ -83,7 +83,8 @@ impl proto::audit_server::Audit for Api {
     }
 
     async fn verify(&self, req: GrpcRequest<proto::VerifyAuditRequest>) -> R<proto::VerifyAuditResponse> {
-        match self.call(&req, Operation::AuditVerify).await? {
+        let upto = req.get_ref().upto_seq;
+        match self.call(&req, Operation::AuditVerify { upto: (upto != 0).then_some(upto) }).await? {
             Reply::AuditVerification { node, verification: v } => Ok(Response::new(proto::VerifyAuditResponse {
                 node_id: node,
                 head_seq: v.head.seq,

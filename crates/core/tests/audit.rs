@@ -1,0 +1,161 @@
+//! The audit trail on a real 3-node cluster (in process): one record per request on every node,
+//! in the same order with the same chain head; nothing sensitive in clear; fail closed without
+//! quorum, and back without a restart once quorum returns.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use arca_core::auth::{AppRole, Credentials, RoleConfig, TokenParams};
+use arca_core::{AuditFilter, AuditRecord, Error, Operation, Reply, TokenCreate, TokenRef};
+use arca_raft::audit_log;
+use common::{call, data, Vault};
+use zeroize::Zeroizing;
+
+const SECRET: &str = "s3cret-value-4f1c9a";
+
+async fn records(v: &Vault, core: usize) -> Vec<AuditRecord> {
+    let list = Operation::AuditList(AuditFilter { limit: 10_000, ..Default::default() });
+    match call(&v.cores[core], Some(&v.root), list).await.unwrap() {
+        Reply::AuditRecords(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_node_holds_one_record_per_request_in_the_same_chain() {
+    let v = Vault::start().await;
+    let app = Operation::PolicyWrite {
+        name: "app".into(),
+        text: r#"path "secret/data/app/*" { capabilities = ["read"] }"#.into(),
+    };
+    let mut sent = 0u64;
+    let mut expect = |n: u64| sent += n;
+    v.root(0, app).await;
+    expect(1);
+    let Reply::TokenCreated { token: reader, .. } =
+        v.root(1, Operation::TokenCreate(TokenCreate { policies: vec!["app".into()], ..Default::default() })).await
+    else {
+        panic!()
+    };
+    expect(1);
+    v.root(
+        2,
+        Operation::RoleWrite(RoleConfig::AppRole(AppRole {
+            name: "web".into(),
+            token: TokenParams { policies: vec!["app".into()], ..Default::default() },
+            ..Default::default()
+        })),
+    )
+    .await;
+    expect(1);
+    let Reply::RoleId(role_id) = v.root(0, Operation::AppRoleRoleId { name: "web".into() }).await else { panic!() };
+    let Reply::SecretId { secret_id, .. } = v.root(1, Operation::AppRoleSecretId { name: "web".into() }).await else {
+        panic!()
+    };
+    expect(2);
+    // A mixed workload on all three nodes: writes, reads, denied reads, bad and missing tokens,
+    // malformed input, a login.
+    for i in 0..12usize {
+        let node = &v.cores[i % 3];
+        let path = format!("app/s{}", i % 4);
+        call(node, Some(&v.root), Operation::KvPut { path: path.clone(), data: data(&[("v", SECRET)]), cas: None })
+            .await
+            .unwrap();
+        call(node, Some(&reader), Operation::KvGet { path: path.clone(), version: None }).await.unwrap();
+        assert!(call(node, Some(&reader), Operation::KvGet { path: "other/x".into(), version: None }).await.is_err());
+        assert!(call(node, Some("arca_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), Operation::KvList { prefix: "".into() })
+            .await
+            .is_err());
+        assert!(call(node, None, Operation::KvList { prefix: "".into() }).await.is_err());
+        assert!(call(node, Some(&v.root), Operation::KvGet { path: "a//b".into(), version: None }).await.is_err());
+        expect(6);
+    }
+    let creds = Credentials::AppRole { role_id: role_id.clone(), secret_id: Zeroizing::new(secret_id.to_string()) };
+    let Reply::TokenCreated { token: login_token, .. } = call(&v.cores[2], None, Operation::Login(creds)).await.unwrap()
+    else {
+        panic!()
+    };
+    expect(1);
+    // Not audited: seal status and health.
+    call(&v.cores[0], None, Operation::SealStatus).await.unwrap();
+    call(&v.cores[1], None, Operation::Health).await.unwrap();
+
+    // Every node: the same records in the same order, the same head, an intact chain.
+    let leader = v.leader_core().await;
+    let last = leader.node().metrics().last_applied.unwrap().index;
+    let mut chains = Vec::new();
+    for core in &v.cores {
+        core.node().wait_applied(last).await.unwrap();
+        let reader = core.node().reader();
+        let verified = audit_log::verify(reader, None).unwrap();
+        assert_eq!(verified.first_bad, None, "node {}", core.node().id());
+        chains.push((audit_log::read(reader, 0, 100_000).unwrap(), verified.head));
+    }
+    assert_eq!(chains[0].0.len() as u64, sent, "one record per audited request");
+    assert!(chains.windows(2).all(|w| w[0] == w[1]), "identical chains on every node");
+
+    let listed = records(&v, 1).await;
+    assert_eq!(listed.len() as u64, sent, "the list's own record commits after it answers");
+    let outcomes = |o: &str| listed.iter().filter(|r| r.outcome == o).count();
+    assert_eq!(outcomes("permission_denied"), 12);
+    assert_eq!(outcomes("unauthenticated"), 24);
+    assert_eq!(outcomes("invalid_argument"), 12);
+    let denied = listed.iter().find(|r| r.outcome == "permission_denied").unwrap();
+    assert_eq!((denied.decision.as_str(), denied.capability.as_str()), ("denied", "read"));
+    assert_eq!(denied.path, "secret/data/other/x");
+    assert!(denied.policies.contains(&"app".to_string()) && !denied.accessor.is_empty());
+    let login = listed.iter().find(|r| r.operation == "Login").unwrap();
+    assert_eq!((login.auth_method.as_str(), login.identity.as_str()), ("approle", "web"));
+    assert!(login.request_hmacs["secret_id"].starts_with("hmac-sha256:"));
+
+    // Searchable by HMAC, never in clear: not in the decrypted records, not in the stored bytes.
+    let Reply::Hash(h) = v.root(0, Operation::AuditHash { value: Zeroizing::new(reader.to_string()) }).await else {
+        panic!()
+    };
+    assert!(listed.iter().any(|r| r.request_hmacs.get("token") == Some(&h)));
+    let everything = serde_json::to_string(&listed).unwrap();
+    for clear in [SECRET, reader.as_str(), secret_id.as_str(), login_token.as_str(), v.root.as_str()] {
+        assert!(!everything.contains(clear), "a secret in a decrypted audit record");
+    }
+    for (_, raw) in &chains[0].0 {
+        assert!(!raw.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()), "a record stored in clear");
+    }
+    v.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_quorum_requests_fail_closed_and_recover_without_a_restart() {
+    let mut v = Vault::start().await;
+    v.root(0, Operation::KvPut { path: "app/db".into(), data: data(&[("v", SECRET)]), cas: None }).await;
+    let survivor = v.cores[0].clone();
+    let others: Vec<u64> = v.cores[1..].iter().map(|c| c.node().id()).collect();
+    // Their cores hold the stopped nodes' databases open; the survivor's core is what serves.
+    v.cores.truncate(1);
+    for id in &others {
+        v.cluster.stop(*id).await;
+    }
+    let started = Instant::now();
+    let err = call(&survivor, Some(&v.root), Operation::KvGet { path: "app/db".into(), version: None }).await;
+    let took = started.elapsed();
+    assert!(matches!(err, Err(Error::AuditUnavailable)), "{err:?}");
+    assert!(err.unwrap_err().to_string().contains("audit log unavailable"));
+    assert!(took < Duration::from_secs(8), "failed closed within the deadline (5 s), took {took:?}");
+
+    for id in &others {
+        v.cluster.restart(*id).await;
+    }
+    let mut back = None;
+    for _ in 0..60 {
+        if let Ok(Reply::KvSecret { data, .. }) =
+            call(&survivor, Some(&v.root), Operation::KvGet { path: "app/db".into(), version: None }).await
+        {
+            back = Some(data);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(back.expect("reads work again once quorum returns").0["v"], SECRET);
+    call(&survivor, Some(&v.root), Operation::TokenLookup(TokenRef::SelfToken)).await.unwrap();
+    v.cluster.shutdown().await;
+}
