@@ -9,6 +9,8 @@
 //!   `max_batch` records. A request waits until its batch is committed and applied on this node;
 //!   if that does not happen within `deadline`, the request fails with "audit log unavailable"
 //!   and its reply (with any secret in it) is dropped: fail closed.
+//! * The same queue is the read barrier: a request waits for the next batch to be applied here
+//!   before it reads, so concurrent reads share one commit instead of a leader round trip each.
 //! * Records are barrier-encrypted before they are proposed; apply numbers and chains them
 //!   (`arca_raft::audit_log`).
 
@@ -44,6 +46,10 @@ pub struct AuditConfig {
     pub max_in_flight: usize,
     /// A request whose record is not committed within this fails with "audit log unavailable".
     pub deadline: Duration,
+    /// Retention, applied by the leader: records older than this are trimmed.
+    pub retention_max_age: Option<Duration>,
+    /// Retention: at most this many records are kept.
+    pub retention_max_records: Option<u64>,
 }
 
 impl Default for AuditConfig {
@@ -53,6 +59,8 @@ impl Default for AuditConfig {
             max_batch: 512,
             max_in_flight: 4,
             deadline: Duration::from_secs(5),
+            retention_max_age: None,
+            retention_max_records: None,
         }
     }
 }
@@ -151,7 +159,8 @@ impl AuditFilter {
     }
 }
 
-type Pending = (Vec<u8>, oneshot::Sender<std::result::Result<(), String>>);
+/// A record to commit, or `None`: a read barrier that only needs the next batch's commit.
+type Pending = (Option<Vec<u8>>, oneshot::Sender<std::result::Result<(), String>>);
 
 /// This node's group-commit queue.
 #[derive(Clone)]
@@ -171,6 +180,18 @@ impl Batcher {
     /// from `started` (the request's arrival), so a request that already waited for a lost
     /// quorum fails promptly; a record always gets at least `MIN_COMMIT_WINDOW`.
     pub async fn commit(&self, record: Vec<u8>, started: std::time::Instant) -> Result<()> {
+        self.enqueue(Some(record), started).await
+    }
+
+    /// The read barrier: returns once a batch proposed after this call is committed and applied
+    /// on this node, so everything committed before the call is visible here (linearizable
+    /// reads on any node). Concurrent requests share one commit, instead of one leader round
+    /// trip each.
+    pub async fn barrier(&self, started: std::time::Instant) -> Result<()> {
+        self.enqueue(None, started).await
+    }
+
+    async fn enqueue(&self, record: Option<Vec<u8>>, started: std::time::Instant) -> Result<()> {
         let (done, wait) = oneshot::channel();
         let committed = async {
             self.queue.send((record, done)).await.map_err(|_| "the audit queue is closed".to_string())?;
@@ -217,9 +238,14 @@ async fn run(node: RaftNode, config: AuditConfig, mut rx: mpsc::Receiver<Pending
         let node = node.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let (records, waiters): (Vec<Vec<u8>>, Vec<_>) = batch.into_iter().unzip();
-            let batch_id = crate::token::random_id(16).unwrap_or_default();
-            let result = node.write(Command::Audit { batch_id, records }).await.map(|_| ()).map_err(|e| e.to_string());
+            let (records, waiters): (Vec<Option<Vec<u8>>>, Vec<_>) = batch.into_iter().unzip();
+            let records: Vec<Vec<u8>> = records.into_iter().flatten().collect();
+            let command = if records.is_empty() {
+                Command::Noop
+            } else {
+                Command::Audit { batch_id: crate::token::random_id(16).unwrap_or_default(), records }
+            };
+            let result = node.write(command).await.map(|_| ()).map_err(|e| e.to_string());
             for w in waiters {
                 let _ = w.send(result.clone());
             }

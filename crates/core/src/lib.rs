@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod auth;
 mod error;
+mod grants;
 mod kv;
 mod logins;
 mod path;
@@ -22,6 +23,7 @@ mod vault;
 pub use audit::{AuditConfig, AuditFilter, AuditRecord};
 pub use error::{Error, Result};
 pub use kv::{SecretMetadata, VersionMetadata, DEFAULT_MAX_VERSIONS, MAX_VALUE_BYTES};
+pub use grants::GrantUse;
 pub use logins::SECRET_ID_PREFIX;
 pub use path::{validate_path, validate_prefix, MAX_PATH_BYTES};
 pub use policy::{DEFAULT_POLICY, ROOT_POLICY};

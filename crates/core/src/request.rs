@@ -206,6 +206,10 @@ pub enum Operation {
     AuditHash {
         value: Zeroizing<String>,
     },
+    /// Policy rules no request used since `since_ms`, and who holds them.
+    AuditUnusedGrants {
+        since_ms: i64,
+    },
 }
 
 impl std::fmt::Debug for Operation {
@@ -279,6 +283,7 @@ impl Operation {
             Operation::AuditList(_) => "sys/audit/list".into(),
             Operation::AuditVerify { .. } => "sys/audit/verify".into(),
             Operation::AuditHash { .. } => "sys/audit/hash".into(),
+            Operation::AuditUnusedGrants { .. } => "sys/audit/unused-grants".into(),
         }
     }
 
@@ -324,6 +329,7 @@ impl Operation {
             Operation::AuditList(_) => "AuditList",
             Operation::AuditVerify { .. } => "AuditVerify",
             Operation::AuditHash { .. } => "AuditHash",
+            Operation::AuditUnusedGrants { .. } => "AuditUnusedGrants",
         }
     }
 }
@@ -378,6 +384,7 @@ pub enum Reply {
         verification: arca_raft::audit_log::Verification,
     },
     Hash(String),
+    Grants(Vec<crate::GrantUse>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -458,6 +465,7 @@ impl std::fmt::Debug for Reply {
             Reply::AuditRecords(_) => "AuditRecords",
             Reply::AuditVerification { .. } => "AuditVerification",
             Reply::Hash(_) => "Hash",
+            Reply::Grants(_) => "Grants",
         };
         write!(f, "Reply::{name}")
     }

@@ -42,6 +42,10 @@ pub struct Core {
     pub(crate) root_generation: Arc<Mutex<Option<ShareCollector>>>,
     /// This node's audit group-commit queue.
     batcher: Batcher,
+    audit_config: AuditConfig,
+    /// Only in benchmark builds: whether requests are audited.
+    #[cfg(feature = "bench-unaudited")]
+    audited: bool,
     /// The cluster audit HMAC key, loaded on first use after unseal; dropped on seal.
     audit_hasher: Arc<Mutex<Option<Arc<AuditHasher>>>>,
 }
@@ -74,10 +78,21 @@ impl Core {
             root_generation: Arc::new(Mutex::new(None)),
             batcher,
             audit_hasher: Arc::new(Mutex::new(None)),
+            audit_config: audit,
+            #[cfg(feature = "bench-unaudited")]
+            audited: true,
         }
     }
 
-    /// Background duties of the leader, until the task is dropped: purging expired tokens.
+    /// Benchmark builds only: a core whose requests skip the audit pipeline (the baseline that
+    /// audited throughput is measured against).
+    #[cfg(feature = "bench-unaudited")]
+    pub fn unaudited(node: RaftNode) -> Core {
+        Core { audited: false, ..Core::new(node) }
+    }
+
+    /// Background duties of the leader, until the task is dropped: purging expired tokens and
+    /// applying audit retention.
     pub async fn run_maintenance(self) {
         let mut tick = tokio::time::interval(PURGE_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -85,6 +100,68 @@ impl Core {
             tick.tick().await;
             if let Err(e) = self.purge_expired().await {
                 warn!(error = %e, "purging expired tokens failed; retrying later");
+            }
+            if let Err(e) = self.apply_audit_retention().await {
+                warn!(error = %e, "audit retention failed; retrying later");
+            }
+        }
+    }
+
+    /// Leader only: trims the audit log to the configured age and count with one committed
+    /// command (the decision and its time travel in it), leaving a checkpoint so the rest of the
+    /// chain still verifies. Returns how many records were trimmed.
+    pub async fn apply_audit_retention(&self) -> Result<u64> {
+        let (max_age, max_records) = (self.audit_config.retention_max_age, self.audit_config.retention_max_records);
+        if (max_age.is_none() && max_records.is_none()) || self.node.current_leader() != Some(self.node.id()) {
+            return Ok(0);
+        }
+        let Ok(keyring) = self.keyring() else { return Ok(0) };
+        let reader = self.node.reader();
+        let head = arca_raft::audit_log::head(reader).seq;
+        let mut through = max_records.map_or(0, |n| head.saturating_sub(n));
+        if let Some(age) = max_age {
+            let cutoff = now_ms() - age.as_millis() as i64;
+            // Records are in commit order, so times rise (up to clock skew between nodes): the
+            // first young record ends the scan. Bounded per round.
+            for (seq, raw) in arca_raft::audit_log::read(reader, through + 1, 10_000)? {
+                if AuditRecord::open(&keyring, seq, &raw)?.time_ms >= cutoff {
+                    break;
+                }
+                through = seq;
+            }
+        }
+        if through <= arca_raft::audit_log::checkpoint(reader).seq {
+            return Ok(0);
+        }
+        let resp = self.node.write(Command::AuditTrim { through, decided_ms: now_ms() }).await?;
+        let removed = match resp.result {
+            CommandResult::Trimmed { removed } => removed,
+            _ => 0,
+        };
+        info!(through, removed, "audit retention applied");
+        Ok(removed)
+    }
+
+    /// Writes every record committed from now on as a JSON line to `out` (a log shipper's
+    /// input), while this node is unsealed. The replicated log stays the source of truth.
+    pub async fn mirror_audit(self, mut out: Box<dyn std::io::Write + Send>) {
+        let mut next = arca_raft::audit_log::head(self.node.reader()).seq + 1;
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let Ok(keyring) = self.keyring() else { continue };
+            let Ok(page) = arca_raft::audit_log::read(self.node.reader(), next, 1000) else { continue };
+            for (seq, raw) in page {
+                next = seq + 1;
+                match AuditRecord::open(&keyring, seq, &raw) {
+                    Ok(r) => {
+                        let line = serde_json::to_string(&r).unwrap_or_default();
+                        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                            warn!("the audit mirror cannot be written; it stops (the replicated log is unaffected)");
+                            return;
+                        }
+                    }
+                    Err(e) => warn!(seq, error = %e, "audit record unreadable for the mirror"),
+                }
             }
         }
     }
@@ -102,6 +179,8 @@ impl Core {
             req.op,
             Operation::SealStatus | Operation::Health | Operation::Unseal { .. } | Operation::Init { .. }
         );
+        #[cfg(feature = "bench-unaudited")]
+        let audited = audited && self.audited;
         if !audited {
             return self.dispatch(req, &mut AuditContext::default()).await.inspect_err(log_failure);
         }
@@ -151,7 +230,7 @@ impl Core {
     }
 
     /// Decrypts and filters committed audit records, oldest first, from `filter.from_seq`.
-    fn audit_list(&self, keyring: &Keyring, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+    pub(crate) fn audit_list(&self, keyring: &Keyring, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
         const PAGE: usize = 2048;
         let mut out = Vec::new();
         let mut from = filter.from_seq;
@@ -208,12 +287,13 @@ impl Core {
             _ => {}
         }
         let keyring = self.keyring()?;
-        // One leader round trip makes this node current: the token check and any read below
-        // see every write that completed before this request began. Sealing skips it: an
+        // The read barrier: the next group commit through the leader, applied here, makes this
+        // node current, so the token check and any read below see every write that completed
+        // before this request began (linearizable on any node). Sealing skips it: an
         // operator must be able to seal a node that has lost its quorum (it is a protective
         // action, so a token checked against this node's own state is enough).
         if !matches!(op, Operation::Seal) {
-            self.node.read_barrier().await?;
+            self.batcher.barrier(std::time::Instant::now()).await?;
         }
         let op = match op {
             Operation::Login(creds) => {
@@ -330,6 +410,13 @@ impl Core {
                 node: self.node.id(),
                 verification: arca_raft::audit_log::verify(self.node.reader(), upto)?,
             }),
+            Operation::AuditUnusedGrants { since_ms } => {
+                let (core, keyring) = (self.clone(), self.keyring()?);
+                tokio::task::spawn_blocking(move || core.unused_grants(&keyring, since_ms))
+                    .await
+                    .map_err(|e| Error::Internal(e.to_string()))?
+                    .map(Reply::Grants)
+            }
             Operation::AuditHash { value } => Ok(Reply::Hash(self.audit_hasher(keyring).await?.hash(value.as_bytes()))),
             Operation::SealStatus
             | Operation::Health

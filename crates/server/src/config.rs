@@ -24,6 +24,14 @@
 //! heartbeat_ms = 75
 //! election_min_ms = 250
 //! election_max_ms = 500
+//!
+//! [audit]                       # optional
+//! flush_interval_ms = 2         # group commit: longest a record waits for company
+//! max_batch = 512               # group commit: most records in one Raft entry
+//! deadline_ms = 5000            # fail closed after this without a committed record
+//! retention_days = 0            # leader trims older records (0: keep all)
+//! retention_max_records = 0     # leader keeps at most this many (0: no limit)
+//! mirror = ""                   # "stdout" or a file: committed records as JSON lines
 //! ```
 
 use std::net::SocketAddr;
@@ -46,6 +54,47 @@ pub struct Config {
     pub tls: TlsFiles,
     #[serde(default)]
     pub raft: RaftTiming,
+    #[serde(default)]
+    pub audit: AuditSettings,
+}
+
+/// The audit pipeline of this node (see `arca_core::AuditConfig`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    pub flush_interval_ms: u64,
+    pub max_batch: usize,
+    pub deadline_ms: u64,
+    pub retention_days: u64,
+    pub retention_max_records: u64,
+    pub mirror: String,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        let d = arca_core::AuditConfig::default();
+        AuditSettings {
+            flush_interval_ms: d.flush_interval.as_millis() as u64,
+            max_batch: d.max_batch,
+            deadline_ms: d.deadline.as_millis() as u64,
+            retention_days: 0,
+            retention_max_records: 0,
+            mirror: String::new(),
+        }
+    }
+}
+
+impl AuditSettings {
+    pub fn core_config(&self) -> arca_core::AuditConfig {
+        arca_core::AuditConfig {
+            flush_interval: Duration::from_millis(self.flush_interval_ms),
+            max_batch: self.max_batch.max(1),
+            deadline: Duration::from_millis(self.deadline_ms.max(100)),
+            retention_max_age: (self.retention_days > 0).then(|| Duration::from_secs(self.retention_days * 86_400)),
+            retention_max_records: (self.retention_max_records > 0).then_some(self.retention_max_records),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -40,8 +40,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .map_err(|source| Error::Listen { addr: config.api.listen.to_string(), source })?;
-    let core = Core::new(node.clone());
+    let core = Core::with_audit(node.clone(), config.audit.core_config());
     let maintenance = tokio::spawn(core.clone().run_maintenance());
+    let mirror = match config.audit.mirror.as_str() {
+        "" => None,
+        "stdout" => Some(tokio::spawn(core.clone().mirror_audit(Box::new(std::io::stdout())))),
+        path => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| Error::Serve(format!("cannot open the audit mirror file {path}: {e}")))?;
+            Some(tokio::spawn(core.clone().mirror_audit(Box::new(file))))
+        }
+    };
     let api = Api { core };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -61,6 +73,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .serve_with_incoming_shutdown(crate::tls::incoming(listener, acceptor), shutdown)
         .await;
     maintenance.abort();
+    if let Some(m) = mirror {
+        m.abort();
+    }
     info!("shutting down");
     if let Some(j) = joiner {
         j.abort();

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use arca_core::{Core, Error, Operation, Reply, Request, SecretData};
+use arca_core::{AuditConfig, Core, Error, Operation, Reply, Request, SecretData};
 use arca_raft::testing::TestCluster;
 use arca_raft::Timing;
 use zeroize::Zeroizing;
@@ -28,9 +28,13 @@ pub struct Vault {
 
 impl Vault {
     pub async fn start() -> Vault {
+        Vault::start_with(AuditConfig::default()).await
+    }
+
+    pub async fn start_with(audit: AuditConfig) -> Vault {
         let cluster = TestCluster::start(3, Timing::default()).await;
         cluster.wait_for_leader(Duration::from_secs(5)).await;
-        let cores: Vec<Core> = cluster.running().map(|n| Core::new(n.clone())).collect();
+        let cores: Vec<Core> = cluster.running().map(|n| Core::with_audit(n.clone(), audit)).collect();
         let Reply::Init(init) = call(&cores[0], None, Operation::Init { shares: 3, threshold: 2 }).await.unwrap()
         else {
             panic!("init")
