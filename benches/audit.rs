@@ -80,14 +80,21 @@ fn main() {
         let put = Operation::KvPut { path: "bench/db".into(), data, cas: None };
         audited[0].handle(Request::new(Some(Zeroizing::new(token.clone())), put)).await.unwrap();
 
-        println!("{:>8} {:>12} {:>10} {:>10} {:>12} {:>10} {:>10} {:>8}", "clients", "audited/s", "p50", "p99",
-            "unaudited/s", "p50", "p99", "ratio");
+        println!(
+            "{:>8} {:>12} {:>10} {:>10} {:>12} {:>10} {:>10} {:>8}",
+            "clients", "audited/s", "p50", "p99", "unaudited/s", "p50", "p99", "ratio"
+        );
         for clients in CLIENTS {
             let base = load(&unaudited, &token, clients).await;
             let with = load(&audited, &token, clients).await;
             println!(
                 "{clients:>8} {:>12.0} {:>10.2?} {:>10.2?} {:>12.0} {:>10.2?} {:>10.2?} {:>7.0}%",
-                with.per_sec, with.p50, with.p99, base.per_sec, base.p50, base.p99,
+                with.per_sec,
+                with.p50,
+                with.p99,
+                base.per_sec,
+                base.p50,
+                base.p99,
                 100.0 * with.per_sec / base.per_sec
             );
         }

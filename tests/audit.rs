@@ -23,7 +23,8 @@ fn a_killed_nodes_records_survive_and_a_tampered_record_is_named() {
         c.ok(victim, &["kv", "put", &format!("app/k{i}"), "v=secret-audit-value"]);
         c.ok(victim, &["kv", "get", &format!("app/k{i}")]);
     }
-    let denied = c.arca_with_token(victim, Some("arca_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), &["kv", "get", "app/k1"]);
+    let denied =
+        c.arca_with_token(victim, Some("arca_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), &["kv", "get", "app/k1"]);
     assert_eq!(denied.status.code(), Some(1));
     unsafe { libc::kill(c.pid(victim), libc::SIGKILL) };
 
@@ -44,9 +45,13 @@ fn a_killed_nodes_records_survive_and_a_tampered_record_is_named() {
     // Filters, hash search, export.
     let denied_only = records(&c, 3, &["--outcome", "unauthenticated"]);
     assert!(!denied_only.is_empty() && denied_only.iter().all(|r| r["outcome"] == "unauthenticated"));
-    let hash: serde_json::Value = serde_json::from_str(&c.ok(1, &["audit", "hash", &c.token, "--format", "json"])).unwrap();
+    let hash: serde_json::Value =
+        serde_json::from_str(&c.ok(1, &["audit", "hash", &c.token, "--format", "json"])).unwrap();
     let hash = hash["hash"].as_str().unwrap().to_string();
-    assert!(mine.iter().any(|r| r["request_hmacs"]["token"] == hash.as_str()), "the root token's requests are found by HMAC");
+    assert!(
+        mine.iter().any(|r| r["request_hmacs"]["token"] == hash.as_str()),
+        "the root token's requests are found by HMAC"
+    );
     let export = eventually(Duration::from_secs(10), || {
         let out = c.arca(3, &["audit", "export", "--format", "jsonl"]);
         out.status.success().then(|| String::from_utf8(out.stdout).unwrap())

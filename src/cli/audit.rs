@@ -47,6 +47,15 @@ pub enum AuditCommand {
     Verify,
     /// The audit HMAC of a value, to search the trail for a known token or secret.
     Hash { value: String },
+    /// Policy rules no request used in the window, and the tokens and roles holding them.
+    UnusedGrants {
+        /// The window: `30d`, `12h`, … back from now, or Unix milliseconds.
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// Also list the rules that were used.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 fn when(flag: &str, value: Option<&str>) -> CliResult<i64> {
@@ -128,6 +137,32 @@ pub async fn run(
             }
         }
         AuditCommand::Verify => return verify(client, format, cacert, token).await,
+        AuditCommand::UnusedGrants { since, all } => {
+            let req = proto::UnusedGrantsRequest { since_ms: when("--since", Some(&since))? };
+            let grants = audit.unused_grants(client.req(req)).await?.into_inner().grants;
+            let shown: Vec<_> = grants.iter().filter(|g| all || !g.used).collect();
+            match format {
+                Format::Table => {
+                    for g in &shown {
+                        let state = if g.used { "used" } else { "UNUSED" };
+                        let holders = if g.holders.is_empty() { "-".to_string() } else { g.holders.join(",") };
+                        println!("{state:<7} {:<16} {:<8} {:<40} held by {holders}", g.policy, g.capability, g.pattern);
+                    }
+                }
+                _ => print(
+                    format,
+                    &Value::Array(
+                        shown
+                            .iter()
+                            .map(|g| {
+                                json!({"policy": g.policy, "pattern": g.pattern, "capability": g.capability,
+                                            "used": g.used, "holders": g.holders})
+                            })
+                            .collect(),
+                    ),
+                ),
+            }
+        }
         AuditCommand::Hash { value } => {
             let r = audit.hash(client.req(proto::HashRequest { value })).await?.into_inner();
             print(format, &json!({ "hash": r.hash }));

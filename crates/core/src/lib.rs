@@ -22,8 +22,8 @@ mod vault;
 
 pub use audit::{AuditConfig, AuditFilter, AuditRecord};
 pub use error::{Error, Result};
-pub use kv::{SecretMetadata, VersionMetadata, DEFAULT_MAX_VERSIONS, MAX_VALUE_BYTES};
 pub use grants::GrantUse;
+pub use kv::{SecretMetadata, VersionMetadata, DEFAULT_MAX_VERSIONS, MAX_VALUE_BYTES};
 pub use logins::SECRET_ID_PREFIX;
 pub use path::{validate_path, validate_prefix, MAX_PATH_BYTES};
 pub use policy::{DEFAULT_POLICY, ROOT_POLICY};

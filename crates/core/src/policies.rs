@@ -141,7 +141,9 @@ impl Core {
             | Operation::Capabilities { .. }
             | Operation::AppRoleSecretId { .. }
             | Operation::JwtConfigWrite(_) => need(&[Update]),
-            Operation::AuditList { .. } | Operation::AuditVerify { .. } | Operation::AuditUnusedGrants { .. } => Need { any: &[Read], sudo: true },
+            Operation::AuditList { .. } | Operation::AuditVerify { .. } | Operation::AuditUnusedGrants { .. } => {
+                Need { any: &[Read], sudo: true }
+            }
             Operation::AuditHash { .. } => Need { any: &[Update], sudo: true },
             Operation::SealStatus
             | Operation::Health

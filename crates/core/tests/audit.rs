@@ -64,15 +64,20 @@ async fn every_node_holds_one_record_per_request_in_the_same_chain() {
             .unwrap();
         call(node, Some(&reader), Operation::KvGet { path: path.clone(), version: None }).await.unwrap();
         assert!(call(node, Some(&reader), Operation::KvGet { path: "other/x".into(), version: None }).await.is_err());
-        assert!(call(node, Some("arca_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), Operation::KvList { prefix: "".into() })
-            .await
-            .is_err());
+        assert!(call(
+            node,
+            Some("arca_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            Operation::KvList { prefix: "".into() }
+        )
+        .await
+        .is_err());
         assert!(call(node, None, Operation::KvList { prefix: "".into() }).await.is_err());
         assert!(call(node, Some(&v.root), Operation::KvGet { path: "a//b".into(), version: None }).await.is_err());
         expect(6);
     }
     let creds = Credentials::AppRole { role_id: role_id.clone(), secret_id: Zeroizing::new(secret_id.to_string()) };
-    let Reply::TokenCreated { token: login_token, .. } = call(&v.cores[2], None, Operation::Login(creds)).await.unwrap()
+    let Reply::TokenCreated { token: login_token, .. } =
+        call(&v.cores[2], None, Operation::Login(creds)).await.unwrap()
     else {
         panic!()
     };
@@ -141,6 +146,7 @@ async fn without_quorum_requests_fail_closed_and_recover_without_a_restart() {
     assert!(matches!(err, Err(Error::AuditUnavailable)), "{err:?}");
     assert!(err.unwrap_err().to_string().contains("audit log unavailable"));
     assert!(took < Duration::from_secs(8), "failed closed within the deadline (5 s), took {took:?}");
+    println!("without quorum the read failed closed after {took:?}");
 
     for id in &others {
         v.cluster.restart(*id).await;
@@ -184,6 +190,8 @@ async fn retention_trims_to_a_checkpoint_that_still_verifies_and_the_mirror_sees
     for i in 0..20 {
         v.root(i % 3, Operation::KvPut { path: format!("r/{i}"), data: data(&[("v", SECRET)]), cas: None }).await;
     }
+    // The mirror polls every 200 ms; let it see the records before retention removes them.
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let leader = v.leader_core().await;
     let head_before = leader.audit_head();
     assert!(leader.apply_audit_retention().await.unwrap() >= 15);
@@ -198,11 +206,37 @@ async fn retention_trims_to_a_checkpoint_that_still_verifies_and_the_mirror_sees
     let kept = records(&v, 2).await;
     assert!(kept.first().unwrap().seq > 1 && kept.len() <= 6);
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
     mirror.abort();
     let text = String::from_utf8(mirrored.0.lock().unwrap().clone()).unwrap();
     let lines: Vec<AuditRecord> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(lines.iter().filter(|r| r.operation == "KvPut").count() == 20, "{} lines", lines.len());
     assert!(!text.contains(SECRET));
+    v.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unused_grants_names_rules_nobody_used_and_their_holders() {
+    let v = Vault::start().await;
+    let text = r#"
+path "secret/data/app/*" { capabilities = ["read", "update"] }
+path "secret/data/legacy/*" { capabilities = ["read"] }
+"#;
+    v.root(0, Operation::PolicyWrite { name: "app".into(), text: text.into() }).await;
+    v.root(0, Operation::KvPut { path: "app/db".into(), data: data(&[("v", "x")]), cas: None }).await;
+    let Reply::TokenCreated { token, info, .. } =
+        v.root(1, Operation::TokenCreate(TokenCreate { policies: vec!["app".into()], ..Default::default() })).await
+    else {
+        panic!()
+    };
+    call(&v.cores[2], Some(&token), Operation::KvGet { path: "app/db".into(), version: None }).await.unwrap();
+    let Reply::Grants(grants) = v.root(0, Operation::AuditUnusedGrants { since_ms: 0 }).await else { panic!() };
+    let find = |pattern: &str, cap: &str| {
+        grants.iter().find(|g| g.policy == "app" && g.pattern == pattern && g.capability == cap).unwrap().clone()
+    };
+    assert!(find("secret/data/app/*", "read").used);
+    assert!(!find("secret/data/app/*", "update").used);
+    let legacy = find("secret/data/legacy/*", "read");
+    assert!(!legacy.used);
+    assert!(legacy.holders.contains(&format!("token/{}", info.accessor)), "{:?}", legacy.holders);
     v.cluster.shutdown().await;
 }

@@ -140,9 +140,12 @@ impl RaftNode {
             .map_err(|e| Error::Tls(e.to_string()))?
             .add_service(service)
             // Small Raft messages must not wait for delayed ACKs (Nagle): it costs ~40 ms a round.
-            .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)), async {
-                let _ = stop_rx.await;
-            });
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async {
+                    let _ = stop_rx.await;
+                },
+            );
         let id = config.id;
         let handle = tokio::spawn(async move {
             if let Err(e) = server.await {

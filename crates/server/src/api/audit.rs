@@ -96,6 +96,24 @@ impl proto::audit_server::Audit for Api {
         }
     }
 
+    async fn unused_grants(&self, req: GrpcRequest<proto::UnusedGrantsRequest>) -> R<proto::UnusedGrantsResponse> {
+        match self.call(&req, Operation::AuditUnusedGrants { since_ms: req.get_ref().since_ms }).await? {
+            Reply::Grants(grants) => Ok(Response::new(proto::UnusedGrantsResponse {
+                grants: grants
+                    .into_iter()
+                    .map(|g| proto::GrantUse {
+                        policy: g.policy,
+                        pattern: g.pattern,
+                        capability: g.capability,
+                        used: g.used,
+                        holders: g.holders,
+                    })
+                    .collect(),
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
     async fn hash(&self, req: GrpcRequest<proto::HashRequest>) -> R<proto::HashResponse> {
         let op = Operation::AuditHash { value: Zeroizing::new(req.get_ref().value.clone()) };
         match self.call(&req, op).await? {
