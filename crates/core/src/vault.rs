@@ -212,6 +212,12 @@ impl Core {
                 record.error = e.to_string();
             }
         }
+        // The barrier already found the audit pipeline down: this record cannot commit either,
+        // and the request returns nothing but the error.
+        if matches!(result, Err(Error::AuditUnavailable)) {
+            warn!(request_id = %record.request_id, op = %record.operation, "request refused: audit log unavailable");
+            return result;
+        }
         // Fail closed: without a committed record the reply (and any secret in it) is dropped.
         self.batcher.commit(record.seal(&keyring)?, started).await?;
         result

@@ -145,7 +145,7 @@ async fn without_quorum_requests_fail_closed_and_recover_without_a_restart() {
     let took = started.elapsed();
     assert!(matches!(err, Err(Error::AuditUnavailable)), "{err:?}");
     assert!(err.unwrap_err().to_string().contains("audit log unavailable"));
-    assert!(took < Duration::from_secs(8), "failed closed within the deadline (5 s), took {took:?}");
+    assert!(took < Duration::from_millis(5_400), "failed closed within the deadline (5 s), took {took:?}");
     println!("without quorum the read failed closed after {took:?}");
 
     for id in &others {
