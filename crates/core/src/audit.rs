@@ -4,13 +4,16 @@
 //!   (operation, Vault logical path), the decision and the outcome. Sensitive values (tokens,
 //!   secret ids, JWTs, unseal shares, secret data in requests and replies) appear only as
 //!   `hmac-sha256:<hex>` under the cluster audit key, which lives behind the barrier.
-//! * Each node batches its records into one `Command::Audit` (group commit): a batch is sent at
-//!   once when none is in flight, otherwise it collects for up to `flush_interval` or
-//!   `max_batch` records. A request waits until its batch is committed and applied on this node;
-//!   if that does not happen within `deadline`, the request fails with "audit log unavailable"
-//!   and its reply (with any secret in it) is dropped: fail closed.
-//! * The same queue is the read barrier: a request waits for the next batch to be applied here
-//!   before it reads, so concurrent reads share one commit instead of a leader round trip each.
+//! * The record (who, what, the decision) is committed *before* the request is handled: each
+//!   node batches its records into one `Command::Audit` (group commit): a batch is sent at once
+//!   when none is in flight, otherwise it collects for up to `flush_interval` or `max_batch`
+//!   records. If the record is not committed and applied on this node within `deadline`, the
+//!   request fails with "audit log unavailable" without being handled: fail closed.
+//! * That commit is also the request's read barrier: once applied here, this node has every
+//!   write that completed before the request arrived (linearizable reads on any node), so a
+//!   request costs one shared commit, not one for the barrier and one for the record.
+//! * The outcome (status, error, duration, HMACs of the reply) is attached to the record by
+//!   request id in a later batch, off the reply path.
 //! * Records are barrier-encrypted before they are proposed; apply numbers and chains them
 //!   (`arca_raft::audit_log`).
 
@@ -95,6 +98,55 @@ pub struct AuditRecord {
     pub response_hmacs: BTreeMap<String, String>,
 }
 
+/// What happened after a record was committed: attached to it by request id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditOutcome {
+    pub request_id: String,
+    /// The decision on the current state (after the barrier); normally the record's own.
+    pub decision: String,
+    pub capability: String,
+    pub outcome: String,
+    pub error: String,
+    pub duration_us: u64,
+    pub response_hmacs: BTreeMap<String, String>,
+    /// Who the request turned out to be (a login's new identity), when the record did not know.
+    #[serde(default)]
+    pub auth_method: String,
+    #[serde(default)]
+    pub accessor: String,
+    #[serde(default)]
+    pub identity: String,
+    #[serde(default)]
+    pub policies: Vec<String>,
+}
+
+/// AAD of outcome ciphertexts.
+pub(crate) const OUTCOME_AAD: &[u8] = b"sys/audit/outcome";
+
+impl AuditOutcome {
+    pub(crate) fn seal(&self, keyring: &Keyring) -> Result<Vec<u8>> {
+        crate::vault::encrypt_json(keyring, OUTCOME_AAD, self)
+    }
+
+    /// Writes this outcome into its record.
+    pub(crate) fn merge_into(self, r: &mut AuditRecord) {
+        if !self.decision.is_empty() {
+            r.decision = self.decision;
+            r.capability = self.capability;
+        }
+        if r.accessor.is_empty() && !self.accessor.is_empty() {
+            r.auth_method = self.auth_method;
+            r.accessor = self.accessor;
+            r.identity = self.identity;
+            r.policies = self.policies;
+        }
+        r.outcome = self.outcome;
+        r.error = self.error;
+        r.duration_us = self.duration_us;
+        r.response_hmacs = self.response_hmacs;
+    }
+}
+
 impl AuditRecord {
     pub(crate) fn seal(&self, keyring: &Keyring) -> Result<Vec<u8>> {
         crate::vault::encrypt_json(keyring, RECORD_AAD, self)
@@ -103,6 +155,26 @@ impl AuditRecord {
     pub(crate) fn open(keyring: &Keyring, seq: u64, ciphertext: &[u8]) -> Result<AuditRecord> {
         let mut r: AuditRecord = crate::vault::decrypt_json(keyring, RECORD_AAD, ciphertext)?;
         r.seq = seq;
+        Ok(r)
+    }
+
+    /// Opens a record and merges its outcome, if that has arrived (`unknown` otherwise: the
+    /// serving node may have died between the record and the outcome).
+    pub(crate) fn open_with_outcome(
+        keyring: &Keyring,
+        reader: &arca_storage::StateReader,
+        seq: u64,
+        ciphertext: &[u8],
+    ) -> Result<AuditRecord> {
+        let mut r = AuditRecord::open(keyring, seq, ciphertext)?;
+        match arca_raft::audit_log::outcome(reader, &r.request_id)? {
+            Some(raw) => {
+                let o: AuditOutcome = crate::vault::decrypt_json(keyring, OUTCOME_AAD, &raw)?;
+                o.merge_into(&mut r);
+            }
+            None if r.outcome.is_empty() => r.outcome = "unknown".into(),
+            None => {}
+        }
         Ok(r)
     }
 }
@@ -159,8 +231,17 @@ impl AuditFilter {
     }
 }
 
-/// A record to commit, or `None`: a read barrier that only needs the next batch's commit.
-type Pending = (Option<Vec<u8>>, oneshot::Sender<std::result::Result<(), String>>);
+/// What a request puts in the queue.
+enum Item {
+    /// A record; the request waits for its commit.
+    Record(Vec<u8>),
+    /// A read barrier: the request waits for the next batch's commit.
+    Barrier,
+    /// The outcome of an earlier record (request id, ciphertext); nobody waits for it.
+    Outcome(String, Vec<u8>),
+}
+
+type Pending = (Item, Option<oneshot::Sender<std::result::Result<(), String>>>);
 
 /// This node's group-commit queue.
 #[derive(Clone)]
@@ -180,7 +261,16 @@ impl Batcher {
     /// from `started` (the request's arrival), so a request that already waited for a lost
     /// quorum fails promptly; a record always gets at least `MIN_COMMIT_WINDOW`.
     pub async fn commit(&self, record: Vec<u8>, started: std::time::Instant) -> Result<()> {
-        self.enqueue(Some(record), started).await
+        self.enqueue(Item::Record(record), started).await
+    }
+
+    /// Queues the outcome of a committed record; it rides the next batch and nobody waits for
+    /// it (it is not on the reply path). If the node dies first, the record stays, outcome
+    /// `unknown`: the attempt is on record either way.
+    pub fn outcome(&self, request_id: String, ciphertext: Vec<u8>) {
+        if self.queue.try_send((Item::Outcome(request_id, ciphertext), None)).is_err() {
+            warn!("audit queue full: an outcome is dropped (its record is committed)");
+        }
     }
 
     /// The read barrier: returns once a batch proposed after this call is committed and applied
@@ -188,13 +278,13 @@ impl Batcher {
     /// reads on any node). Concurrent requests share one commit, instead of one leader round
     /// trip each.
     pub async fn barrier(&self, started: std::time::Instant) -> Result<()> {
-        self.enqueue(None, started).await
+        self.enqueue(Item::Barrier, started).await
     }
 
-    async fn enqueue(&self, record: Option<Vec<u8>>, started: std::time::Instant) -> Result<()> {
+    async fn enqueue(&self, item: Item, started: std::time::Instant) -> Result<()> {
         let (done, wait) = oneshot::channel();
         let committed = async {
-            self.queue.send((record, done)).await.map_err(|_| "the audit queue is closed".to_string())?;
+            self.queue.send((item, Some(done))).await.map_err(|_| "the audit queue is closed".to_string())?;
             wait.await.map_err(|_| "the audit batch was dropped".to_string())?
         };
         let window = self.deadline.saturating_sub(started.elapsed()).max(MIN_COMMIT_WINDOW);
@@ -238,12 +328,19 @@ async fn run(node: RaftNode, config: AuditConfig, mut rx: mpsc::Receiver<Pending
         let node = node.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let (records, waiters): (Vec<Option<Vec<u8>>>, Vec<_>) = batch.into_iter().unzip();
-            let records: Vec<Vec<u8>> = records.into_iter().flatten().collect();
-            let command = if records.is_empty() {
+            let (mut records, mut outcomes, mut waiters) = (Vec::new(), Vec::new(), Vec::new());
+            for (item, waiter) in batch {
+                match item {
+                    Item::Record(r) => records.push(r),
+                    Item::Outcome(id, o) => outcomes.push((id, o)),
+                    Item::Barrier => {}
+                }
+                waiters.extend(waiter);
+            }
+            let command = if records.is_empty() && outcomes.is_empty() {
                 Command::Noop
             } else {
-                Command::Audit { batch_id: crate::token::random_id(16).unwrap_or_default(), records }
+                Command::Audit { batch_id: crate::token::random_id(16).unwrap_or_default(), records, outcomes }
             };
             let result = node.write(command).await.map(|_| ()).map_err(|e| e.to_string());
             for w in waiters {

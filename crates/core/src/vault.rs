@@ -12,12 +12,13 @@ use serde::Serialize;
 use tracing::{info, instrument, warn};
 use zeroize::Zeroizing;
 
-use crate::audit::{AuditConfig, AuditContext, AuditFilter, AuditRecord, Batcher, AUDIT_KEY};
+use crate::audit::{AuditConfig, AuditContext, AuditFilter, AuditOutcome, AuditRecord, Batcher, AUDIT_KEY};
 use crate::kv::{self, SecretMetadata, VersionMetadata, MAX_VALUE_BYTES};
 use crate::policy::PolicySet;
 use crate::request::TokenRef;
 use crate::seal::{InitRecord, Seal, INIT_KEY};
 use crate::token;
+use crate::token::TokenInfo;
 use crate::tokens::{Caller, NewToken};
 use crate::{
     now_ms, validate_path, validate_prefix, Error, HealthInfo, InitResult, Member, Operation, Reply, Request, Result,
@@ -151,8 +152,13 @@ impl Core {
             let Ok(keyring) = self.keyring() else { continue };
             let Ok(page) = arca_raft::audit_log::read(self.node.reader(), next, 1000) else { continue };
             for (seq, raw) in page {
+                let opened = AuditRecord::open_with_outcome(&keyring, self.node.reader(), seq, &raw);
+                // Outcomes follow their records: give one up to 2 s to arrive before writing.
+                if matches!(&opened, Ok(r) if r.outcome == "unknown" && now_ms() - r.time_ms < 2_000) {
+                    break;
+                }
                 next = seq + 1;
-                match AuditRecord::open(&keyring, seq, &raw) {
+                match opened {
                     Ok(r) => {
                         let line = serde_json::to_string(&r).unwrap_or_default();
                         if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
@@ -182,7 +188,7 @@ impl Core {
         #[cfg(feature = "bench-unaudited")]
         let audited = audited && self.audited;
         if !audited {
-            return self.dispatch(req, &mut AuditContext::default()).await.inspect_err(log_failure);
+            return self.dispatch(req, &mut AuditContext::default(), true).await.inspect_err(log_failure);
         }
         let keyring = self.keyring()?;
         let hasher = self.audit_hasher(&keyring).await?;
@@ -197,30 +203,66 @@ impl Core {
             request_hmacs: crate::audit::request_hmacs(&hasher, &req),
             ..Default::default()
         };
+        // The decision as this node sees it now (read-only: no use of a use-limited token is
+        // taken). It goes into the record, whose commit is then the read barrier; the request is
+        // decided again on the current state right after, and the outcome says what happened.
+        let mut pre = AuditContext::default();
+        self.precheck(&keyring, &req, &mut pre);
+        pre.fill(&mut record);
+        // Fail closed: without a committed record the request is not handled at all.
+        if !matches!(req.op, Operation::Seal) {
+            self.batcher.commit(record.seal(&keyring)?, started).await?;
+        }
         let mut ctx = AuditContext::default();
-        let result = self.dispatch(req, &mut ctx).await;
-        ctx.fill(&mut record);
-        record.duration_us = started.elapsed().as_micros() as u64;
+        let result = self.dispatch(req, &mut ctx, false).await;
+        let mut outcome = AuditOutcome {
+            request_id: record.request_id.clone(),
+            decision: ctx.decision.clone(),
+            capability: ctx.capability.clone(),
+            duration_us: started.elapsed().as_micros() as u64,
+            auth_method: ctx.auth_method.clone(),
+            accessor: ctx.accessor.clone(),
+            identity: ctx.identity.clone(),
+            policies: ctx.policies.clone(),
+            ..Default::default()
+        };
         match &result {
             Ok(reply) => {
-                record.outcome = "ok".into();
-                record.response_hmacs = crate::audit::response_hmacs(&hasher, reply);
+                outcome.outcome = "ok".into();
+                outcome.response_hmacs = crate::audit::response_hmacs(&hasher, reply);
             }
             Err(e) => {
                 log_failure(e);
-                record.outcome = crate::audit::outcome(e).into();
-                record.error = e.to_string();
+                outcome.outcome = crate::audit::outcome(e).into();
+                outcome.error = e.to_string();
             }
         }
-        // The barrier already found the audit pipeline down: this record cannot commit either,
-        // and the request returns nothing but the error.
-        if matches!(result, Err(Error::AuditUnavailable)) {
-            warn!(request_id = %record.request_id, op = %record.operation, "request refused: audit log unavailable");
-            return result;
+        if matches!(record.operation.as_str(), "Seal") {
+            // A seal needs no quorum (it protects): its record, with its outcome, goes after.
+            outcome.clone().merge_into(&mut record);
+            self.batcher.commit(record.seal(&keyring)?, started).await?;
+        } else {
+            self.batcher.outcome(outcome.request_id.clone(), outcome.seal(&keyring)?);
         }
-        // Fail closed: without a committed record the reply (and any secret in it) is dropped.
-        self.batcher.commit(record.seal(&keyring)?, started).await?;
         result
+    }
+
+    /// The caller and the decision on this node's current state, without side effects.
+    fn precheck(&self, keyring: &Keyring, req: &Request, ctx: &mut AuditContext) {
+        if matches!(req.op, Operation::Login(_) | Operation::GenerateRoot { .. }) {
+            ctx.decision = "none".into();
+            return;
+        }
+        ctx.decision = "unauthenticated".into();
+        let Some(t) = req.token.as_deref().filter(|t| token::well_formed(t)) else { return };
+        let key = token::storage_key(t);
+        let Ok(Some(raw)) = self.node.reader().get(Cf::Tokens, &key) else { return };
+        let Ok(info) = decrypt_json::<TokenInfo>(keyring, &key, &raw) else { return };
+        if info.expired_at(now_ms()) {
+            return;
+        }
+        ctx.caller(&info);
+        let _ = self.authorize(&Caller { key, info }, &req.op, ctx);
     }
 
     /// Committed audit records, without an authorization check or a record of its own: only for
@@ -245,7 +287,7 @@ impl Core {
             let done = page.len() < PAGE;
             for (seq, raw) in page {
                 from = seq + 1;
-                let record = AuditRecord::open(keyring, seq, &raw)?;
+                let record = AuditRecord::open_with_outcome(keyring, self.node.reader(), seq, &raw)?;
                 if filter.matches(&record) {
                     out.push(record);
                     if out.len() >= filter.limit() {
@@ -283,7 +325,9 @@ impl Core {
         Ok(hasher)
     }
 
-    async fn dispatch(&self, req: Request, ctx: &mut AuditContext) -> Result<Reply> {
+    /// `barrier`: whether this request still needs its read barrier (an audited request had
+    /// it with its record's commit).
+    async fn dispatch(&self, req: Request, ctx: &mut AuditContext, barrier: bool) -> Result<Reply> {
         let Request { token, remote, client_certs, op } = req;
         match op {
             Operation::SealStatus => return self.seal_status().map(Reply::SealStatus),
@@ -298,7 +342,7 @@ impl Core {
         // before this request began (linearizable on any node). Sealing skips it: an
         // operator must be able to seal a node that has lost its quorum (it is a protective
         // action, so a token checked against this node's own state is enough).
-        if !matches!(op, Operation::Seal) {
+        if barrier && !matches!(op, Operation::Seal) {
             self.batcher.barrier(std::time::Instant::now()).await?;
         }
         let op = match op {

@@ -100,8 +100,17 @@ async fn every_node_holds_one_record_per_request_in_the_same_chain() {
     assert_eq!(chains[0].0.len() as u64, sent, "one record per audited request");
     assert!(chains.windows(2).all(|w| w[0] == w[1]), "identical chains on every node");
 
-    let listed = records(&v, 1).await;
-    assert_eq!(listed.len() as u64, sent, "the list's own record commits after it answers");
+    // Outcomes follow their records off the reply path: wait for them.
+    let mut listed = records(&v, 1).await;
+    for _ in 0..50 {
+        if listed.iter().filter(|r| r.operation != "AuditList").all(|r| r.outcome != "unknown") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        listed = records(&v, 1).await;
+    }
+    let listed: Vec<AuditRecord> = listed.into_iter().filter(|r| r.operation != "AuditList").collect();
+    assert_eq!(listed.len() as u64, sent, "one record per request");
     let outcomes = |o: &str| listed.iter().filter(|r| r.outcome == o).count();
     assert_eq!(outcomes("permission_denied"), 12);
     assert_eq!(outcomes("unauthenticated"), 24);

@@ -8,7 +8,8 @@
 //!
 //! Layout in the `audit` family: `h` → head (`seq u64 BE ‖ hash`), `c` → checkpoint (the same
 //! shape: where the retained chain starts), `r/<seq u64 BE>` → `hash_i ‖ record_i`,
-//! `b/<batch id>` → the first sequence number of that batch.
+//! `b/<batch id>` → the first sequence number of that batch, `o/<request id>` → the
+//! outcome of that request's record (ciphertext; not chained).
 
 use arca_storage::{Cf, StateReader, Transaction};
 use sha2::{Digest, Sha256};
@@ -17,6 +18,7 @@ const HEAD: &[u8] = b"h";
 const CHECKPOINT: &[u8] = b"c";
 const RECORD_PREFIX: &[u8] = b"r/";
 const BATCH_PREFIX: &[u8] = b"b/";
+const OUTCOME_PREFIX: &[u8] = b"o/";
 
 /// A position in the chain: the sequence number of a record and the chain hash through it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -90,6 +92,19 @@ pub(crate) fn trim(tx: &mut Transaction<'_>, through: u64) -> u64 {
         tx.put(Cf::Audit, CHECKPOINT, p.encode());
     }
     removed
+}
+
+/// Stores the outcome of each request (by request id). Outcomes follow their records, outside
+/// the reply path, and are not part of the chain.
+pub(crate) fn attach_outcomes(tx: &mut Transaction<'_>, outcomes: &[(String, Vec<u8>)]) {
+    for (request_id, outcome) in outcomes {
+        tx.put(Cf::Audit, [OUTCOME_PREFIX, request_id.as_bytes()].concat(), outcome.clone());
+    }
+}
+
+/// The stored outcome of a request, if it has arrived.
+pub fn outcome(reader: &StateReader, request_id: &str) -> arca_storage::Result<Option<Vec<u8>>> {
+    reader.get(Cf::Audit, &[OUTCOME_PREFIX, request_id.as_bytes()].concat())
 }
 
 pub fn head(reader: &StateReader) -> ChainPoint {

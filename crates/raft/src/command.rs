@@ -37,9 +37,10 @@ pub enum Command {
     /// there first, the guard fails and they decide again (optimistic concurrency, as etcd's
     /// transactions).
     Txn { guards: Vec<Guard>, ops: Vec<Op> },
-    /// Appends audit records (barrier ciphertext) to the replicated, hash-chained audit log.
-    /// `batch_id` (random, from the proposer) makes a resent batch apply once.
-    Audit { batch_id: String, records: Vec<Vec<u8>> },
+    /// Appends audit records (barrier ciphertext) to the replicated, hash-chained audit log, and
+    /// stores outcomes (ciphertext) of earlier records by request id. `batch_id` (random, from
+    /// the proposer) makes a resent batch apply once.
+    Audit { batch_id: String, records: Vec<Vec<u8>>, outcomes: Vec<(String, Vec<u8>)> },
     /// Retention: drops the audit records up to `through`, leaving a checkpoint so the rest of
     /// the chain still verifies. `decided_ms` is when the leader decided it (for the record).
     AuditTrim { through: u64, decided_ms: i64 },
@@ -147,7 +148,8 @@ impl StoreConfig for TypeConfig {
                     CommandResult::Applied
                 }
             },
-            Command::Audit { batch_id, records } => {
+            Command::Audit { batch_id, records, outcomes } => {
+                crate::audit_log::attach_outcomes(tx, outcomes);
                 CommandResult::Audited { first_seq: crate::audit_log::append(tx, batch_id, records) }
             }
             Command::AuditTrim { through, .. } => {
