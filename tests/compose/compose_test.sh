@@ -13,6 +13,11 @@
 # locally with debootstrap: no image registry is needed.
 set -euo pipefail
 
+# podman's default (rootful) storage and networking: re-run as root when started by a user.
+if [ "$(id -u)" -ne 0 ]; then
+  exec sudo -E "$0" "$(realpath "${1:-${CARGO_TARGET_DIR:-$(dirname "$0")/../../target}/debug/arca}")"
+fi
+
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 target=${CARGO_TARGET_DIR:-$root/target}
