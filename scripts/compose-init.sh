@@ -19,17 +19,20 @@ in_node() { "${compose[@]}" exec -T "$1" "${@:2}"; }
 json_only() { sed -n '/^{/,/^}/p'; }
 pem_only() { sed -n '/-----BEGIN/,/-----END/p'; }
 status() { in_node "$1" arca status --format json 2>/dev/null | json_only; }
+# Whether node $1's status contains $2. The status is read whole first: `grep -q` stops reading
+# early, which under pipefail would turn a match into a failed pipeline.
+has() { local st; st=$(status "$1" || true); grep -q "$2" <<<"$st"; }
 
 # Every node serves `arca status` (sealed or not) once its process is up.
 for n in "${nodes[@]}"; do
   for _ in $(seq 1 60); do
-    status "$n" | grep -q '"node_id"' && break
+    has "$n" '"node_id"' && break
     sleep 1
   done
-  status "$n" | grep -q '"node_id"' || { echo "error: $n does not answer 'arca status'" >&2; exit 1; }
+  has "$n" '"node_id"' || { echo "error: $n does not answer 'arca status'" >&2; exit 1; }
 done
 
-if status node1 | grep -q '"initialized": false'; then
+if has node1 '"initialized": false'; then
   umask 077
   in_node node1 arca operator init --format json | json_only > "$init_file.tmp"
   mv "$init_file.tmp" "$init_file"
@@ -45,10 +48,10 @@ for n in "${nodes[@]}"; do
   for i in $(seq 0 $((threshold - 1))); do
     share=$(json . "d['shares'][$i]")
     # The share goes in on stdin, not the command line, so it stays out of process listings.
-    if ! status "$n" | grep -q '"sealed": true'; then break; fi
+    if ! has "$n" '"sealed": true'; then break; fi
     printf '%s\n' "$share" | in_node "$n" arca operator unseal >/dev/null
   done
-  status "$n" | grep -q '"sealed": false' || { echo "error: $n is still sealed" >&2; exit 1; }
+  has "$n" '"sealed": false' || { echo "error: $n is still sealed" >&2; exit 1; }
   echo "$n unsealed"
 done
 

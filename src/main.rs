@@ -10,6 +10,13 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
+    if !matches!(args.command, cli::Command::Server { .. }) {
+        // `arca … | head` should end quietly when the reader goes away, as Unix tools do,
+        // rather than panic on a broken pipe. (The server keeps Rust's default: it handles
+        // write errors itself.)
+        // SAFETY: called before any thread is started; SIG_DFL is a valid disposition.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

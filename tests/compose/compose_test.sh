@@ -28,6 +28,8 @@ compose=(podman-compose -p "$project")
 export COMPOSE="${compose[*]}" ARCA_COMPOSE_INIT=$work/init.json
 
 step() { printf '\n=== %s\n' "$*"; }
+# Whether `arca status` on the node at port $1 contains $2 (read whole first: see compose-init.sh).
+status_has() { local st; st=$(ARCA_ADDR=https://127.0.0.1:$1 "$host_arca" status --format json 2>/dev/null || true); grep -q "$2" <<<"$st"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 # podman without systemd, with the runc/cgroupfs setup this kernel needs.
@@ -57,7 +59,9 @@ trap teardown EXIT
 
 step "base image debian:bookworm-slim (debootstrap, offline from any registry)"
 if ! podman image exists docker.io/library/debian:bookworm-slim; then
-  mirror=$(grep -rhoE 'https?://[^ ]*debian[^ ]*' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | grep -v security | head -1)
+  # The mirror apt already uses: an active `URIs:` (deb822) or `deb` line, not a comment.
+  mirror=$( (grep -rhE '^(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null || true) \
+    | grep -oE 'https?://[^ ]*debian/?$|https?://[^ ]*debian ' | grep -v security | head -1 | tr -d ' ' || true)
   debootstrap --variant=minbase --include=ca-certificates bookworm "$work/rootfs" "${mirror:-http://deb.debian.org/debian}" >"$work/debootstrap.log" 2>&1 \
     || { tail -20 "$work/debootstrap.log"; fail "debootstrap"; }
   tar -C "$work/rootfs" -c . | podman import - docker.io/library/debian:bookworm-slim >/dev/null
@@ -77,7 +81,8 @@ step "up"
 "${compose[@]}" up -d >"$work/up.log" 2>&1 || { tail -30 "$work/up.log"; fail "podman-compose up"; }
 
 step "init and unseal through exec"
-eval "$(scripts/compose-init.sh | grep '^export ')"
+init_out=$(scripts/compose-init.sh)
+eval "$(grep '^export ' <<<"$init_out")"
 export ARCA_CACERT=$root/arca-ca.pem
 
 step "round trip from the host through the published ports"
@@ -96,10 +101,10 @@ podman kill "${project}_node3_1" >/dev/null
 step "restart node3: it comes back sealed, is unsealed, and has the write it missed"
 "${compose[@]}" start node3 >/dev/null 2>&1 || podman start "${project}_node3_1" >/dev/null
 for _ in $(seq 1 60); do
-  ARCA_ADDR=https://127.0.0.1:8220 "$host_arca" status --format json 2>/dev/null | grep -q '"sealed": true' && break
+  status_has 8220 '"sealed": true' && break
   sleep 1
 done
-ARCA_ADDR=https://127.0.0.1:8220 "$host_arca" status --format json | grep -q '"sealed": true' || fail "node3 not back sealed"
+status_has 8220 '"sealed": true' || fail "node3 not back sealed"
 scripts/compose-init.sh >/dev/null
 for _ in $(seq 1 30); do
   got=$(ARCA_ADDR=https://127.0.0.1:8220 "$host_arca" kv get --field password app/db 2>/dev/null || true)
@@ -112,10 +117,10 @@ step "down and up without -v: the data stays, the nodes come back sealed"
 "${compose[@]}" down >/dev/null 2>&1
 "${compose[@]}" up -d >"$work/up2.log" 2>&1 || { tail -30 "$work/up2.log"; fail "second up"; }
 for _ in $(seq 1 60); do
-  "$host_arca" status --format json 2>/dev/null | grep -q '"initialized": true' && break
+  status_has 8200 '"initialized": true' && break
   sleep 1
 done
-"$host_arca" status --format json | grep -q '"sealed": true' || fail "node1 not sealed after up"
+status_has 8200 '"sealed": true' || fail "node1 not sealed after up"
 scripts/compose-init.sh >/dev/null
 [ "$("$host_arca" kv get --field password app/db)" = while-node3-down ] || fail "data lost across down/up"
 
