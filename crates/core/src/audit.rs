@@ -68,6 +68,30 @@ impl Default for AuditConfig {
     }
 }
 
+/// Who made a request: empty for requests without a valid token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditCaller {
+    pub auth_method: String,
+    pub accessor: String,
+    pub identity: String,
+    pub policies: Vec<String>,
+}
+
+impl AuditCaller {
+    pub fn of(info: &TokenInfo) -> AuditCaller {
+        AuditCaller {
+            auth_method: info.auth.method.clone(),
+            accessor: info.accessor.clone(),
+            identity: if info.auth.identity.is_empty() {
+                info.display_name.clone()
+            } else {
+                info.auth.identity.clone()
+            },
+            policies: info.policies.clone(),
+        }
+    }
+}
+
 /// One audit record, as stored (encrypted) and as listed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
@@ -80,10 +104,8 @@ pub struct AuditRecord {
     pub remote: String,
     pub operation: String,
     pub path: String,
-    pub auth_method: String,
-    pub accessor: String,
-    pub identity: String,
-    pub policies: Vec<String>,
+    #[serde(flatten)]
+    pub caller: AuditCaller,
     /// `allowed`, `denied`, `unauthenticated`, or `none` (no token needed: logins, generate-root).
     pub decision: String,
     /// The capability that was required (on allowed and denied requests).
@@ -111,13 +133,7 @@ pub struct AuditOutcome {
     pub response_hmacs: BTreeMap<String, String>,
     /// Who the request turned out to be (a login's new identity), when the record did not know.
     #[serde(default)]
-    pub auth_method: String,
-    #[serde(default)]
-    pub accessor: String,
-    #[serde(default)]
-    pub identity: String,
-    #[serde(default)]
-    pub policies: Vec<String>,
+    pub caller: AuditCaller,
 }
 
 /// AAD of outcome ciphertexts.
@@ -134,11 +150,8 @@ impl AuditOutcome {
             r.decision = self.decision;
             r.capability = self.capability;
         }
-        if r.accessor.is_empty() && !self.accessor.is_empty() {
-            r.auth_method = self.auth_method;
-            r.accessor = self.accessor;
-            r.identity = self.identity;
-            r.policies = self.policies;
+        if r.caller.accessor.is_empty() && !self.caller.accessor.is_empty() {
+            r.caller = self.caller;
         }
         r.outcome = self.outcome;
         r.error = self.error;
@@ -218,8 +231,8 @@ impl AuditFilter {
         self.since_ms.is_none_or(|t| r.time_ms >= t)
             && self.until_ms.is_none_or(|t| r.time_ms < t)
             && r.path.starts_with(&self.path_prefix)
-            && (self.accessor.is_empty() || r.accessor == self.accessor)
-            && (self.identity.is_empty() || r.identity == self.identity)
+            && (self.accessor.is_empty() || r.caller.accessor == self.accessor)
+            && (self.identity.is_empty() || r.caller.identity == self.identity)
             && (self.outcome.is_empty() || r.outcome == self.outcome || r.decision == self.outcome)
     }
 
@@ -353,28 +366,18 @@ async fn run(node: RaftNode, config: AuditConfig, mut rx: mpsc::Receiver<Pending
 /// What request handling learned about the caller, for the record.
 #[derive(Debug, Default)]
 pub(crate) struct AuditContext {
-    pub auth_method: String,
-    pub accessor: String,
-    pub identity: String,
-    pub policies: Vec<String>,
+    pub caller: AuditCaller,
     pub decision: String,
     pub capability: String,
 }
 
 impl AuditContext {
     pub fn caller(&mut self, info: &TokenInfo) {
-        self.auth_method = info.auth.method.clone();
-        self.accessor = info.accessor.clone();
-        self.identity =
-            if info.auth.identity.is_empty() { info.display_name.clone() } else { info.auth.identity.clone() };
-        self.policies = info.policies.clone();
+        self.caller = AuditCaller::of(info);
     }
 
     pub fn fill(self, record: &mut AuditRecord) {
-        record.auth_method = self.auth_method;
-        record.accessor = self.accessor;
-        record.identity = self.identity;
-        record.policies = self.policies;
+        record.caller = self.caller;
         record.decision = if self.decision.is_empty() { "none".into() } else { self.decision };
         record.capability = self.capability;
     }

@@ -34,11 +34,14 @@ impl Core {
             let page = self.audit_list(keyring, &filter)?;
             let Some(last) = page.last() else { break };
             from_seq = last.seq + 1;
-            for r in page.iter().filter(|r| r.decision == "allowed" && !r.policies.iter().any(|p| p == ROOT_POLICY)) {
+            for r in
+                page.iter().filter(|r| r.decision == "allowed" && !r.caller.policies.iter().any(|p| p == ROOT_POLICY))
+            {
                 let caps: Vec<&str> = r.capability.split(['|', '+']).filter(|c| !c.is_empty()).collect();
                 // The rule that decided is the highest-priority matching pattern over all of the
                 // token's policies; every policy holding that pattern with the capability counts.
                 let matching: Vec<(&str, &crate::policy::Rule)> = r
+                    .caller
                     .policies
                     .iter()
                     .filter_map(|name| policies.get(name).map(|p| (name.as_str(), p)))

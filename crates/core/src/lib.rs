@@ -20,7 +20,7 @@ mod token;
 mod tokens;
 mod vault;
 
-pub use audit::{AuditConfig, AuditFilter, AuditRecord};
+pub use audit::{AuditCaller, AuditConfig, AuditFilter, AuditRecord};
 pub use error::{Error, Result};
 pub use grants::GrantUse;
 pub use kv::{SecretMetadata, VersionMetadata, DEFAULT_MAX_VERSIONS, MAX_VALUE_BYTES};

@@ -220,10 +220,7 @@ impl Core {
             decision: ctx.decision.clone(),
             capability: ctx.capability.clone(),
             duration_us: started.elapsed().as_micros() as u64,
-            auth_method: ctx.auth_method.clone(),
-            accessor: ctx.accessor.clone(),
-            identity: ctx.identity.clone(),
-            policies: ctx.policies.clone(),
+            caller: ctx.caller.clone(),
             ..Default::default()
         };
         match &result {

@@ -118,9 +118,9 @@ async fn every_node_holds_one_record_per_request_in_the_same_chain() {
     let denied = listed.iter().find(|r| r.outcome == "permission_denied").unwrap();
     assert_eq!((denied.decision.as_str(), denied.capability.as_str()), ("denied", "read"));
     assert_eq!(denied.path, "secret/data/other/x");
-    assert!(denied.policies.contains(&"app".to_string()) && !denied.accessor.is_empty());
+    assert!(denied.caller.policies.contains(&"app".to_string()) && !denied.caller.accessor.is_empty());
     let login = listed.iter().find(|r| r.operation == "Login").unwrap();
-    assert_eq!((login.auth_method.as_str(), login.identity.as_str()), ("approle", "web"));
+    assert_eq!((login.caller.auth_method.as_str(), login.caller.identity.as_str()), ("approle", "web"));
     assert!(login.request_hmacs["secret_id"].starts_with("hmac-sha256:"));
 
     // Searchable by HMAC, never in clear: not in the decrypted records, not in the stored bytes.
