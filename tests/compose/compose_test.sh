@@ -30,6 +30,8 @@ export COMPOSE="${compose[*]}" ARCA_COMPOSE_INIT=$work/init.json
 step() { printf '\n=== %s\n' "$*"; }
 # Whether `arca status` on the node at port $1 contains $2 (read whole first: see compose-init.sh).
 status_has() { local st; st=$(ARCA_ADDR=https://127.0.0.1:$1 "$host_arca" status --format json 2>/dev/null || true); grep -q "$2" <<<"$st"; }
+# Waits up to 60 s for `status_has $1 $2`.
+wait_status() { for _ in $(seq 1 60); do status_has "$1" "$2" && return 0; sleep 1; done; return 1; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 # podman without systemd, with the runc/cgroupfs setup this kernel needs.
@@ -100,11 +102,7 @@ podman kill "${project}_node3_1" >/dev/null
 
 step "restart node3: it comes back sealed, is unsealed, and has the write it missed"
 "${compose[@]}" start node3 >/dev/null 2>&1 || podman start "${project}_node3_1" >/dev/null
-for _ in $(seq 1 60); do
-  status_has 8220 '"sealed": true' && break
-  sleep 1
-done
-status_has 8220 '"sealed": true' || fail "node3 not back sealed"
+wait_status 8220 '"sealed": true' || fail "node3 not back sealed"
 scripts/compose-init.sh >/dev/null
 for _ in $(seq 1 30); do
   got=$(ARCA_ADDR=https://127.0.0.1:8220 "$host_arca" kv get --field password app/db 2>/dev/null || true)
@@ -116,10 +114,7 @@ done
 step "down and up without -v: the data stays, the nodes come back sealed"
 "${compose[@]}" down >/dev/null 2>&1
 "${compose[@]}" up -d >"$work/up2.log" 2>&1 || { tail -30 "$work/up2.log"; fail "second up"; }
-for _ in $(seq 1 60); do
-  status_has 8200 '"initialized": true' && break
-  sleep 1
-done
+wait_status 8200 '"initialized": true' || true
 status_has 8200 '"sealed": true' || fail "node1 not sealed after up"
 scripts/compose-init.sh >/dev/null
 [ "$("$host_arca" kv get --field password app/db)" = while-node3-down ] || fail "data lost across down/up"

@@ -369,6 +369,8 @@ pub(crate) struct AuditContext {
     pub caller: AuditCaller,
     pub decision: String,
     pub capability: String,
+    /// The token record the pre-barrier check decrypted (raw bytes and contents).
+    pub known: Option<(Vec<u8>, TokenInfo)>,
 }
 
 impl AuditContext {

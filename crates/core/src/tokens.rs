@@ -206,7 +206,14 @@ impl Core {
     }
 
     /// Looks a token up by its hash and checks its expiry; takes one use of a limited token.
-    pub(crate) async fn authenticate(&self, keyring: &Keyring, token: Option<&str>) -> Result<Caller> {
+    /// `known`: a record this request already decrypted (before its barrier); reused if the
+    /// stored bytes are still exactly those.
+    pub(crate) async fn authenticate(
+        &self,
+        keyring: &Keyring,
+        token: Option<&str>,
+        mut known: Option<(Vec<u8>, TokenInfo)>,
+    ) -> Result<Caller> {
         let token = token.ok_or(Error::MissingToken)?;
         if !token::well_formed(token) {
             return Err(Error::BadToken);
@@ -214,7 +221,10 @@ impl Core {
         let key = token::storage_key(token);
         for _ in 0..crate::vault::MAX_TXN_ATTEMPTS {
             let raw = self.node.reader().get(Cf::Tokens, &key)?.ok_or(Error::BadToken)?;
-            let mut info: TokenInfo = decrypt_json(keyring, &key, &raw)?;
+            let mut info: TokenInfo = match known.take() {
+                Some((seen, info)) if seen == raw => info,
+                _ => decrypt_json(keyring, &key, &raw)?,
+            };
             if info.expired_at(now_ms()) {
                 return Err(Error::BadToken);
             }

@@ -207,13 +207,15 @@ impl Core {
         // taken). It goes into the record, whose commit is then the read barrier; the request is
         // decided again on the current state right after, and the outcome says what happened.
         let mut pre = AuditContext::default();
-        self.precheck(&keyring, &req, &mut pre);
+        let known = self.precheck(&keyring, &req, &mut pre);
         pre.fill(&mut record);
+        // A seal needs no quorum (it protects): it is handled first, recorded after.
+        let seal = matches!(req.op, Operation::Seal);
         // Fail closed: without a committed record the request is not handled at all.
-        if !matches!(req.op, Operation::Seal) {
+        if !seal {
             self.batcher.commit(record.seal(&keyring)?, started).await?;
         }
-        let mut ctx = AuditContext::default();
+        let mut ctx = AuditContext { known, ..Default::default() };
         let result = self.dispatch(req, &mut ctx, false).await;
         let mut outcome = AuditOutcome {
             request_id: record.request_id.clone(),
@@ -234,8 +236,7 @@ impl Core {
                 outcome.error = e.to_string();
             }
         }
-        if matches!(record.operation.as_str(), "Seal") {
-            // A seal needs no quorum (it protects): its record, with its outcome, goes after.
+        if seal {
             outcome.clone().merge_into(&mut record);
             self.batcher.commit(record.seal(&keyring)?, started).await?;
         } else {
@@ -244,22 +245,26 @@ impl Core {
         result
     }
 
-    /// The caller and the decision on this node's current state, without side effects.
-    fn precheck(&self, keyring: &Keyring, req: &Request, ctx: &mut AuditContext) {
+    /// The caller and the decision on this node's current state, without side effects. Returns
+    /// the token record it decrypted, so authentication after the barrier can skip decrypting
+    /// it again when it is unchanged.
+    fn precheck(&self, keyring: &Keyring, req: &Request, ctx: &mut AuditContext) -> Option<(Vec<u8>, TokenInfo)> {
         if matches!(req.op, Operation::Login(_) | Operation::GenerateRoot { .. }) {
             ctx.decision = "none".into();
-            return;
+            return None;
         }
         ctx.decision = "unauthenticated".into();
-        let Some(t) = req.token.as_deref().filter(|t| token::well_formed(t)) else { return };
+        let t = req.token.as_deref().filter(|t| token::well_formed(t))?;
         let key = token::storage_key(t);
-        let Ok(Some(raw)) = self.node.reader().get(Cf::Tokens, &key) else { return };
-        let Ok(info) = decrypt_json::<TokenInfo>(keyring, &key, &raw) else { return };
+        let raw = self.node.reader().get(Cf::Tokens, &key).ok()??;
+        let info = decrypt_json::<TokenInfo>(keyring, &key, &raw).ok()?;
         if info.expired_at(now_ms()) {
-            return;
+            return None;
         }
         ctx.caller(&info);
-        let _ = self.authorize(&Caller { key, info }, &req.op, ctx);
+        let caller = Caller { key, info };
+        let _ = self.authorize(&caller, &req.op, ctx);
+        Some((raw, caller.info))
     }
 
     /// Committed audit records, without an authorization check or a record of its own: only for
@@ -356,7 +361,7 @@ impl Core {
             op => op,
         };
         ctx.decision = "unauthenticated".into();
-        let caller = self.authenticate(&keyring, token.as_deref().map(String::as_str)).await?;
+        let caller = self.authenticate(&keyring, token.as_deref().map(String::as_str), ctx.known.take()).await?;
         ctx.caller(&caller.info);
         self.authorize(&caller, &op, ctx)?;
         self.execute(&keyring, &caller, op).await
