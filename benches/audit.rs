@@ -8,6 +8,9 @@
 //! shipped binary is never built with it. Each run is bounded: `ROUND` per configuration, at most
 //! `MAX_READS` reads per client. Reported: reads/s, p50 and p99 latency, and the audited/unaudited
 //! throughput ratio measured in the same run.
+//!
+//! For profiling one side: `ARCA_BENCH_CLIENTS=64` runs only that client count, and
+//! `ARCA_BENCH_SIDE=audited` (or `unaudited`) only that side (no ratio is printed then).
 
 use std::time::{Duration, Instant};
 
@@ -84,7 +87,15 @@ fn main() {
             "{:>8} {:>12} {:>10} {:>10} {:>12} {:>10} {:>10} {:>8}",
             "clients", "audited/s", "p50", "p99", "unaudited/s", "p50", "p99", "ratio"
         );
-        for clients in CLIENTS {
+        let only_clients: Option<usize> = std::env::var("ARCA_BENCH_CLIENTS").ok().and_then(|v| v.parse().ok());
+        let side = std::env::var("ARCA_BENCH_SIDE").unwrap_or_default();
+        for clients in CLIENTS.into_iter().filter(|c| only_clients.is_none_or(|o| o == *c)) {
+            if !side.is_empty() {
+                let cores = if side == "audited" { &audited } else { &unaudited };
+                let f = load(cores, &token, clients).await;
+                println!("{clients:>8} {side} {:>12.0}/s {:>10.2?} {:>10.2?}", f.per_sec, f.p50, f.p99);
+                continue;
+            }
             let base = load(&unaudited, &token, clients).await;
             let with = load(&audited, &token, clients).await;
             println!(

@@ -69,15 +69,43 @@ impl Default for AuditConfig {
 }
 
 /// Who made a request: empty for requests without a valid token.
+///
+/// Records and outcomes leave empty fields out when serialised: every byte of them is written
+/// to the Raft log and the audit column family on every member, so their size is what audited
+/// throughput pays for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AuditCaller {
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub auth_method: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub accessor: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub identity: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<String>,
 }
 
+/// A new request id: 48 bits of milliseconds, then 80 random bits, hex (the layout of a
+/// UUIDv7). Outcomes are stored under their request id, so ids that grow with time make those
+/// inserts nearly sequential; random ids made RocksDB's memtable re-search its skip list on
+/// every insert, a tenth of the audit pipeline's CPU.
+pub(crate) fn request_id() -> Result<String> {
+    let mut id = [0u8; 16];
+    id[..6].copy_from_slice(&crate::now_ms().to_be_bytes()[2..]);
+    arca_crypto::random_bytes(&mut id[6..]).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(hex::encode(id))
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl AuditCaller {
+    fn is_empty(&self) -> bool {
+        self.accessor.is_empty() && self.identity.is_empty() && self.auth_method.is_empty() && self.policies.is_empty()
+    }
+
     pub fn of(info: &TokenInfo) -> AuditCaller {
         AuditCaller {
             auth_method: info.auth.method.clone(),
@@ -94,13 +122,15 @@ impl AuditCaller {
 
 /// One audit record, as stored (encrypted) and as listed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AuditRecord {
     /// Sequence number in the cluster-wide chain (assigned at apply; 0 before).
-    #[serde(default)]
+    #[serde(skip_serializing_if = "is_zero")]
     pub seq: u64,
     pub time_ms: i64,
     pub request_id: String,
     pub node: u64,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub remote: String,
     pub operation: String,
     pub path: String,
@@ -111,28 +141,39 @@ pub struct AuditRecord {
     /// The capability that was required (on allowed and denied requests).
     pub capability: String,
     /// `ok` or the error kind (`permission_denied`, `invalid_argument`, …).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub outcome: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub error: String,
+    #[serde(skip_serializing_if = "is_zero")]
     pub duration_us: u64,
     /// Sensitive request values by name, as HMACs.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub request_hmacs: BTreeMap<String, String>,
     /// Sensitive reply values by name, as HMACs.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub response_hmacs: BTreeMap<String, String>,
 }
 
-/// What happened after a record was committed: attached to it by request id.
+/// What happened after a record was committed: attached to it by request id. Fields equal to
+/// the record's own (decision, caller) are left empty and taken from the record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AuditOutcome {
     pub request_id: String,
     /// The decision on the current state (after the barrier); normally the record's own.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub decision: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub capability: String,
     pub outcome: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub error: String,
     pub duration_us: u64,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub response_hmacs: BTreeMap<String, String>,
     /// Who the request turned out to be (a login's new identity), when the record did not know.
-    #[serde(default)]
+    #[serde(skip_serializing_if = "AuditCaller::is_empty")]
     pub caller: AuditCaller,
 }
 

@@ -195,7 +195,7 @@ impl Core {
         let started = std::time::Instant::now();
         let mut record = AuditRecord {
             time_ms: now_ms(),
-            request_id: token::random_id(16)?,
+            request_id: crate::audit::request_id()?,
             node: self.node.id(),
             remote: req.remote.map(|r| r.to_string()).unwrap_or_default(),
             operation: req.op.name().to_string(),
@@ -217,12 +217,14 @@ impl Core {
         }
         let mut ctx = AuditContext { known, ..Default::default() };
         let result = self.dispatch(req, &mut ctx, false).await;
+        // The outcome carries only what the record does not already say.
+        let changed = ctx.decision != record.decision || ctx.capability != record.capability;
         let mut outcome = AuditOutcome {
             request_id: record.request_id.clone(),
-            decision: ctx.decision.clone(),
-            capability: ctx.capability.clone(),
+            decision: if changed { ctx.decision.clone() } else { String::new() },
+            capability: if changed { ctx.capability.clone() } else { String::new() },
             duration_us: started.elapsed().as_micros() as u64,
-            caller: ctx.caller.clone(),
+            caller: if record.caller.accessor.is_empty() { ctx.caller.clone() } else { Default::default() },
             ..Default::default()
         };
         match &result {
