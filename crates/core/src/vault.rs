@@ -269,10 +269,33 @@ impl Core {
         Some((raw, caller.info))
     }
 
-    /// Committed audit records, without an authorization check or a record of its own: only for
-    /// continuing a stream whose opening request was authorized and audited (`arca audit tail
-    /// --follow`).
-    pub fn audit_records_after_authorization(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+    /// Whether `token` may still do `op`, on this node's current state, without a record of its
+    /// own: for the later pages of a stream whose opening request was authorized and audited.
+    /// A stream must end when its token is revoked, expires or loses the policy.
+    pub fn still_allowed(&self, token: Option<&Zeroizing<String>>, op: Operation) -> Result<()> {
+        let keyring = self.keyring()?;
+        let mut ctx = AuditContext::default();
+        let path = op.logical_path();
+        self.precheck(&keyring, &Request::new(token.cloned(), op), &mut ctx);
+        match ctx.decision.as_str() {
+            "allowed" => Ok(()),
+            "unauthenticated" => Err(Error::PermissionDenied(
+                "the stream's token is no longer valid (expired or revoked); log in again".into(),
+            )),
+            _ => Err(Error::PermissionDenied(format!(
+                "the stream's token no longer has '{}' on '{path}'",
+                ctx.capability
+            ))),
+        }
+    }
+
+    /// Committed audit records for a following tail: re-checks the caller's token first.
+    pub fn audit_records_after_authorization(
+        &self,
+        token: Option<&Zeroizing<String>>,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditRecord>> {
+        self.still_allowed(token, Operation::AuditList(filter.clone()))?;
         self.audit_list(&*self.keyring()?, filter)
     }
 

@@ -249,3 +249,35 @@ path "secret/data/legacy/*" { capabilities = ["read"] }
     assert!(legacy.holders.contains(&format!("token/{}", info.accessor)), "{:?}", legacy.holders);
     v.cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_following_tail_stops_once_its_token_is_revoked() {
+    let v = Vault::start().await;
+    let text = r#"path "sys/audit/*" { capabilities = ["read", "list", "sudo"] }"#;
+    v.root(0, Operation::PolicyWrite { name: "auditor".into(), text: text.into() }).await;
+    let Reply::TokenCreated { token, .. } =
+        v.root(1, Operation::TokenCreate(TokenCreate { policies: vec!["auditor".into()], ..Default::default() })).await
+    else {
+        panic!()
+    };
+    let token = Zeroizing::new(token.to_string());
+    let page = AuditFilter { limit: 10, ..Default::default() };
+    // The check each later page of the stream makes, on every node.
+    for core in &v.cores {
+        core.audit_records_after_authorization(Some(&token), &page).unwrap();
+        assert!(core.audit_records_after_authorization(None, &page).is_err());
+    }
+    v.root(2, Operation::TokenRevoke(TokenRef::Token(token.clone()))).await;
+    for core in &v.cores {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let err = loop {
+            match core.audit_records_after_authorization(Some(&token), &page) {
+                Err(e) => break e,
+                Ok(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+                Ok(_) => panic!("a revoked token still reads the audit log on node {}", core.node().id()),
+            }
+        };
+        assert!(matches!(err, Error::PermissionDenied(ref m) if m.contains("no longer valid")), "{err}");
+    }
+    v.cluster.shutdown().await;
+}

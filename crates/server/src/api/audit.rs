@@ -75,9 +75,10 @@ impl proto::audit_server::Audit for Api {
         let from_seq = self.core.audit_head().saturating_sub(last) + 1;
         let first = self.records(&req, AuditFilter { from_seq, limit: 10_000, ..Default::default() }).await?;
         let core = self.core.clone();
+        let token = super::token(&req);
         let stream = async_stream(first, follow, move |from_seq| {
-            core.audit_records_after_authorization(&AuditFilter { from_seq, limit: 10_000, ..Default::default() })
-                .map_err(status)
+            let filter = AuditFilter { from_seq, limit: 10_000, ..Default::default() };
+            core.audit_records_after_authorization(token.as_ref(), &filter).map_err(status)
         });
         Ok(Response::new(Box::pin(stream)))
     }

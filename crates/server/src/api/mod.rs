@@ -28,7 +28,7 @@ pub(crate) fn status(e: CoreError) -> Status {
 }
 
 /// The token from `authorization` metadata (`Bearer <token>` or the bare token).
-fn token<T>(req: &GrpcRequest<T>) -> Option<Zeroizing<String>> {
+pub(crate) fn token<T>(req: &GrpcRequest<T>) -> Option<Zeroizing<String>> {
     let raw = req.metadata().get("authorization")?.to_str().ok()?;
     let t = raw.strip_prefix("Bearer ").unwrap_or(raw).trim();
     (!t.is_empty()).then(|| Zeroizing::new(t.to_string()))
