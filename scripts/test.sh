@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Runs Arca's whole test suite on a Debian machine: installs missing build prerequisites,
 # checks formatting, lints and the compose file, then runs every test (unit, RocksDB storage conformance,
-# multi-node TLS clusters, CLI end-to-end) with cargo-nextest (or cargo test without it).
+# multi-node TLS clusters, rotation against PostgreSQL, CLI end-to-end) with cargo-nextest (or cargo test without it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/ensure-apt-packages.sh clang libclang-dev docker-compose \
-    podman podman-compose runc netavark aardvark-dns debootstrap binutils
+    podman podman-compose runc netavark aardvark-dns debootstrap binutils postgresql
+# The rotation tests run against a real PostgreSQL on 127.0.0.1:5432.
+./scripts/postgres-setup.sh
 
 cargo fmt --all -- --check
 # The compose file is valid for docker-compose too (it is run for real with podman below).

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use arca_server::proto::{
     audit_client::AuditClient, auth_client::AuthClient, kv_client::KvClient, policy_client::PolicyClient,
-    sys_client::SysClient, token_client::TokenClient,
+    rotation_client::RotationClient, sys_client::SysClient, token_client::TokenClient,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -93,6 +93,10 @@ impl Client {
 
     pub fn auth(&self) -> AuthClient<Channel> {
         AuthClient::new(self.channel.clone())
+    }
+
+    pub fn rotation(&self) -> RotationClient<Channel> {
+        RotationClient::new(self.channel.clone())
     }
 
     /// Whether a client certificate is presented.

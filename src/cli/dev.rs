@@ -86,6 +86,9 @@ fn node_config(
 ) -> CliResult<PathBuf> {
     let node_dir = dir.join(format!("node{id}"));
     std::fs::create_dir_all(&node_dir).map_err(io_err(&node_dir))?;
+    // Command rotator functions of every node of the dev cluster: DIR/rotators.
+    let rotators = dir.join("rotators");
+    std::fs::create_dir_all(&rotators).map_err(io_err(&rotators))?;
     let formation = match join {
         None => "bootstrap = true".to_string(),
         Some(port) => format!("join = [\"127.0.0.1:{port}\"]"),
@@ -93,8 +96,9 @@ fn node_config(
     let text = format!(
         "node_id = {id}\ndata_dir = {data:?}\nlog_level = \"info\"\n\n[api]\nlisten = \"127.0.0.1:{api}\"\nadvertise = \"127.0.0.1:{api}\"\n\n\
          [cluster]\nlisten = \"127.0.0.1:{cluster}\"\nadvertise = \"127.0.0.1:{cluster}\"\n{formation}\n\n\
-         [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n",
+         [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n\n[rotation]\nfunctions_dir = {functions:?}\n",
         data = node_dir.join("data"),
+        functions = rotators,
         ca = certs.ca,
         cert = certs.cert,
         key = certs.key,

@@ -25,8 +25,11 @@ pub enum KvCommand {
     /// Read a secret (the current version unless --version).
     Get {
         path: String,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "stage")]
         version: Option<u64>,
+        /// Read the version labelled current, pending or previous (rotation stages).
+        #[arg(long)]
+        stage: Option<String>,
         /// Print only this field's value.
         #[arg(long)]
         field: Option<String>,
@@ -142,11 +145,13 @@ pub async fn run(cmd: KvCommand, client: &Client, format: Format) -> CliResult {
             let v = kv.put(client.req(proto::PutRequest { path, data, cas })).await?.into_inner();
             print(format, &version_json(&v));
         }
-        KvCommand::Get { path, version, field } => {
-            let got = kv
-                .get(client.req(proto::GetRequest { path: path.clone(), version: version.unwrap_or(0) }))
-                .await?
-                .into_inner();
+        KvCommand::Get { path, version, stage, field } => {
+            let req = proto::GetRequest {
+                path: path.clone(),
+                version: version.unwrap_or(0),
+                stage: stage.unwrap_or_default(),
+            };
+            let got = kv.get(client.req(req)).await?.into_inner();
             if let Some(f) = field {
                 let v = got.data.get(&f).ok_or_else(|| CliError::new(format!("secret {path} has no field {f:?}")))?;
                 println!("{v}");

@@ -8,6 +8,7 @@ mod kv;
 mod operator;
 mod output;
 mod policy;
+mod rotation;
 mod token;
 
 use std::path::PathBuf;
@@ -121,6 +122,9 @@ pub enum Command {
     /// The audit trail: list, tail, export, verify, hash.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Automatic rotation: set, now, status, disable; command rotator functions.
+    #[command(subcommand)]
+    Rotation(rotation::RotationCommand),
     /// Development helpers: a local cluster, certificates.
     #[command(subcommand)]
     Dev(dev::DevCommand),
@@ -152,6 +156,7 @@ pub async fn run(args: Args) -> CliResult {
         Command::Audit(cmd) => {
             audit::run(cmd, &client().await?, args.format, args.cacert.as_deref(), token.as_deref()).await
         }
+        Command::Rotation(cmd) => rotation::run(cmd, &client().await?, args.format).await,
         Command::Dev(cmd) => dev::run(cmd).await,
     }
 }

@@ -243,7 +243,7 @@ pub(crate) fn outcome(e: &Error) -> &'static str {
         Error::MissingToken | Error::BadToken | Error::LoginFailed(_) => "unauthenticated",
         Error::PermissionDenied(_) => "permission_denied",
         Error::NotFound(_) => "not_found",
-        Error::CasMismatch { .. } => "failed_precondition",
+        Error::CasMismatch { .. } | Error::Rotation(_) => "failed_precondition",
         Error::Conflict => "aborted",
         Error::Cluster(_) | Error::AuditUnavailable => "unavailable",
         Error::Storage(_) | Error::Corrupt { .. } | Error::Internal(_) => "internal",

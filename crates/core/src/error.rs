@@ -54,6 +54,11 @@ pub enum Error {
     #[error("stored data failed to decrypt or decode at {path}: {reason}; this indicates corruption or tampering")]
     Corrupt { path: String, reason: String },
 
+    /// A rotation step failed on the target system or in the rotator; the rotation retries
+    /// with backoff and `current` stays as it was.
+    #[error("rotation step failed: {0}")]
+    Rotation(String),
+
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -27,6 +27,29 @@ pub struct VersionMetadata {
     pub destroyed: bool,
 }
 
+/// A version's stage label. `current` is what reads return by default; rotation writes its new
+/// value as `pending` and, when it finishes, moves `current` to it and labels the old one
+/// `previous` (still valid on the target for alternating-user rotation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Current,
+    Pending,
+    Previous,
+}
+
+impl std::str::FromStr for Stage {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Stage> {
+        match s {
+            "current" => Ok(Stage::Current),
+            "pending" => Ok(Stage::Pending),
+            "previous" => Ok(Stage::Previous),
+            other => Err(Error::InvalidArgument(format!("unknown stage {other:?}: use current, pending or previous"))),
+        }
+    }
+}
+
 /// A secret's metadata: current version and every version still tracked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretMetadata {
@@ -36,6 +59,12 @@ pub struct SecretMetadata {
     pub created_ms: i64,
     pub updated_ms: i64,
     pub versions: BTreeMap<u64, VersionMetadata>,
+    /// The version labelled `pending` (a rotation in progress).
+    #[serde(default)]
+    pub pending_version: Option<u64>,
+    /// The version labelled `previous` (the one `current` replaced).
+    #[serde(default)]
+    pub previous_version: Option<u64>,
 }
 
 impl SecretMetadata {
@@ -47,7 +76,48 @@ impl SecretMetadata {
             created_ms: now,
             updated_ms: now,
             versions: BTreeMap::new(),
+            pending_version: None,
+            previous_version: None,
         }
+    }
+
+    /// The number the next version gets: above every version ever tracked, pending included.
+    fn next_version(&self) -> u64 {
+        self.versions.keys().next_back().copied().unwrap_or(0).max(self.current_version) + 1
+    }
+
+    /// Adds a version labelled `pending`, leaving `current` as it is. Returns it and the versions
+    /// pruned beyond `max_versions`.
+    pub(crate) fn add_pending(&mut self, now: i64) -> (VersionMetadata, Vec<u64>) {
+        let v = VersionMetadata { version: self.next_version(), created_ms: now, ..Default::default() };
+        self.pending_version = Some(v.version);
+        self.updated_ms = now;
+        self.versions.insert(v.version, v.clone());
+        (v, self.prune())
+    }
+
+    /// Makes the pending version current; the old current becomes `previous`.
+    pub(crate) fn promote_pending(&mut self, now: i64) -> Result<u64> {
+        let pending = self.pending_version.take().ok_or(Error::Conflict)?;
+        if self.current_version != 0 {
+            self.previous_version = Some(self.current_version);
+        }
+        self.current_version = pending;
+        self.updated_ms = now;
+        Ok(pending)
+    }
+
+    /// The version carrying `stage`, if any.
+    pub fn stage_version(&self, stage: Stage) -> Option<u64> {
+        match stage {
+            Stage::Current => (self.current_version != 0).then_some(self.current_version),
+            Stage::Pending => self.pending_version,
+            Stage::Previous => self.previous_version,
+        }
+    }
+
+    fn labelled(&self, v: u64) -> bool {
+        v == self.current_version || Some(v) == self.pending_version || Some(v) == self.previous_version
     }
 
     /// Adds the next version, checking `cas`. Returns the new version and the versions pruned
@@ -58,18 +128,25 @@ impl SecretMetadata {
                 return Err(Error::CasMismatch { expected, current: self.current_version });
             }
         }
-        let v = VersionMetadata { version: self.current_version + 1, created_ms: now, ..Default::default() };
+        let v = VersionMetadata { version: self.next_version(), created_ms: now, ..Default::default() };
+        if self.current_version != 0 {
+            self.previous_version = Some(self.current_version);
+        }
         self.current_version = v.version;
         self.updated_ms = now;
         self.versions.insert(v.version, v.clone());
         Ok((v, self.prune()))
     }
 
+    /// Drops the oldest versions beyond `max_versions`, never one with a stage label (a
+    /// rotation's `previous` must stay readable however small `max_versions` is).
     pub(crate) fn prune(&mut self) -> Vec<u64> {
         let mut pruned = Vec::new();
-        while self.versions.len() > self.max_versions as usize {
-            let (oldest, _) = self.versions.pop_first().expect("non-empty");
-            pruned.push(oldest);
+        let excess = self.versions.len().saturating_sub(self.max_versions as usize);
+        let oldest: Vec<u64> = self.versions.keys().copied().filter(|v| !self.labelled(*v)).take(excess).collect();
+        for v in oldest {
+            self.versions.remove(&v);
+            pruned.push(v);
         }
         pruned
     }

@@ -109,6 +109,8 @@ impl Core {
         const CREATE_OR_UPDATE: &[Capability] = &[Create, Update];
         let n = match op {
             Operation::KvGet { .. }
+            | Operation::KvGetStage { .. }
+            | Operation::RotationStatus { path: Some(_) }
             | Operation::KvMetadata { .. }
             | Operation::Leader
             | Operation::PolicyRead { .. }
@@ -145,6 +147,12 @@ impl Core {
                 Need { any: &[Read], sudo: true }
             }
             Operation::AuditHash { .. } => Need { any: &[Update], sudo: true },
+            Operation::RotationStatus { path: None } | Operation::RotationFunctionList => need(&[List, Read]),
+            Operation::RotationSet(_) | Operation::RotationDisable { .. } | Operation::RotationNow { .. } => {
+                need(CREATE_OR_UPDATE)
+            }
+            // Registering code that the nodes will run: sudo.
+            Operation::RotationFunctionRegister { .. } => Need { any: &[Update], sudo: true },
             Operation::SealStatus
             | Operation::Health
             | Operation::Unseal { .. }

@@ -118,6 +118,11 @@ pub enum Operation {
         path: String,
         version: Option<u64>,
     },
+    /// Reads the version carrying a stage label.
+    KvGetStage {
+        path: String,
+        stage: crate::kv::Stage,
+    },
     KvList {
         prefix: String,
     },
@@ -210,6 +215,27 @@ pub enum Operation {
     AuditUnusedGrants {
         since_ms: i64,
     },
+    // Rotation.
+    /// Sets (or replaces) the rotation of a secret.
+    RotationSet(crate::rotation::RotationConfig),
+    /// Disables a secret's rotation (its configuration and history stay).
+    RotationDisable {
+        path: String,
+    },
+    /// Asks the leader to rotate now, whatever the schedule.
+    RotationNow {
+        path: String,
+    },
+    /// The rotation status of one secret, or of every secret with a rotation (`None`).
+    RotationStatus {
+        path: Option<String>,
+    },
+    /// Registers an executable of the nodes' `rotation.functions_dir` by name and SHA-256.
+    RotationFunctionRegister {
+        name: String,
+        sha256: String,
+    },
+    RotationFunctionList,
 }
 
 impl std::fmt::Debug for Operation {
@@ -218,6 +244,7 @@ impl std::fmt::Debug for Operation {
         match self {
             Operation::KvPut { path, cas, .. } => write!(f, "KvPut({path:?}, cas={cas:?})"),
             Operation::KvGet { path, version } => write!(f, "KvGet({path:?}, version={version:?})"),
+            Operation::KvGetStage { path, stage } => write!(f, "KvGetStage({path:?}, {stage:?})"),
             Operation::KvList { prefix } => write!(f, "KvList({prefix:?})"),
             Operation::KvDelete { path, .. } => write!(f, "KvDelete({path:?})"),
             Operation::KvUndelete { path, .. } => write!(f, "KvUndelete({path:?})"),
@@ -249,6 +276,7 @@ impl Operation {
             Operation::Join { .. } => "sys/storage/raft/join".into(),
             Operation::RemovePeer { .. } => "sys/storage/raft/remove-peer".into(),
             Operation::KvPut { path, .. } | Operation::KvGet { path, .. } => format!("secret/data/{path}"),
+            Operation::KvGetStage { path, .. } => format!("secret/data/{path}"),
             Operation::KvList { prefix } => format!("secret/metadata/{prefix}"),
             // Deleting the latest version is a DELETE on the data path in Vault; named versions
             // go through `delete/`.
@@ -284,6 +312,13 @@ impl Operation {
             Operation::AuditVerify { .. } => "sys/audit/verify".into(),
             Operation::AuditHash { .. } => "sys/audit/hash".into(),
             Operation::AuditUnusedGrants { .. } => "sys/audit/unused-grants".into(),
+            Operation::RotationSet(c) => format!("sys/rotation/config/{}", c.path),
+            Operation::RotationDisable { path } => format!("sys/rotation/config/{path}"),
+            Operation::RotationNow { path } => format!("sys/rotation/rotate/{path}"),
+            Operation::RotationStatus { path: Some(path) } => format!("sys/rotation/status/{path}"),
+            Operation::RotationStatus { path: None } => "sys/rotation/status".into(),
+            Operation::RotationFunctionRegister { name, .. } => format!("sys/rotation/function/{name}"),
+            Operation::RotationFunctionList => "sys/rotation/function".into(),
         }
     }
 
@@ -330,6 +365,13 @@ impl Operation {
             Operation::AuditVerify { .. } => "AuditVerify",
             Operation::AuditHash { .. } => "AuditHash",
             Operation::AuditUnusedGrants { .. } => "AuditUnusedGrants",
+            Operation::KvGetStage { .. } => "KvGetStage",
+            Operation::RotationSet(_) => "RotationSet",
+            Operation::RotationDisable { .. } => "RotationDisable",
+            Operation::RotationNow { .. } => "RotationNow",
+            Operation::RotationStatus { .. } => "RotationStatus",
+            Operation::RotationFunctionRegister { .. } => "RotationFunctionRegister",
+            Operation::RotationFunctionList => "RotationFunctionList",
         }
     }
 }
@@ -385,6 +427,8 @@ pub enum Reply {
     },
     Hash(String),
     Grants(Vec<crate::GrantUse>),
+    Rotations(Vec<crate::rotation::RotationStatus>),
+    Functions(Vec<(String, String)>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -466,6 +510,8 @@ impl std::fmt::Debug for Reply {
             Reply::AuditVerification { .. } => "AuditVerification",
             Reply::Hash(_) => "Hash",
             Reply::Grants(_) => "Grants",
+            Reply::Rotations(_) => "Rotations",
+            Reply::Functions(_) => "Functions",
         };
         write!(f, "Reply::{name}")
     }

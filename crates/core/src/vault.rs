@@ -42,7 +42,9 @@ pub struct Core {
     /// Shares collected towards a new root token.
     pub(crate) root_generation: Arc<Mutex<Option<ShareCollector>>>,
     /// This node's audit group-commit queue.
-    batcher: Batcher,
+    pub(crate) batcher: Batcher,
+    /// What this node's config file allows rotators to run and call.
+    pub(crate) rotation_settings: Arc<crate::rotation::RotationSettings>,
     audit_config: AuditConfig,
     /// Only in benchmark builds: whether requests are audited.
     #[cfg(feature = "bench-unaudited")]
@@ -80,9 +82,15 @@ impl Core {
             batcher,
             audit_hasher: Arc::new(Mutex::new(None)),
             audit_config: audit,
+            rotation_settings: Arc::default(),
             #[cfg(feature = "bench-unaudited")]
             audited: true,
         }
+    }
+
+    /// The rotation settings of this node's config file (functions dir, webhook allow-list).
+    pub fn with_rotation(self, settings: crate::rotation::RotationSettings) -> Core {
+        Core { rotation_settings: Arc::new(settings), ..self }
     }
 
     /// Benchmark builds only: a core whose requests skip the audit pipeline (the baseline that
@@ -412,6 +420,14 @@ impl Core {
             }
             Operation::KvPut { path, data, cas } => self.kv_put(keyring, &path, &data, cas).await.map(Reply::KvWritten),
             Operation::KvGet { path, version } => self.kv_get(keyring, &path, version),
+            Operation::KvGetStage { path, stage } => {
+                validate_path(&path)?;
+                let (meta, _) = self.read_meta(keyring, &path)?.ok_or_else(|| not_found(&path))?;
+                let version = meta
+                    .stage_version(stage)
+                    .ok_or_else(|| Error::NotFound(format!("no version of {path} is labelled {stage:?}")))?;
+                self.kv_get(keyring, &path, Some(version))
+            }
             Operation::KvList { prefix } => self.kv_list(&prefix).map(Reply::KvKeys),
             Operation::KvDelete { path, versions } => {
                 self.kv_versions(keyring, &path, &versions, VersionChange::Delete).await.map(Reply::KvMetadata)
@@ -494,6 +510,16 @@ impl Core {
                     .map_err(|e| Error::Internal(e.to_string()))?
                     .map(Reply::Grants)
             }
+            Operation::RotationSet(config) => self.rotation_set(keyring, config).await.map(|_| Reply::Done),
+            Operation::RotationDisable { path } => self.rotation_disable(keyring, &path).await.map(|_| Reply::Done),
+            Operation::RotationNow { path } => self.rotation_now(keyring, &path).await.map(|_| Reply::Done),
+            Operation::RotationStatus { path } => {
+                self.rotation_statuses(keyring, path.as_deref()).map(Reply::Rotations)
+            }
+            Operation::RotationFunctionRegister { name, sha256 } => {
+                self.register_function(&name, &sha256).await.map(|_| Reply::Done)
+            }
+            Operation::RotationFunctionList => self.list_functions().map(Reply::Functions),
             Operation::AuditHash { value } => Ok(Reply::Hash(self.audit_hasher(keyring).await?.hash(value.as_bytes()))),
             Operation::SealStatus
             | Operation::Health

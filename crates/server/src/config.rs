@@ -56,6 +56,30 @@ pub struct Config {
     pub raft: RaftTiming,
     #[serde(default)]
     pub audit: AuditSettings,
+    #[serde(default)]
+    pub rotation: RotationFileSettings,
+}
+
+/// What rotators may run and call on this node (never settable through the API).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RotationFileSettings {
+    /// Directory of `command` rotator executables.
+    pub functions_dir: Option<PathBuf>,
+    /// URLs `webhook` rotators may call: exact, or a prefix ending in `*`.
+    pub webhook_allow: Vec<String>,
+    /// PEM bundle that webhook endpoints' certificates must chain to.
+    pub webhook_ca_file: Option<PathBuf>,
+}
+
+impl RotationFileSettings {
+    pub fn settings(&self) -> arca_core::rotation::RotationSettings {
+        arca_core::rotation::RotationSettings {
+            functions_dir: self.functions_dir.clone(),
+            webhook_allow: self.webhook_allow.clone(),
+            webhook_ca_file: self.webhook_ca_file.clone(),
+        }
+    }
 }
 
 /// The audit pipeline of this node (see `arca_core::AuditConfig`).

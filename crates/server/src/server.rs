@@ -40,8 +40,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .map_err(|source| Error::Listen { addr: config.api.listen.to_string(), source })?;
-    let core = Core::with_audit(node.clone(), config.audit.core_config());
+    let core = Core::with_audit(node.clone(), config.audit.core_config()).with_rotation(config.rotation.settings());
     let maintenance = tokio::spawn(core.clone().run_maintenance());
+    let rotations = tokio::spawn(core.clone().run_rotations());
     let mirror = match config.audit.mirror.as_str() {
         "" => None,
         "stdout" => Some(tokio::spawn(core.clone().mirror_audit(Box::new(std::io::stdout())))),
@@ -68,11 +69,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .add_service(proto::token_server::TokenServer::new(api.clone()))
         .add_service(proto::policy_server::PolicyServer::new(api.clone()))
         .add_service(proto::auth_server::AuthServer::new(api.clone()))
-        .add_service(proto::audit_server::AuditServer::new(api))
+        .add_service(proto::audit_server::AuditServer::new(api.clone()))
+        .add_service(proto::rotation_server::RotationServer::new(api))
         .add_service(reflection)
         .serve_with_incoming_shutdown(crate::tls::incoming(listener, acceptor), shutdown)
         .await;
     maintenance.abort();
+    rotations.abort();
     if let Some(m) = mirror {
         m.abort();
     }

@@ -3,6 +3,7 @@
 
 mod audit;
 mod identity;
+mod rotation;
 
 use arca_core::{Core, Error as CoreError, Operation, Reply, Request, SecretData};
 use tonic::{Request as GrpcRequest, Response, Status};
@@ -16,7 +17,9 @@ pub(crate) fn status(e: CoreError) -> Status {
     let msg = e.to_string();
     match e {
         CoreError::Sealed | CoreError::Cluster(_) | CoreError::AuditUnavailable => Status::unavailable(msg),
-        CoreError::NotInitialized | CoreError::CasMismatch { .. } => Status::failed_precondition(msg),
+        CoreError::NotInitialized | CoreError::CasMismatch { .. } | CoreError::Rotation(_) => {
+            Status::failed_precondition(msg)
+        }
         CoreError::AlreadyInitialized => Status::already_exists(msg),
         CoreError::InvalidArgument(_) | CoreError::Share(_) => Status::invalid_argument(msg),
         CoreError::MissingToken | CoreError::BadToken | CoreError::LoginFailed(_) => Status::unauthenticated(msg),
@@ -93,6 +96,8 @@ fn metadata(m: arca_core::SecretMetadata) -> proto::SecretMetadata {
         created_ms: m.created_ms,
         updated_ms: m.updated_ms,
         versions: m.versions.into_values().map(version).collect(),
+        pending_version: m.pending_version.unwrap_or(0),
+        previous_version: m.previous_version.unwrap_or(0),
     }
 }
 
@@ -210,7 +215,11 @@ impl proto::kv_server::Kv for Api {
 
     async fn get(&self, req: GrpcRequest<proto::GetRequest>) -> R<proto::GetResponse> {
         let r = req.get_ref();
-        let op = Operation::KvGet { path: r.path.clone(), version: (r.version != 0).then_some(r.version) };
+        let op = if r.stage.is_empty() {
+            Operation::KvGet { path: r.path.clone(), version: (r.version != 0).then_some(r.version) }
+        } else {
+            Operation::KvGetStage { path: r.path.clone(), stage: r.stage.parse().map_err(status)? }
+        };
         match self.call(&req, op).await? {
             Reply::KvSecret { data, version: v } => Ok(Response::new(proto::GetResponse {
                 data: data.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),

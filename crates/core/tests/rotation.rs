@@ -1,0 +1,328 @@
+//! Rotation on a real 3-node cluster (in process), with the engine running on every node:
+//! schedules on the leader only, the `command` rotator's refusals and failures, and the
+//! `postgres` rotator against a real PostgreSQL (`scripts/postgres-setup.sh` starts it and
+//! creates the admin role these tests use to create their own roles).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use arca_core::rotation::{RotationConfig, RotationStatus, RotatorKind, Schedule, Step};
+use arca_core::{AuditFilter, Core, Error, Operation, Reply, SecretMetadata, Stage};
+use common::{call, data, Vault};
+use sha2::{Digest, Sha256};
+
+const PG_ADMIN: (&str, &str) = ("arca_test_admin", "arca-test-admin");
+
+fn config(path: &str, rotator: RotatorKind, params: &[(&str, &str)], every_ms: u64) -> RotationConfig {
+    RotationConfig {
+        path: path.into(),
+        rotator,
+        params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        schedule: Schedule::Every { ms: every_ms },
+        window: None,
+        max_attempts: 3,
+        backoff_ms: 100,
+        enabled: true,
+    }
+}
+
+/// Starts the rotation engine on every node, as the server does.
+fn engines(v: &Vault) -> Vec<tokio::task::JoinHandle<()>> {
+    v.cores.iter().map(|c| tokio::spawn(c.clone().run_rotations())).collect()
+}
+
+async fn status(v: &Vault, path: &str) -> RotationStatus {
+    let Reply::Rotations(mut list) = v.root(0, Operation::RotationStatus { path: Some(path.into()) }).await else {
+        panic!()
+    };
+    list.remove(0)
+}
+
+async fn meta(v: &Vault, path: &str) -> SecretMetadata {
+    let Reply::KvMetadata(m) = v.root(0, Operation::KvMetadata { path: path.into() }).await else { panic!() };
+    m
+}
+
+async fn stage(v: &Vault, i: usize, path: &str, stage: Stage) -> BTreeMap<String, String> {
+    match v.root(i, Operation::KvGetStage { path: path.into(), stage }).await {
+        Reply::KvSecret { data, .. } => data.0.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Waits (bounded) until `check` holds for the path's status.
+async fn wait_for(v: &Vault, path: &str, limit: Duration, check: impl Fn(&RotationStatus) -> bool) -> RotationStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        let s = status(v, path).await;
+        if check(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "rotation of {path} did not reach the expected state: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_schedule_rotates_repeatedly_on_the_leader_only_even_across_a_leader_change() {
+    let mut v = Vault::start().await;
+    let _engines = engines(&v);
+    v.root(
+        0,
+        Operation::KvPut { path: "app/key".into(), data: data(&[("user", "app"), ("password", "initial")]), cas: None },
+    )
+    .await;
+    let set = config("app/key", RotatorKind::Random, &[("length", "24")], 1_000);
+    v.root(1, Operation::RotationSet(set)).await;
+    let s = wait_for(&v, "app/key", Duration::from_secs(15), |s| s.state.rotations >= 3).await;
+    assert!(!s.state.failed, "{s:?}");
+
+    // Every rotation made exactly one version: no double rotation, no stray pending.
+    let check = |m: &SecretMetadata, rotations: u64| {
+        assert_eq!(m.current_version, 1 + rotations, "{m:?}");
+        assert_eq!(m.previous_version, Some(m.current_version - 1));
+    };
+    let s = wait_for(&v, "app/key", Duration::from_secs(5), |s| s.state.step == Step::Idle).await;
+    check(&meta(&v, "app/key").await, s.state.rotations);
+    let current = stage(&v, 2, "app/key", Stage::Current).await;
+    assert_eq!(current["user"], "app", "other fields are carried over");
+    assert_eq!(current["password"].len(), 24);
+    assert_ne!(stage(&v, 1, "app/key", Stage::Previous).await["password"], current["password"]);
+
+    // The leader dies: the new leader goes on with the same schedule.
+    let leader = v.cluster.wait_for_leader(Duration::from_secs(5)).await;
+    let before = status(&v, "app/key").await.state.rotations;
+    v.cluster.stop(leader).await;
+    let survivors: Vec<Core> = v.cores.iter().filter(|c| c.node().id() != leader).cloned().collect();
+    v.cores = survivors;
+    let s = wait_for(&v, "app/key", Duration::from_secs(20), |s| s.state.rotations >= before + 2).await;
+    let s = wait_for(&v, "app/key", Duration::from_secs(5), |x| {
+        x.state.step == Step::Idle && x.state.rotations >= s.state.rotations
+    })
+    .await;
+    check(&meta(&v, "app/key").await, s.state.rotations);
+
+    // Each step is on the audit trail, by the node that ran it.
+    let filter = AuditFilter { path_prefix: "sys/rotation/rotate/app/key".into(), limit: 10_000, ..Default::default() };
+    let Reply::AuditRecords(records) = v.root(0, Operation::AuditList(filter)).await else { panic!() };
+    let finishes = records.iter().filter(|r| r.operation == "RotationStep.finish" && r.outcome == "ok").count();
+    assert_eq!(finishes as u64, s.state.rotations, "one audited finish per rotation");
+    v.cluster.shutdown().await;
+}
+
+/// A functions directory with scripts, each registered under its SHA-256.
+struct Functions {
+    dir: tempfile::TempDir,
+}
+
+impl Functions {
+    fn new() -> Functions {
+        Functions { dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn write(&self, name: &str, body: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.path().join(name);
+        let text = format!("#!/bin/sh\n{body}\n");
+        std::fs::write(&path, &text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        hex::encode(Sha256::digest(text.as_bytes()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn command_rotators_are_pinned_by_hash_and_failures_leave_current_alone() {
+    let f = Functions::new();
+    let mut v = Vault::start().await;
+    let settings =
+        arca_core::rotation::RotationSettings { functions_dir: Some(f.dir.path().into()), ..Default::default() };
+    v.cores = v.cores.iter().map(|c| c.clone().with_rotation(settings.clone())).collect();
+    let _engines = engines(&v);
+
+    // Names that are paths are refused, at registration and in a config.
+    for name in ["../x", "/bin/sh"] {
+        let op = Operation::RotationFunctionRegister { name: name.into(), sha256: "ab".repeat(32) };
+        let e = call(&v.cores[0], Some(&v.root), op).await.unwrap_err();
+        assert!(e.to_string().contains("not a plain file name"), "{e}");
+        let set = config("app/cmd", RotatorKind::Command, &[("function", name)], 3_600_000);
+        assert!(call(&v.cores[0], Some(&v.root), Operation::RotationSet(set)).await.is_err());
+    }
+
+    // A good function rotates: create's answer becomes the value.
+    let sha = f.write(
+        "good.sh",
+        r#"input=$(cat); case "$input" in *'"step":"create"'*) echo '{"value":{"password":"from-function"}}';; *) echo '{}';; esac"#,
+    );
+    v.root(0, Operation::RotationFunctionRegister { name: "good.sh".into(), sha256: sha }).await;
+    v.root(0, Operation::KvPut { path: "app/cmd".into(), data: data(&[("password", "original")]), cas: None }).await;
+    v.root(1, Operation::RotationSet(config("app/cmd", RotatorKind::Command, &[("function", "good.sh")], 3_600_000)))
+        .await;
+    v.root(2, Operation::RotationNow { path: "app/cmd".into() }).await;
+    wait_for(&v, "app/cmd", Duration::from_secs(10), |s| s.state.rotations == 1).await;
+    assert_eq!(stage(&v, 0, "app/cmd", Stage::Current).await["password"], "from-function");
+
+    // Changed after registration: refused to run.
+    f.write("good.sh", "echo '{\"value\":{\"password\":\"tampered\"}}'");
+    v.root(2, Operation::RotationNow { path: "app/cmd".into() }).await;
+    let s = wait_for(&v, "app/cmd", Duration::from_secs(10), |s| s.state.failed).await;
+    assert!(s.state.last_error.contains("changed since it was registered"), "{}", s.state.last_error);
+    assert_eq!(stage(&v, 0, "app/cmd", Stage::Current).await["password"], "from-function");
+
+    // Exit 1, a timeout, garbage: each fails with its reason after retries with backoff;
+    // current stays, and the pending version is gone.
+    for (name, body, reason) in [
+        ("exit1.sh", "echo 'db refused the change' >&2; exit 1", "db refused the change"),
+        ("slow.sh", "sleep 30", "timed out"),
+        ("garbage.sh", "echo 'not json'", "malformed output"),
+    ] {
+        let sha = f.write(name, body);
+        v.root(0, Operation::RotationFunctionRegister { name: name.into(), sha256: sha }).await;
+        let path = format!("app/{}", name.trim_end_matches(".sh"));
+        v.root(0, Operation::KvPut { path: path.clone(), data: data(&[("password", "kept")]), cas: None }).await;
+        let set = config(&path, RotatorKind::Command, &[("function", name), ("timeout", "1s")], 3_600_000);
+        v.root(0, Operation::RotationSet(set)).await;
+        v.root(0, Operation::RotationNow { path: path.clone() }).await;
+        // Retries are visible while they happen.
+        let retrying = wait_for(&v, &path, Duration::from_secs(10), |s| s.state.attempts >= 1 || s.state.failed).await;
+        assert!(retrying.state.retry_at_ms.is_some() || retrying.state.failed, "{retrying:?}");
+        let s = wait_for(&v, &path, Duration::from_secs(20), |s| s.state.failed).await;
+        assert_eq!(s.state.attempts, 3, "{s:?}");
+        assert!(s.state.last_error.contains(reason), "{name}: {}", s.state.last_error);
+        assert_eq!(stage(&v, 1, &path, Stage::Current).await["password"], "kept");
+        let m = meta(&v, &path).await;
+        assert_eq!((m.current_version, m.pending_version), (1, None), "{m:?}");
+        let pending = call(&v.cores[0], Some(&v.root), Operation::KvGetStage { path, stage: Stage::Pending }).await;
+        assert!(matches!(pending, Err(Error::NotFound(_))), "{pending:?}");
+    }
+    v.cluster.shutdown().await;
+}
+
+// ---- PostgreSQL ----
+
+fn pg_config(user: &str, password: &str) -> tokio_postgres::Config {
+    let mut c = tokio_postgres::Config::new();
+    c.host("127.0.0.1").port(5432).dbname("postgres").user(user).password(password);
+    c.connect_timeout(Duration::from_secs(5));
+    c
+}
+
+async fn pg_login(user: &str, password: &str) -> Result<(), tokio_postgres::Error> {
+    let (client, conn) = pg_config(user, password).connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    client.simple_query("SELECT 1").await.map(|_| ())
+}
+
+/// Creates (or resets) a login role for one test, as the test admin.
+async fn pg_role(name: &str, password: &str) {
+    let (client, conn) = pg_config(PG_ADMIN.0, PG_ADMIN.1)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432 with role arca_test_admin: run scripts/postgres-setup.sh");
+    tokio::spawn(conn);
+    client.batch_execute(&format!("DROP ROLE IF EXISTS {name}")).await.unwrap();
+    client.batch_execute(&format!("CREATE ROLE {name} LOGIN PASSWORD '{password}'")).await.unwrap();
+}
+
+async fn pg_vault() -> Vault {
+    let v = Vault::start().await;
+    v.root(
+        0,
+        Operation::KvPut {
+            path: "db/admin".into(),
+            data: data(&[("username", PG_ADMIN.0), ("password", PG_ADMIN.1)]),
+            cas: None,
+        },
+    )
+    .await;
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_single_user_rotation_changes_the_password_in_place() {
+    pg_role("arca_single", "first-password").await;
+    let v = pg_vault().await;
+    let _engines = engines(&v);
+    v.root(
+        0,
+        Operation::KvPut {
+            path: "db/single".into(),
+            data: data(&[("username", "arca_single"), ("password", "first-password")]),
+            cas: None,
+        },
+    )
+    .await;
+    let params = [("admin", "db/admin"), ("strategy", "single"), ("username", "arca_single")];
+    v.root(0, Operation::RotationSet(config("db/single", RotatorKind::Postgres, &params, 3_600_000))).await;
+    v.root(1, Operation::RotationNow { path: "db/single".into() }).await;
+    let s = wait_for(&v, "db/single", Duration::from_secs(15), |s| s.state.rotations == 1 || s.state.failed).await;
+    assert!(!s.state.failed, "{}", s.state.last_error);
+
+    let current = stage(&v, 2, "db/single", Stage::Current).await;
+    assert_ne!(current["password"], "first-password");
+    pg_login("arca_single", &current["password"]).await.expect("the stored current password is the database's");
+    assert!(pg_login("arca_single", "first-password").await.is_err(), "the old password still works");
+    assert_eq!(stage(&v, 0, "db/single", Stage::Previous).await["password"], "first-password");
+    v.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_alternating_users_keep_one_working_credential_at_every_moment() {
+    pg_role("arca_alt_a", "a-initial").await;
+    pg_role("arca_alt_b", "b-initial").await;
+    let v = pg_vault().await;
+    let _engines = engines(&v);
+    v.root(
+        0,
+        Operation::KvPut {
+            path: "db/alt".into(),
+            data: data(&[("username", "arca_alt_a"), ("password", "a-initial")]),
+            cas: None,
+        },
+    )
+    .await;
+    let params = [("admin", "db/admin"), ("strategy", "alternating"), ("usernames", "arca_alt_a,arca_alt_b")];
+    v.root(0, Operation::RotationSet(config("db/alt", RotatorKind::Postgres, &params, 3_600_000))).await;
+
+    // A client that, all along, reads current and previous and needs one of them to log in.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let checker = {
+        let (core, root, stop) = (v.cores[2].clone(), v.root.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut checks, mut failures) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && checks < 5_000 {
+                let mut ok = false;
+                for s in [Stage::Current, Stage::Previous] {
+                    let read =
+                        call(&core, Some(&root), Operation::KvGetStage { path: "db/alt".into(), stage: s }).await;
+                    if let Ok(Reply::KvSecret { data, .. }) = read {
+                        if pg_login(&data.0["username"], &data.0["password"]).await.is_ok() {
+                            ok = true;
+                            break;
+                        }
+                    }
+                }
+                checks += 1;
+                if !ok {
+                    failures.push(checks);
+                }
+            }
+            (checks, failures)
+        })
+    };
+    for round in 1..=10u64 {
+        v.root(round as usize % 3, Operation::RotationNow { path: "db/alt".into() }).await;
+        let s = wait_for(&v, "db/alt", Duration::from_secs(15), |s| s.state.rotations == round || s.state.failed).await;
+        assert!(!s.state.failed, "{}", s.state.last_error);
+        let current = stage(&v, 0, "db/alt", Stage::Current).await;
+        let expected = if round % 2 == 1 { "arca_alt_b" } else { "arca_alt_a" };
+        assert_eq!(current["username"], expected, "round {round}");
+        pg_login(&current["username"], &current["password"]).await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (checks, failures) = checker.await.unwrap();
+    assert!(checks > 10, "the checker ran only {checks} times");
+    assert!(failures.is_empty(), "no credential worked at checks {failures:?} of {checks}");
+    v.cluster.shutdown().await;
+}
