@@ -1,0 +1,54 @@
+//! Rotation through the real binary: a command rotator function registered by hash in the
+//! dev cluster's `DIR/rotators`, `rotation now/status/disable`, `kv get --stage previous`, a
+//! schedule that rotates on its own, and a function named by a path refused.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, stderr, DevCluster};
+use sha2::{Digest, Sha256};
+
+fn status(c: &DevCluster, path: &str) -> serde_json::Value {
+    let text = c.ok(1, &["rotation", "status", path, "--format", "json"]);
+    serde_json::from_str::<Vec<serde_json::Value>>(&text).unwrap().remove(0)
+}
+
+#[test]
+fn operators_rotate_with_their_own_function_and_on_a_schedule() {
+    let c = DevCluster::start(3);
+    let script = "#!/bin/sh\ninput=$(cat)\ncase \"$input\" in *'\"step\":\"create\"'*) echo '{\"value\":{\"password\":\"from-function\"}}';; *) echo '{}';; esac\n";
+    let file = c.dir.path().join("rotators/rotate.sh");
+    std::fs::write(&file, script).unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let sha = hex::encode(Sha256::digest(script.as_bytes()));
+    c.ok(2, &["rotation", "function", "register", "rotate.sh", "--sha256", &sha]);
+    assert!(c.ok(1, &["rotation", "function", "list"]).contains(&sha));
+
+    c.ok(1, &["kv", "put", "app/cmd", "password=original"]);
+    c.ok(1, &["rotation", "set", "app/cmd", "--rotator", "command", "--param", "function=rotate.sh", "--every", "1h"]);
+    c.ok(3, &["rotation", "now", "app/cmd"]);
+    eventually(Duration::from_secs(15), || (status(&c, "app/cmd")["rotations"] == 1).then_some(()))
+        .unwrap_or_else(|| panic!("no rotation: {}", status(&c, "app/cmd")));
+    assert_eq!(c.ok(2, &["kv", "get", "app/cmd", "--field", "password"]).trim(), "from-function");
+    assert_eq!(c.ok(3, &["kv", "get", "--stage", "previous", "app/cmd", "--field", "password"]).trim(), "original");
+
+    // A function named by a path is refused, naming why.
+    let out = c.arca(1, &["rotation", "set", "app/x", "--rotator", "command", "--param", "function=../x", "--every", "1h"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not a plain file name"), "{}", stderr(&out));
+
+    // A 2 s schedule rotates on its own, then stops once disabled.
+    c.ok(1, &["kv", "put", "app/key", "user=svc", "password=initial"]);
+    c.ok(1, &["rotation", "set", "app/key", "--rotator", "random", "--every", "2s", "--param", "length=20"]);
+    eventually(Duration::from_secs(20), || (status(&c, "app/key")["rotations"].as_u64() >= Some(2)).then_some(()))
+        .unwrap_or_else(|| panic!("the schedule did not run: {}", status(&c, "app/key")));
+    c.ok(2, &["rotation", "disable", "app/key"]);
+    let s = status(&c, "app/key");
+    assert_eq!(s["enabled"], false);
+    let password = c.ok(3, &["kv", "get", "app/key", "--field", "password"]);
+    assert_eq!(password.trim().len(), 20);
+    assert_eq!(c.ok(3, &["kv", "get", "app/key", "--field", "user"]).trim(), "svc");
+    let table = c.ok(1, &["rotation", "status"]);
+    assert!(table.contains("app/cmd") && table.contains("app/key"), "{table}");
+}
