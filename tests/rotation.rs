@@ -34,7 +34,8 @@ fn operators_rotate_with_their_own_function_and_on_a_schedule() {
     assert_eq!(c.ok(3, &["kv", "get", "--stage", "previous", "app/cmd", "--field", "password"]).trim(), "original");
 
     // A function named by a path is refused, naming why.
-    let out = c.arca(1, &["rotation", "set", "app/x", "--rotator", "command", "--param", "function=../x", "--every", "1h"]);
+    let out =
+        c.arca(1, &["rotation", "set", "app/x", "--rotator", "command", "--param", "function=../x", "--every", "1h"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("not a plain file name"), "{}", stderr(&out));
 
@@ -51,4 +52,53 @@ fn operators_rotate_with_their_own_function_and_on_a_schedule() {
     assert_eq!(c.ok(3, &["kv", "get", "app/key", "--field", "user"]).trim(), "svc");
     let table = c.ok(1, &["rotation", "status"]);
     assert!(table.contains("app/cmd") && table.contains("app/key"), "{table}");
+}
+
+#[test]
+fn a_new_leader_finishes_a_rotation_whose_leader_was_killed_between_set_and_finish() {
+    let c = DevCluster::start(3);
+    // The "target system" is a directory: `set` appends the step's input to a log there and
+    // `test` takes 3 s, which is when the leader is killed.
+    let target = c.dir.path().join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    let script = format!(
+        "#!/bin/sh\ninput=$(cat)\ncase \"$input\" in\n  *'\"step\":\"set\"'*) echo \"$input\" >> {t}/sets ;;\n  *'\"step\":\"test\"'*) sleep 3 ;;\nesac\necho '{{}}'\n",
+        t = target.display()
+    );
+    let file = c.dir.path().join("rotators/slow-test.sh");
+    std::fs::write(&file, &script).unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let sha = hex::encode(Sha256::digest(script.as_bytes()));
+    c.ok(1, &["rotation", "function", "register", "slow-test.sh", "--sha256", &sha]);
+    c.ok(1, &["kv", "put", "app/db", "password=original"]);
+    let args = ["--rotator", "command", "--param", "function=slow-test.sh", "--param", "timeout=20s", "--every", "1h"];
+    c.ok(1, &[&["rotation", "set", "app/db"][..], &args[..]].concat());
+    c.ok(1, &["rotation", "now", "app/db"]);
+    eventually(Duration::from_secs(15), || (status(&c, "app/db")["step"] == "set").then_some(()))
+        .unwrap_or_else(|| panic!("the rotation did not reach 'set': {}", status(&c, "app/db")));
+
+    let leader = c.leader(1);
+    unsafe { libc::kill(c.pid(leader), libc::SIGKILL) };
+    let survivor = if leader == 1 { 2 } else { 1 };
+    let finished = eventually(Duration::from_secs(30), || {
+        let out = c.arca(survivor, &["rotation", "status", "app/db", "--format", "json"]);
+        let s: serde_json::Value = serde_json::from_slice::<Vec<_>>(&out.stdout).ok()?.remove(0);
+        (s["rotations"] == 1).then_some(s)
+    })
+    .expect("the new leader finishes the rotation");
+    assert_eq!(finished["step"], "idle");
+
+    // Exactly one new version, and the target holds what `current` says.
+    let meta: serde_json::Value =
+        serde_json::from_str(&c.ok(survivor, &["kv", "metadata", "get", "app/db", "--format", "json"])).unwrap();
+    assert_eq!(meta["current_version"], 2, "{meta}");
+    assert_eq!(meta["versions"].as_array().unwrap().len(), 2, "{meta}");
+    let current = c.ok(survivor, &["kv", "get", "app/db", "--field", "password"]).trim().to_string();
+    let sets = std::fs::read_to_string(target.join("sets")).unwrap();
+    assert!(sets.lines().count() >= 1, "set never ran");
+    for line in sets.lines() {
+        let input: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(input["pending"]["password"], current.as_str(), "every set applied the one pending value");
+        assert_eq!(input["current"]["password"], "original");
+    }
 }

@@ -121,6 +121,8 @@ fn print_metadata(format: Format, m: &proto::SecretMetadata) {
             &json!({
                 "path": m.path, "current_version": m.current_version, "max_versions": m.max_versions,
                 "created_ms": m.created_ms, "updated_ms": m.updated_ms,
+                "pending_version": if m.pending_version == 0 { serde_json::Value::Null } else { json!(m.pending_version) },
+                "previous_version": if m.previous_version == 0 { serde_json::Value::Null } else { json!(m.previous_version) },
                 "versions": m.versions.iter().map(version_json).collect::<Vec<_>>(),
             }),
         ),
@@ -128,6 +130,12 @@ fn print_metadata(format: Format, m: &proto::SecretMetadata) {
             println!("path             {}", m.path);
             println!("current_version  {}", m.current_version);
             println!("max_versions     {}", m.max_versions);
+            if m.pending_version != 0 {
+                println!("pending_version  {}", m.pending_version);
+            }
+            if m.previous_version != 0 {
+                println!("previous_version {}", m.previous_version);
+            }
             println!("\n{:<8} {:<16} {:<16} DESTROYED", "VERSION", "CREATED_MS", "DELETED_MS");
             for v in &m.versions {
                 let deleted = if v.deleted_ms == 0 { "-".to_string() } else { v.deleted_ms.to_string() };
