@@ -102,3 +102,40 @@ fn a_new_leader_finishes_a_rotation_whose_leader_was_killed_between_set_and_fini
         assert_eq!(input["current"]["password"], "original");
     }
 }
+
+#[test]
+fn operator_rotate_rewraps_and_rekey_replaces_the_shares() {
+    let c = DevCluster::start(3);
+    for i in 0..20 {
+        c.ok(1 + i % 3, &["kv", "put", &format!("app/k{i}"), &format!("v={i}")]);
+    }
+    let rotated: serde_json::Value =
+        serde_json::from_str(&c.ok(2, &["operator", "rotate", "--format", "json"])).unwrap();
+    assert_eq!(rotated["term"], 2);
+    let status = eventually(Duration::from_secs(20), || {
+        let s: serde_json::Value =
+            serde_json::from_str(&c.ok(3, &["operator", "key-status", "--format", "json"])).unwrap();
+        (s["rewrap_done"] == true && s["records_on_old_terms"] == 0).then_some(s)
+    })
+    .expect("the rewrap finishes");
+    assert_eq!(status["active_term"], 2);
+    assert_eq!(c.ok(1, &["kv", "get", "app/k5", "--field", "v"]).trim(), "5");
+
+    // Rekey with three current shares (the dev cluster's threshold) into 4 shares, threshold 2.
+    let mut new = Vec::new();
+    for share in &c.shares[..3] {
+        let out: serde_json::Value = serde_json::from_str(
+            &c.ok(1, &["operator", "rekey", share, "--key-shares", "4", "--key-threshold", "2", "--format", "json"]),
+        )
+        .unwrap();
+        new = out["shares"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+    }
+    assert_eq!(new.len(), 4);
+    c.ok(3, &["operator", "seal"]);
+    let refused = c.arca(3, &["operator", "unseal", &c.shares[0]]);
+    assert_eq!(refused.status.code(), Some(1), "an old share still unseals");
+    for share in &new[..2] {
+        c.ok(3, &["operator", "unseal", share]);
+    }
+    assert_eq!(c.ok(3, &["kv", "get", "app/k7", "--field", "v"]).trim(), "7");
+}

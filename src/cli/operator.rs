@@ -41,6 +41,22 @@ pub enum OperatorCommand {
         #[arg(long)]
         reset: bool,
     },
+    /// Add a keyring term: new writes use it at once; the leader then rewraps older records.
+    Rotate,
+    /// Keyring terms and the rewrap's progress.
+    KeyStatus,
+    /// Provide one current unseal share towards a new root key and a new share set (run once
+    /// per share, with the same --key-shares/--key-threshold; prompts when no share is given).
+    Rekey {
+        share: Option<String>,
+        #[arg(long, default_value_t = 5)]
+        key_shares: u32,
+        #[arg(long, default_value_t = 3)]
+        key_threshold: u32,
+        /// Discard the shares provided so far.
+        #[arg(long)]
+        reset: bool,
+    },
 }
 
 fn seal_json(s: &proto::SealStatusResponse) -> serde_json::Value {
@@ -125,6 +141,27 @@ pub async fn run(cmd: OperatorCommand, client: &Client, format: Format) -> CliRe
             let r = client.sys().generate_root(client.req(req)).await?.into_inner();
             let token = (!r.root_token.is_empty()).then_some(r.root_token);
             print(format, &json!({"progress": r.progress, "threshold": r.threshold, "root_token": token}));
+        }
+        OperatorCommand::Rotate => {
+            let r = client.sys().rotate(client.req(proto::RotateRequest {})).await?.into_inner();
+            print(format, &json!({"term": r.term}));
+        }
+        OperatorCommand::KeyStatus => {
+            let r = client.sys().key_status(client.req(proto::KeyStatusRequest {})).await?.into_inner();
+            print(
+                format,
+                &json!({
+                    "terms": r.terms, "active_term": r.active_term,
+                    "rewrap_target_term": r.rewrap_target_term, "rewrap_done": r.rewrap_done,
+                    "rewrapped": r.rewrapped, "records_on_old_terms": r.records_on_old_terms,
+                }),
+            );
+        }
+        OperatorCommand::Rekey { share, key_shares, key_threshold, reset } => {
+            let share = share_arg(share, reset)?;
+            let req = proto::RekeyRequest { share, shares: key_shares, threshold: key_threshold, reset };
+            let r = client.sys().rekey(client.req(req)).await?.into_inner();
+            print(format, &json!({"progress": r.progress, "threshold": r.threshold, "shares": r.shares}));
         }
     }
     Ok(())

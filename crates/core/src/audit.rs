@@ -448,7 +448,7 @@ pub(crate) fn request_hmacs(hasher: &AuditHasher, req: &Request) -> BTreeMap<Str
         Operation::Login(Credentials::Jwt { jwt, .. }) => {
             out.insert("jwt".into(), hasher.hash(jwt.as_bytes()));
         }
-        Operation::GenerateRoot { share, .. } => {
+        Operation::GenerateRoot { share, .. } | Operation::Rekey { share, .. } => {
             out.insert("share".into(), hasher.hash(share.as_bytes()));
         }
         Operation::TokenLookup(TokenRef::Token(t))
@@ -477,6 +477,11 @@ pub(crate) fn response_hmacs(hasher: &AuditHasher, reply: &Reply) -> BTreeMap<St
         }
         Reply::SecretId { secret_id, .. } => {
             out.insert("secret_id".into(), hasher.hash(secret_id.as_bytes()));
+        }
+        Reply::Rekey { shares, .. } => {
+            for (i, share) in shares.iter().enumerate() {
+                out.insert(format!("share_{}", i + 1), hasher.hash(share.as_bytes()));
+            }
         }
         Reply::GenerateRoot { root_token: Some(t), .. } => {
             out.insert("token".into(), hasher.hash(t.as_bytes()));

@@ -152,12 +152,16 @@ impl Core {
                 need(CREATE_OR_UPDATE)
             }
             // Registering code that the nodes will run: sudo.
-            Operation::RotationFunctionRegister { .. } => Need { any: &[Update], sudo: true },
+            Operation::RotationFunctionRegister { .. } | Operation::KeyringRotate => {
+                Need { any: &[Update], sudo: true }
+            }
+            Operation::KeyringStatus => need(&[Read]),
             Operation::SealStatus
             | Operation::Health
             | Operation::Unseal { .. }
             | Operation::Init { .. }
             | Operation::Login(_)
+            | Operation::Rekey { .. }
             | Operation::GenerateRoot { .. } => return Ok(()),
         };
         ctx.capability = n.any.iter().map(|c| c.name()).collect::<Vec<_>>().join("|");

@@ -236,6 +236,19 @@ pub enum Operation {
         sha256: String,
     },
     RotationFunctionList,
+    // The vault's own keys.
+    /// Adds a keyring term: new writes use it; a leader-driven rewrap moves old records to it.
+    KeyringRotate,
+    /// The keyring's terms and the rewrap's progress.
+    KeyringStatus,
+    /// Unauthenticated: a threshold of current unseal shares authorizes a new root key and a
+    /// new share set (`shares`, `threshold`).
+    Rekey {
+        share: Zeroizing<String>,
+        shares: u8,
+        threshold: u8,
+        reset: bool,
+    },
 }
 
 impl std::fmt::Debug for Operation {
@@ -319,6 +332,9 @@ impl Operation {
             Operation::RotationStatus { path: None } => "sys/rotation/status".into(),
             Operation::RotationFunctionRegister { name, .. } => format!("sys/rotation/function/{name}"),
             Operation::RotationFunctionList => "sys/rotation/function".into(),
+            Operation::KeyringRotate => "sys/rotate".into(),
+            Operation::KeyringStatus => "sys/key-status".into(),
+            Operation::Rekey { .. } => "sys/rekey/update".into(),
         }
     }
 
@@ -372,6 +388,9 @@ impl Operation {
             Operation::RotationStatus { .. } => "RotationStatus",
             Operation::RotationFunctionRegister { .. } => "RotationFunctionRegister",
             Operation::RotationFunctionList => "RotationFunctionList",
+            Operation::KeyringRotate => "KeyringRotate",
+            Operation::KeyringStatus => "KeyringStatus",
+            Operation::Rekey { .. } => "Rekey",
         }
     }
 }
@@ -429,6 +448,15 @@ pub enum Reply {
     Grants(Vec<crate::GrantUse>),
     Rotations(Vec<crate::rotation::RotationStatus>),
     Functions(Vec<(String, String)>),
+    /// The term `KeyringRotate` added.
+    Term(u32),
+    Keyring(crate::keyring::KeyringInfo),
+    /// Progress of a rekey (towards the old threshold); the new shares once it is reached.
+    Rekey {
+        progress: u8,
+        threshold: u8,
+        shares: Vec<Zeroizing<String>>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -512,6 +540,9 @@ impl std::fmt::Debug for Reply {
             Reply::Grants(_) => "Grants",
             Reply::Rotations(_) => "Rotations",
             Reply::Functions(_) => "Functions",
+            Reply::Term(_) => "Term",
+            Reply::Keyring(_) => "Keyring",
+            Reply::Rekey { .. } => "Rekey",
         };
         write!(f, "Reply::{name}")
     }

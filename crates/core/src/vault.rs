@@ -41,6 +41,8 @@ pub struct Core {
     pub(crate) policies: Arc<RwLock<PolicySet>>,
     /// Shares collected towards a new root token.
     pub(crate) root_generation: Arc<Mutex<Option<ShareCollector>>>,
+    /// Current shares collected towards a rekey.
+    pub(crate) rekey_progress: Arc<Mutex<Option<ShareCollector>>>,
     /// This node's audit group-commit queue.
     pub(crate) batcher: Batcher,
     /// What this node's config file allows rotators to run and call.
@@ -74,11 +76,14 @@ impl Core {
     pub fn with_audit(node: RaftNode, audit: AuditConfig) -> Core {
         let policies = crate::policies::compiled_policies(node.reader());
         let batcher = Batcher::start(node.clone(), audit);
+        let seal = Arc::new(Mutex::new(Seal::Sealed(None)));
+        crate::keyring::follow_terms(node.reader(), seal.clone());
         Core {
             node,
-            seal: Arc::new(Mutex::new(Seal::Sealed(None))),
+            seal,
             policies,
             root_generation: Arc::new(Mutex::new(None)),
+            rekey_progress: Arc::new(Mutex::new(None)),
             batcher,
             audit_hasher: Arc::new(Mutex::new(None)),
             audit_config: audit,
@@ -259,7 +264,7 @@ impl Core {
     /// the token record it decrypted, so authentication after the barrier can skip decrypting
     /// it again when it is unchanged.
     fn precheck(&self, keyring: &Keyring, req: &Request, ctx: &mut AuditContext) -> Option<(Vec<u8>, TokenInfo)> {
-        if matches!(req.op, Operation::Login(_) | Operation::GenerateRoot { .. }) {
+        if matches!(req.op, Operation::Login(_) | Operation::GenerateRoot { .. } | Operation::Rekey { .. }) {
             ctx.decision = "none".into();
             return None;
         }
@@ -391,6 +396,10 @@ impl Core {
                 ctx.decision = "none".into();
                 return self.generate_root(&keyring, &share, reset).await;
             }
+            Operation::Rekey { share, shares, threshold, reset } => {
+                ctx.decision = "none".into();
+                return self.rekey(&keyring, &share, shares, threshold, reset).await;
+            }
             op => op,
         };
         ctx.decision = "unauthenticated".into();
@@ -520,12 +529,21 @@ impl Core {
                 self.register_function(&name, &sha256).await.map(|_| Reply::Done)
             }
             Operation::RotationFunctionList => self.list_functions().map(Reply::Functions),
+            Operation::KeyringRotate => self.keyring_rotate(keyring).await.map(Reply::Term),
+            Operation::KeyringStatus => {
+                let (core, keyring) = (self.clone(), self.keyring()?);
+                tokio::task::spawn_blocking(move || core.keyring_info(&keyring))
+                    .await
+                    .map_err(|e| Error::Internal(e.to_string()))?
+                    .map(Reply::Keyring)
+            }
             Operation::AuditHash { value } => Ok(Reply::Hash(self.audit_hasher(keyring).await?.hash(value.as_bytes()))),
             Operation::SealStatus
             | Operation::Health
             | Operation::Unseal { .. }
             | Operation::Init { .. }
             | Operation::Login(_)
+            | Operation::Rekey { .. }
             | Operation::GenerateRoot { .. } => unreachable!("handled before authentication"),
         }
     }
@@ -660,6 +678,9 @@ impl Core {
                         let recovered = c.recover(&init.sealed_keyring);
                         *collector = None;
                         let (_root, keyring) = recovered.map_err(Error::Share)?;
+                        // Terms added after the root-sealed keyring was written follow in
+                        // their chain (see `keyring`).
+                        let keyring = crate::keyring::load_terms(self.node.reader(), &keyring)?.unwrap_or(keyring);
                         *seal = Seal::Unsealed(Arc::new(keyring));
                         info!("node unsealed");
                     }

@@ -135,6 +135,36 @@ impl Keyring {
         Ok(next)
     }
 
+    /// Starts the next term: a fresh key, and that key encrypted under the *active* term for
+    /// storage at `path`. Every unsealed node already holds the active term, so each can load
+    /// the new one from the replicated record ([`Keyring::load_term`]) without the root key.
+    pub fn next_term(&self, path: &[u8]) -> Result<(u32, Vec<u8>)> {
+        let next = self.active_term().checked_add(1).ok_or(Error::TermsExhausted(self.active_term()))?;
+        let key = SecretKey::generate()?;
+        Ok((next, self.encrypt(path, key.expose())?))
+    }
+
+    /// This keyring extended with a term record made by [`Keyring::next_term`]; the record
+    /// must decrypt under a term this keyring holds. A term already held is left as it is.
+    pub fn load_term(&self, term: u32, path: &[u8], record: &[u8]) -> Result<Keyring> {
+        if term == ROOT_TERM {
+            return Err(Error::MalformedKeyring("data key uses the reserved root term"));
+        }
+        let mut terms: BTreeMap<u32, Term> =
+            self.terms.iter().map(|(t, k)| (*t, Term::new(k.key.duplicate()))).collect();
+        if let std::collections::btree_map::Entry::Vacant(slot) = terms.entry(term) {
+            let plain = self.decrypt(path, record)?;
+            let key = SecretKey::from_slice(&plain).ok_or(Error::MalformedKeyring("term key has the wrong length"))?;
+            slot.insert(Term::new(key));
+        }
+        Ok(Keyring { terms })
+    }
+
+    /// The term a stored record was encrypted under (from its header).
+    pub fn term_of(record: &[u8]) -> Result<u32> {
+        parse(record).map(|p| p.term)
+    }
+
     /// Encrypts `plaintext` for storage at `path` under the active term.
     pub fn encrypt(&self, path: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
         let term = self.active_term();
@@ -211,6 +241,19 @@ mod tests {
     fn keyring() -> &'static Keyring {
         static KR: std::sync::OnceLock<Keyring> = std::sync::OnceLock::new();
         KR.get_or_init(|| Keyring::generate().unwrap())
+    }
+
+    #[test]
+    fn a_term_record_extends_a_keyring_that_holds_the_active_term() {
+        let base = Keyring::generate().unwrap();
+        let old = base.encrypt(b"p", b"old").unwrap();
+        let (term, record) = base.next_term(b"keyring/term/2").unwrap();
+        let grown = base.load_term(term, b"keyring/term/2", &record).unwrap();
+        assert_eq!((grown.active_term(), Keyring::term_of(&grown.encrypt(b"p", b"x").unwrap()).unwrap()), (2, 2));
+        assert_eq!(&grown.decrypt(b"p", &old).unwrap()[..], b"old");
+        // Bound to its path, and useless to a keyring without the term it is encrypted under.
+        assert!(base.load_term(term, b"elsewhere", &record).is_err());
+        assert!(Keyring::generate().unwrap().load_term(term, b"keyring/term/2", &record).is_err());
     }
 
     proptest! {

@@ -492,6 +492,11 @@ impl Core {
                 continue;
             }
             let (Ok(keyring), Ok(paths)) = (self.keyring(), self.rotation_paths()) else { continue };
+            // The vault's own rewrap after `operator rotate` advances here too, one bounded
+            // batch per tick.
+            if let Err(e) = self.rewrap_step(&keyring).await {
+                warn!(error = %e, "keyring rewrap step failed; retrying next tick");
+            }
             for path in paths {
                 if !running.lock().expect("rotation set").insert(path.clone()) {
                     continue;

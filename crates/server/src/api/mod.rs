@@ -196,6 +196,45 @@ impl proto::sys_server::Sys for Api {
             other => Err(unexpected(other)),
         }
     }
+
+    async fn rotate(&self, req: GrpcRequest<proto::RotateRequest>) -> R<proto::RotateResponse> {
+        match self.call(&req, Operation::KeyringRotate).await? {
+            Reply::Term(term) => Ok(Response::new(proto::RotateResponse { term })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn key_status(&self, req: GrpcRequest<proto::KeyStatusRequest>) -> R<proto::KeyStatusResponse> {
+        match self.call(&req, Operation::KeyringStatus).await? {
+            Reply::Keyring(k) => Ok(Response::new(proto::KeyStatusResponse {
+                terms: k.terms,
+                active_term: k.active_term,
+                rewrap_target_term: k.rewrap.as_ref().map_or(0, |r| r.target_term),
+                rewrap_done: k.rewrap.as_ref().is_some_and(|r| r.done),
+                rewrapped: k.rewrap.as_ref().map_or(0, |r| r.rewrapped),
+                records_on_old_terms: k.records_on_old_terms,
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn rekey(&self, req: GrpcRequest<proto::RekeyRequest>) -> R<proto::RekeyResponse> {
+        let r = req.get_ref();
+        let op = Operation::Rekey {
+            share: Zeroizing::new(r.share.clone()),
+            shares: u8_arg(r.shares, "shares")?,
+            threshold: u8_arg(r.threshold, "threshold")?,
+            reset: r.reset,
+        };
+        match self.call(&req, op).await? {
+            Reply::Rekey { progress, threshold, shares } => Ok(Response::new(proto::RekeyResponse {
+                progress: progress.into(),
+                threshold: threshold.into(),
+                shares: shares.iter().map(|s| s.to_string()).collect(),
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
 }
 
 #[tonic::async_trait]
