@@ -326,3 +326,116 @@ async fn postgres_alternating_users_keep_one_working_credential_at_every_moment(
     assert!(failures.is_empty(), "no credential worked at checks {failures:?} of {checks}");
     v.cluster.shutdown().await;
 }
+
+// ---- Webhook ----
+
+/// One HTTP/1.1 request read off a TLS stream: its headers (lower-cased names) and body.
+async fn read_request<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<(BTreeMap<String, String>, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 || buf.len() > 1 << 20 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let headers: BTreeMap<String, String> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let len: usize = headers.get("content-length")?.parse().ok()?;
+    while buf.len() < head_end + len {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some((headers, buf[head_end..head_end + len].to_vec()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_webhook_rotator_calls_only_allowed_urls_with_signed_steps() {
+    use hmac::{Hmac, Mac};
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::AsyncWriteExt;
+
+    // An HTTPS endpoint on loopback with a certificate from a test CA.
+    let tls = arca_raft::testing::TestCa::new("hooks").node_tls("localhost");
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(&tls.cert_pem).map(|c| c.unwrap()).collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&tls.key_pem).unwrap();
+    let server =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, bool)>::new()));
+    let recorded = seen.clone();
+    let endpoint = tokio::spawn(async move {
+        for _ in 0..16 {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let Ok(mut stream) = acceptor.accept(tcp).await else { continue };
+            let Some((headers, body)) = read_request(&mut stream).await else { continue };
+            let mut mac = Hmac::<Sha256>::new_from_slice(b"hook-signing-key").unwrap();
+            mac.update(headers["x-arca-timestamp"].as_bytes());
+            mac.update(b".");
+            mac.update(&body);
+            let valid = headers["x-arca-signature"] == format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+            let input: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let step = input["step"].as_str().unwrap().to_string();
+            recorded.lock().unwrap().push((step.clone(), valid));
+            let answer = if step == "create" { r#"{"value":{"password":"from-webhook"}}"# } else { "{}" };
+            let response = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}", answer.len());
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        }
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("hooks-ca.pem");
+    std::fs::write(&ca_file, &tls.ca_pem).unwrap();
+    let mut v = Vault::start().await;
+    let settings = arca_core::rotation::RotationSettings {
+        webhook_allow: vec![format!("https://localhost:{port}/rotate/*")],
+        webhook_ca_file: Some(ca_file),
+        ..Default::default()
+    };
+    v.cores = v.cores.iter().map(|c| c.clone().with_rotation(settings.clone())).collect();
+    let _engines = engines(&v);
+    v.root(0, Operation::KvPut { path: "hooks/key".into(), data: data(&[("key", "hook-signing-key")]), cas: None })
+        .await;
+    v.root(0, Operation::KvPut { path: "app/hooked".into(), data: data(&[("password", "original")]), cas: None }).await;
+
+    // URLs outside the node's allow-list are refused when configured (no SSRF from the API).
+    for url in ["https://169.254.169.254/latest/meta-data", &format!("http://localhost:{port}/rotate/app")] {
+        let set = config("app/hooked", RotatorKind::Webhook, &[("url", url), ("signing_key", "hooks/key")], 3_600_000);
+        let e = call(&v.cores[0], Some(&v.root), Operation::RotationSet(set)).await.unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{url}: {e}");
+    }
+    let url = format!("https://localhost:{port}/rotate/app");
+    let params = [("url", url.as_str()), ("signing_key", "hooks/key"), ("timeout", "5s")];
+    v.root(0, Operation::RotationSet(config("app/hooked", RotatorKind::Webhook, &params, 3_600_000))).await;
+    v.root(1, Operation::RotationNow { path: "app/hooked".into() }).await;
+    let s = wait_for(&v, "app/hooked", Duration::from_secs(15), |s| s.state.rotations == 1 || s.state.failed).await;
+    assert!(!s.state.failed, "{}", s.state.last_error);
+    assert_eq!(stage(&v, 2, "app/hooked", Stage::Current).await["password"], "from-webhook");
+    let calls = seen.lock().unwrap().clone();
+    let steps: Vec<&str> = calls.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(steps, ["create", "set", "test", "finish"]);
+    assert!(calls.iter().all(|(_, valid)| *valid), "every call is signed with the key: {calls:?}");
+    endpoint.abort();
+    v.cluster.shutdown().await;
+}
