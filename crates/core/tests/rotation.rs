@@ -193,8 +193,15 @@ async fn command_rotators_are_pinned_by_hash_and_failures_leave_current_alone() 
         assert_eq!(stage(&v, 1, &path, Stage::Current).await["password"], "kept");
         let m = meta(&v, &path).await;
         assert_eq!((m.current_version, m.pending_version), (1, None), "{m:?}");
-        let pending = call(&v.cores[0], Some(&v.root), Operation::KvGetStage { path, stage: Stage::Pending }).await;
+        let pending =
+            call(&v.cores[0], Some(&v.root), Operation::KvGetStage { path: path.clone(), stage: Stage::Pending }).await;
         assert!(matches!(pending, Err(Error::NotFound(_))), "{pending:?}");
+        // Asked again, the next rotation gets its own attempts, not what is left of the last.
+        let first = s.state.last_finished_ms;
+        v.root(0, Operation::RotationNow { path: path.clone() }).await;
+        let again =
+            wait_for(&v, &path, Duration::from_secs(20), |s| s.state.failed && s.state.last_finished_ms > first).await;
+        assert_eq!(again.state.attempts, 3, "{again:?}");
     }
     v.cluster.shutdown().await;
 }

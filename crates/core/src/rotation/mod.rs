@@ -673,9 +673,11 @@ impl Core {
     ) -> Result<Outcome> {
         let path = &config.path;
         let now = now_ms();
-        let attempts = state.attempts + 1;
+        // A rotation that starts after an earlier one gave up counts its own attempts.
+        let earlier = if state.step == Step::Idle && state.failed { 0 } else { state.attempts };
+        let attempts = earlier + 1;
         warn!(path, attempts, error = %error, "rotation step failed");
-        let mut next = RotationState { attempts, last_error: error.to_string(), ..state.clone() };
+        let mut next = RotationState { attempts, failed: false, last_error: error.to_string(), ..state.clone() };
         let mut ops = Vec::new();
         let mut meta_guard = None;
         if attempts >= config.max_attempts {
