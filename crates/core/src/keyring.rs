@@ -23,8 +23,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use arca_crypto::shamir::{self, ShareCollector};
-use arca_crypto::{Keyring, SecretKey};
+use arca_crypto::shamir::ShareCollector;
+use arca_crypto::Keyring;
 use arca_raft::{Command, CommandResult, Guard, Op};
 use arca_storage::{Applied, Cf, StateReader};
 use serde::{Deserialize, Serialize};
@@ -271,16 +271,7 @@ impl Core {
             // Proves the shares: the old root must open the stored keyring.
             c.recover(&init.sealed_keyring).map_err(Error::Share)?;
         }
-        let root = SecretKey::generate().map_err(|e| Error::Internal(e.to_string()))?;
-        let (config, split) = shamir::split(&root, threshold as usize, shares as usize)
-            .map_err(|e| Error::InvalidArgument(format!("new share set: {e}")))?;
-        let record = InitRecord {
-            share_set: config.set.0,
-            threshold,
-            shares,
-            sealed_keyring: keyring.seal(&root).map_err(|e| Error::Internal(e.to_string()))?,
-        };
-        drop(root);
+        let (record, split) = InitRecord::new_root(keyring, shares, threshold)?;
         let value = serde_json::to_vec(&record).map_err(|e| Error::Internal(e.to_string()))?;
         let guards = vec![Guard::unchanged(Cf::Sys, INIT_KEY, Some(&raw))];
         let ops = vec![Op::Put { cf: Cf::Sys, key: INIT_KEY.to_vec(), value }];

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use arca_crypto::shamir::{ShareCollector, ShareConfig, ShareSetId};
-use arca_crypto::Keyring;
+use arca_crypto::shamir::{self, Share, ShareCollector, ShareConfig, ShareSetId};
+use arca_crypto::{Keyring, SecretKey};
 use serde::{Deserialize, Serialize};
 
 /// Key of the init record in the `sys` family. Its presence means "initialized".
@@ -20,6 +20,22 @@ pub(crate) struct InitRecord {
 }
 
 impl InitRecord {
+    /// A fresh root key, split into `shares` with `threshold`, sealing `keyring`: the record
+    /// to replicate and the shares to hand out. The root key itself is dropped (zeroized) here.
+    pub fn new_root(keyring: &Keyring, shares: u8, threshold: u8) -> crate::Result<(InitRecord, Vec<Share>)> {
+        let internal = |e: arca_crypto::Error| crate::Error::Internal(e.to_string());
+        let root = SecretKey::generate().map_err(internal)?;
+        let (config, split) = shamir::split(&root, threshold as usize, shares as usize)
+            .map_err(|e| crate::Error::InvalidArgument(e.to_string()))?;
+        let record = InitRecord {
+            share_set: config.set.0,
+            threshold,
+            shares,
+            sealed_keyring: keyring.seal(&root).map_err(internal)?,
+        };
+        Ok((record, split))
+    }
+
     pub fn share_config(&self) -> ShareConfig {
         ShareConfig { set: ShareSetId(self.share_set), threshold: self.threshold, shares: self.shares }
     }

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use arca_crypto::shamir::{self, ShareCollector};
+use arca_crypto::shamir::ShareCollector;
 use arca_crypto::{AuditHasher, Keyring, SecretKey};
 use arca_raft::{Command, CommandResult, Guard, Op, RaftNode};
 use arca_storage::Cf;
@@ -616,17 +616,8 @@ impl Core {
         if self.init_record()?.is_some() {
             return Err(Error::AlreadyInitialized);
         }
-        let root = SecretKey::generate().map_err(|e| Error::Internal(e.to_string()))?;
         let keyring = Keyring::generate().map_err(|e| Error::Internal(e.to_string()))?;
-        let (config, split) = shamir::split(&root, threshold as usize, shares as usize)
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        let record = InitRecord {
-            share_set: config.set.0,
-            threshold,
-            shares,
-            sealed_keyring: keyring.seal(&root).map_err(|e| Error::Internal(e.to_string()))?,
-        };
-        drop(root);
+        let (record, split) = InitRecord::new_root(&keyring, shares, threshold)?;
         let (root_token, accessor) = token::generate()?;
         let token_key = token::storage_key(&root_token);
         let info = NewToken::root("init").into_info(accessor.clone(), now_ms());
