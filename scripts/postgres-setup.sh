@@ -7,7 +7,9 @@ if [ "$(id -u)" != 0 ]; then exec sudo -E "$0" "$@"; fi
 
 "$(dirname "$0")/ensure-apt-packages.sh" postgresql
 version=$(ls /usr/lib/postgresql | sort -V | tail -1)
-if ! pg_lsclusters -h | awk -v v="$version" '$1 == v && $2 == "main"' | grep -q .; then
+# Read whole before testing (grep -q on a pipe can fail the pipeline under pipefail).
+clusters=$(pg_lsclusters -h)
+if [ -z "$(awk -v v="$version" '$1 == v && $2 == "main"' <<<"$clusters")" ]; then
     pg_createcluster "$version" main >/dev/null
 fi
 conf=/etc/postgresql/$version/main/postgresql.conf
