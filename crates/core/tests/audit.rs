@@ -262,8 +262,10 @@ async fn a_following_tail_stops_once_its_token_is_revoked() {
     };
     let token = Zeroizing::new(token.to_string());
     let page = AuditFilter { limit: 10, ..Default::default() };
-    // The check each later page of the stream makes, on every node.
+    // The check each later page of the stream makes, on every node (each first made current
+    // by a request of the token's own: that check reads local state, like a stream's pages).
     for core in &v.cores {
+        call(core, Some(&token), Operation::TokenLookup(TokenRef::SelfToken)).await.unwrap();
         core.audit_records_after_authorization(Some(&token), &page).unwrap();
         assert!(core.audit_records_after_authorization(None, &page).is_err());
     }
