@@ -682,7 +682,7 @@ impl Core {
     }
 
     /// The metadata of `path` and its raw stored bytes (the guard for a later write).
-    fn read_meta(&self, keyring: &Keyring, path: &str) -> Result<Option<(SecretMetadata, Vec<u8>)>> {
+    pub(crate) fn read_meta(&self, keyring: &Keyring, path: &str) -> Result<Option<(SecretMetadata, Vec<u8>)>> {
         let Some(raw) = self.node.reader().get(Cf::Kv, &kv::meta_key(path))? else { return Ok(None) };
         Ok(Some((decrypt_json(keyring, &kv::meta_aad(path), &raw)?, raw)))
     }

@@ -563,7 +563,7 @@ impl Core {
         raw: Option<&[u8]>,
     ) -> Result<bool> {
         let path = &config.path;
-        let meta = self.read_meta_raw(keyring, path)?;
+        let meta = self.read_meta(keyring, path)?;
         let current = match &meta {
             Some((m, _)) if m.current_version != 0 => self.version_data(keyring, path, m.current_version).ok(),
             _ => None,
@@ -681,7 +681,7 @@ impl Core {
         let mut ops = Vec::new();
         let mut meta_guard = None;
         if attempts >= config.max_attempts {
-            if let (Some(v), Some((mut m, meta_raw))) = (state.pending_version, self.read_meta_raw(keyring, path)?) {
+            if let (Some(v), Some((mut m, meta_raw))) = (state.pending_version, self.read_meta(keyring, path)?) {
                 if m.pending_version == Some(v) {
                     m.pending_version = None;
                     if let Some(entry) = m.versions.get_mut(&v) {
@@ -777,11 +777,6 @@ impl Core {
         }
     }
 
-    fn read_meta_raw(&self, keyring: &Keyring, path: &str) -> Result<Option<(SecretMetadata, Vec<u8>)>> {
-        let Some(raw) = self.node.reader().get(Cf::Kv, &kv::meta_key(path))? else { return Ok(None) };
-        Ok(Some((decrypt_json(keyring, &kv::meta_aad(path), &raw)?, raw)))
-    }
-
     fn version_data(&self, keyring: &Keyring, path: &str, version: u64) -> Result<SecretData> {
         let raw = self
             .node
@@ -793,7 +788,7 @@ impl Core {
 
     fn current_data(&self, keyring: &Keyring, path: &str) -> Result<SecretData> {
         let (meta, _) =
-            self.read_meta_raw(keyring, path)?.ok_or_else(|| Error::NotFound(format!("no secret at {path}")))?;
+            self.read_meta(keyring, path)?.ok_or_else(|| Error::NotFound(format!("no secret at {path}")))?;
         let v = meta.readable(None)?.version;
         self.version_data(keyring, path, v)
     }
