@@ -687,6 +687,15 @@ impl Core {
         Ok(Some((decrypt_json(keyring, &kv::meta_aad(path), &raw)?, raw)))
     }
 
+    /// The data of one version of `path`, which its metadata says exists.
+    pub(crate) fn version_data(&self, keyring: &Keyring, path: &str, version: u64) -> Result<SecretData> {
+        let raw = self.node.reader().get(Cf::Kv, &kv::data_key(path, version))?.ok_or_else(|| Error::Corrupt {
+            path: path.into(),
+            reason: format!("data of version {version} is missing"),
+        })?;
+        decrypt_json(keyring, &kv::data_aad(path, version), &raw)
+    }
+
     /// Read-decide-propose with a guard on the metadata, retried while other writers win.
     async fn guarded_update<T>(
         &self,
@@ -698,6 +707,7 @@ impl Core {
             let current = self.read_meta(keyring, path)?;
             let raw = current.as_ref().map(|(_, r)| r.clone());
             let (meta, mut ops, out) = decide(current.map(|(m, _)| m))?;
+            // Kept by value: the stored bytes are compared with it after a lost race.
             let sealed_meta = encrypt_json(keyring, &kv::meta_aad(path), &meta)?;
             ops.push(Op::Put { cf: Cf::Kv, key: kv::meta_key(path), value: sealed_meta.clone() });
             let guards = vec![Guard::unchanged(Cf::Kv, kv::meta_key(path), raw.as_deref())];
@@ -735,11 +745,7 @@ impl Core {
         self.guarded_update(keyring, path, |current| {
             let mut meta = current.unwrap_or_else(|| SecretMetadata::new(path, now));
             let (version, pruned) = meta.add_version(cas, now)?;
-            let data_key = kv::data_key(path, version.version);
-            let value = keyring
-                .encrypt(&kv::data_aad(path, version.version), &plain)
-                .map_err(|e| Error::Internal(e.to_string()))?;
-            let mut ops = vec![Op::Put { cf: Cf::Kv, key: data_key, value }];
+            let mut ops = vec![kv_data_op(keyring, path, version.version, &plain)?];
             ops.extend(pruned.into_iter().map(|v| Op::Delete { cf: Cf::Kv, key: kv::data_key(path, v) }));
             Ok((meta, ops, version))
         })
@@ -750,11 +756,7 @@ impl Core {
         validate_path(path)?;
         let (meta, _) = self.read_meta(keyring, path)?.ok_or_else(|| not_found(path))?;
         let v = meta.readable(version)?.clone();
-        let raw = self.node.reader().get(Cf::Kv, &kv::data_key(path, v.version))?.ok_or_else(|| Error::Corrupt {
-            path: path.into(),
-            reason: format!("data of version {} is missing", v.version),
-        })?;
-        let data: SecretData = decrypt_json(keyring, &kv::data_aad(path, v.version), &raw)?;
+        let data = self.version_data(keyring, path, v.version)?;
         Ok(Reply::KvSecret { data, version: v })
     }
 
@@ -819,6 +821,17 @@ enum VersionChange {
     Delete,
     Undelete,
     Destroy,
+}
+
+/// The write of a secret's metadata, encrypted and bound to its path.
+pub(crate) fn kv_meta_op(keyring: &Keyring, path: &str, meta: &SecretMetadata) -> Result<Op> {
+    Ok(Op::Put { cf: Cf::Kv, key: kv::meta_key(path), value: encrypt_json(keyring, &kv::meta_aad(path), meta)? })
+}
+
+/// The write of one version's data (its JSON), encrypted and bound to its path and version.
+pub(crate) fn kv_data_op(keyring: &Keyring, path: &str, version: u64, plain: &[u8]) -> Result<Op> {
+    let value = keyring.encrypt(&kv::data_aad(path, version), plain).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(Op::Put { cf: Cf::Kv, key: kv::data_key(path, version), value })
 }
 
 fn not_found(path: &str) -> Error {

@@ -163,7 +163,7 @@ async fn spawn(exe: &Path, work: &Path) -> Result<tokio::process::Child> {
             .spawn();
         match spawned {
             Ok(child) => return Ok(child),
-            Err(e) if e.raw_os_error() == Some(libc_etxtbsy()) && attempts < 20 => {
+            Err(e) if e.raw_os_error() == Some(ETXTBSY) && attempts < 20 => {
                 attempts += 1;
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -172,9 +172,8 @@ async fn spawn(exe: &Path, work: &Path) -> Result<tokio::process::Child> {
     }
 }
 
-const fn libc_etxtbsy() -> i32 {
-    26 // ETXTBSY on Linux
-}
+/// "Text file busy" on Linux.
+const ETXTBSY: i32 = 26;
 
 fn stderr_tail(stderr: &[u8]) -> String {
     let start = stderr.len().saturating_sub(STDERR_TAIL);

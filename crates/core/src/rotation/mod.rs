@@ -33,7 +33,7 @@ use tracing::{info, instrument, warn};
 
 use crate::audit::{AuditCaller, AuditRecord};
 use crate::kv::{self, SecretMetadata};
-use crate::vault::{decrypt_json, encrypt_json};
+use crate::vault::{decrypt_json, encrypt_json, kv_data_op, kv_meta_op};
 use crate::{now_ms, validate_path, Core, Error, Result, SecretData};
 
 const CONFIG_PREFIX: &str = "rotation/config/";
@@ -581,19 +581,9 @@ impl Core {
                 let (version, pruned) = m.add_pending(now);
                 let plain =
                     zeroize::Zeroizing::new(serde_json::to_vec(&pending).map_err(|e| Error::Internal(e.to_string()))?);
-                let mut ops = vec![Op::Put {
-                    cf: Cf::Kv,
-                    key: kv::data_key(path, version.version),
-                    value: keyring
-                        .encrypt(&kv::data_aad(path, version.version), &plain)
-                        .map_err(|e| Error::Internal(e.to_string()))?,
-                }];
+                let mut ops = vec![kv_data_op(keyring, path, version.version, &plain)?];
                 ops.extend(pruned.into_iter().map(|v| Op::Delete { cf: Cf::Kv, key: kv::data_key(path, v) }));
-                ops.push(Op::Put {
-                    cf: Cf::Kv,
-                    key: kv::meta_key(path),
-                    value: encrypt_json(keyring, &kv::meta_aad(path), &m)?,
-                });
+                ops.push(kv_meta_op(keyring, path, &m)?);
                 let next = RotationState {
                     rotation_id: crate::token::random_id(8)?,
                     step: Step::Created,
@@ -631,11 +621,7 @@ impl Core {
                         if m.pending_version == Some(version) {
                             m.promote_pending(now)?;
                         }
-                        ops.push(Op::Put {
-                            cf: Cf::Kv,
-                            key: kv::meta_key(path),
-                            value: encrypt_json(keyring, &kv::meta_aad(path), &m)?,
-                        });
+                        ops.push(kv_meta_op(keyring, path, &m)?);
                         meta_guard = Some(meta_raw);
                         next = RotationState {
                             step: Step::Idle,
@@ -688,11 +674,7 @@ impl Core {
                         entry.destroyed = true;
                     }
                     ops.push(Op::Delete { cf: Cf::Kv, key: kv::data_key(path, v) });
-                    ops.push(Op::Put {
-                        cf: Cf::Kv,
-                        key: kv::meta_key(path),
-                        value: encrypt_json(keyring, &kv::meta_aad(path), &m)?,
-                    });
+                    ops.push(kv_meta_op(keyring, path, &m)?);
                     meta_guard = Some(meta_raw);
                 }
             }
@@ -775,15 +757,6 @@ impl Core {
                 value_of(&output)
             }
         }
-    }
-
-    fn version_data(&self, keyring: &Keyring, path: &str, version: u64) -> Result<SecretData> {
-        let raw = self
-            .node
-            .reader()
-            .get(Cf::Kv, &kv::data_key(path, version))?
-            .ok_or_else(|| Error::NotFound(format!("version {version} of {path} has no data")))?;
-        decrypt_json(keyring, &kv::data_aad(path, version), &raw)
     }
 
     fn current_data(&self, keyring: &Keyring, path: &str) -> Result<SecretData> {
