@@ -92,8 +92,8 @@ pub(crate) fn load_terms(reader: &StateReader, keyring: &Keyring) -> Result<Opti
 pub(crate) fn follow_terms(reader: &StateReader, seal: Arc<Mutex<Seal>>) {
     reader.observe(Arc::new(move |r: &StateReader, applied: &Applied<'_>| {
         let touched = match applied {
-            Applied::Everything => true,
-            Applied::Keys(keys) => keys.iter().any(|(cf, k)| *cf == Cf::Sys && k.starts_with(TERM_PREFIX)),
+            Applied::Everything { .. } => true,
+            Applied::Keys { keys, .. } => keys.iter().any(|(cf, k)| *cf == Cf::Sys && k.starts_with(TERM_PREFIX)),
         };
         if !touched {
             return;
@@ -118,14 +118,10 @@ fn aad_of(cf: Cf, key: &[u8]) -> Option<Vec<u8>> {
     if cf != Cf::Kv {
         return Some(key.to_vec());
     }
-    if let Some(path) = key.strip_prefix(b"m/") {
-        return Some(kv::meta_aad(std::str::from_utf8(path).ok()?));
-    }
-    let rest = key.strip_prefix(b"d/")?;
-    let split = rest.len().checked_sub(9)?;
-    let (path, tail) = rest.split_at(split);
-    let version = u64::from_be_bytes(tail.strip_prefix(b"\0")?.try_into().ok()?);
-    Some(kv::data_aad(std::str::from_utf8(path).ok()?, version))
+    Some(match kv::parse_key(key)? {
+        (path, None) => kv::meta_aad(path),
+        (path, Some(version)) => kv::data_aad(path, version),
+    })
 }
 
 /// Whether rewrap leaves this key alone whatever it holds.

@@ -194,6 +194,18 @@ pub(crate) fn data_key(path: &str, version: u64) -> Vec<u8> {
     [b"d/", path.as_bytes(), b"\0", &version.to_be_bytes()].concat()
 }
 
+/// Which secret a `kv` column family key belongs to: `(path, Some(version))` for a version's
+/// data, `(path, None)` for the metadata record.
+pub(crate) fn parse_key(key: &[u8]) -> Option<(&str, Option<u64>)> {
+    if let Some(path) = key.strip_prefix(b"m/") {
+        return Some((std::str::from_utf8(path).ok()?, None));
+    }
+    let rest = key.strip_prefix(b"d/")?;
+    let (path, tail) = rest.split_at(rest.len().checked_sub(9)?);
+    let version = u64::from_be_bytes(tail.strip_prefix(b"\0")?.try_into().ok()?);
+    Some((std::str::from_utf8(path).ok()?, Some(version)))
+}
+
 pub(crate) fn data_aad(path: &str, version: u64) -> Vec<u8> {
     format!("secret/data/{path}#{version}").into_bytes()
 }
@@ -232,6 +244,14 @@ mod tests {
         m.versions.get_mut(&3).unwrap().deleted_ms = Some(5);
         assert!(m.readable(None).unwrap_err().to_string().contains("is deleted"));
         assert_eq!(m.readable(Some(2)).unwrap().version, 2);
+    }
+
+    #[test]
+    fn keys_parse_back() {
+        assert_eq!(parse_key(&meta_key("app/db")), Some(("app/db", None)));
+        assert_eq!(parse_key(&data_key("app/db", 7)), Some(("app/db", Some(7))));
+        assert_eq!(parse_key(b"d/short"), None);
+        assert_eq!(parse_key(b"x/app"), None);
     }
 
     #[test]

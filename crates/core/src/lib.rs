@@ -21,6 +21,7 @@ mod seal;
 mod token;
 mod tokens;
 mod vault;
+pub mod watch;
 
 pub use audit::{AuditCaller, AuditConfig, AuditFilter, AuditRecord};
 pub use error::{Error, Result};
@@ -35,6 +36,7 @@ pub use request::{
 };
 pub use token::{AuthSource, TokenInfo, DEFAULT_MAX_TTL_MS, TOKEN_PREFIX};
 pub use vault::Core;
+pub use watch::{WatchEvent, WatchKind};
 
 /// Milliseconds since the Unix epoch, decided by the node that proposes a write (apply never
 /// reads a clock).

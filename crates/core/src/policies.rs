@@ -62,14 +62,19 @@ fn load_all(reader: &StateReader) -> PolicySet {
     set
 }
 
+/// Whether a `sys` column family key holds a policy.
+pub(crate) fn is_policy_key(key: &[u8]) -> bool {
+    key.starts_with(POLICY_PREFIX)
+}
+
 /// Compiles the stored policies now and keeps them current: the returned set is updated by a
 /// storage observer on every applied change to a policy.
 pub(crate) fn compiled_policies(reader: &StateReader) -> Arc<RwLock<PolicySet>> {
     let set = Arc::new(RwLock::new(load_all(reader)));
     let observed = set.clone();
     reader.observe(Arc::new(move |r: &StateReader, applied: &Applied<'_>| match applied {
-        Applied::Everything => *observed.write().expect("policy lock") = load_all(r),
-        Applied::Keys(keys) => {
+        Applied::Everything { .. } => *observed.write().expect("policy lock") = load_all(r),
+        Applied::Keys { keys, .. } => {
             let changed: Vec<&[u8]> = keys
                 .iter()
                 .filter(|(cf, k)| *cf == Cf::Sys && k.starts_with(POLICY_PREFIX))
@@ -110,6 +115,7 @@ impl Core {
         let n = match op {
             Operation::KvGet { .. }
             | Operation::KvGetStage { .. }
+            | Operation::Watch { .. }
             | Operation::RotationStatus { path: Some(_) }
             | Operation::KvMetadata { .. }
             | Operation::Leader

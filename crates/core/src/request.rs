@@ -126,6 +126,11 @@ pub enum Operation {
     KvList {
         prefix: String,
     },
+    /// Opens a watch of the secrets under `prefix` (needs `read` there): the stream itself is
+    /// [`crate::Core::watch`].
+    Watch {
+        prefix: String,
+    },
     KvDelete {
         path: String,
         versions: Vec<u64>,
@@ -259,6 +264,7 @@ impl std::fmt::Debug for Operation {
             Operation::KvGet { path, version } => write!(f, "KvGet({path:?}, version={version:?})"),
             Operation::KvGetStage { path, stage } => write!(f, "KvGetStage({path:?}, {stage:?})"),
             Operation::KvList { prefix } => write!(f, "KvList({prefix:?})"),
+            Operation::Watch { prefix } => write!(f, "Watch({prefix:?})"),
             Operation::KvDelete { path, .. } => write!(f, "KvDelete({path:?})"),
             Operation::KvUndelete { path, .. } => write!(f, "KvUndelete({path:?})"),
             Operation::KvDestroy { path, .. } => write!(f, "KvDestroy({path:?})"),
@@ -291,6 +297,7 @@ impl Operation {
             Operation::KvPut { path, .. } | Operation::KvGet { path, .. } => format!("secret/data/{path}"),
             Operation::KvGetStage { path, .. } => format!("secret/data/{path}"),
             Operation::KvList { prefix } => format!("secret/metadata/{prefix}"),
+            Operation::Watch { prefix } => format!("secret/data/{prefix}"),
             // Deleting the latest version is a DELETE on the data path in Vault; named versions
             // go through `delete/`.
             Operation::KvDelete { path, versions } if versions.is_empty() => format!("secret/data/{path}"),
@@ -352,6 +359,7 @@ impl Operation {
             Operation::KvPut { .. } => "KvPut",
             Operation::KvGet { .. } => "KvGet",
             Operation::KvList { .. } => "KvList",
+            Operation::Watch { .. } => "Watch",
             Operation::KvDelete { .. } => "KvDelete",
             Operation::KvUndelete { .. } => "KvUndelete",
             Operation::KvDestroy { .. } => "KvDestroy",
@@ -411,6 +419,10 @@ pub enum Reply {
         version: VersionMetadata,
     },
     KvKeys(Vec<String>),
+    /// A watch may open; events after `position` are what is new.
+    Watching {
+        position: u64,
+    },
     KvMetadata(SecretMetadata),
     TokenCreated {
         token: Zeroizing<String>,
@@ -522,6 +534,7 @@ impl std::fmt::Debug for Reply {
             Reply::KvWritten(_) => "KvWritten",
             Reply::KvSecret { .. } => "KvSecret",
             Reply::KvKeys(_) => "KvKeys",
+            Reply::Watching { .. } => "Watching",
             Reply::KvMetadata(_) => "KvMetadata",
             Reply::TokenCreated { .. } => "TokenCreated",
             Reply::Token(_) => "Token",

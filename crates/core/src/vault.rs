@@ -53,6 +53,8 @@ pub struct Core {
     audited: bool,
     /// The cluster audit HMAC key, loaded on first use after unseal; dropped on seal.
     audit_hasher: Arc<Mutex<Option<Arc<AuditHasher>>>>,
+    /// This node's feed of applied changes, for watchers.
+    pub(crate) feed: Arc<crate::watch::Feed>,
 }
 
 pub(crate) fn encrypt_json<T: Serialize>(keyring: &Keyring, aad: &[u8], value: &T) -> Result<Vec<u8>> {
@@ -78,7 +80,9 @@ impl Core {
         let batcher = Batcher::start(node.clone(), audit);
         let seal = Arc::new(Mutex::new(Seal::Sealed(None)));
         crate::keyring::follow_terms(node.reader(), seal.clone());
+        let feed = crate::watch::Feed::start(node.reader());
         Core {
+            feed,
             node,
             seal,
             policies,
@@ -286,10 +290,8 @@ impl Core {
     /// own: for the later pages of a stream whose opening request was authorized and audited.
     /// A stream must end when its token is revoked, expires or loses the policy.
     pub fn still_allowed(&self, token: Option<&Zeroizing<String>>, op: Operation) -> Result<()> {
-        let keyring = self.keyring()?;
-        let mut ctx = AuditContext::default();
         let path = op.logical_path();
-        self.precheck(&keyring, &Request::new(token.cloned(), op), &mut ctx);
+        let ctx = self.decide_now(token, op)?;
         match ctx.decision.as_str() {
             "allowed" => Ok(()),
             "unauthenticated" => Err(Error::PermissionDenied(
@@ -300,6 +302,15 @@ impl Core {
                 ctx.capability
             ))),
         }
+    }
+
+    /// The decision on `op` for `token` on this node's current state, without side effects or
+    /// an audit record of its own.
+    pub(crate) fn decide_now(&self, token: Option<&Zeroizing<String>>, op: Operation) -> Result<AuditContext> {
+        let keyring = self.keyring()?;
+        let mut ctx = AuditContext::default();
+        self.precheck(&keyring, &Request::new(token.cloned(), op), &mut ctx);
+        Ok(ctx)
     }
 
     /// Committed audit records for a following tail: re-checks the caller's token first.
@@ -438,6 +449,10 @@ impl Core {
                 self.kv_get(keyring, &path, Some(version))
             }
             Operation::KvList { prefix } => self.kv_list(&prefix).map(Reply::KvKeys),
+            Operation::Watch { prefix } => {
+                validate_prefix(&prefix)?;
+                Ok(Reply::Watching { position: self.watch_position() })
+            }
             Operation::KvDelete { path, versions } => {
                 self.kv_versions(keyring, &path, &versions, VersionChange::Delete).await.map(Reply::KvMetadata)
             }

@@ -9,12 +9,8 @@ mod error;
 mod server;
 pub mod tls;
 
-pub mod proto {
-    tonic::include_proto!("arca.v1");
-
-    /// The descriptor set served by gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/arca_v1_descriptor.bin"));
-}
+/// The client API's generated types (see `arca-proto`).
+pub use arca_proto as proto;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -70,7 +70,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .add_service(proto::policy_server::PolicyServer::new(api.clone()))
         .add_service(proto::auth_server::AuthServer::new(api.clone()))
         .add_service(proto::audit_server::AuditServer::new(api.clone()))
-        .add_service(proto::rotation_server::RotationServer::new(api))
+        .add_service(proto::rotation_server::RotationServer::new(api.clone()))
+        .add_service(proto::watch_server::WatchServer::new(api))
         .add_service(reflection)
         .serve_with_incoming_shutdown(crate::tls::incoming(listener, acceptor), shutdown)
         .await;

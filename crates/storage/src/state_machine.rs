@@ -13,7 +13,7 @@ use tracing::instrument;
 use crate::log_store::{decode, encode};
 use crate::{snapshot, Applied, Cf, StateReader, Store, StoreConfig, STATE_CFS};
 
-const KEY_APPLIED: &[u8] = b"last_applied";
+pub(crate) const KEY_APPLIED: &[u8] = b"last_applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
 
 type Membership<C> = StoredMembership<u64, <C as openraft::RaftTypeConfig>::Node>;
@@ -173,7 +173,8 @@ impl<C: StoreConfig> RaftStateMachine<C> for StateMachine<C> {
         // last-applied id. Data and that id are in one batch, so nothing is applied twice.
         self.store.db.write(tx.into_batch()).map_err(|e| StorageIOError::write_state_machine(&e))?;
         if !changed.is_empty() {
-            self.store.notify(&Applied::Keys(&changed));
+            let index = last_applied.map_or(0, |id| id.index);
+            self.store.notify(&Applied::Keys { index, keys: &changed });
         }
         self.last_applied = last_applied;
         if let Some(m) = membership {
@@ -204,7 +205,7 @@ impl<C: StoreConfig> RaftStateMachine<C> for StateMachine<C> {
             .map_err(|e| StorageIOError::write_state_machine(&e))??;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        self.store.notify(&Applied::Everything);
+        self.store.notify(&Applied::Everything { index: meta.last_log_id.map_or(0, |id| id.index) });
         tracing::info!("installed snapshot");
         Ok(())
     }

@@ -58,13 +58,15 @@ pub struct Store {
     pub(crate) observers: Arc<RwLock<Vec<Observer>>>,
 }
 
-/// What one `apply` (or snapshot install) changed in the state column families.
+/// What one `apply` (or snapshot install) changed in the state column families. `index` is the
+/// Raft log index the state is now at: the same on every member for the same change, so it can
+/// order and resume change feeds across nodes.
 #[derive(Debug)]
 pub enum Applied<'a> {
     /// These keys were written or deleted.
-    Keys(&'a [(Cf, Vec<u8>)]),
+    Keys { index: u64, keys: &'a [(Cf, Vec<u8>)] },
     /// The whole state was replaced (a snapshot was installed): anything may have changed.
-    Everything,
+    Everything { index: u64 },
 }
 
 /// Called synchronously after each applied batch is written and before Raft reports it applied,
@@ -132,6 +134,15 @@ impl StateReader {
     /// Registers `observer` to run after every applied batch from now on (see [`Observer`]).
     pub fn observe(&self, observer: Observer) {
         self.store.observers.write().expect("observer lock").push(observer);
+    }
+
+    /// The Raft log index of the last applied entry, as written with the state it produced (so,
+    /// unlike Raft's metrics, never behind what an observer has been told).
+    pub fn applied_index(&self) -> Result<u64> {
+        let Some(raw) = self.get(Cf::Meta, crate::state_machine::KEY_APPLIED)? else { return Ok(0) };
+        let applied: Option<openraft::LogId<u64>> = crate::log_store::decode(&raw)
+            .map_err(|e| crate::Error::Corrupt(format!("state machine metadata: {e}")))?;
+        Ok(applied.map_or(0, |id| id.index))
     }
 
     pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {

@@ -4,6 +4,7 @@
 mod audit;
 mod identity;
 mod rotation;
+mod watch;
 
 use arca_core::{Core, Error as CoreError, Operation, Reply, Request, SecretData};
 use tonic::{Request as GrpcRequest, Response, Status};

@@ -3,7 +3,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files: Vec<_> = ["sys", "kv", "token", "policy", "auth", "audit", "rotation"]
+    let files: Vec<_> = ["sys", "kv", "token", "policy", "auth", "audit", "rotation", "watch"]
         .iter()
         .map(|f| root.join(format!("arca/v1/{f}.proto")))
         .collect();

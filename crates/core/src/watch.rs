@@ -1,0 +1,361 @@
+//! Watch: a feed of committed changes to secrets, for clients that cache them.
+//!
+//! Every node keeps its own feed, filled at apply time by a storage observer, so a watcher is
+//! served by whichever member it is connected to and a leader change does not touch it. Events
+//! are numbered by the Raft log index that produced them: the same number on every member, so a
+//! client that reconnects elsewhere resumes with "everything after N" and misses nothing.
+//!
+//! Events never carry values: a path, a version and what happened. The feed is a bounded ring;
+//! a watcher that asks for a position the ring no longer holds (it was away too long, or the
+//! node restarted or installed a snapshot since) gets a `Reset` first: "drop everything you
+//! cached", which is always safe.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arca_storage::{Applied, Cf, StateReader};
+use tokio::sync::{mpsc, watch};
+use tracing::debug;
+use zeroize::Zeroizing;
+
+use crate::{kv, Core, Error, Operation, Result};
+
+/// Changes a node remembers for watchers that reconnect.
+pub const FEED_CAPACITY: usize = 65_536;
+/// A quiet stream still reports its position this often: the client's resume point moves on,
+/// and a client that hears nothing for a few of these knows its connection is dead.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+/// Changes examined per wake-up before the stream yields.
+const PAGE: usize = 1024;
+
+/// What a watch event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchKind {
+    /// A new version was stored (`version`); rotation's pending versions included.
+    Written,
+    /// Versions were deleted or destroyed, or the whole secret was removed.
+    Deleted,
+    /// The metadata changed without new data: a stage label moved (rotation promoted its
+    /// pending version), an undelete, a setting.
+    Metadata,
+    /// The watcher's token was revoked or expired, or lost `read` on a watched prefix (`path`).
+    /// The stream ends after this event.
+    AccessRevoked,
+    /// The node cannot say what changed since the requested position: drop everything cached.
+    Reset,
+    /// Nothing to report up to `seq`: resume from here.
+    Progress,
+}
+
+/// One event on a watch stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchEvent {
+    /// The Raft log index of the change (or, for `Progress`, the position reached).
+    pub seq: u64,
+    pub kind: WatchKind,
+    /// The secret's path (KV path, without `secret/data/`); the prefix for `AccessRevoked`.
+    pub path: String,
+    /// The version written or deleted, when the change names one.
+    pub version: u64,
+    /// The secret's current version once the change applied (0: none, or the secret is gone).
+    pub current_version: u64,
+}
+
+impl WatchEvent {
+    fn at(seq: u64, kind: WatchKind) -> WatchEvent {
+        WatchEvent { seq, kind, path: String::new(), version: 0, current_version: 0 }
+    }
+}
+
+/// What one applied batch changed, as the feed records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Change {
+    Secret {
+        path: String,
+        kind: WatchKind,
+        version: u64,
+    },
+    /// A policy changed or a token was removed: watchers re-check their access.
+    Access,
+    /// A snapshot replaced the state.
+    Reset,
+}
+
+struct Ring {
+    changes: VecDeque<(u64, Change)>,
+    /// Every change after this index is in `changes`.
+    floor: u64,
+    /// The newest applied index seen; changes up to it are in `changes`.
+    latest: u64,
+}
+
+/// One node's change feed.
+pub(crate) struct Feed {
+    ring: Mutex<Ring>,
+    wake: watch::Sender<u64>,
+}
+
+impl Feed {
+    /// Starts recording the changes `reader`'s node applies from now on.
+    pub(crate) fn start(reader: &StateReader) -> Arc<Feed> {
+        let feed = Arc::new(Feed {
+            ring: Mutex::new(Ring { changes: VecDeque::new(), floor: u64::MAX, latest: 0 }),
+            wake: watch::channel(0).0,
+        });
+        let observed = Arc::downgrade(&feed);
+        reader.observe(Arc::new(move |r: &StateReader, applied: &Applied<'_>| {
+            if let Some(feed) = observed.upgrade() {
+                feed.record(r, applied);
+            }
+        }));
+        // Read after the observer is in place: whatever applied before this index is not in the
+        // ring, whatever applies after it is.
+        let start = reader.applied_index().unwrap_or(0);
+        {
+            let mut ring = feed.ring.lock().expect("feed lock");
+            ring.floor = ring.floor.min(start);
+            ring.latest = ring.latest.max(start);
+        }
+        feed
+    }
+
+    fn record(&self, r: &StateReader, applied: &Applied<'_>) {
+        let (index, changes) = match applied {
+            Applied::Everything { index } => (*index, vec![Change::Reset]),
+            Applied::Keys { index, keys } => (*index, changes_of(r, keys)),
+        };
+        let mut ring = self.ring.lock().expect("feed lock");
+        if ring.floor == u64::MAX {
+            // The first batch after start: the start index is read once the observer is in.
+            ring.floor = index.saturating_sub(1);
+        }
+        for c in changes {
+            ring.changes.push_back((index, c));
+        }
+        while ring.changes.len() > FEED_CAPACITY {
+            if let Some((seq, _)) = ring.changes.pop_front() {
+                ring.floor = ring.floor.max(seq);
+            }
+        }
+        ring.latest = ring.latest.max(index);
+        drop(ring);
+        self.wake.send_replace(index);
+    }
+
+    /// Changes after `cursor` (at most `limit`), the floor, and the newest applied index.
+    fn after(&self, cursor: u64, limit: usize) -> (Vec<(u64, Change)>, u64, u64) {
+        let ring = self.ring.lock().expect("feed lock");
+        let start = ring.changes.partition_point(|(seq, _)| *seq <= cursor);
+        let page = ring.changes.range(start..).take(limit).cloned().collect();
+        (page, ring.floor, ring.latest)
+    }
+
+    fn latest(&self) -> u64 {
+        self.ring.lock().expect("feed lock").latest
+    }
+}
+
+/// The feed's view of one batch: per secret, the one change a watcher needs to hear about.
+fn changes_of(r: &StateReader, keys: &[(Cf, Vec<u8>)]) -> Vec<Change> {
+    #[derive(Default)]
+    struct Seen {
+        written: Option<u64>,
+        removed: Option<u64>,
+        meta: bool,
+        gone: bool,
+    }
+    let mut secrets: BTreeMap<&str, Seen> = BTreeMap::new();
+    let mut access = false;
+    let exists = |cf: Cf, k: &[u8]| r.get(cf, k).map(|v| v.is_some()).unwrap_or(true);
+    for (cf, key) in keys {
+        match cf {
+            Cf::Kv => {
+                let Some((path, version)) = kv::parse_key(key) else { continue };
+                let seen = secrets.entry(path).or_default();
+                match version {
+                    None => {
+                        seen.meta = true;
+                        seen.gone = !exists(Cf::Kv, key);
+                    }
+                    // Data keys are written once: present now means written now.
+                    Some(v) if exists(Cf::Kv, key) => seen.written = seen.written.max(Some(v)),
+                    Some(v) => seen.removed = seen.removed.max(Some(v)),
+                }
+            }
+            Cf::Sys => access |= crate::policies::is_policy_key(key),
+            // A token created, renewed or used changes nothing for watchers; one removed
+            // (revoked, expired and purged, used up) may be a watcher's.
+            Cf::Tokens => access |= !exists(Cf::Tokens, key),
+            _ => {}
+        }
+    }
+    let mut out: Vec<Change> = secrets
+        .into_iter()
+        .filter(|(_, s)| s.meta || s.written.is_some() || s.removed.is_some())
+        .map(|(path, s)| {
+            let (kind, version) = match (s.gone, s.written, s.removed) {
+                (true, _, _) => (WatchKind::Deleted, 0),
+                (false, Some(v), _) => (WatchKind::Written, v),
+                (false, None, Some(v)) => (WatchKind::Deleted, v),
+                (false, None, None) => (WatchKind::Metadata, 0),
+            };
+            Change::Secret { path: path.to_string(), kind, version }
+        })
+        .collect();
+    if access {
+        out.push(Change::Access);
+    }
+    out
+}
+
+/// Why a watcher may not see something now.
+enum Recheck {
+    Allowed,
+    /// Not on this path: the event is skipped.
+    Denied,
+    /// The token is gone: the stream ends.
+    Unauthenticated,
+}
+
+impl Core {
+    /// The newest applied index this node's feed has seen: where a watch opened now starts.
+    pub fn watch_position(&self) -> u64 {
+        self.feed.latest()
+    }
+
+    /// Streams the changes under `prefixes` after `after` (`None`: from now) to a watcher whose
+    /// opening request ([`Operation::Watch`], one per prefix) was authorized and audited.
+    /// Every event is re-authorized for its own path on the current state; the stream ends on
+    /// an `AccessRevoked` event, on an error (the node sealed), or when the receiver is dropped.
+    pub fn watch(
+        &self,
+        token: Option<Zeroizing<String>>,
+        prefixes: Vec<String>,
+        after: Option<u64>,
+    ) -> mpsc::Receiver<Result<WatchEvent>> {
+        let (tx, rx) = mpsc::channel(256);
+        let core = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = core.serve_watch(&tx, token.as_ref(), &prefixes, after).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        rx
+    }
+
+    async fn serve_watch(
+        &self,
+        tx: &mpsc::Sender<Result<WatchEvent>>,
+        token: Option<&Zeroizing<String>>,
+        prefixes: &[String],
+        after: Option<u64>,
+    ) -> Result<()> {
+        let closed = || Error::Internal("the watcher went away".into());
+        let send = |event: WatchEvent| async { tx.send(Ok(event)).await.map_err(|_| closed()) };
+        let mut wake = self.feed.wake.subscribe();
+        let mut cursor = after.unwrap_or_else(|| self.feed.latest());
+        let (_, floor, _) = self.feed.after(cursor, 0);
+        if cursor < floor {
+            send(WatchEvent::at(floor, WatchKind::Reset)).await?;
+            cursor = floor;
+        }
+        // The first event says where the stream stands, so a client can resume from it even if
+        // nothing changes.
+        send(WatchEvent::at(cursor, WatchKind::Progress)).await?;
+        let mut last_sent = Instant::now();
+        loop {
+            let (page, floor, latest) = self.feed.after(cursor, PAGE);
+            if cursor < floor {
+                // Fell behind the ring while sending: what was dropped is unknown.
+                send(WatchEvent::at(floor, WatchKind::Reset)).await?;
+                cursor = floor;
+                last_sent = Instant::now();
+                continue;
+            }
+            let full = page.len() == PAGE;
+            for (seq, change) in page {
+                cursor = seq;
+                let event = match change {
+                    Change::Reset => Some(WatchEvent::at(seq, WatchKind::Reset)),
+                    Change::Access => {
+                        for prefix in prefixes {
+                            let op = Operation::Watch { prefix: prefix.clone() };
+                            if !matches!(self.recheck(token, op)?, Recheck::Allowed) {
+                                let mut ended = WatchEvent::at(seq, WatchKind::AccessRevoked);
+                                ended.path = prefix.clone();
+                                send(ended).await?;
+                                return Ok(());
+                            }
+                        }
+                        None
+                    }
+                    Change::Secret { path, kind, version } => {
+                        self.secret_event(token, prefixes, seq, path, kind, version)?
+                    }
+                };
+                if let Some(event) = event {
+                    if event.kind == WatchKind::AccessRevoked {
+                        send(event).await?;
+                        return Ok(());
+                    }
+                    send(event).await?;
+                    last_sent = Instant::now();
+                }
+            }
+            if full {
+                continue;
+            }
+            cursor = cursor.max(latest);
+            let quiet_for = last_sent.elapsed();
+            if quiet_for >= PROGRESS_INTERVAL {
+                send(WatchEvent::at(cursor, WatchKind::Progress)).await?;
+                last_sent = Instant::now();
+                continue;
+            }
+            tokio::select! {
+                changed = wake.changed() => if changed.is_err() { return Err(closed()) },
+                _ = tx.closed() => return Ok(()),
+                _ = tokio::time::sleep(PROGRESS_INTERVAL - quiet_for) => {}
+            }
+        }
+    }
+
+    /// The event for a change to `path`, if the watcher watches it and may read it.
+    fn secret_event(
+        &self,
+        token: Option<&Zeroizing<String>>,
+        prefixes: &[String],
+        seq: u64,
+        path: String,
+        kind: WatchKind,
+        version: u64,
+    ) -> Result<Option<WatchEvent>> {
+        if !prefixes.iter().any(|p| path.starts_with(p.as_str())) {
+            return Ok(None);
+        }
+        match self.recheck(token, Operation::KvGet { path: path.clone(), version: None })? {
+            Recheck::Allowed => {}
+            Recheck::Denied => return Ok(None),
+            Recheck::Unauthenticated => return Ok(Some(WatchEvent::at(seq, WatchKind::AccessRevoked))),
+        }
+        // The state now, which may be past this change: `current_version` is a hint, the event
+        // itself is what must not be missed.
+        let meta = self.read_meta(&*self.keyring()?, &path)?.map(|(m, _)| m);
+        let current_version = meta.as_ref().map_or(0, |m| m.current_version);
+        let current_gone = meta
+            .as_ref()
+            .is_none_or(|m| m.versions.get(&m.current_version).is_none_or(|v| v.deleted_ms.is_some() || v.destroyed));
+        let kind = if kind == WatchKind::Metadata && current_gone { WatchKind::Deleted } else { kind };
+        debug!(seq, path = %path, ?kind, "watch event");
+        Ok(Some(WatchEvent { seq, kind, path, version, current_version }))
+    }
+
+    fn recheck(&self, token: Option<&Zeroizing<String>>, op: Operation) -> Result<Recheck> {
+        match self.decide_now(token, op)?.decision.as_str() {
+            "allowed" => Ok(Recheck::Allowed),
+            "unauthenticated" => Ok(Recheck::Unauthenticated),
+            _ => Ok(Recheck::Denied),
+        }
+    }
+}
