@@ -401,9 +401,12 @@ impl SecretCache {
         warn!(path, version = refused, "the secret was refused downstream; fetching it again and retrying once");
         let mut fresh = self.refresh(path, Which::Current).await.map_err(WithSecretError::Secret)?;
         if fresh.version() == refused {
-            if let Ok(pending) = self.inner.source.fetch(path, Which::Pending).await {
-                fresh = pending;
-            }
+            fresh = match self.inner.source.fetch(path, Which::Pending).await {
+                Ok(pending) => pending,
+                // No pending version (any more): the rotation was promoted in between, so
+                // current is new now.
+                Err(_) => self.refresh(path, Which::Current).await.map_err(WithSecretError::Secret)?,
+            };
         }
         match f(fresh).await {
             Ok(v) => Ok(v),
