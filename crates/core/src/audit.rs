@@ -90,7 +90,7 @@ pub struct AuditCaller {
 /// UUIDv7). Outcomes are stored under their request id, so ids that grow with time make those
 /// inserts nearly sequential; random ids made RocksDB's memtable re-search its skip list on
 /// every insert, a tenth of the audit pipeline's CPU.
-pub(crate) fn request_id() -> Result<String> {
+pub fn request_id() -> Result<String> {
     let mut id = [0u8; 16];
     id[..6].copy_from_slice(&crate::now_ms().to_be_bytes()[2..]);
     arca_crypto::random_bytes(&mut id[6..]).map_err(|e| Error::Internal(e.to_string()))?;

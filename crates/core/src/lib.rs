@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod auth;
+mod duration;
 mod error;
 mod grants;
 mod keyring;
@@ -24,6 +25,7 @@ mod vault;
 pub mod watch;
 
 pub use audit::{AuditCaller, AuditConfig, AuditFilter, AuditRecord};
+pub use duration::parse_duration_secs;
 pub use error::{Error, Result};
 pub use grants::GrantUse;
 pub use keyring::{KeyringInfo, RewrapState};
@@ -32,7 +34,7 @@ pub use logins::SECRET_ID_PREFIX;
 pub use path::{validate_path, validate_prefix, MAX_PATH_BYTES};
 pub use policy::{DEFAULT_POLICY, ROOT_POLICY};
 pub use request::{
-    HealthInfo, InitResult, Member, Operation, Reply, Request, SealStatus, SecretData, TokenCreate, TokenRef,
+    mounts, HealthInfo, InitResult, Member, Mount, Operation, Reply, Request, SealStatus, SecretData, TokenCreate, TokenRef,
 };
 pub use token::{AuthSource, TokenInfo, DEFAULT_MAX_TTL_MS, TOKEN_PREFIX};
 pub use vault::Core;

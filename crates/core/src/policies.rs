@@ -119,6 +119,7 @@ impl Core {
             | Operation::RotationStatus { path: Some(_) }
             | Operation::KvMetadata { .. }
             | Operation::Leader
+            | Operation::Mounts { .. }
             | Operation::PolicyRead { .. }
             | Operation::RoleRead { .. }
             | Operation::AppRoleRoleId { .. }
@@ -131,7 +132,9 @@ impl Core {
                 Need { any: &[Update], sudo: true }
             }
             Operation::KvDelete { versions, .. } if versions.is_empty() => need(&[Delete]),
-            Operation::PolicyDelete { .. } | Operation::RoleDelete { .. } => need(&[Delete]),
+            Operation::PolicyDelete { .. } | Operation::RoleDelete { .. } | Operation::KvDeleteMetadata { .. } => {
+                need(&[Delete])
+            }
             // Vault: create for a new entry, update for an existing one.
             Operation::KvPut { path, .. } => {
                 let exists = self.node.reader().get(Cf::Kv, &kv::meta_key(path))?.is_some();

@@ -45,6 +45,9 @@ path "auth/token/revoke-self" {
 path "sys/capabilities-self" {
   capabilities = ["update"]
 }
+path "sys/internal/ui/mounts/*" {
+  capabilities = ["read"]
+}
 "#;
 
 /// One capability. The discriminant is its bit in [`Caps`].

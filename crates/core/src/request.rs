@@ -40,12 +40,15 @@ pub struct Request {
     /// first). Only the handshake signature was checked; the TLS-certificate login method
     /// verifies the chain against a role's CA.
     pub client_certs: Vec<Vec<u8>>,
+    /// The id the front end already gave this request (and will return to the client), from
+    /// [`crate::audit::request_id`]; `None`: the core makes one.
+    pub request_id: Option<String>,
     pub op: Operation,
 }
 
 impl Request {
     pub fn new(token: Option<Zeroizing<String>>, op: Operation) -> Request {
-        Request { token, remote: None, client_certs: Vec::new(), op }
+        Request { token, remote: None, client_certs: Vec::new(), request_id: None, op }
     }
 }
 
@@ -102,6 +105,10 @@ pub enum Operation {
     Seal,
     Leader,
     Members,
+    /// The secrets engines mounted (one: KV v2 at `secret/`), or the one serving `path`.
+    Mounts {
+        path: Option<String>,
+    },
     Join {
         peer: String,
     },
@@ -149,6 +156,10 @@ pub enum Operation {
     KvSetMaxVersions {
         path: String,
         max_versions: u32,
+    },
+    /// Removes a secret for good: every version and its metadata.
+    KvDeleteMetadata {
+        path: String,
     },
     // Tokens.
     TokenCreate(TokenCreate),
@@ -270,6 +281,7 @@ impl std::fmt::Debug for Operation {
             Operation::KvDestroy { path, .. } => write!(f, "KvDestroy({path:?})"),
             Operation::KvMetadata { path } => write!(f, "KvMetadata({path:?})"),
             Operation::KvSetMaxVersions { path, .. } => write!(f, "KvSetMaxVersions({path:?})"),
+            Operation::KvDeleteMetadata { path } => write!(f, "KvDeleteMetadata({path:?})"),
             Operation::Init { shares, threshold } => write!(f, "Init({shares}, {threshold})"),
             Operation::Join { peer } => write!(f, "Join({peer:?})"),
             Operation::RemovePeer { id } => write!(f, "RemovePeer({id})"),
@@ -291,6 +303,8 @@ impl Operation {
             Operation::Init { .. } => "sys/init".into(),
             Operation::Seal => "sys/seal".into(),
             Operation::Leader => "sys/leader".into(),
+            Operation::Mounts { path: None } => "sys/mounts".into(),
+            Operation::Mounts { path: Some(p) } => format!("sys/internal/ui/mounts/{p}"),
             Operation::Members => "sys/storage/raft/configuration".into(),
             Operation::Join { .. } => "sys/storage/raft/join".into(),
             Operation::RemovePeer { .. } => "sys/storage/raft/remove-peer".into(),
@@ -304,7 +318,9 @@ impl Operation {
             Operation::KvDelete { path, .. } => format!("secret/delete/{path}"),
             Operation::KvUndelete { path, .. } => format!("secret/undelete/{path}"),
             Operation::KvDestroy { path, .. } => format!("secret/destroy/{path}"),
-            Operation::KvMetadata { path } | Operation::KvSetMaxVersions { path, .. } => {
+            Operation::KvMetadata { path }
+            | Operation::KvSetMaxVersions { path, .. }
+            | Operation::KvDeleteMetadata { path } => {
                 format!("secret/metadata/{path}")
             }
             Operation::TokenCreate(c) if c.orphan => "auth/token/create-orphan".into(),
@@ -353,6 +369,7 @@ impl Operation {
             Operation::Init { .. } => "Init",
             Operation::Seal => "Seal",
             Operation::Leader => "Leader",
+            Operation::Mounts { .. } => "Mounts",
             Operation::Members => "Members",
             Operation::Join { .. } => "Join",
             Operation::RemovePeer { .. } => "RemovePeer",
@@ -365,6 +382,7 @@ impl Operation {
             Operation::KvDestroy { .. } => "KvDestroy",
             Operation::KvMetadata { .. } => "KvMetadata",
             Operation::KvSetMaxVersions { .. } => "KvSetMaxVersions",
+            Operation::KvDeleteMetadata { .. } => "KvDeleteMetadata",
             Operation::TokenCreate(_) => "TokenCreate",
             Operation::TokenLookup(_) => "TokenLookup",
             Operation::TokenRenew { .. } => "TokenRenew",
@@ -412,6 +430,7 @@ pub enum Reply {
         leader: Option<Member>,
     },
     Members(Vec<Member>),
+    Mounts(Vec<Mount>),
     Done,
     KvWritten(VersionMetadata),
     KvSecret {
@@ -505,6 +524,28 @@ impl std::fmt::Debug for InitResult {
     }
 }
 
+/// A secrets engine and where it is mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// With the trailing slash, as Vault reports it: `secret/`.
+    pub path: String,
+    /// Vault's engine type name: `kv`.
+    pub kind: String,
+    /// The engine's version option (`2` for KV v2).
+    pub version: String,
+    pub description: String,
+}
+
+/// Arca's one secrets engine: versioned KV (Vault's KV v2) at `secret/`.
+pub fn mounts() -> Vec<Mount> {
+    vec![Mount {
+        path: "secret/".into(),
+        kind: "kv".into(),
+        version: "2".into(),
+        description: "versioned key/value secrets (KV v2)".into(),
+    }]
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     pub id: u64,
@@ -530,6 +571,7 @@ impl std::fmt::Debug for Reply {
             Reply::Init(_) => "Init",
             Reply::Leader { .. } => "Leader",
             Reply::Members(_) => "Members",
+            Reply::Mounts(_) => "Mounts",
             Reply::Done => "Done",
             Reply::KvWritten(_) => "KvWritten",
             Reply::KvSecret { .. } => "KvSecret",

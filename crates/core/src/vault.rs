@@ -212,7 +212,10 @@ impl Core {
         let started = std::time::Instant::now();
         let mut record = AuditRecord {
             time_ms: now_ms(),
-            request_id: crate::audit::request_id()?,
+            request_id: match &req.request_id {
+                Some(id) => id.clone(),
+                None => crate::audit::request_id()?,
+            },
             node: self.node.id(),
             remote: req.remote.map(|r| r.to_string()).unwrap_or_default(),
             operation: req.op.name().to_string(),
@@ -379,7 +382,7 @@ impl Core {
     /// `barrier`: whether this request still needs its read barrier (an audited request had
     /// it with its record's commit).
     async fn dispatch(&self, req: Request, ctx: &mut AuditContext, barrier: bool) -> Result<Reply> {
-        let Request { token, remote, client_certs, op } = req;
+        let Request { token, remote, client_certs, op, .. } = req;
         match op {
             Operation::SealStatus => return self.seal_status().map(Reply::SealStatus),
             Operation::Health => return self.health().map(Reply::Health),
@@ -430,6 +433,21 @@ impl Core {
             }
             Operation::Leader => Ok(Reply::Leader { leader: self.members().into_iter().find(|m| m.leader) }),
             Operation::Members => Ok(Reply::Members(self.members())),
+            Operation::Mounts { path } => {
+                let all = crate::request::mounts();
+                match path {
+                    None => Ok(Reply::Mounts(all)),
+                    Some(p) => {
+                        let p = p.trim_start_matches('/');
+                        let found: Vec<_> =
+                            all.into_iter().filter(|m| p.starts_with(&m.path) || format!("{p}/") == m.path).collect();
+                        if found.is_empty() {
+                            return Err(Error::NotFound(format!("no secrets engine is mounted at {p:?}")));
+                        }
+                        Ok(Reply::Mounts(found))
+                    }
+                }
+            }
             Operation::Join { peer } => {
                 self.node.join(&peer).await?;
                 Ok(Reply::Done)
@@ -469,6 +487,7 @@ impl Core {
             Operation::KvSetMaxVersions { path, max_versions } => {
                 self.kv_set_max_versions(keyring, &path, max_versions).await.map(Reply::KvMetadata)
             }
+            Operation::KvDeleteMetadata { path } => self.kv_delete_all(keyring, &path).await.map(|()| Reply::Done),
             Operation::TokenCreate(spec) => {
                 let (token, info) = self.create_token(keyring, caller, spec).await?;
                 Ok(Reply::TokenCreated { token, info })
@@ -813,6 +832,28 @@ impl Core {
             Ok((meta.clone(), ops, meta))
         })
         .await
+    }
+
+    /// Deletes every version's data and the metadata, in one guarded write.
+    async fn kv_delete_all(&self, keyring: &Keyring, path: &str) -> Result<()> {
+        validate_path(path)?;
+        let meta_key = kv::meta_key(path);
+        for _ in 0..MAX_TXN_ATTEMPTS {
+            let Some((meta, raw)) = self.read_meta(keyring, path)? else { return Err(not_found(path)) };
+            let mut ops: Vec<Op> =
+                meta.versions.keys().map(|v| Op::Delete { cf: Cf::Kv, key: kv::data_key(path, *v) }).collect();
+            ops.push(Op::Delete { cf: Cf::Kv, key: meta_key.clone() });
+            let guards = vec![Guard::unchanged(Cf::Kv, meta_key.clone(), Some(&raw))];
+            if self.node.write(Command::Txn { guards, ops }).await?.result == CommandResult::Applied {
+                return Ok(());
+            }
+            // Lost a race, or a resend of this very delete found it done: gone is gone.
+            self.node.read_barrier().await?;
+            if self.node.reader().get(Cf::Kv, &meta_key)?.is_none() {
+                return Ok(());
+            }
+        }
+        Err(Error::Conflict)
     }
 
     async fn kv_set_max_versions(&self, keyring: &Keyring, path: &str, max_versions: u32) -> Result<SecretMetadata> {

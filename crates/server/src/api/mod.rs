@@ -50,6 +50,7 @@ impl Api {
             token: token(req),
             remote: client.and_then(|c| c.remote),
             client_certs: client.map(|c| c.certs.to_vec()).unwrap_or_default(),
+            request_id: None,
             op,
         };
         self.core.handle(request).await.map_err(status)
@@ -298,6 +299,11 @@ impl proto::kv_server::Kv for Api {
     async fn set_max_versions(&self, req: GrpcRequest<proto::SetMaxVersionsRequest>) -> R<proto::SecretMetadata> {
         let r = req.get_ref();
         self.meta_reply(&req, Operation::KvSetMaxVersions { path: r.path.clone(), max_versions: r.max_versions }).await
+    }
+
+    async fn delete_metadata(&self, req: GrpcRequest<proto::MetadataRequest>) -> R<proto::DeleteMetadataResponse> {
+        self.call(&req, Operation::KvDeleteMetadata { path: req.get_ref().path.clone() }).await?;
+        Ok(Response::new(proto::DeleteMetadataResponse {}))
     }
 }
 
