@@ -74,7 +74,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// Reads `paths` round-robin from `tasks` tasks for `secs`; returns reads done.
-async fn load(read: Arc<dyn Fn(String) -> BoxFuture<'static, ()> + Send + Sync>, paths: &[String], tasks: usize, secs: u64) -> u64 {
+async fn load(
+    read: Arc<dyn Fn(String) -> BoxFuture<'static, ()> + Send + Sync>,
+    paths: &[String],
+    tasks: usize,
+    secs: u64,
+) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut set = tokio::task::JoinSet::new();
     for t in 0..tasks {

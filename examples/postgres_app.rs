@@ -48,10 +48,7 @@ async fn count_tables(cache: &SecretCache, path: &str) -> Result<i64, WithSecret
                 Err(e) => return Err(UseError::Fail(e)),
             };
             tokio::spawn(connection);
-            let row = db
-                .query_one("SELECT count(*) FROM pg_catalog.pg_tables", &[])
-                .await
-                .map_err(UseError::Fail)?;
+            let row = db.query_one("SELECT count(*) FROM pg_catalog.pg_tables", &[]).await.map_err(UseError::Fail)?;
             Ok(row.get::<_, i64>(0))
         })
         .await

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Arca's whole test suite on a Debian machine: installs missing build prerequisites,
 # checks formatting, lints and the compose file, then runs every test (unit, RocksDB storage conformance,
-# multi-node TLS clusters, rotation against PostgreSQL, CLI end-to-end) with cargo-nextest (or cargo test without it).
+# multi-node TLS clusters, rotation against PostgreSQL, the Vault HTTP API with hvac, CLI end-to-end) with cargo-nextest (or cargo test without it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
     podman podman-compose runc netavark aardvark-dns debootstrap binutils postgresql
 # The rotation tests run against a real PostgreSQL on 127.0.0.1:5432.
 ./scripts/postgres-setup.sh
+# The Vault-compatibility tests drive the HTTP API with hvac, from a virtualenv.
+ARCA_HVAC_PYTHON="$(./scripts/hvac-setup.sh)"
+export ARCA_HVAC_PYTHON
 
 cargo fmt --all -- --check
 # The compose file is valid for docker-compose too (it is run for real with podman below).

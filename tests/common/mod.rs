@@ -26,7 +26,7 @@ fn ports_free(base: u16, nodes: u16) -> bool {
 }
 
 /// A base port whose node ports (base + 10i, base + 10i + 1) are all free right now.
-fn free_base(nodes: u16) -> u16 {
+pub fn free_base(nodes: u16) -> u16 {
     let seed = std::process::id() as u16;
     (0..200u16)
         .map(|i| 20_000 + ((seed.wrapping_mul(7919).wrapping_add(i * 97)) % 4000) * 10)

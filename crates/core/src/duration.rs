@@ -14,7 +14,9 @@ pub fn parse_duration_secs(text: &str) -> Result<u64, String> {
     let mut rest = s;
     while !rest.is_empty() {
         let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        let n: u64 = rest[..digits].parse().map_err(|_| format!("invalid duration {text:?}: expected e.g. 30s, 15m, 1h30m, 7d"))?;
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("invalid duration {text:?}: expected e.g. 30s, 15m, 1h30m, 7d"))?;
         let unit_len = rest[digits..].find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len() - digits);
         let mult = match &rest[digits..digits + unit_len] {
             "s" => 1,
@@ -23,7 +25,10 @@ pub fn parse_duration_secs(text: &str) -> Result<u64, String> {
             "d" => 86_400,
             unit => return Err(format!("invalid duration unit {unit:?} in {text:?}: use s, m, h or d")),
         };
-        total = n.checked_mul(mult).and_then(|v| total.checked_add(v)).ok_or_else(|| format!("duration {text:?} is too long"))?;
+        total = n
+            .checked_mul(mult)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| format!("duration {text:?} is too long"))?;
         rest = &rest[digits + unit_len..];
     }
     Ok(total)

@@ -34,7 +34,8 @@ pub use logins::SECRET_ID_PREFIX;
 pub use path::{validate_path, validate_prefix, MAX_PATH_BYTES};
 pub use policy::{DEFAULT_POLICY, ROOT_POLICY};
 pub use request::{
-    mounts, HealthInfo, InitResult, Member, Mount, Operation, Reply, Request, SealStatus, SecretData, TokenCreate, TokenRef,
+    mounts, HealthInfo, InitResult, Member, Mount, Operation, Reply, Request, SealStatus, SecretData, TokenCreate,
+    TokenRef,
 };
 pub use token::{AuthSource, TokenInfo, DEFAULT_MAX_TTL_MS, TOKEN_PREFIX};
 pub use vault::Core;
@@ -42,6 +43,6 @@ pub use watch::{WatchEvent, WatchKind};
 
 /// Milliseconds since the Unix epoch, decided by the node that proposes a write (apply never
 /// reads a clock).
-pub(crate) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

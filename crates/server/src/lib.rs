@@ -6,6 +6,7 @@ mod api;
 pub mod certs;
 pub mod config;
 mod error;
+mod http;
 mod server;
 pub mod tls;
 

@@ -62,8 +62,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .map_err(|e| Error::Serve(e.to_string()))?;
     let acceptor = crate::tls::acceptor(&tls)?;
     info!(api = %config.api.listen, cluster = %config.cluster.listen, node = config.node_id, "arca server listening (sealed)");
-    let served = tonic::transport::Server::builder()
-        .timeout(Duration::from_secs(30))
+    let core = api.core.clone();
+    let grpc = tonic::service::Routes::builder()
         .add_service(proto::sys_server::SysServer::new(api.clone()))
         .add_service(proto::kv_server::KvServer::new(api.clone()))
         .add_service(proto::token_server::TokenServer::new(api.clone()))
@@ -73,6 +73,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .add_service(proto::rotation_server::RotationServer::new(api.clone()))
         .add_service(proto::watch_server::WatchServer::new(api))
         .add_service(reflection)
+        .clone()
+        .routes()
+        .into_axum_router();
+    // One port, two fronts: gRPC (HTTP/2) and the Vault-compatible HTTP API (HTTP/1.1 or 2),
+    // told apart by content type.
+    let served = tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(30))
+        .accept_http1(true)
+        .add_routes(tonic::service::Routes::from(crate::http::serve_both(grpc, core)))
         .serve_with_incoming_shutdown(crate::tls::incoming(listener, acceptor), shutdown)
         .await;
     maintenance.abort();

@@ -119,7 +119,8 @@ pub(crate) fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor> {
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .map_err(|e| bad("certificate or key", &e))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    // h2 for gRPC; HTTP/1.1 for the Vault-compatible API (most Vault clients speak it).
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -1,0 +1,237 @@
+//! `secret/`: KV v2 (`data/`, `delete/`, `undelete/`, `destroy/`, `metadata/`, `config`).
+
+use std::collections::BTreeMap;
+
+use arca_core::{Operation, Reply, SecretData, SecretMetadata, VersionMetadata, DEFAULT_MAX_VERSIONS};
+use axum::http::StatusCode;
+use serde_json::{json, Map, Value};
+
+use super::{no_content, unexpected, Ctx, HttpError, HttpResult, Verb};
+
+pub(super) async fn route(ctx: &Ctx, path: &str) -> HttpResult {
+    use Verb::*;
+    if path == "config" {
+        return config(ctx).await;
+    }
+    let (kind, secret) = path.split_once('/').unwrap_or((path, ""));
+    let secret = secret.to_string();
+    match (kind, ctx.verb) {
+        ("data", Read) => read(ctx, secret).await,
+        ("data", Write) => write(ctx, secret).await,
+        ("data", Patch) => patch(ctx, secret).await,
+        ("data", Delete) => {
+            ctx.call(Operation::KvDelete { path: secret, versions: vec![] }).await.map(|_| no_content())
+        }
+        ("delete", Write) => {
+            ctx.call(Operation::KvDelete { path: secret, versions: versions(ctx)? }).await.map(|_| no_content())
+        }
+        ("undelete", Write) => {
+            ctx.call(Operation::KvUndelete { path: secret, versions: versions(ctx)? }).await.map(|_| no_content())
+        }
+        ("destroy", Write) => {
+            ctx.call(Operation::KvDestroy { path: secret, versions: versions(ctx)? }).await.map(|_| no_content())
+        }
+        ("metadata", Read) => match ctx.call(Operation::KvMetadata { path: secret }).await? {
+            Reply::KvMetadata(m) => Ok(ctx.data(metadata_json(&m))),
+            other => Err(unexpected(other)),
+        },
+        ("metadata", Write) => write_metadata(ctx, secret).await,
+        ("metadata", Delete) => ctx.call(Operation::KvDeleteMetadata { path: secret }).await.map(|_| no_content()),
+        ("metadata", List) => match ctx.call(Operation::KvList { prefix: folder(secret) }).await? {
+            // Vault answers an empty listing with 404.
+            Reply::KvKeys(keys) if keys.is_empty() => {
+                Err(HttpError::new(StatusCode::NOT_FOUND, "no keys under this prefix"))
+            }
+            Reply::KvKeys(keys) => Ok(ctx.data(json!({ "keys": keys }))),
+            other => Err(unexpected(other)),
+        },
+        ("data" | "delete" | "undelete" | "destroy" | "metadata", verb) => {
+            Err(HttpError::unsupported(verb, &format!("secret/{path}")))
+        }
+        _ => Err(HttpError::no_route(&format!("secret/{path}"))),
+    }
+}
+
+/// A listed path names a folder, with or without its trailing slash (`app` lists `app/`).
+fn folder(mut prefix: String) -> String {
+    if !prefix.is_empty() && !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    prefix
+}
+
+/// RFC 3339 with nanoseconds, UTC, as Vault writes times.
+pub(super) fn time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+        .unwrap_or_default()
+}
+
+fn version_json(v: &VersionMetadata) -> Value {
+    json!({
+        "created_time": time(v.created_ms),
+        "custom_metadata": null,
+        "deletion_time": v.deleted_ms.map(time).unwrap_or_default(),
+        "destroyed": v.destroyed,
+        "version": v.version,
+    })
+}
+
+fn metadata_json(m: &SecretMetadata) -> Value {
+    let versions: Map<String, Value> = m
+        .versions
+        .values()
+        .map(|v| {
+            let mut j = version_json(v);
+            if let Some(o) = j.as_object_mut() {
+                o.remove("version");
+                o.remove("custom_metadata");
+            }
+            (v.version.to_string(), j)
+        })
+        .collect();
+    json!({
+        "cas_required": false,
+        "created_time": time(m.created_ms),
+        "current_version": m.current_version,
+        "custom_metadata": null,
+        "delete_version_after": "0s",
+        "max_versions": m.max_versions,
+        "oldest_version": m.versions.keys().next().copied().unwrap_or(0),
+        "updated_time": time(m.updated_ms),
+        "versions": versions,
+    })
+}
+
+async fn read(ctx: &Ctx, path: String) -> HttpResult {
+    let version = match ctx.query.get("version").map(String::as_str) {
+        None | Some("") | Some("0") => None,
+        Some(v) => Some(v.parse::<u64>().map_err(|_| HttpError::bad_request(format!("invalid version {v:?}")))?),
+    };
+    match ctx.call(Operation::KvGet { path, version }).await? {
+        Reply::KvSecret { data, version } => {
+            let values: Map<String, Value> = data.0.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+            Ok(ctx.data(json!({ "data": values, "metadata": version_json(&version) })))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// The `data` object of a write: Arca stores string values, so anything else is refused by
+/// name rather than silently turned into text.
+fn secret_data(value: Option<&Value>) -> Result<BTreeMap<String, Option<String>>, HttpError> {
+    let Some(Value::Object(fields)) = value else {
+        return Err(HttpError::bad_request("no data provided: send {\"data\": {\"key\": \"value\"}}"));
+    };
+    fields
+        .iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => Ok((k.clone(), Some(s.clone()))),
+            Value::Null => Ok((k.clone(), None)),
+            other => Err(HttpError::bad_request(format!(
+                "data.{k} is {}, but Arca stores string values: send it as a string",
+                match other {
+                    Value::Number(_) => "a number",
+                    Value::Bool(_) => "a boolean",
+                    Value::Array(_) => "an array",
+                    _ => "an object",
+                }
+            ))),
+        })
+        .collect()
+}
+
+fn cas(ctx: &Ctx) -> Result<Option<u64>, HttpError> {
+    match ctx.body.get("options").and_then(|o| o.get("cas")) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| HttpError::bad_request("options.cas must be a whole number ≥ 0")),
+    }
+}
+
+async fn put(ctx: &Ctx, path: String, data: BTreeMap<String, String>, cas: Option<u64>) -> HttpResult {
+    match ctx.call(Operation::KvPut { path, data: SecretData(data), cas }).await? {
+        Reply::KvWritten(v) => Ok(ctx.data(version_json(&v))),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn write(ctx: &Ctx, path: String) -> HttpResult {
+    let mut data = BTreeMap::new();
+    for (k, v) in secret_data(ctx.body.get("data"))? {
+        let v = v.ok_or_else(|| HttpError::bad_request(format!("data.{k} is null: values must be strings")))?;
+        data.insert(k, v);
+    }
+    put(ctx, path, data, cas(ctx)?).await
+}
+
+/// JSON merge patch of the current version (null removes a key), written with check-and-set
+/// on the version it read, so a concurrent write is not lost.
+async fn patch(ctx: &Ctx, path: String) -> HttpResult {
+    let changes = secret_data(ctx.body.get("data"))?;
+    let (mut data, current) = match ctx.call(Operation::KvGet { path: path.clone(), version: None }).await? {
+        Reply::KvSecret { data, version } => (data.0.clone(), version.version),
+        other => return Err(unexpected(other)),
+    };
+    if let Some(expected) = cas(ctx)? {
+        if expected != current {
+            return Err(arca_core::Error::CasMismatch { expected, current }.into());
+        }
+    }
+    for (k, v) in changes {
+        match v {
+            Some(v) => data.insert(k, v),
+            None => data.remove(&k),
+        };
+    }
+    put(ctx, path, data, Some(current)).await
+}
+
+fn versions(ctx: &Ctx) -> Result<Vec<u64>, HttpError> {
+    let Some(Value::Array(items)) = ctx.body.get("versions") else {
+        return Err(HttpError::bad_request("missing versions: send {\"versions\": [1, 2]}"));
+    };
+    if items.is_empty() {
+        return Err(HttpError::bad_request("no versions given"));
+    }
+    items
+        .iter()
+        .map(|v| v.as_u64().ok_or_else(|| HttpError::bad_request(format!("version {v} is not a whole number"))))
+        .collect()
+}
+
+async fn write_metadata(ctx: &Ctx, path: String) -> HttpResult {
+    if ctx.bool("cas_required")?.unwrap_or(false) {
+        return Err(HttpError::bad_request("cas_required is not supported; send options.cas with each write instead"));
+    }
+    if let Some(after) = ctx.duration_secs("delete_version_after")? {
+        if after != 0 {
+            return Err(HttpError::bad_request("delete_version_after is not supported"));
+        }
+    }
+    if ctx.body.get("custom_metadata").is_some_and(|v| !v.is_null()) {
+        return Err(HttpError::bad_request("custom_metadata is not supported"));
+    }
+    let max_versions = ctx.uint("max_versions")?.ok_or_else(|| {
+        HttpError::bad_request("nothing to update: max_versions is the metadata setting Arca supports")
+    })?;
+    let max_versions = u32::try_from(max_versions).map_err(|_| HttpError::bad_request("max_versions is too large"))?;
+    ctx.call(Operation::KvSetMaxVersions { path, max_versions }).await.map(|_| no_content())
+}
+
+/// `secret/config`: the engine's fixed defaults, readable by whoever may see the mount.
+async fn config(ctx: &Ctx) -> HttpResult {
+    match ctx.verb {
+        Verb::Read => {
+            ctx.call(Operation::Mounts { path: Some("secret/".into()) }).await?;
+            Ok(ctx.data(json!({
+                "cas_required": false,
+                "delete_version_after": "0s",
+                "max_versions": DEFAULT_MAX_VERSIONS,
+            })))
+        }
+        Verb::Write => Err(HttpError::bad_request(
+            "the KV engine's configuration is fixed; set max_versions per secret through secret/metadata/<path>",
+        )),
+        verb => Err(HttpError::unsupported(verb, "secret/config")),
+    }
+}

@@ -1,0 +1,292 @@
+//! `sys/`: init, unseal, seal, health, leader, mounts, capabilities, policies, audit hash.
+
+use arca_core::{HealthInfo, Mount, Operation, Reply, SealStatus, TokenRef};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde_json::{json, Map, Value};
+use zeroize::Zeroizing;
+
+use super::{bare, no_content, unexpected, Ctx, HttpError, HttpResult, Verb};
+
+pub(super) async fn route(ctx: &Ctx, path: &str) -> HttpResult {
+    use Verb::*;
+    match (path, ctx.verb) {
+        ("init", Read) => {
+            let status = seal_status_of(ctx).await?;
+            Ok(bare(StatusCode::OK, json!({ "initialized": status.initialized })))
+        }
+        ("init", Write) => init(ctx).await,
+        ("seal-status", Read) => Ok(bare(StatusCode::OK, seal_status_json(&seal_status_of(ctx).await?))),
+        ("unseal", Write) => unseal(ctx).await,
+        ("seal", Write) => ctx.call(Operation::Seal).await.map(|_| no_content()),
+        ("health", Read | Head) => health(ctx).await,
+        ("leader", Read) => leader(ctx).await,
+        ("mounts", Read) => mounts(ctx).await,
+        ("capabilities-self", Write) => capabilities_self(ctx).await,
+        ("policy", Read | List) => list_policies(ctx, true).await,
+        ("policies/acl", List) => list_policies(ctx, false).await,
+        (p, _) if p.starts_with("policy/") => policy(ctx, &p["policy/".len()..], true).await,
+        (p, _) if p.starts_with("policies/acl/") => policy(ctx, &p["policies/acl/".len()..], false).await,
+        (p, Read) if p.starts_with("internal/ui/mounts/") => ui_mount(ctx, &p["internal/ui/mounts/".len()..]).await,
+        (p, Write) if p.starts_with("audit-hash/") => audit_hash(ctx).await,
+        (p, _) if p.starts_with("mounts/") => Err(HttpError::bad_request(
+            "Arca has one secrets engine, KV v2 at secret/, and it cannot be mounted, moved or tuned",
+        )),
+        ("init" | "seal-status" | "unseal" | "seal" | "health" | "leader" | "mounts" | "capabilities-self", verb) => {
+            Err(HttpError::unsupported(verb, &format!("sys/{path}")))
+        }
+        (p, verb) if p.starts_with("internal/ui/mounts/") || p.starts_with("audit-hash/") => {
+            Err(HttpError::unsupported(verb, &format!("sys/{path}")))
+        }
+        _ => Err(HttpError::no_route(&format!("sys/{path}"))),
+    }
+}
+
+async fn seal_status_of(ctx: &Ctx) -> Result<SealStatus, HttpError> {
+    match ctx.call(Operation::SealStatus).await? {
+        Reply::SealStatus(s) => Ok(s),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn seal_status_json(s: &SealStatus) -> Value {
+    json!({
+        "type": "shamir",
+        "initialized": s.initialized,
+        "sealed": s.sealed,
+        "t": s.threshold,
+        "n": s.shares,
+        "progress": s.progress,
+        "nonce": "",
+        "version": env!("CARGO_PKG_VERSION"),
+        "build_date": "",
+        "migration": false,
+        "cluster_name": "arca",
+        "cluster_id": s.share_set,
+        "recovery_seal": false,
+        "storage_type": "raft",
+    })
+}
+
+async fn init(ctx: &Ctx) -> HttpResult {
+    for unsupported in ["pgp_keys", "root_token_pgp_key", "recovery_shares", "recovery_threshold", "stored_shares"] {
+        if ctx.body.get(unsupported).is_some_and(|v| !v.is_null() && v != &json!(0) && v != &json!([])) {
+            return Err(HttpError::bad_request(format!("{unsupported} is not supported by Arca's init")));
+        }
+    }
+    let byte = |field: &str| -> Result<u8, HttpError> {
+        let n = ctx.uint(field)?.ok_or_else(|| HttpError::bad_request(format!("missing {field}")))?;
+        u8::try_from(n).map_err(|_| HttpError::bad_request(format!("{field} must be at most 255")))
+    };
+    let op = Operation::Init { shares: byte("secret_shares")?, threshold: byte("secret_threshold")? };
+    match ctx.call(op).await? {
+        Reply::Init(init) => {
+            let keys: Vec<&str> = init.shares.iter().map(|s| s.as_str()).collect();
+            Ok(bare(
+                StatusCode::OK,
+                json!({ "keys": keys, "keys_base64": keys, "root_token": init.root_token.as_str() }),
+            ))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn unseal(ctx: &Ctx) -> HttpResult {
+    let reset = ctx.bool("reset")?.unwrap_or(false);
+    let key = ctx.str("key")?.unwrap_or_default();
+    if key.is_empty() && !reset {
+        return Err(HttpError::bad_request("missing key: send {\"key\": \"<unseal share>\"}"));
+    }
+    match ctx.call(Operation::Unseal { share: Zeroizing::new(key), reset }).await? {
+        Reply::SealStatus(s) => Ok(bare(StatusCode::OK, seal_status_json(&s))),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Vault's `sys/health`: the status code says the node's state; query flags change the codes.
+async fn health(ctx: &Ctx) -> HttpResult {
+    let h: HealthInfo = match ctx.call(Operation::Health).await? {
+        Reply::Health(h) => h,
+        other => return Err(unexpected(other)),
+    };
+    // Clients send `standbyok`, `standbyok=true`, `=True` (Python) or `=1`.
+    let flag =
+        |name: &str| ctx.query.get(name).is_some_and(|v| v.is_empty() || v.eq_ignore_ascii_case("true") || v == "1");
+    let code = |name: &str, default: u16| -> Result<StatusCode, HttpError> {
+        match ctx.query.get(name) {
+            None => Ok(StatusCode::from_u16(default).expect("valid default")),
+            Some(v) => v
+                .parse::<u16>()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .ok_or_else(|| HttpError::bad_request(format!("{name} must be an HTTP status code, got {v:?}"))),
+        }
+    };
+    let standby = h.initialized && !h.sealed && !h.is_leader;
+    let status = if !h.initialized {
+        code("uninitcode", 501)?
+    } else if h.sealed {
+        code("sealedcode", 503)?
+    } else if standby && !flag("standbyok") {
+        code("standbycode", 429)?
+    } else {
+        code("activecode", 200)?
+    };
+    if ctx.verb == Verb::Head {
+        return Ok(status.into_response());
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    Ok(bare(
+        status,
+        json!({
+            "initialized": h.initialized,
+            "sealed": h.sealed,
+            "standby": standby,
+            "performance_standby": false,
+            "replication_performance_mode": "disabled",
+            "replication_dr_mode": "disabled",
+            "server_time_utc": now,
+            "version": env!("CARGO_PKG_VERSION"),
+            "cluster_name": "arca",
+            "cluster_id": "",
+            "enterprise": false,
+            "raft_applied_index": h.applied_index,
+        }),
+    ))
+}
+
+async fn leader(ctx: &Ctx) -> HttpResult {
+    let leader = match ctx.call(Operation::Leader).await? {
+        Reply::Leader { leader } => leader,
+        other => return Err(unexpected(other)),
+    };
+    let me = match ctx.call(Operation::Health).await? {
+        Reply::Health(h) => h,
+        other => return Err(unexpected(other)),
+    };
+    let addr = |a: &str| if a.is_empty() { String::new() } else { format!("https://{a}") };
+    Ok(bare(
+        StatusCode::OK,
+        json!({
+            "ha_enabled": true,
+            "is_self": leader.as_ref().is_some_and(|l| l.id == me.node_id),
+            "leader_address": leader.as_ref().map(|l| addr(&l.api_addr)).unwrap_or_default(),
+            "leader_cluster_address": leader.as_ref().map(|l| addr(&l.raft_addr)).unwrap_or_default(),
+            "performance_standby": false,
+            "raft_applied_index": me.applied_index,
+        }),
+    ))
+}
+
+fn mount_json(m: &Mount) -> Value {
+    json!({
+        "type": m.kind,
+        "description": m.description,
+        "accessor": format!("{}_arca", m.kind),
+        "config": { "default_lease_ttl": 0, "max_lease_ttl": 0, "force_no_cache": false },
+        "options": { "version": m.version },
+        "local": false,
+        "seal_wrap": false,
+        "external_entropy_access": false,
+        "plugin_version": "",
+        "uuid": "",
+    })
+}
+
+async fn mount_list(ctx: &Ctx, path: Option<&str>) -> Result<Vec<Mount>, HttpError> {
+    match ctx.call(Operation::Mounts { path: path.map(str::to_string) }).await? {
+        Reply::Mounts(m) => Ok(m),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Vault answers `sys/mounts` with the table both at the top level (legacy) and under `data`.
+async fn mounts(ctx: &Ctx) -> HttpResult {
+    let table: Map<String, Value> =
+        mount_list(ctx, None).await?.iter().map(|m| (m.path.clone(), mount_json(m))).collect();
+    Ok(bare(StatusCode::OK, with_data(ctx, table)))
+}
+
+/// The mount serving `path` (the Vault CLI asks before every `kv` command, to detect KV v2).
+async fn ui_mount(ctx: &Ctx, path: &str) -> HttpResult {
+    let mounts = mount_list(ctx, Some(path)).await?;
+    let m = mounts.first().ok_or_else(|| HttpError::no_route(path))?;
+    let mut data = mount_json(m);
+    data["path"] = json!(m.path);
+    Ok(ctx.data(data))
+}
+
+async fn capabilities_self(ctx: &Ctx) -> HttpResult {
+    let paths = match ctx.strings("paths")? {
+        Some(p) if !p.is_empty() => p,
+        _ => ctx.strings("path")?.filter(|p| !p.is_empty()).ok_or_else(|| HttpError::bad_request("missing paths"))?,
+    };
+    let caps = match ctx.call(Operation::Capabilities { target: TokenRef::SelfToken, paths }).await? {
+        Reply::Capabilities(c) => c,
+        other => return Err(unexpected(other)),
+    };
+    let mut data: Map<String, Value> = caps.iter().map(|(p, c)| (p.clone(), json!(c))).collect();
+    if let [(_, only)] = caps.as_slice() {
+        data.insert("capabilities".into(), json!(only));
+    }
+    Ok(bare(StatusCode::OK, with_data(ctx, data)))
+}
+
+/// `sys/policy` (Vault's older shape: `policies` and `rules`) and `sys/policies/acl` (`keys`,
+/// `policy`) over the same policies.
+async fn list_policies(ctx: &Ctx, legacy: bool) -> HttpResult {
+    let names = match ctx.call(Operation::PolicyList).await? {
+        Reply::Names(n) => n,
+        other => return Err(unexpected(other)),
+    };
+    if legacy {
+        return Ok(bare(
+            StatusCode::OK,
+            json!({ "policies": names, "keys": names, "data": { "policies": names, "keys": names } }),
+        ));
+    }
+    Ok(ctx.data(json!({ "keys": names })))
+}
+
+async fn policy(ctx: &Ctx, name: &str, legacy: bool) -> HttpResult {
+    match ctx.verb {
+        Verb::Read => match ctx.call(Operation::PolicyRead { name: name.to_string() }).await? {
+            Reply::Policy { name, text } if legacy => Ok(bare(
+                StatusCode::OK,
+                json!({ "name": name, "rules": text, "data": { "name": name, "rules": text } }),
+            )),
+            Reply::Policy { name, text } => Ok(ctx.data(json!({ "name": name, "policy": text }))),
+            other => Err(unexpected(other)),
+        },
+        Verb::Write => {
+            let text = match ctx.str("policy")? {
+                Some(t) => t,
+                None => ctx.str("rules")?.ok_or_else(|| HttpError::bad_request("missing policy"))?,
+            };
+            ctx.call(Operation::PolicyWrite { name: name.to_string(), text }).await?;
+            Ok(no_content())
+        }
+        Verb::Delete => {
+            ctx.call(Operation::PolicyDelete { name: name.to_string() }).await?;
+            Ok(no_content())
+        }
+        verb => Err(HttpError::unsupported(verb, name)),
+    }
+}
+
+async fn audit_hash(ctx: &Ctx) -> HttpResult {
+    let input = ctx.str("input")?.ok_or_else(|| HttpError::bad_request("missing input"))?;
+    match ctx.call(Operation::AuditHash { value: Zeroizing::new(input) }).await? {
+        Reply::Hash(hash) => Ok(bare(StatusCode::OK, json!({ "hash": hash, "data": { "hash": hash } }))),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// The shape of Vault's older `sys/` replies: the fields at the top level and again under
+/// `data`.
+fn with_data(ctx: &Ctx, fields: Map<String, Value>) -> Value {
+    let mut body = fields.clone();
+    body.insert("data".into(), Value::Object(fields));
+    body.insert("request_id".into(), json!(ctx.request_id));
+    Value::Object(body)
+}

@@ -1,0 +1,165 @@
+//! The Vault-compatible HTTP API: the real `hvac` client (tests/vault/hvac_suite.py) against a
+//! 3-node cluster and a fresh node, and the same denied request over gRPC and over HTTP leaving
+//! two equivalent audit records.
+//!
+//! Needs a Python with hvac: `scripts/hvac-setup.sh` makes one and `scripts/test.sh` exports it
+//! as `ARCA_HVAC_PYTHON`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{eventually, free_base, DevCluster, ARCA};
+
+fn python() -> String {
+    std::env::var("ARCA_HVAC_PYTHON").expect(
+        "ARCA_HVAC_PYTHON must name a Python with hvac installed: run scripts/hvac-setup.sh (scripts/test.sh does)",
+    )
+}
+
+/// One more `arca server`, never initialized, built from node 1's configuration.
+struct FreshNode {
+    child: Child,
+    api: String,
+}
+
+impl Drop for FreshNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn fresh_node(c: &DevCluster) -> FreshNode {
+    let base = free_base(1);
+    let dir = c.dir.path().join("fresh");
+    std::fs::create_dir_all(&dir).unwrap();
+    let node1 = std::fs::read_to_string(c.config(1)).unwrap();
+    let (api1, raft1) = (c.base, c.base + 1);
+    let config: String = node1
+        .lines()
+        .map(|l| {
+            if l.starts_with("node_id") {
+                "node_id = 9".to_string()
+            } else if l.starts_with("data_dir") {
+                format!("data_dir = {:?}", dir.join("data"))
+            } else {
+                l.replace(&format!(":{api1}\""), &format!(":{base}\""))
+                    .replace(&format!(":{raft1}\""), &format!(":{}\"", base + 1))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(config.contains("bootstrap = true"), "node 1 bootstraps: {config}");
+    let path = dir.join("node.toml");
+    std::fs::write(&path, config).unwrap();
+    let log = std::fs::File::create(dir.join("server.log")).unwrap();
+    let child = Command::new(ARCA)
+        .arg("server")
+        .arg("--config")
+        .arg(&path)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let node = FreshNode { child, api: format!("https://127.0.0.1:{base}") };
+    eventually(Duration::from_secs(30), || std::net::TcpStream::connect(("127.0.0.1", base)).ok())
+        .expect("the fresh node listens");
+    node
+}
+
+fn run_python(script: &Path, env: &[(&str, String)]) -> std::process::Output {
+    let mut cmd = Command::new(python());
+    cmd.arg(script).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run python")
+}
+
+fn suite() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vault/hvac_suite.py")
+}
+
+#[test]
+fn hvac_works_against_arca_unchanged() {
+    let c = DevCluster::start(3);
+    let fresh = fresh_node(&c);
+    let out = run_python(
+        &suite(),
+        &[
+            ("VAULT_ADDR", c.api(1)),
+            ("VAULT_CACERT", c.ca.display().to_string()),
+            ("ARCA_NODE2_ADDR", c.api(2)),
+            ("ARCA_FRESH_ADDR", fresh.api.clone()),
+            ("ARCA_ROOT_TOKEN", c.token.clone()),
+            ("ARCA_SHARES", c.shares.join(",")),
+        ],
+    );
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "hvac suite failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+    // Still serving after the malformed requests.
+    c.ok(1, &["kv", "get", "app/db"]);
+}
+
+#[test]
+fn a_denied_request_is_audited_alike_over_grpc_and_http() {
+    let c = DevCluster::start(3);
+    c.ok(1, &["kv", "put", "other/x", "k=v"]);
+    let hcl = c.dir.path().join("app.hcl");
+    std::fs::write(&hcl, "path \"secret/data/app/*\" { capabilities = [\"read\"] }\n").unwrap();
+    c.ok(1, &["policy", "write", "app-read", hcl.to_str().unwrap()]);
+    let created: serde_json::Value =
+        serde_json::from_str(&c.ok(1, &["token", "create", "--policy", "app-read", "--format", "json"])).unwrap();
+    let token = created["token"].as_str().unwrap().to_string();
+
+    let grpc = c.arca_with_token(2, Some(&token), &["kv", "get", "other/x"]);
+    assert!(!grpc.status.success());
+    let http = Command::new(python())
+        .args([
+            "-c",
+            "import os, requests; r = requests.get(os.environ['URL'], headers={'X-Vault-Token': os.environ['TOKEN']}, \
+             verify=os.environ['CA']); print(r.status_code); print(r.headers.get('x-request-id', ''))",
+        ])
+        .env("URL", format!("{}/v1/secret/data/other/x", c.api(3)))
+        .env("TOKEN", &token)
+        .env("CA", &c.ca)
+        .output()
+        .unwrap();
+    let http_out = String::from_utf8_lossy(&http.stdout).to_string();
+    let mut lines = http_out.lines();
+    assert_eq!(lines.next(), Some("403"), "{http_out}{}", String::from_utf8_lossy(&http.stderr));
+    let http_request_id = lines.next().unwrap_or_default().to_string();
+    assert_eq!(http_request_id.len(), 32, "the response names its request id: {http_out}");
+
+    let records = eventually(Duration::from_secs(10), || {
+        let out = c.ok(1, &["audit", "list", "--path", "secret/data/other/x", "--format", "json"]);
+        let all: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        let denied: Vec<_> = all.into_iter().filter(|r| r["decision"] == "denied").collect();
+        (denied.len() == 2 && denied.iter().all(|r| r["outcome"] != "unknown")).then_some(denied)
+    })
+    .expect("two denied records");
+    let same = [
+        "operation",
+        "path",
+        "decision",
+        "capability",
+        "accessor",
+        "policies",
+        "auth_method",
+        "outcome",
+        "error",
+        "request_hmacs",
+    ];
+    for field in same {
+        assert_eq!(records[0][field], records[1][field], "{field} differs: {records:?}");
+    }
+    assert_eq!(records[0]["operation"], "KvGet");
+    assert!(records.iter().any(|r| r["request_id"] == http_request_id.as_str()), "{records:?}");
+    assert_ne!(records[0]["node"], records[1]["node"], "served by nodes 2 and 3");
+    let text = serde_json::to_string(&records).unwrap();
+    assert!(!text.contains(&token), "no token in audit records");
+}
