@@ -97,6 +97,13 @@ def kv_v2():
     mounts = c.sys.list_mounted_secrets_engines()
     assert mounts["data"]["secret/"]["options"]["version"] == "2"
     assert kv.read_configuration()["data"]["max_versions"] == 10
+    # What the Vault CLI asks before every `vault kv` command.
+    ui = requests.get(f"{ADDR}/v1/sys/internal/ui/mounts/secret/app/db", headers={"X-Vault-Token": ROOT}, verify=CA)
+    assert ui.json()["data"]["path"] == "secret/" and ui.json()["data"]["options"]["version"] == "2", ui.text
+    hashed = requests.post(
+        f"{ADDR}/v1/sys/audit-hash/file", json={"input": "one"}, headers={"X-Vault-Token": ROOT}, verify=CA
+    )
+    assert hashed.json()["hash"].startswith("hmac-sha256:"), hashed.text
 
     v1 = kv.create_or_update_secret(path="app/db", secret={"user": "app", "password": "one"})
     assert v1["data"]["version"] == 1
