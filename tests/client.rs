@@ -289,3 +289,38 @@ fn a_watch_needs_read_on_what_it_watches() {
     });
     assert!(denied.is_some_and(|out| out.contains("secret/data/other/")));
 }
+
+#[test]
+fn arca_watch_prints_changes_as_they_commit() {
+    use std::io::BufRead;
+    let c = DevCluster::start(3);
+    let mut child = std::process::Command::new(common::ARCA)
+        .args(["watch", "app/", "--format", "jsonl"])
+        .env("ARCA_ADDR", c.api(3))
+        .env("ARCA_CACERT", &c.ca)
+        .env("ARCA_TOKEN", &c.token)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let first: serde_json::Value = serde_json::from_str(&rx.recv_timeout(Duration::from_secs(10)).unwrap()).unwrap();
+    assert_eq!(first["kind"], "PROGRESS");
+    c.ok(1, &["kv", "put", "app/cli", "k=v"]);
+    let written = (0..10)
+        .filter_map(|_| rx.recv_timeout(Duration::from_secs(10)).ok())
+        .map(|l| serde_json::from_str::<serde_json::Value>(&l).unwrap())
+        .find(|e| e["kind"] == "WRITTEN")
+        .expect("a WRITTEN event");
+    assert_eq!((written["path"].as_str(), written["version"].as_u64()), (Some("app/cli"), Some(1)));
+    assert!(!written.to_string().contains("\"v\""), "events carry no values");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use arca_server::proto::{
     audit_client::AuditClient, auth_client::AuthClient, kv_client::KvClient, policy_client::PolicyClient,
-    rotation_client::RotationClient, sys_client::SysClient, token_client::TokenClient,
+    rotation_client::RotationClient, sys_client::SysClient, token_client::TokenClient, watch_client::WatchClient,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -97,6 +97,10 @@ impl Client {
 
     pub fn rotation(&self) -> RotationClient<Channel> {
         RotationClient::new(self.channel.clone())
+    }
+
+    pub fn watch(&self) -> WatchClient<Channel> {
+        WatchClient::new(self.channel.clone())
     }
 
     /// Whether a client certificate is presented.

@@ -10,6 +10,7 @@ mod output;
 mod policy;
 mod rotation;
 mod token;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -125,6 +126,14 @@ pub enum Command {
     /// Automatic rotation: set, now, status, disable; command rotator functions.
     #[command(subcommand)]
     Rotation(rotation::RotationCommand),
+    /// Streams committed changes under the prefixes (paths, versions; never values) until
+    /// interrupted. `--after SEQ` resumes after a position a previous watch printed.
+    Watch {
+        #[arg(required = true)]
+        prefixes: Vec<String>,
+        #[arg(long)]
+        after: Option<u64>,
+    },
     /// Development helpers: a local cluster, certificates.
     #[command(subcommand)]
     Dev(dev::DevCommand),
@@ -157,6 +166,7 @@ pub async fn run(args: Args) -> CliResult {
             audit::run(cmd, &client().await?, args.format, args.cacert.as_deref(), token.as_deref()).await
         }
         Command::Rotation(cmd) => rotation::run(cmd, &client().await?, args.format).await,
+        Command::Watch { prefixes, after } => watch::run(&client().await?, prefixes, after, args.format).await,
         Command::Dev(cmd) => dev::run(cmd).await,
     }
 }

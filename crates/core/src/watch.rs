@@ -130,6 +130,13 @@ impl Feed {
             // The first batch after start: the start index is read once the observer is in.
             ring.floor = index.saturating_sub(1);
         }
+        ring.latest = ring.latest.max(index);
+        // Most batches (audit records, token uses) change nothing a watcher sees: watchers are
+        // woken only for those that do. Their position still moves on, with the next event or
+        // the periodic progress report.
+        if changes.is_empty() {
+            return;
+        }
         for c in changes {
             ring.changes.push_back((index, c));
         }
@@ -138,7 +145,6 @@ impl Feed {
                 ring.floor = ring.floor.max(seq);
             }
         }
-        ring.latest = ring.latest.max(index);
         drop(ring);
         self.wake.send_replace(index);
     }
