@@ -356,7 +356,7 @@ impl SecretCache {
         match event.kind {
             WatchKind::Written | WatchKind::Deleted | WatchKind::Metadata => self.invalidate(&event.path),
             WatchKind::Reset | WatchKind::AccessRevoked => self.clear(),
-            WatchKind::Progress => {}
+            WatchKind::Progress | WatchKind::Unspecified => {}
         }
     }
 

@@ -221,6 +221,25 @@ struct Member {
     channel: Channel,
 }
 
+/// One login request, whichever the method.
+#[derive(Clone)]
+enum Login {
+    AppRole(proto::AppRoleLoginRequest),
+    Jwt(proto::JwtLoginRequest),
+    Cert(proto::CertLoginRequest),
+}
+
+impl Login {
+    /// Clears the credential it carries.
+    fn zeroize(mut self) {
+        match &mut self {
+            Login::AppRole(r) => r.secret_id.zeroize(),
+            Login::Jwt(r) => r.jwt.zeroize(),
+            Login::Cert(_) => {}
+        }
+    }
+}
+
 /// What the client knows of its token's life, from the login or the last renewal.
 #[derive(Debug, Clone, Copy)]
 struct Lease {
@@ -392,68 +411,56 @@ impl Client {
 
     /// Logs in with the configured method and installs the new token.
     pub async fn log_in(&self) -> Result<()> {
-        let response = match &self.inner.auth {
+        let login = match &self.inner.auth {
             Auth::Token(token) => {
                 *self.inner.token.write().expect("token lock") = Some(token.clone());
                 let info = self.lookup_self().await?;
                 self.set_lease(&info);
                 return Ok(());
             }
-            Auth::AppRole { role_id, secret_id } => {
-                let req = proto::AppRoleLoginRequest { role_id: role_id.clone(), secret_id: secret_id.to_string() };
-                self.login_call(|mut s| {
-                    let req = req.clone();
-                    async move { s.auth.login_app_role(req).await }
-                })
-                .await?
-            }
-            Auth::Jwt { role, jwt } => {
-                let req = proto::JwtLoginRequest { role: role.clone(), jwt: jwt.to_string() };
-                self.login_call(|mut s| {
-                    let req = req.clone();
-                    async move { s.auth.login_jwt(req).await }
-                })
-                .await?
-            }
+            Auth::AppRole { role_id, secret_id } => Login::AppRole(proto::AppRoleLoginRequest {
+                role_id: role_id.clone(),
+                secret_id: secret_id.to_string(),
+            }),
+            Auth::Jwt { role, jwt } => Login::Jwt(proto::JwtLoginRequest { role: role.clone(), jwt: jwt.to_string() }),
             Auth::JwtFile { role, path } => {
                 let jwt = Zeroizing::new(
                     std::fs::read_to_string(path)
                         .map_err(|e| Error::Login(format!("cannot read the JWT file {}: {e}", path.display())))?,
                 );
-                let req = proto::JwtLoginRequest { role: role.clone(), jwt: jwt.trim().to_string() };
-                self.login_call(|mut s| {
-                    let req = req.clone();
-                    async move { s.auth.login_jwt(req).await }
-                })
-                .await?
+                Login::Jwt(proto::JwtLoginRequest { role: role.clone(), jwt: jwt.trim().to_string() })
             }
-            Auth::Cert { role } => {
-                let req = proto::CertLoginRequest { role: role.clone() };
-                self.login_call(|mut s| {
-                    let req = req.clone();
-                    async move { s.auth.login_cert(req).await }
-                })
-                .await?
-            }
+            Auth::Cert { role } => Login::Cert(proto::CertLoginRequest { role: role.clone() }),
         };
-        let mut response = response;
+        let response = self
+            .call_with(
+                |mut s| {
+                    let login = login.clone();
+                    async move {
+                        match login {
+                            Login::AppRole(req) => s.auth.login_app_role(req).await,
+                            Login::Jwt(req) => s.auth.login_jwt(req).await,
+                            Login::Cert(req) => s.auth.login_cert(req).await,
+                        }
+                    }
+                },
+                false,
+            )
+            .await
+            .map_err(|e| match e {
+                Error::Status { code: Code::Unauthenticated | Code::PermissionDenied, message } => {
+                    Error::Login(message)
+                }
+                other => other,
+            });
+        login.zeroize();
+        let mut response = response?;
         let token = Zeroizing::new(std::mem::take(&mut response.token));
         let info = response.info.unwrap_or_default();
         *self.inner.token.write().expect("token lock") = Some(token);
         self.set_lease(&info);
         info!(accessor = %info.accessor, expires_ms = info.expires_ms, "logged in");
         Ok(())
-    }
-
-    async fn login_call<F, Fut>(&self, f: F) -> Result<proto::LoginResponse>
-    where
-        F: FnMut(Services) -> Fut,
-        Fut: std::future::Future<Output = Result<tonic::Response<proto::LoginResponse>, Status>>,
-    {
-        self.call_with(f, false).await.map_err(|e| match e {
-            Error::Status { code: Code::Unauthenticated | Code::PermissionDenied, message } => Error::Login(message),
-            other => other,
-        })
     }
 
     fn set_lease(&self, info: &proto::TokenInfo) {

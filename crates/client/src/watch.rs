@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use arca_proto as proto;
-use proto::watch_event::Kind;
 use tonic::Code;
 use tracing::{debug, warn};
 
@@ -13,19 +12,10 @@ use crate::{Client, Error, Result};
 /// connection is dead even if TCP has not noticed.
 const SILENCE_LIMIT: Duration = Duration::from_secs(15);
 
-/// What a watch event reports (see the Watch service in `proto/arca/v1/watch.proto`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WatchKind {
-    Written,
-    Deleted,
-    Metadata,
-    /// The token lost access; the watcher reconnects on the next call, which fails if the
-    /// access is really gone.
-    AccessRevoked,
-    /// Drop everything cached: the member cannot say what changed since the resume point.
-    Reset,
-    Progress,
-}
+/// What a watch event reports: the wire enum (see the Watch service in
+/// `proto/arca/v1/watch.proto`). `AccessRevoked` ends the stream; the watcher reconnects on the
+/// next call, which fails if the access is really gone.
+pub use proto::watch_event::Kind as WatchKind;
 
 /// One change (never a value).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,15 +30,7 @@ pub struct WatchEvent {
 
 impl WatchEvent {
     fn from_proto(e: proto::WatchEvent) -> Option<WatchEvent> {
-        let kind = match Kind::try_from(e.kind).ok()? {
-            Kind::Written => WatchKind::Written,
-            Kind::Deleted => WatchKind::Deleted,
-            Kind::Metadata => WatchKind::Metadata,
-            Kind::AccessRevoked => WatchKind::AccessRevoked,
-            Kind::Reset => WatchKind::Reset,
-            Kind::Progress => WatchKind::Progress,
-            Kind::Unspecified => return None,
-        };
+        let kind = WatchKind::try_from(e.kind).ok().filter(|k| *k != WatchKind::Unspecified)?;
         Some(WatchEvent { seq: e.seq, kind, path: e.path, version: e.version, current_version: e.current_version })
     }
 }
