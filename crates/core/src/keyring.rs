@@ -93,7 +93,7 @@ pub(crate) fn follow_terms(reader: &StateReader, seal: Arc<Mutex<Seal>>) {
     reader.observe(Arc::new(move |r: &StateReader, applied: &Applied<'_>| {
         let touched = match applied {
             Applied::Everything { .. } => true,
-            Applied::Keys { keys, .. } => keys.iter().any(|(cf, k)| *cf == Cf::Sys && k.starts_with(TERM_PREFIX)),
+            Applied::Keys { keys, .. } => keys.iter().any(|c| c.cf == Cf::Sys && c.key.starts_with(TERM_PREFIX)),
         };
         if !touched {
             return;

@@ -77,8 +77,8 @@ pub(crate) fn compiled_policies(reader: &StateReader) -> Arc<RwLock<PolicySet>> 
         Applied::Keys { keys, .. } => {
             let changed: Vec<&[u8]> = keys
                 .iter()
-                .filter(|(cf, k)| *cf == Cf::Sys && k.starts_with(POLICY_PREFIX))
-                .map(|(_, k)| &k[POLICY_PREFIX.len()..])
+                .filter(|c| c.cf == Cf::Sys && is_policy_key(&c.key))
+                .map(|c| &c.key[POLICY_PREFIX.len()..])
                 .collect();
             if !changed.is_empty() {
                 let mut set = observed.write().expect("policy lock");

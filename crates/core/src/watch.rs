@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arca_storage::{Applied, Cf, StateReader};
+use arca_storage::{Applied, Cf, ChangedKey, StateReader};
 use tokio::sync::{mpsc, watch};
 use tracing::debug;
 use zeroize::Zeroizing;
@@ -104,9 +104,9 @@ impl Feed {
             wake: watch::channel(0).0,
         });
         let observed = Arc::downgrade(&feed);
-        reader.observe(Arc::new(move |r: &StateReader, applied: &Applied<'_>| {
+        reader.observe(Arc::new(move |_: &StateReader, applied: &Applied<'_>| {
             if let Some(feed) = observed.upgrade() {
-                feed.record(r, applied);
+                feed.record(applied);
             }
         }));
         // Read after the observer is in place: whatever applied before this index is not in the
@@ -120,10 +120,10 @@ impl Feed {
         feed
     }
 
-    fn record(&self, r: &StateReader, applied: &Applied<'_>) {
+    fn record(&self, applied: &Applied<'_>) {
         let (index, changes) = match applied {
             Applied::Everything { index } => (*index, vec![Change::Reset]),
-            Applied::Keys { index, keys } => (*index, changes_of(r, keys)),
+            Applied::Keys { index, keys } => (*index, changes_of(keys)),
         };
         let mut ring = self.ring.lock().expect("feed lock");
         if ring.floor == u64::MAX {
@@ -163,7 +163,8 @@ impl Feed {
 }
 
 /// The feed's view of one batch: per secret, the one change a watcher needs to hear about.
-fn changes_of(r: &StateReader, keys: &[(Cf, Vec<u8>)]) -> Vec<Change> {
+/// Decided from the batch's own keys, without reading the store: this runs on every apply.
+fn changes_of(keys: &[ChangedKey]) -> Vec<Change> {
     #[derive(Default)]
     struct Seen {
         written: Option<u64>,
@@ -173,26 +174,25 @@ fn changes_of(r: &StateReader, keys: &[(Cf, Vec<u8>)]) -> Vec<Change> {
     }
     let mut secrets: BTreeMap<&str, Seen> = BTreeMap::new();
     let mut access = false;
-    let exists = |cf: Cf, k: &[u8]| r.get(cf, k).map(|v| v.is_some()).unwrap_or(true);
-    for (cf, key) in keys {
-        match cf {
+    for c in keys {
+        match c.cf {
             Cf::Kv => {
-                let Some((path, version)) = kv::parse_key(key) else { continue };
+                let Some((path, version)) = kv::parse_key(&c.key) else { continue };
                 let seen = secrets.entry(path).or_default();
                 match version {
                     None => {
                         seen.meta = true;
-                        seen.gone = !exists(Cf::Kv, key);
+                        seen.gone = c.deleted;
                     }
-                    // Data keys are written once: present now means written now.
-                    Some(v) if exists(Cf::Kv, key) => seen.written = seen.written.max(Some(v)),
+                    // Data keys are written once: a put is a new version.
+                    Some(v) if !c.deleted => seen.written = seen.written.max(Some(v)),
                     Some(v) => seen.removed = seen.removed.max(Some(v)),
                 }
             }
-            Cf::Sys => access |= crate::policies::is_policy_key(key),
+            Cf::Sys => access |= crate::policies::is_policy_key(&c.key),
             // A token created, renewed or used changes nothing for watchers; one removed
             // (revoked, expired and purged, used up) may be a watcher's.
-            Cf::Tokens => access |= !exists(Cf::Tokens, key),
+            Cf::Tokens => access |= c.deleted,
             _ => {}
         }
     }
@@ -363,5 +363,61 @@ impl Core {
             "unauthenticated" => Ok(Recheck::Unauthenticated),
             _ => Ok(Recheck::Denied),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(cf: Cf, key: Vec<u8>) -> ChangedKey {
+        ChangedKey { cf, key, deleted: false }
+    }
+
+    fn del(cf: Cf, key: Vec<u8>) -> ChangedKey {
+        ChangedKey { cf, key, deleted: true }
+    }
+
+    fn secret(path: &str, kind: WatchKind, version: u64) -> Change {
+        Change::Secret { path: path.into(), kind, version }
+    }
+
+    #[test]
+    fn a_batch_becomes_one_change_per_secret() {
+        let batch = [
+            // A new version (which pruned an old one) of app/db.
+            put(Cf::Kv, kv::data_key("app/db", 3)),
+            del(Cf::Kv, kv::data_key("app/db", 1)),
+            put(Cf::Kv, kv::meta_key("app/db")),
+            // A stage label moved on app/rot: metadata only.
+            put(Cf::Kv, kv::meta_key("app/rot")),
+            // A destroyed version of app/old.
+            del(Cf::Kv, kv::data_key("app/old", 2)),
+            put(Cf::Kv, kv::meta_key("app/old")),
+            // app/gone removed for good.
+            del(Cf::Kv, kv::data_key("app/gone", 1)),
+            del(Cf::Kv, kv::meta_key("app/gone")),
+            // Noise: an audit record, a new token.
+            put(Cf::Audit, b"r/00000001".to_vec()),
+            put(Cf::Tokens, b"t/abc".to_vec()),
+        ];
+        assert_eq!(
+            changes_of(&batch),
+            vec![
+                secret("app/db", WatchKind::Written, 3),
+                secret("app/gone", WatchKind::Deleted, 0),
+                secret("app/old", WatchKind::Deleted, 2),
+                secret("app/rot", WatchKind::Metadata, 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn access_changes_are_policy_writes_and_removed_tokens() {
+        assert_eq!(changes_of(&[put(Cf::Sys, b"policy/app".to_vec())]), vec![Change::Access]);
+        assert_eq!(changes_of(&[del(Cf::Tokens, b"t/abc".to_vec())]), vec![Change::Access]);
+        assert!(
+            changes_of(&[put(Cf::Tokens, b"t/abc".to_vec()), put(Cf::Sys, b"auth/approle/role/x".to_vec())]).is_empty()
+        );
     }
 }

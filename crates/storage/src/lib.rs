@@ -29,7 +29,7 @@ use std::io::Cursor;
 pub use error::{Error, Result};
 pub use log_store::LogStore;
 pub use state_machine::{StateMachine, Transaction};
-pub use store::{open, Applied, Cf, Observer, StateReader, Store, STATE_CFS};
+pub use store::{open, Applied, Cf, ChangedKey, Observer, StateReader, Store, STATE_CFS};
 
 /// What the storage needs to know about the Raft type configuration it stores.
 ///

@@ -11,7 +11,7 @@ use rocksdb::{IteratorMode, WriteBatch, WriteOptions};
 use tracing::instrument;
 
 use crate::log_store::{decode, encode};
-use crate::{snapshot, Applied, Cf, StateReader, Store, StoreConfig, STATE_CFS};
+use crate::{snapshot, Applied, Cf, ChangedKey, StateReader, Store, StoreConfig, STATE_CFS};
 
 pub(crate) const KEY_APPLIED: &[u8] = b"last_applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
@@ -47,9 +47,14 @@ impl<'a> Transaction<'a> {
         self.writes.insert((cf, key.into()), None);
     }
 
-    /// The keys this transaction writes in the state column families.
-    fn changed_keys(&self) -> Vec<(Cf, Vec<u8>)> {
-        self.writes.keys().filter(|(cf, _)| STATE_CFS.contains(cf)).cloned().collect()
+    /// The keys this transaction writes in the state column families, and whether each ends
+    /// up deleted.
+    fn changed_keys(&self) -> Vec<ChangedKey> {
+        self.writes
+            .iter()
+            .filter(|((cf, _), _)| STATE_CFS.contains(cf))
+            .map(|((cf, key), value)| ChangedKey { cf: *cf, key: key.clone(), deleted: value.is_none() })
+            .collect()
     }
 
     fn into_batch(self) -> WriteBatch {

@@ -64,9 +64,18 @@ pub struct Store {
 #[derive(Debug)]
 pub enum Applied<'a> {
     /// These keys were written or deleted.
-    Keys { index: u64, keys: &'a [(Cf, Vec<u8>)] },
+    Keys { index: u64, keys: &'a [ChangedKey] },
     /// The whole state was replaced (a snapshot was installed): anything may have changed.
     Everything { index: u64 },
+}
+
+/// One key an applied batch wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedKey {
+    pub cf: Cf,
+    pub key: Vec<u8>,
+    /// The batch left it deleted (otherwise it holds a new value).
+    pub deleted: bool,
 }
 
 /// Called synchronously after each applied batch is written and before Raft reports it applied,
