@@ -163,3 +163,74 @@ fn a_denied_request_is_audited_alike_over_grpc_and_http() {
     let text = serde_json::to_string(&records).unwrap();
     assert!(!text.contains(&token), "no token in audit records");
 }
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/core/tests/fixtures").join(name)
+}
+
+/// POSTs a JSON body with Python's `requests` (the client side of hvac); returns status and body.
+fn post(url: &str, ca: &Path, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import os, sys, json, requests; r = requests.post(os.environ['URL'], data=os.environ['BODY'], verify=os.environ['CA']); \
+             print(r.status_code); print(r.text or 'null')",
+        ])
+        .env("URL", url)
+        .env("BODY", body.to_string())
+        .env("CA", ca)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (status, body) =
+        text.split_once('\n').unwrap_or_else(|| panic!("{text}{}", String::from_utf8_lossy(&out.stderr)));
+    (status.trim().parse().unwrap(), serde_json::from_str(body.trim()).unwrap())
+}
+
+#[test]
+fn jwt_and_kubernetes_logins_over_http() {
+    let c = DevCluster::start(3);
+    c.ok(1, &["auth", "jwt", "config", "--pem-key", fixture("jwt-rs256-test-pub.pem").to_str().unwrap()]);
+    // A Kubernetes service account, as the JWT method sees it: its subject.
+    let sa = "system:serviceaccount:shop:checkout";
+    c.ok(
+        1,
+        &[
+            "auth",
+            "jwt",
+            "role",
+            "write",
+            "checkout",
+            "--bound-audience",
+            "arca",
+            "--bound-subject",
+            sa,
+            "--policies",
+            "default",
+        ],
+    );
+    let key =
+        jsonwebtoken::EncodingKey::from_rsa_pem(&std::fs::read(fixture("jwt-rs256-test-key.pem")).unwrap()).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let sign = |sub: &str| {
+        let claims = serde_json::json!({"sub": sub, "aud": "arca", "exp": now + 300, "nbf": now - 5});
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256), &claims, &key).unwrap()
+    };
+    for method in ["jwt", "kubernetes"] {
+        let url = format!("{}/v1/auth/{method}/login", c.api(2));
+        let (status, body) = post(&url, &c.ca, &serde_json::json!({"role": "checkout", "jwt": sign(sa)}));
+        assert_eq!(status, 200, "{method}: {body}");
+        let token = body["auth"]["client_token"].as_str().unwrap();
+        assert!(body["auth"]["policies"].as_array().unwrap().iter().any(|p| p == "default"), "{body}");
+        let lookup = c.arca_with_token(1, Some(token), &["token", "lookup", "--format", "json"]);
+        assert!(lookup.status.success(), "{method}: the login's token works over gRPC");
+
+        let (status, body) = post(
+            &url,
+            &c.ca,
+            &serde_json::json!({"role": "checkout", "jwt": sign("system:serviceaccount:shop:other")}),
+        );
+        assert_eq!(status, 400, "{method}: another service account is refused: {body}");
+        assert!(body["errors"][0].as_str().unwrap().contains("sub"), "{body}");
+    }
+}
