@@ -156,15 +156,7 @@ pub(crate) struct Inner {
     config: CacheConfig,
     state: Mutex<State>,
     counters: Counters,
-    watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Some(task) = self.watcher.get_mut().ok().and_then(Option::take) {
-            task.abort();
-        }
-    }
+    watcher: crate::task::Background,
 }
 
 /// A cache of secrets in front of a [`SecretSource`]. Cheap to clone; clones share entries.
@@ -212,13 +204,13 @@ impl SecretCache {
                 config,
                 state: Mutex::default(),
                 counters: Counters::default(),
-                watcher: Mutex::new(None),
+                watcher: Default::default(),
             }),
         })
     }
 
     pub(crate) fn set_watcher(&self, task: tokio::task::JoinHandle<()>) {
-        *self.inner.watcher.lock().expect("watcher lock") = Some(task);
+        self.inner.watcher.set(task);
     }
 
     pub(crate) fn downgrade(&self) -> Weak<Inner> {

@@ -206,12 +206,11 @@ impl ClientBuilder {
             lease: Mutex::new(None),
             auth,
             retry: self.retry,
-            renewer: Mutex::new(None),
+            renewer: Default::default(),
         });
         let client = Client { inner };
         client.log_in().await?;
-        let renewer = tokio::spawn(renew_until_dropped(Arc::downgrade(&client.inner)));
-        *client.inner.renewer.lock().expect("renewer lock") = Some(renewer);
+        client.inner.renewer.set(tokio::spawn(renew_until_dropped(Arc::downgrade(&client.inner))));
         Ok(client)
     }
 }
@@ -259,15 +258,7 @@ struct Inner {
     lease: Mutex<Option<Lease>>,
     auth: Auth,
     retry: RetryPolicy,
-    renewer: Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Some(task) = self.renewer.get_mut().ok().and_then(Option::take) {
-            task.abort();
-        }
-    }
+    renewer: crate::task::Background,
 }
 
 /// Adds the client's current token to every request.

@@ -36,6 +36,7 @@ mod cache;
 mod client;
 mod error;
 mod secret;
+mod task;
 mod watch;
 
 pub use arca_proto as proto;

@@ -438,10 +438,6 @@ pub enum Reply {
         version: VersionMetadata,
     },
     KvKeys(Vec<String>),
-    /// A watch may open; events after `position` are what is new.
-    Watching {
-        position: u64,
-    },
     KvMetadata(SecretMetadata),
     TokenCreated {
         token: Zeroizing<String>,
@@ -546,6 +542,12 @@ pub fn mounts() -> Vec<Mount> {
     }]
 }
 
+/// The mount serving `path` (`secret`, `secret/`, `secret/app/db`), if any.
+pub fn mount_serving(path: &str) -> Option<Mount> {
+    let path = path.trim_start_matches('/');
+    mounts().into_iter().find(|m| path.starts_with(&m.path) || format!("{path}/") == m.path)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     pub id: u64,
@@ -576,7 +578,6 @@ impl std::fmt::Debug for Reply {
             Reply::KvWritten(_) => "KvWritten",
             Reply::KvSecret { .. } => "KvSecret",
             Reply::KvKeys(_) => "KvKeys",
-            Reply::Watching { .. } => "Watching",
             Reply::KvMetadata(_) => "KvMetadata",
             Reply::TokenCreated { .. } => "TokenCreated",
             Reply::Token(_) => "Token",

@@ -276,25 +276,33 @@ impl Core {
             return None;
         }
         ctx.decision = "unauthenticated".into();
-        let t = req.token.as_deref().filter(|t| token::well_formed(t))?;
+        let (raw, caller) = self.stored_caller(keyring, req.token.as_deref())?;
+        ctx.caller(&caller.info);
+        let _ = self.authorize(&caller, &req.op, ctx);
+        Some((raw, caller.info))
+    }
+
+    /// The token's stored record and its caller, if the token is valid now (read-only: no use
+    /// of a use-limited token is taken).
+    pub(crate) fn stored_caller(&self, keyring: &Keyring, token: Option<&String>) -> Option<(Vec<u8>, Caller)> {
+        let t = token.filter(|t| token::well_formed(t))?;
         let key = token::storage_key(t);
         let raw = self.node.reader().get(Cf::Tokens, &key).ok()??;
         let info = decrypt_json::<TokenInfo>(keyring, &key, &raw).ok()?;
         if info.expired_at(now_ms()) {
             return None;
         }
-        ctx.caller(&info);
-        let caller = Caller { key, info };
-        let _ = self.authorize(&caller, &req.op, ctx);
-        Some((raw, caller.info))
+        Some((raw, Caller { key, info }))
     }
 
     /// Whether `token` may still do `op`, on this node's current state, without a record of its
     /// own: for the later pages of a stream whose opening request was authorized and audited.
     /// A stream must end when its token is revoked, expires or loses the policy.
     pub fn still_allowed(&self, token: Option<&Zeroizing<String>>, op: Operation) -> Result<()> {
+        let keyring = self.keyring()?;
+        let mut ctx = AuditContext::default();
         let path = op.logical_path();
-        let ctx = self.decide_now(token, op)?;
+        self.precheck(&keyring, &Request::new(token.cloned(), op), &mut ctx);
         match ctx.decision.as_str() {
             "allowed" => Ok(()),
             "unauthenticated" => Err(Error::PermissionDenied(
@@ -305,15 +313,6 @@ impl Core {
                 ctx.capability
             ))),
         }
-    }
-
-    /// The decision on `op` for `token` on this node's current state, without side effects or
-    /// an audit record of its own.
-    pub(crate) fn decide_now(&self, token: Option<&Zeroizing<String>>, op: Operation) -> Result<AuditContext> {
-        let keyring = self.keyring()?;
-        let mut ctx = AuditContext::default();
-        self.precheck(&keyring, &Request::new(token.cloned(), op), &mut ctx);
-        Ok(ctx)
     }
 
     /// Committed audit records for a following tail: re-checks the caller's token first.
@@ -433,21 +432,10 @@ impl Core {
             }
             Operation::Leader => Ok(Reply::Leader { leader: self.members().into_iter().find(|m| m.leader) }),
             Operation::Members => Ok(Reply::Members(self.members())),
-            Operation::Mounts { path } => {
-                let all = crate::request::mounts();
-                match path {
-                    None => Ok(Reply::Mounts(all)),
-                    Some(p) => {
-                        let p = p.trim_start_matches('/');
-                        let found: Vec<_> =
-                            all.into_iter().filter(|m| p.starts_with(&m.path) || format!("{p}/") == m.path).collect();
-                        if found.is_empty() {
-                            return Err(Error::NotFound(format!("no secrets engine is mounted at {p:?}")));
-                        }
-                        Ok(Reply::Mounts(found))
-                    }
-                }
-            }
+            Operation::Mounts { path: None } => Ok(Reply::Mounts(crate::request::mounts())),
+            Operation::Mounts { path: Some(p) } => crate::request::mount_serving(&p)
+                .map(|m| Reply::Mounts(vec![m]))
+                .ok_or_else(|| Error::NotFound(format!("no secrets engine is mounted at {p:?}"))),
             Operation::Join { peer } => {
                 self.node.join(&peer).await?;
                 Ok(Reply::Done)
@@ -469,7 +457,7 @@ impl Core {
             Operation::KvList { prefix } => self.kv_list(&prefix).map(Reply::KvKeys),
             Operation::Watch { prefix } => {
                 validate_prefix(&prefix)?;
-                Ok(Reply::Watching { position: self.watch_position() })
+                Ok(Reply::Done)
             }
             Operation::KvDelete { path, versions } => {
                 self.kv_versions(keyring, &path, &versions, VersionChange::Delete).await.map(Reply::KvMetadata)

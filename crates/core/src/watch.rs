@@ -19,6 +19,8 @@ use tokio::sync::{mpsc, watch};
 use tracing::debug;
 use zeroize::Zeroizing;
 
+use crate::audit::AuditContext;
+use crate::tokens::Caller;
 use crate::{kv, Core, Error, Operation, Result};
 
 /// Changes a node remembers for watchers that reconnect.
@@ -215,21 +217,7 @@ fn changes_of(keys: &[ChangedKey]) -> Vec<Change> {
     out
 }
 
-/// Why a watcher may not see something now.
-enum Recheck {
-    Allowed,
-    /// Not on this path: the event is skipped.
-    Denied,
-    /// The token is gone: the stream ends.
-    Unauthenticated,
-}
-
 impl Core {
-    /// The newest applied index this node's feed has seen: where a watch opened now starts.
-    pub fn watch_position(&self) -> u64 {
-        self.feed.latest()
-    }
-
     /// Streams the changes under `prefixes` after `after` (`None`: from now) to a watcher whose
     /// opening request ([`Operation::Watch`], one per prefix) was authorized and audited.
     /// Every event is re-authorized for its own path on the current state; the stream ends on
@@ -259,8 +247,16 @@ impl Core {
     ) -> Result<()> {
         let closed = || Error::Internal("the watcher went away".into());
         let send = |event: WatchEvent| async { tx.send(Ok(event)).await.map_err(|_| closed()) };
+        let revoked =
+            |seq: u64, prefix: String| WatchEvent { path: prefix, ..WatchEvent::at(seq, WatchKind::AccessRevoked) };
         let mut wake = self.feed.wake.subscribe();
         let mut cursor = after.unwrap_or_else(|| self.feed.latest());
+        // The token is resolved once, and again only when a policy changes or a token is
+        // removed (both are changes in the feed), not for every event.
+        let mut caller = match self.watcher(token, prefixes)? {
+            Ok(caller) => caller,
+            Err(prefix) => return send(revoked(cursor, prefix)).await,
+        };
         let (_, floor, _) = self.feed.after(cursor, 0);
         if cursor < floor {
             send(WatchEvent::at(floor, WatchKind::Reset)).await?;
@@ -284,28 +280,26 @@ impl Core {
                 cursor = seq;
                 let event = match change {
                     Change::Reset => Some(WatchEvent::at(seq, WatchKind::Reset)),
-                    Change::Access => {
-                        for prefix in prefixes {
-                            let op = Operation::Watch { prefix: prefix.clone() };
-                            if !matches!(self.recheck(token, op)?, Recheck::Allowed) {
-                                let mut ended = WatchEvent::at(seq, WatchKind::AccessRevoked);
-                                ended.path = prefix.clone();
-                                send(ended).await?;
-                                return Ok(());
-                            }
+                    Change::Access => match self.watcher(token, prefixes)? {
+                        Ok(now) => {
+                            caller = now;
+                            None
                         }
-                        None
+                        Err(prefix) => Some(revoked(seq, prefix)),
+                    },
+                    Change::Secret { .. } if caller.info.expired_at(crate::now_ms()) => {
+                        Some(revoked(seq, String::new()))
                     }
                     Change::Secret { path, kind, version } => {
-                        self.secret_event(token, prefixes, seq, path, kind, version)?
+                        self.secret_event(&caller, prefixes, seq, path, kind, version)?
                     }
                 };
                 if let Some(event) = event {
-                    if event.kind == WatchKind::AccessRevoked {
-                        send(event).await?;
+                    let ends = event.kind == WatchKind::AccessRevoked;
+                    send(event).await?;
+                    if ends {
                         return Ok(());
                     }
-                    send(event).await?;
                     last_sent = Instant::now();
                 }
             }
@@ -327,10 +321,27 @@ impl Core {
         }
     }
 
-    /// The event for a change to `path`, if the watcher watches it and may read it.
+    /// The watcher's caller now, if its token is valid and may still read every prefix;
+    /// otherwise the prefix it lost (empty: the token itself is gone).
+    fn watcher(&self, token: Option<&Zeroizing<String>>, prefixes: &[String]) -> Result<Result<Caller, String>> {
+        let keyring = self.keyring()?;
+        let Some((_, caller)) = self.stored_caller(&keyring, token.map(|t| &**t)) else {
+            return Ok(Err(String::new()));
+        };
+        for prefix in prefixes {
+            let op = Operation::Watch { prefix: prefix.clone() };
+            if self.authorize(&caller, &op, &mut AuditContext::default()).is_err() {
+                return Ok(Err(prefix.clone()));
+            }
+        }
+        Ok(Ok(caller))
+    }
+
+    /// The event for a change to `path`, if the watcher watches it and may read it (the
+    /// caller's policies as of the last access change, on the compiled policy set).
     fn secret_event(
         &self,
-        token: Option<&Zeroizing<String>>,
+        caller: &Caller,
         prefixes: &[String],
         seq: u64,
         path: String,
@@ -340,10 +351,9 @@ impl Core {
         if !prefixes.iter().any(|p| path.starts_with(p.as_str())) {
             return Ok(None);
         }
-        match self.recheck(token, Operation::KvGet { path: path.clone(), version: None })? {
-            Recheck::Allowed => {}
-            Recheck::Denied => return Ok(None),
-            Recheck::Unauthenticated => return Ok(Some(WatchEvent::at(seq, WatchKind::AccessRevoked))),
+        let read = Operation::KvGet { path: path.clone(), version: None };
+        if self.authorize(caller, &read, &mut AuditContext::default()).is_err() {
+            return Ok(None);
         }
         // The state now, which may be past this change: `current_version` is a hint, the event
         // itself is what must not be missed.
@@ -355,14 +365,6 @@ impl Core {
         let kind = if kind == WatchKind::Metadata && current_gone { WatchKind::Deleted } else { kind };
         debug!(seq, path = %path, ?kind, "watch event");
         Ok(Some(WatchEvent { seq, kind, path, version, current_version }))
-    }
-
-    fn recheck(&self, token: Option<&Zeroizing<String>>, op: Operation) -> Result<Recheck> {
-        match self.decide_now(token, op)?.decision.as_str() {
-            "allowed" => Ok(Recheck::Allowed),
-            "unauthenticated" => Ok(Recheck::Unauthenticated),
-            _ => Ok(Recheck::Denied),
-        }
     }
 }
 

@@ -53,7 +53,7 @@ impl proto::watch_server::Watch for Api {
         // and audited. The events that follow are re-authorized one by one by the core.
         for prefix in &prefixes {
             match self.call(&req, Operation::Watch { prefix: prefix.clone() }).await? {
-                Reply::Watching { .. } => {}
+                Reply::Done => {}
                 other => return Err(unexpected(other)),
             }
         }

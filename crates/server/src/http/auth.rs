@@ -109,6 +109,16 @@ fn target(ctx: &Ctx, action: &str) -> Result<Option<TokenRef>, HttpError> {
     })
 }
 
+/// The token a request names (Vault echoes it back as `id` / `client_token`); never for an
+/// accessor.
+fn named(ctx: &Ctx, target: &TokenRef) -> Option<String> {
+    match target {
+        TokenRef::SelfToken => ctx.token().map(str::to_string),
+        TokenRef::Token(t) => Some(t.to_string()),
+        TokenRef::Accessor(_) => None,
+    }
+}
+
 async fn token(ctx: &Ctx, path: &str) -> HttpResult {
     use Verb::*;
     let (action, whose) = path.split_once('-').unwrap_or((path, ""));
@@ -116,11 +126,7 @@ async fn token(ctx: &Ctx, path: &str) -> HttpResult {
         ("create" | "create-orphan", Write) => create_token(ctx, path == "create-orphan").await,
         ("lookup-self", Read | Write) | ("lookup" | "lookup-accessor", Write) => {
             let Some(target) = target(ctx, whose)? else { return Err(HttpError::no_route(path)) };
-            let named = match &target {
-                TokenRef::SelfToken => ctx.token().map(str::to_string),
-                TokenRef::Token(t) => Some(t.to_string()),
-                TokenRef::Accessor(_) => None,
-            };
+            let named = named(ctx, &target);
             match ctx.call(Operation::TokenLookup(target)).await? {
                 Reply::Token(info) => Ok(ctx.data(lookup_json(named.as_deref(), &info))),
                 other => Err(unexpected(other)),
@@ -128,11 +134,7 @@ async fn token(ctx: &Ctx, path: &str) -> HttpResult {
         }
         ("renew" | "renew-self" | "renew-accessor", Write) => {
             let Some(target) = target(ctx, whose)? else { return Err(HttpError::no_route(path)) };
-            let named = match &target {
-                TokenRef::SelfToken => ctx.token().map(str::to_string),
-                TokenRef::Token(t) => Some(t.to_string()),
-                TokenRef::Accessor(_) => None,
-            };
+            let named = named(ctx, &target);
             let increment = ctx.duration_secs("increment")?.filter(|s| *s > 0).map(Duration::from_secs);
             match ctx.call(Operation::TokenRenew { target, increment }).await? {
                 Reply::Token(info) => Ok(ctx.auth(auth_block(named.as_deref(), &info))),
