@@ -139,3 +139,115 @@ fn operator_rotate_rewraps_and_rekey_replaces_the_shares() {
     }
     assert_eq!(c.ok(3, &["kv", "get", "app/k7", "--field", "v"]).trim(), "7");
 }
+
+fn token_with(c: &DevCluster, name: &str, hcl: &str) -> String {
+    let file = c.dir.path().join(format!("{name}.hcl"));
+    std::fs::write(&file, hcl).unwrap();
+    c.ok(1, &["policy", "write", name, file.to_str().unwrap()]);
+    let created = c.ok(1, &["token", "create", "--policy", name, "--ttl", "1h", "--format", "json"]);
+    serde_json::from_str::<serde_json::Value>(&created).unwrap()["token"].as_str().unwrap().to_string()
+}
+
+/// Issue 15, item 1, as an attacker tried it: a token that may only manage rotations used one
+/// to overwrite a secret it cannot read, and to make the vault read a production admin
+/// credential and connect to a host of its choosing. Each is refused, naming the missing
+/// grant; a rotation whose configuring token later loses its grant stops with a clear status.
+#[test]
+fn rotation_is_no_way_around_path_policies() {
+    let c = DevCluster::start(3);
+    c.ok(1, &["kv", "put", "app/x", "password=original"]);
+    c.ok(1, &["kv", "put", "prod/admin", "username=postgres", "password=prod-admin-secret"]);
+    let rotation_only = token_with(
+        &c,
+        "rotation-only",
+        "path \"sys/rotation/*\" { capabilities = [\"create\", \"update\", \"read\", \"list\"] }\n",
+    );
+    let refused = |token: &str, args: &[&str], needle: &str| {
+        let out = c.arca_with_token(1, Some(token), args);
+        assert_eq!(out.status.code(), Some(1), "{args:?} was accepted");
+        let err = stderr(&out);
+        assert!(err.contains("permission denied") && err.contains(needle), "{args:?}: {err}");
+    };
+    refused(
+        &rotation_only,
+        &["rotation", "set", "app/x", "--rotator", "random", "--every", "24h"],
+        "'read' on secret/data/app/x",
+    );
+    refused(&rotation_only, &["rotation", "now", "app/x"], "secret/data/app/x");
+
+    // May rotate app/*, but not read prod/admin: the postgres rotator cannot borrow it.
+    let app_rotator = token_with(
+        &c,
+        "app-rotator",
+        "path \"sys/rotation/*\" { capabilities = [\"create\", \"update\", \"read\", \"list\"] }\n\
+         path \"secret/data/app/*\" { capabilities = [\"read\", \"update\", \"create\"] }\n",
+    );
+    let pg = ["rotation", "set", "app/db", "--rotator", "postgres", "--every", "24h", "--param", "username=app"];
+    refused(&app_rotator, &[&pg[..], &["--param", "admin=prod/admin"]].concat(), "'read' on secret/data/prod/admin");
+    // A host outside the node's rotation.postgres_allow is refused even with every grant.
+    c.ok(1, &["kv", "put", "app/admin", "username=a", "password=b"]);
+    let out = c.arca_with_token(
+        1,
+        Some(&app_rotator),
+        &[&pg[..], &["--param", "admin=app/admin", "--param", "host=10.9.8.7"]].concat(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("postgres_allow"), "{}", stderr(&out));
+    assert_eq!(c.ok(2, &["kv", "get", "app/x", "--field", "password"]).trim(), "original");
+    assert!(c.arca(1, &["rotation", "status", "app/x"]).status.code() == Some(1), "no rotation was stored");
+
+    // Allowed: it holds everything the rotation touches. Then its grant goes: runs fail with a
+    // status that says so, and the secret is left alone.
+    c.ok(1, &["kv", "put", "app/key", "password=before"]);
+    let ok = c.arca_with_token(
+        1,
+        Some(&app_rotator),
+        &["rotation", "set", "app/key", "--rotator", "random", "--every", "1h"],
+    );
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let narrower = c.dir.path().join("narrower.hcl");
+    std::fs::write(
+        &narrower,
+        "path \"sys/rotation/*\" { capabilities = [\"create\", \"update\", \"read\", \"list\"] }\n",
+    )
+    .unwrap();
+    c.ok(1, &["policy", "write", "app-rotator", narrower.to_str().unwrap()]);
+    c.ok(1, &["rotation", "now", "app/key"]);
+    let s = eventually(Duration::from_secs(20), || {
+        let s = status(&c, "app/key");
+        s["last_error"].as_str().is_some_and(|e| e.contains("no longer has")).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("the run did not fail on the lost grant: {}", status(&c, "app/key")));
+    assert!(s["last_error"].as_str().unwrap().contains("secret/data/app/key"), "{s}");
+    assert_eq!(s["rotations"], 0);
+    assert_eq!(c.ok(2, &["kv", "get", "app/key", "--field", "password"]).trim(), "before");
+}
+
+/// Issue 15, item 1: a rotator's own words (a function's stderr) never reach the rotation's
+/// status or the audit trail; the exit status does.
+#[test]
+fn a_failing_function_leaks_nothing_it_printed() {
+    let c = DevCluster::start(1);
+    let script = "#!/bin/sh\ncat >/dev/null\necho 'LEAKED-BY-STDERR' >&2\necho 'LEAKED-BY-STDOUT'\nexit 3\n";
+    let file = c.dir.path().join("rotators/leaky.sh");
+    std::fs::write(&file, script).unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let sha = hex::encode(Sha256::digest(script.as_bytes()));
+    c.ok(1, &["rotation", "function", "register", "leaky.sh", "--sha256", &sha]);
+    c.ok(1, &["kv", "put", "app/leaky", "password=x"]);
+    let args = ["--rotator", "command", "--param", "function=leaky.sh", "--every", "1h", "--max-attempts", "1"];
+    c.ok(1, &[&["rotation", "set", "app/leaky"][..], &args[..]].concat());
+    c.ok(1, &["rotation", "now", "app/leaky"]);
+    let s = eventually(Duration::from_secs(20), || {
+        let s = status(&c, "app/leaky");
+        (s["failed"] == true).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("the rotation did not fail: {}", status(&c, "app/leaky")));
+    let error = s["last_error"].as_str().unwrap();
+    assert!(error.contains("exit status: 3"), "{error}");
+    let audit = c.ok(1, &["audit", "list", "--path", "sys/rotation/", "--limit", "1000", "--format", "json"]);
+    assert!(audit.contains("RotationStep.create"), "{audit}");
+    for text in [error, audit.as_str(), c.log().as_str()] {
+        assert!(!text.contains("LEAKED"), "a rotator's output leaked: {text}");
+    }
+}

@@ -234,3 +234,40 @@ fn jwt_and_kubernetes_logins_over_http() {
         assert!(body["errors"][0].as_str().unwrap().contains("sub"), "{body}");
     }
 }
+
+/// Issue 15, item 7: an HTTP PATCH is one core operation, so one audit record (before, the
+/// front read and wrote: two records, and the patch was not one guarded step).
+#[test]
+fn a_patch_over_http_is_one_audited_operation() {
+    let c = DevCluster::start(1);
+    c.ok(1, &["kv", "put", "app/patched", "user=svc", "password=old", "drop=me"]);
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import os, requests; r = requests.patch(os.environ['URL'], \
+             headers={'X-Vault-Token': os.environ['TOKEN'], 'Content-Type': 'application/merge-patch+json'}, \
+             data='{\"data\": {\"password\": \"new\", \"drop\": null}, \"options\": {\"cas\": 1}}', \
+             verify=os.environ['CA']); print(r.status_code)",
+        ])
+        .env("URL", format!("{}/v1/secret/data/app/patched", c.api(1)))
+        .env("TOKEN", &c.token)
+        .env("CA", &c.ca)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200", "{}", String::from_utf8_lossy(&out.stderr));
+    let got = c.ok(1, &["kv", "get", "app/patched", "--format", "json"]);
+    let got: serde_json::Value = serde_json::from_str(&got).unwrap();
+    let data = if got["data"].is_object() { &got["data"] } else { &got };
+    assert_eq!(data["password"], "new", "{got}");
+    assert_eq!(data["user"], "svc", "{got}");
+    assert!(data.get("drop").is_none(), "{got}");
+    let ops = eventually(Duration::from_secs(10), || {
+        let out = c.ok(1, &["audit", "list", "--path", "secret/data/app/patched", "--format", "json"]);
+        let all: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        let ops: Vec<String> = all.iter().map(|r| r["operation"].as_str().unwrap_or_default().to_string()).collect();
+        ops.iter().any(|o| o == "KvPatch").then_some(ops)
+    })
+    .expect("the patch's record");
+    // The put that made it, the patch, and the read above: the patch left exactly one.
+    assert_eq!(ops, ["KvPut", "KvPatch", "KvGet"], "{ops:?}");
+}

@@ -96,7 +96,9 @@ fn node_config(
     let text = format!(
         "node_id = {id}\ndata_dir = {data:?}\nlog_level = \"info\"\n\n[api]\nlisten = \"127.0.0.1:{api}\"\nadvertise = \"127.0.0.1:{api}\"\n\n\
          [cluster]\nlisten = \"127.0.0.1:{cluster}\"\nadvertise = \"127.0.0.1:{cluster}\"\n{formation}\n\n\
-         [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n\n[rotation]\nfunctions_dir = {functions:?}\n",
+         [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n\n[rotation]\nfunctions_dir = {functions:?}\n\
+         # A dev cluster's postgres rotations may reach the local server only.\n\
+         postgres_allow = [\"127.0.0.1:5432\", \"localhost:5432\"]\n",
         data = node_dir.join("data"),
         functions = rotators,
         ca = certs.ca,

@@ -180,9 +180,30 @@ pub struct AuditOutcome {
 /// AAD of outcome ciphertexts.
 pub(crate) const OUTCOME_AAD: &[u8] = b"sys/audit/outcome";
 
+fn outcome_aad(request_id: &str) -> Vec<u8> {
+    [OUTCOME_AAD, b"/", request_id.as_bytes()].concat()
+}
+
 impl AuditOutcome {
+    /// Sealed with its request id in the AAD: an outcome moved to another record's slot does
+    /// not open there.
     pub(crate) fn seal(&self, keyring: &Keyring) -> Result<Vec<u8>> {
-        crate::vault::encrypt_json(keyring, OUTCOME_AAD, self)
+        crate::vault::encrypt_json(keyring, &outcome_aad(&self.request_id), self)
+    }
+
+    /// Opens the outcome stored for `request_id`, and refuses one that belongs to another
+    /// request. Outcomes written before the AAD named the request open with the old AAD, and
+    /// the id inside them must still match.
+    fn open(keyring: &Keyring, request_id: &str, raw: &[u8]) -> Result<AuditOutcome> {
+        let o: AuditOutcome = crate::vault::decrypt_json(keyring, &outcome_aad(request_id), raw)
+            .or_else(|_| crate::vault::decrypt_json(keyring, OUTCOME_AAD, raw))?;
+        if o.request_id != request_id {
+            return Err(Error::Corrupt {
+                path: format!("sys/audit/outcome/{request_id}"),
+                reason: "the stored outcome belongs to another request".into(),
+            });
+        }
+        Ok(o)
     }
 
     /// Writes this outcome into its record.
@@ -222,10 +243,14 @@ impl AuditRecord {
     ) -> Result<AuditRecord> {
         let mut r = AuditRecord::open(keyring, seq, ciphertext)?;
         match arca_raft::audit_log::outcome(reader, &r.request_id)? {
-            Some(raw) => {
-                let o: AuditOutcome = crate::vault::decrypt_json(keyring, OUTCOME_AAD, &raw)?;
-                o.merge_into(&mut r);
-            }
+            Some(raw) => match AuditOutcome::open(keyring, &r.request_id, &raw) {
+                Ok(o) => o.merge_into(&mut r),
+                // One bad outcome must not hide the rest of the trail: the record says so.
+                Err(e) => {
+                    r.outcome = "invalid".into();
+                    r.error = format!("its stored outcome is not this request's: {e}");
+                }
+            },
             None if r.outcome.is_empty() => r.outcome = "unknown".into(),
             None => {}
         }
@@ -438,7 +463,7 @@ pub(crate) fn request_hmacs(hasher: &AuditHasher, req: &Request) -> BTreeMap<Str
         out.insert("token".into(), hasher.hash(t.as_bytes()));
     }
     match &req.op {
-        Operation::KvPut { data, .. } => {
+        Operation::KvPut { data, .. } | Operation::KvPatch { set: data, .. } => {
             out.insert("data".into(), json_hmac(hasher, data));
         }
         Operation::Login(Credentials::AppRole { role_id, secret_id }) => {

@@ -34,6 +34,18 @@ pub fn parse_duration_secs(text: &str) -> Result<u64, String> {
     Ok(total)
 }
 
+/// The longest duration any request may carry (100 years): beyond it, times overflow.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(100 * 366 * 86_400);
+
+/// `d` in milliseconds, refused when it is longer than [`MAX_DURATION`] (`what` names the
+/// field in the error).
+pub fn millis(d: std::time::Duration, what: &str) -> crate::Result<i64> {
+    if d > MAX_DURATION {
+        return Err(crate::Error::InvalidArgument(format!("{what} must be at most 100 years")));
+    }
+    Ok(d.as_millis() as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

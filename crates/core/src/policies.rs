@@ -15,7 +15,7 @@ use crate::audit::AuditContext;
 use crate::policy::{Capability, Caps, Policy, PolicySet, DEFAULT_POLICY, DEFAULT_POLICY_HCL, ROOT_POLICY};
 use crate::request::TokenRef;
 use crate::tokens::Caller;
-use crate::{kv, Core, Error, Operation, Result};
+use crate::{Core, Error, Operation, Result};
 
 const POLICY_PREFIX: &[u8] = b"policy/";
 
@@ -107,6 +107,19 @@ impl Core {
         self.policies.read().expect("policy lock").capabilities(policies.iter().map(String::as_str), path)
     }
 
+    /// The first of `needs` (a path and the capabilities it needs, all of them) that
+    /// `policies` do not grant, as the path and the missing capability.
+    pub(crate) fn missing_grant(
+        &self,
+        policies: &[String],
+        needs: &[(String, &'static [Capability])],
+    ) -> Option<(String, Capability)> {
+        needs.iter().find_map(|(path, caps)| {
+            let granted = self.capabilities(policies, path);
+            caps.iter().find(|c| !granted.has(**c)).map(|c| (path.clone(), *c))
+        })
+    }
+
     /// Default deny: the caller's policies must grant the operation's capability on its path.
     /// The error names the path and the capability, never the policies' contents.
     pub(crate) fn authorize(&self, caller: &Caller, op: &Operation, ctx: &mut AuditContext) -> Result<()> {
@@ -135,13 +148,12 @@ impl Core {
             Operation::PolicyDelete { .. } | Operation::RoleDelete { .. } | Operation::KvDeleteMetadata { .. } => {
                 need(&[Delete])
             }
-            // Vault: create for a new entry, update for an existing one.
-            Operation::KvPut { path, .. } => {
-                let exists = self.node.reader().get(Cf::Kv, &kv::meta_key(path))?.is_some();
-                need(if exists { &[Update] } else { &[Create] })
-            }
+            // Vault: create for a new entry, update for an existing one. Which one applies is
+            // decided where the write is guarded (`kv_put`), not from a read that may be stale.
+            Operation::KvPut { .. } => need(CREATE_OR_UPDATE),
             Operation::PolicyWrite { .. } | Operation::RoleWrite(_) => need(CREATE_OR_UPDATE),
-            Operation::KvDelete { .. }
+            Operation::KvPatch { .. }
+            | Operation::KvDelete { .. }
             | Operation::KvUndelete { .. }
             | Operation::KvDestroy { .. }
             | Operation::KvSetMaxVersions { .. }
@@ -186,11 +198,28 @@ impl Core {
         } else {
             None
         };
-        ctx.decision = if missing.is_none() { "allowed" } else { "denied" }.into();
-        match missing {
-            None => Ok(()),
-            Some(cap) => Err(Error::PermissionDenied(format!("{path} requires {cap}, which this token lacks"))),
+        if let Some(cap) = missing {
+            ctx.decision = "denied".into();
+            return Err(Error::PermissionDenied(format!("{path} requires {cap}, which this token lacks")));
         }
+        // Operations that make the vault act later on the caller's behalf need, besides their
+        // own path, every grant that later action uses (invariant 7).
+        let acts_on = match op {
+            Operation::RotationSet(config) => crate::rotation::grants_needed(config),
+            Operation::RotationNow { path } | Operation::RotationDisable { path } => {
+                crate::rotation::target_grants(path)
+            }
+            _ => Vec::new(),
+        };
+        if let Some((on, cap)) = self.missing_grant(&caller.info.policies, &acts_on) {
+            ctx.decision = "denied".into();
+            ctx.capability = format!("{cap} on {on}");
+            return Err(Error::PermissionDenied(format!(
+                "{path} also requires '{cap}' on {on} (the rotation reads or writes it), which this token lacks"
+            )));
+        }
+        ctx.decision = "allowed".into();
+        Ok(())
     }
 
     pub(crate) async fn write_policy(&self, name: &str, text: &str) -> Result<()> {

@@ -29,8 +29,8 @@ impl std::fmt::Debug for SecretData {
     }
 }
 
-/// One client request.
-#[derive(Debug)]
+/// One client request. `Debug` names the operation and the caller's address, never the token
+/// or the certificates.
 pub struct Request {
     /// The caller's token, if it sent one.
     pub token: Option<Zeroizing<String>>,
@@ -44,6 +44,18 @@ pub struct Request {
     /// [`crate::audit::request_id`]; `None`: the core makes one.
     pub request_id: Option<String>,
     pub op: Operation,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("remote", &self.remote)
+            .field("client_certs", &self.client_certs.len())
+            .field("request_id", &self.request_id)
+            .field("op", &self.op)
+            .finish()
+    }
 }
 
 impl Request {
@@ -119,6 +131,14 @@ pub enum Operation {
     KvPut {
         path: String,
         data: SecretData,
+        cas: Option<u64>,
+    },
+    /// A merge patch of the current version (Vault's `PATCH secret/data/<path>`): `set` adds or
+    /// replaces fields, `remove` drops them; one new version, checked and written in one step.
+    KvPatch {
+        path: String,
+        set: SecretData,
+        remove: Vec<String>,
         cas: Option<u64>,
     },
     KvGet {
@@ -272,6 +292,7 @@ impl std::fmt::Debug for Operation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Operation::KvPut { path, cas, .. } => write!(f, "KvPut({path:?}, cas={cas:?})"),
+            Operation::KvPatch { path, cas, .. } => write!(f, "KvPatch({path:?}, cas={cas:?})"),
             Operation::KvGet { path, version } => write!(f, "KvGet({path:?}, version={version:?})"),
             Operation::KvGetStage { path, stage } => write!(f, "KvGetStage({path:?}, {stage:?})"),
             Operation::KvList { prefix } => write!(f, "KvList({prefix:?})"),
@@ -308,7 +329,9 @@ impl Operation {
             Operation::Members => "sys/storage/raft/configuration".into(),
             Operation::Join { .. } => "sys/storage/raft/join".into(),
             Operation::RemovePeer { .. } => "sys/storage/raft/remove-peer".into(),
-            Operation::KvPut { path, .. } | Operation::KvGet { path, .. } => format!("secret/data/{path}"),
+            Operation::KvPut { path, .. } | Operation::KvPatch { path, .. } | Operation::KvGet { path, .. } => {
+                format!("secret/data/{path}")
+            }
             Operation::KvGetStage { path, .. } => format!("secret/data/{path}"),
             Operation::KvList { prefix } => format!("secret/metadata/{prefix}"),
             Operation::Watch { prefix } => format!("secret/data/{prefix}"),
@@ -374,6 +397,7 @@ impl Operation {
             Operation::Join { .. } => "Join",
             Operation::RemovePeer { .. } => "RemovePeer",
             Operation::KvPut { .. } => "KvPut",
+            Operation::KvPatch { .. } => "KvPatch",
             Operation::KvGet { .. } => "KvGet",
             Operation::KvList { .. } => "KvList",
             Operation::Watch { .. } => "Watch",

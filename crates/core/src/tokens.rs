@@ -161,6 +161,13 @@ impl Core {
         for p in &req.policies {
             crate::policy::validate_name(p)?;
         }
+        // Vault's rule: a use-limited token makes no tokens. A child (or an orphan) would carry
+        // the caller's grants past its last use.
+        if caller.info.uses_left.is_some() {
+            return Err(Error::PermissionDenied(
+                "a token with a use limit cannot create tokens; use a token without one".into(),
+            ));
+        }
         if req.policies.iter().any(|p| p == ROOT_POLICY) {
             return Err(Error::PermissionDenied(
                 "the root policy cannot be granted to new tokens; 'arca operator generate-root' makes a root token"
@@ -188,8 +195,8 @@ impl Core {
         policies.dedup();
         let new = NewToken {
             policies,
-            ttl_ms: req.ttl.map(|d| d.as_millis() as i64),
-            max_ttl_ms: req.max_ttl.map(|d| d.as_millis() as i64),
+            ttl_ms: req.ttl.map(|d| crate::duration::millis(d, "ttl")).transpose()?,
+            max_ttl_ms: req.max_ttl.map(|d| crate::duration::millis(d, "max_ttl")).transpose()?,
             display_name: if req.display_name.is_empty() { "token".into() } else { req.display_name },
             meta: req.meta,
             parent: (!req.orphan).then(|| (caller.info.accessor.clone(), caller.key.clone(), caller.info.expires_ms)),
@@ -248,6 +255,16 @@ impl Core {
     }
 
     /// The token a token operation names: `(storage key, raw record, info)`.
+    /// The live (unexpired) token with `accessor`, if there is one.
+    pub(crate) fn token_by_accessor(&self, keyring: &Keyring, accessor: &str) -> Result<Option<TokenInfo>> {
+        token::valid_accessor(accessor)?;
+        let reader = self.node.reader();
+        let Some(key) = reader.get(Cf::Tokens, &token::accessor_key(accessor))? else { return Ok(None) };
+        let Some(raw) = reader.get(Cf::Tokens, &key)? else { return Ok(None) };
+        let info: TokenInfo = decrypt_json(keyring, &key, &raw)?;
+        Ok((!info.expired_at(now_ms())).then_some(info))
+    }
+
     pub(crate) fn resolve(
         &self,
         keyring: &Keyring,

@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::audit::{AuditConfig, AuditContext, AuditFilter, AuditOutcome, AuditRecord, Batcher, AUDIT_KEY};
 use crate::kv::{self, SecretMetadata, VersionMetadata, MAX_VALUE_BYTES};
-use crate::policy::PolicySet;
+use crate::policy::{Capability, Caps, PolicySet};
 use crate::request::TokenRef;
 use crate::seal::{InitRecord, Seal, INIT_KEY};
 use crate::token;
@@ -65,7 +65,15 @@ pub(crate) fn encrypt_json<T: Serialize>(keyring: &Keyring, aad: &[u8], value: &
 pub(crate) fn decrypt_json<T: DeserializeOwned>(keyring: &Keyring, aad: &[u8], record: &[u8]) -> Result<T> {
     let corrupt = |reason: String| Error::Corrupt { path: String::from_utf8_lossy(aad).into_owned(), reason };
     let plain = keyring.decrypt(aad, record).map_err(|e| corrupt(e.to_string()))?;
-    serde_json::from_slice(&plain).map_err(|e| corrupt(e.to_string()))
+    // Only where and what kind: serde's message can quote the decrypted plaintext.
+    serde_json::from_slice(&plain).map_err(|e| {
+        corrupt(format!(
+            "the decrypted record does not decode ({:?} error at line {} column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })
 }
 
 impl Core {
@@ -444,7 +452,13 @@ impl Core {
                 self.node.remove(id).await?;
                 Ok(Reply::Done)
             }
-            Operation::KvPut { path, data, cas } => self.kv_put(keyring, &path, &data, cas).await.map(Reply::KvWritten),
+            Operation::KvPut { path, data, cas } => {
+                let caps = self.capabilities(&caller.info.policies, &format!("secret/data/{path}"));
+                self.kv_put(keyring, &path, &data, cas, caps).await.map(Reply::KvWritten)
+            }
+            Operation::KvPatch { path, set, remove, cas } => {
+                self.kv_patch(keyring, &path, &set, &remove, cas).await.map(Reply::KvWritten)
+            }
             Operation::KvGet { path, version } => self.kv_get(keyring, &path, version),
             Operation::KvGetStage { path, stage } => {
                 validate_path(&path)?;
@@ -484,7 +498,7 @@ impl Core {
             Operation::TokenLookup(TokenRef::SelfToken) => Ok(Reply::Token(caller.info.clone())),
             Operation::TokenLookup(target) => Ok(Reply::Token(self.resolve(keyring, caller, &target)?.2)),
             Operation::TokenRenew { target, increment } => {
-                let increment = increment.map(|d| d.as_millis() as i64);
+                let increment = increment.map(|d| crate::duration::millis(d, "increment")).transpose()?;
                 self.renew(keyring, caller, &target, increment).await.map(Reply::Token)
             }
             Operation::TokenRevoke(target) => {
@@ -541,7 +555,9 @@ impl Core {
                     .map_err(|e| Error::Internal(e.to_string()))?
                     .map(Reply::Grants)
             }
-            Operation::RotationSet(config) => self.rotation_set(keyring, config).await.map(|_| Reply::Done),
+            Operation::RotationSet(config) => {
+                self.rotation_set(keyring, config, &caller.info.accessor).await.map(|_| Reply::Done)
+            }
             Operation::RotationDisable { path } => self.rotation_disable(keyring, &path).await.map(|_| Reply::Done),
             Operation::RotationNow { path } => self.rotation_now(keyring, &path).await.map(|_| Reply::Done),
             Operation::RotationStatus { path } => {
@@ -754,21 +770,50 @@ impl Core {
         path: &str,
         data: &SecretData,
         cas: Option<u64>,
+        caps: Caps,
     ) -> Result<VersionMetadata> {
         validate_path(path)?;
-        let plain = Zeroizing::new(serde_json::to_vec(data).map_err(|e| Error::Internal(e.to_string()))?);
-        if plain.len() > MAX_VALUE_BYTES {
-            return Err(Error::InvalidArgument(format!(
-                "secret value is {} bytes, over the {MAX_VALUE_BYTES}-byte limit",
-                plain.len()
-            )));
-        }
+        let plain = encode_value(data)?;
         let now = now_ms();
         self.guarded_update(keyring, path, |current| {
+            // Decided on the metadata this write is guarded on: a secret created or deleted
+            // since authorization is judged as it is now.
+            let needed = if current.is_some() { Capability::Update } else { Capability::Create };
+            if !caps.has(needed) {
+                return Err(Error::PermissionDenied(format!(
+                    "secret/data/{path} requires '{needed}', which this token lacks"
+                )));
+            }
             let mut meta = current.unwrap_or_else(|| SecretMetadata::new(path, now));
-            let (version, pruned) = meta.add_version(cas, now)?;
-            let mut ops = vec![kv_data_op(keyring, path, version.version, &plain)?];
-            ops.extend(pruned.into_iter().map(|v| Op::Delete { cf: Cf::Kv, key: kv::data_key(path, v) }));
+            let (ops, version) = new_version(keyring, path, &mut meta, &plain, cas, now)?;
+            Ok((meta, ops, version))
+        })
+        .await
+    }
+
+    /// Merges `set` and `remove` into the current version and writes the result as a new
+    /// version, guarded on the metadata it read: a concurrent write makes it decide again.
+    async fn kv_patch(
+        &self,
+        keyring: &Keyring,
+        path: &str,
+        set: &SecretData,
+        remove: &[String],
+        cas: Option<u64>,
+    ) -> Result<VersionMetadata> {
+        validate_path(path)?;
+        let now = now_ms();
+        self.guarded_update(keyring, path, |current| {
+            let mut meta = current.ok_or_else(|| not_found(path))?;
+            let base = meta.readable(None)?.version;
+            let mut data = self.version_data(keyring, path, base)?;
+            for k in remove {
+                data.0.remove(k);
+            }
+            data.0.extend(set.0.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let plain = encode_value(&data)?;
+            // Without a CAS of the caller's, the patch is still based on exactly `base`.
+            let (ops, version) = new_version(keyring, path, &mut meta, &plain, Some(cas.unwrap_or(base)), now)?;
             Ok((meta, ops, version))
         })
         .await
@@ -868,6 +913,34 @@ enum VersionChange {
 }
 
 /// The write of a secret's metadata, encrypted and bound to its path.
+/// A secret's value as stored (before encryption), refused when over the size limit.
+fn encode_value(data: &SecretData) -> Result<Zeroizing<Vec<u8>>> {
+    let plain = Zeroizing::new(serde_json::to_vec(data).map_err(|e| Error::Internal(e.to_string()))?);
+    if plain.len() > MAX_VALUE_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "secret value is {} bytes, over the {MAX_VALUE_BYTES}-byte limit",
+            plain.len()
+        )));
+    }
+    Ok(plain)
+}
+
+/// Adds a version holding `plain` to `meta` (checked against `cas`): the ops that write it and
+/// drop the versions it pushes out.
+fn new_version(
+    keyring: &Keyring,
+    path: &str,
+    meta: &mut SecretMetadata,
+    plain: &[u8],
+    cas: Option<u64>,
+    now: i64,
+) -> Result<(Vec<Op>, VersionMetadata)> {
+    let (version, pruned) = meta.add_version(cas, now)?;
+    let mut ops = vec![kv_data_op(keyring, path, version.version, plain)?];
+    ops.extend(pruned.into_iter().map(|v| Op::Delete { cf: Cf::Kv, key: kv::data_key(path, v) }));
+    Ok((ops, version))
+}
+
 pub(crate) fn kv_meta_op(keyring: &Keyring, path: &str, meta: &SecretMetadata) -> Result<Op> {
     Ok(Op::Put { cf: Cf::Kv, key: kv::meta_key(path), value: encrypt_json(keyring, &kv::meta_aad(path), meta)? })
 }
@@ -885,4 +958,25 @@ fn not_found(path: &str) -> Error {
 fn log_failure(e: &Error) {
     // The message never holds secrets (see `Error`).
     info!(error = %e, "request failed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record that decrypts but does not decode must not quote what it decrypted to.
+    #[test]
+    fn decode_errors_never_quote_the_plaintext() {
+        let keyring = Keyring::generate().unwrap();
+        let sealed = encrypt_json(&keyring, b"p", &"hunter2-the-secret").unwrap();
+        let e = decrypt_json::<u64>(&keyring, b"p", &sealed).unwrap_err().to_string();
+        assert!(e.contains("does not decode") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn a_request_debug_prints_no_token() {
+        let req = Request::new(Some(Zeroizing::new("arca.s.secret-token".into())), Operation::Leader);
+        let printed = format!("{req:?}");
+        assert!(printed.contains("redacted") && !printed.contains("secret-token"), "{printed}");
+    }
 }

@@ -25,6 +25,7 @@ fn config(path: &str, rotator: RotatorKind, params: &[(&str, &str)], every_ms: u
         max_attempts: 3,
         backoff_ms: 100,
         enabled: true,
+        configured_by: String::new(),
     }
 }
 
@@ -173,7 +174,8 @@ async fn command_rotators_are_pinned_by_hash_and_failures_leave_current_alone() 
     // Exit 1, a timeout, garbage: each fails with its reason after retries with backoff;
     // current stays, and the pending version is gone.
     for (name, body, reason) in [
-        ("exit1.sh", "echo 'db refused the change' >&2; exit 1", "db refused the change"),
+        // The exit status, never what the function printed (it may hold secrets).
+        ("exit1.sh", "echo 'db refused the change' >&2; exit 1", "failed (exit status: 1)"),
         ("slow.sh", "sleep 30", "timed out"),
         ("garbage.sh", "echo 'not json'", "malformed output"),
     ] {
@@ -190,6 +192,7 @@ async fn command_rotators_are_pinned_by_hash_and_failures_leave_current_alone() 
         let s = wait_for(&v, &path, Duration::from_secs(20), |s| s.state.failed).await;
         assert_eq!(s.state.attempts, 3, "{s:?}");
         assert!(s.state.last_error.contains(reason), "{name}: {}", s.state.last_error);
+        assert!(!s.state.last_error.contains("db refused") && !s.state.last_error.contains("not json"));
         assert_eq!(stage(&v, 1, &path, Stage::Current).await["password"], "kept");
         let m = meta(&v, &path).await;
         assert_eq!((m.current_version, m.pending_version), (1, None), "{m:?}");
@@ -232,8 +235,11 @@ async fn pg_role(name: &str, password: &str) {
     client.batch_execute(&format!("CREATE ROLE {name} LOGIN PASSWORD '{password}'")).await.unwrap();
 }
 
-async fn pg_vault() -> Vault {
-    let v = Vault::start().await;
+/// A vault whose nodes may reach PostgreSQL at `allow` (`rotation.postgres_allow`).
+async fn pg_vault_allowing(allow: &[String]) -> Vault {
+    let mut v = Vault::start().await;
+    let settings = arca_core::rotation::RotationSettings { postgres_allow: allow.to_vec(), ..Default::default() };
+    v.cores = v.cores.iter().map(|c| c.clone().with_rotation(settings.clone())).collect();
     v.root(
         0,
         Operation::KvPut {
@@ -244,6 +250,10 @@ async fn pg_vault() -> Vault {
     )
     .await;
     v
+}
+
+async fn pg_vault() -> Vault {
+    pg_vault_allowing(&["127.0.0.1:5432".to_string()]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -404,8 +414,13 @@ async fn a_webhook_rotator_calls_only_allowed_urls_with_signed_steps() {
             let input: serde_json::Value = serde_json::from_slice(&body).unwrap();
             let step = input["step"].as_str().unwrap().to_string();
             recorded.lock().unwrap().push((step.clone(), valid));
-            let answer = if step == "create" { r#"{"value":{"password":"from-webhook"}}"# } else { "{}" };
-            let response = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}", answer.len());
+            let (status, answer) = match (input["path"].as_str(), step.as_str()) {
+                // An endpoint that echoes what it was sent into its error body.
+                (Some("app/leaky"), _) => ("500 Internal Server Error", format!("LEAKED-BY-WEBHOOK {input}")),
+                (_, "create") => ("200 OK", r#"{"value":{"password":"from-webhook"}}"#.to_string()),
+                _ => ("200 OK", "{}".to_string()),
+            };
+            let response = format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}", answer.len());
             let _ = stream.write_all(response.as_bytes()).await;
             let _ = stream.shutdown().await;
         }
@@ -443,6 +458,114 @@ async fn a_webhook_rotator_calls_only_allowed_urls_with_signed_steps() {
     let steps: Vec<&str> = calls.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(steps, ["create", "set", "test", "finish"]);
     assert!(calls.iter().all(|(_, valid)| *valid), "every call is signed with the key: {calls:?}");
+
+    // What the endpoint answers with an error status goes nowhere: status keeps the code.
+    v.root(0, Operation::KvPut { path: "app/leaky".into(), data: data(&[("password", "p")]), cas: None }).await;
+    let leaky_url = format!("https://localhost:{port}/rotate/leaky");
+    let mut set = config(
+        "app/leaky",
+        RotatorKind::Webhook,
+        &[("url", leaky_url.as_str()), ("signing_key", "hooks/key")],
+        3_600_000,
+    );
+    set.max_attempts = 1;
+    v.root(0, Operation::RotationSet(set)).await;
+    v.root(1, Operation::RotationNow { path: "app/leaky".into() }).await;
+    let s = wait_for(&v, "app/leaky", Duration::from_secs(15), |s| s.state.failed).await;
+    assert!(s.state.last_error.contains("HTTP 500"), "{}", s.state.last_error);
+    assert!(!s.state.last_error.contains("LEAKED"), "{}", s.state.last_error);
     endpoint.abort();
+    v.cluster.shutdown().await;
+}
+
+// ---- A hostile database ----
+
+/// What a fake PostgreSQL server does after reading a client's startup message.
+#[derive(Clone, Copy)]
+enum FakePg {
+    /// Asks for the password in cleartext (as a downgrading man in the middle would).
+    Cleartext,
+    /// Asks for an MD5 password.
+    Md5,
+    /// Refuses with an error whose text the server chose.
+    ErrorText,
+}
+
+/// Serves `mode` on a loopback port; the flag says whether a password message ever arrived.
+async fn fake_pg(mode: FakePg) -> (u16, std::sync::Arc<std::sync::atomic::AtomicBool>, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got_password = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = got_password.clone();
+    let task = tokio::spawn(async move {
+        for _ in 0..16 {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            let mut len = [0u8; 4];
+            if s.read_exact(&mut len).await.is_err() {
+                continue;
+            }
+            let mut startup = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+            if s.read_exact(&mut startup).await.is_err() {
+                continue;
+            }
+            let message = |tag: u8, body: &[u8]| [&[tag][..], &(body.len() as u32 + 4).to_be_bytes(), body].concat();
+            let reply = match mode {
+                FakePg::Cleartext => message(b'R', &3u32.to_be_bytes()),
+                FakePg::Md5 => message(b'R', &[&5u32.to_be_bytes()[..], b"salt"].concat()),
+                FakePg::ErrorText => message(
+                    b'E',
+                    b"SFATAL\0C28P01\0MLEAKED-BY-DATABASE: password authentication failed for prod-admin-secret\0\0",
+                ),
+            };
+            let _ = s.write_all(&reply).await;
+            // A password message ('p') arriving now is the leak this guards against.
+            let mut tag = [0u8; 1];
+            if let Ok(Ok(1)) = tokio::time::timeout(Duration::from_secs(2), s.read(&mut tag)).await {
+                if tag[0] == b'p' {
+                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        }
+    });
+    (port, got_password, task)
+}
+
+/// Issue 15, item 1: a server that asks for a cleartext or MD5 password never gets one, and
+/// what a server says in its errors never reaches the rotation's status or the audit trail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hostile_database_gets_no_password_and_its_words_go_nowhere() {
+    let fakes = [fake_pg(FakePg::Cleartext).await, fake_pg(FakePg::Md5).await, fake_pg(FakePg::ErrorText).await];
+    let allow: Vec<String> = fakes.iter().map(|(port, _, _)| format!("127.0.0.1:{port}")).collect();
+    let v = pg_vault_allowing(&allow).await;
+    let _engines = engines(&v);
+    for (i, (port, got_password, _)) in fakes.iter().enumerate() {
+        let path = format!("db/hostile{i}");
+        v.root(0, Operation::KvPut { path: path.clone(), data: data(&[("username", "app")]), cas: None }).await;
+        let port = port.to_string();
+        let params = [("admin", "db/admin"), ("username", "app"), ("host", "127.0.0.1"), ("port", port.as_str())];
+        let mut set = config(&path, RotatorKind::Postgres, &params, 3_600_000);
+        set.max_attempts = 1;
+        v.root(0, Operation::RotationSet(set)).await;
+        v.root(1, Operation::RotationNow { path: path.clone() }).await;
+        let s = wait_for(&v, &path, Duration::from_secs(15), |s| s.state.failed).await;
+        let error = &s.state.last_error;
+        if i < 2 {
+            assert!(error.contains("cleartext or MD5"), "{error}");
+        } else {
+            assert!(error.contains("SQLSTATE 28P01"), "{error}");
+        }
+        assert!(!got_password.load(std::sync::atomic::Ordering::SeqCst), "the server received a password");
+        let Reply::AuditRecords(records) = v
+            .root(0, Operation::AuditList(AuditFilter { path_prefix: "sys/rotation/".into(), ..Default::default() }))
+            .await
+        else {
+            panic!()
+        };
+        let trail = format!("{records:?}");
+        for text in [error.as_str(), trail.as_str()] {
+            assert!(!text.contains("LEAKED") && !text.contains("prod-admin-secret"), "leaked: {text}");
+        }
+    }
     v.cluster.shutdown().await;
 }

@@ -66,10 +66,14 @@ pub struct Config {
 pub struct RotationFileSettings {
     /// Directory of `command` rotator executables.
     pub functions_dir: Option<PathBuf>,
-    /// URLs `webhook` rotators may call: exact, or a prefix ending in `*`.
+    /// URLs `webhook` rotators may call: exact, or a prefix ending in `*` (matched on parsed
+    /// URLs: scheme, host and port exactly, the path on segment boundaries).
     pub webhook_allow: Vec<String>,
     /// PEM bundle that webhook endpoints' certificates must chain to.
     pub webhook_ca_file: Option<PathBuf>,
+    /// PostgreSQL servers the `postgres` rotator may connect to: `host:port` (or `host`, port
+    /// 5432). Empty (the default): none.
+    pub postgres_allow: Vec<String>,
 }
 
 impl RotationFileSettings {
@@ -78,6 +82,7 @@ impl RotationFileSettings {
             functions_dir: self.functions_dir.clone(),
             webhook_allow: self.webhook_allow.clone(),
             webhook_ca_file: self.webhook_ca_file.clone(),
+            postgres_allow: self.postgres_allow.clone(),
         }
     }
 }
@@ -208,6 +213,7 @@ impl Config {
         if r.heartbeat_ms == 0 || r.election_min_ms <= r.heartbeat_ms || r.election_max_ms <= r.election_min_ms {
             return bad("raft: need 0 < heartbeat_ms < election_min_ms < election_max_ms");
         }
+        self.rotation.settings().check().map_err(|e| Error::Config(format!("rotation: {e}")))?;
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return Err(Error::Config(format!("log_level: {:?} is not a valid filter (try \"info\")", self.log_level)));
         }

@@ -13,7 +13,10 @@
 //!
 //! Protocol: the step as JSON on stdin, `{"step", "path", "pending", "current"}`; a JSON object
 //! on stdout (`create` may answer `{"value": {...}}` with the new value). A non-zero exit, a
-//! timeout or output that is not a JSON object fails the step, keeping the end of stderr.
+//! timeout or output that is not a JSON object fails the step with the exit status and a
+//! fixed reason. The function's stderr is discarded, never kept: a function handed secrets
+//! could print them there, and status, logs and the audit trail must not carry them. To debug
+//! a function, run it by hand with the same JSON on stdin.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -29,8 +32,6 @@ use crate::{Error, Result};
 pub(crate) const FUNCTION_PREFIX: &str = "rotation/function/";
 /// Largest stdout accepted from a function.
 const MAX_OUTPUT: usize = 1 << 20;
-/// How much of stderr a failure keeps.
-const STDERR_TAIL: usize = 512;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Function {
@@ -114,18 +115,20 @@ pub(crate) async fn run(
         // Dropping the future drops the child, which `kill_on_drop` kills.
         Err(_) => return Err(Error::Rotation(format!("function {name} timed out after {timeout:?} and was killed"))),
     };
-    let tail = stderr_tail(&output.stderr);
     if !output.status.success() {
-        return Err(Error::Rotation(format!("function {name} failed ({}); stderr: {tail}", output.status)));
+        return Err(Error::Rotation(format!("function {name} failed ({})", output.status)));
     }
     if output.stdout.len() > MAX_OUTPUT {
         return Err(Error::Rotation(format!("function {name} printed more than {MAX_OUTPUT} bytes")));
     }
     match serde_json::from_slice::<serde_json::Value>(&output.stdout) {
         Ok(v @ serde_json::Value::Object(_)) => Ok(v),
-        Ok(_) => Err(Error::Rotation(format!("function {name} printed JSON that is not an object; stderr: {tail}"))),
+        Ok(_) => Err(Error::Rotation(format!("function {name} printed JSON that is not an object"))),
+        // The parser's position only: its message can quote the output.
         Err(e) => Err(Error::Rotation(format!(
-            "function {name} printed malformed output (expected a JSON object: {e}); stderr: {tail}"
+            "function {name} printed malformed output (expected a JSON object; error at line {} column {})",
+            e.line(),
+            e.column()
         ))),
     }
 }
@@ -158,7 +161,7 @@ async fn spawn(exe: &Path, work: &Path) -> Result<tokio::process::Child> {
             .current_dir(work)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn();
         match spawned {
@@ -174,16 +177,6 @@ async fn spawn(exe: &Path, work: &Path) -> Result<tokio::process::Child> {
 
 /// "Text file busy" on Linux.
 const ETXTBSY: i32 = 26;
-
-fn stderr_tail(stderr: &[u8]) -> String {
-    let start = stderr.len().saturating_sub(STDERR_TAIL);
-    let tail = String::from_utf8_lossy(&stderr[start..]).trim().to_string();
-    if tail.is_empty() {
-        "(empty)".into()
-    } else {
-        tail
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -33,6 +33,7 @@ use tracing::{info, instrument, warn};
 
 use crate::audit::{AuditCaller, AuditRecord};
 use crate::kv::{self, SecretMetadata};
+use crate::policy::Capability;
 use crate::vault::{decrypt_json, encrypt_json, kv_data_op, kv_meta_op};
 use crate::{now_ms, validate_path, Core, Error, Result, SecretData};
 
@@ -54,6 +55,23 @@ pub struct RotationSettings {
     pub webhook_allow: Vec<String>,
     /// PEM bundle webhook endpoints' certificates must chain to.
     pub webhook_ca_file: Option<PathBuf>,
+    /// PostgreSQL servers (`host:port`, or `host` for port 5432) the `postgres` rotator may
+    /// connect to. Empty: none.
+    pub postgres_allow: Vec<String>,
+}
+
+impl RotationSettings {
+    /// Checks the allow-lists when the node starts: an entry that cannot match what its
+    /// writer meant is an error, not a silent refusal later.
+    pub fn check(&self) -> Result<()> {
+        for entry in &self.webhook_allow {
+            webhook::AllowEntry::parse(entry)?;
+        }
+        for entry in &self.postgres_allow {
+            postgres::HostPort::parse(entry)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +114,9 @@ impl Schedule {
             Schedule::Every { ms } if *ms < 1000 => {
                 Err(Error::InvalidArgument("the rotation interval must be at least 1s".into()))
             }
+            Schedule::Every { ms } if *ms > MAX_INTERVAL_MS => {
+                Err(Error::InvalidArgument("the rotation interval must be at most 100 years".into()))
+            }
             Schedule::Every { .. } => Ok(()),
             Schedule::Cron { expr } => cron_schedule(expr).map(|_| ()),
         }
@@ -104,7 +125,7 @@ impl Schedule {
     /// The first run time after `now_ms` (inside `window`, if one is set).
     fn next_after(&self, now_ms: i64, window: Option<&Window>) -> i64 {
         let candidate = match self {
-            Schedule::Every { ms } => now_ms + *ms as i64,
+            Schedule::Every { ms } => now_ms.saturating_add(i64::try_from(*ms).unwrap_or(i64::MAX)),
             Schedule::Cron { expr } => cron_schedule(expr)
                 .ok()
                 .and_then(|s| s.after(&utc(now_ms)).next())
@@ -193,6 +214,34 @@ pub struct RotationConfig {
     /// The first retry's delay; each further retry doubles it.
     pub backoff_ms: u64,
     pub enabled: bool,
+    /// The accessor of the token that configured the rotation (set by the vault, never by the
+    /// caller). Every run acts with that token's grants: when it expires, is revoked or loses
+    /// a grant the rotation needs, runs fail until the rotation is set again.
+    #[serde(default)]
+    pub configured_by: String,
+}
+
+/// The longest interval a schedule may have (100 years): later times overflow nothing.
+const MAX_INTERVAL_MS: u64 = 100 * 366 * 86_400_000;
+
+/// What a rotation of `config` reads and writes, as `(logical path, capabilities)`: the target
+/// secret (read and update: the rotator sees the current value and writes a new one) and every
+/// other secret a rotator reads (read). Invariant 7: whoever configures a rotation, and the
+/// token it later runs with, must hold all of them.
+pub(crate) fn grants_needed(config: &RotationConfig) -> Vec<(String, &'static [Capability])> {
+    let mut needs = target_grants(&config.path);
+    let reads = match config.rotator {
+        RotatorKind::Postgres => config.params.get("admin"),
+        RotatorKind::Webhook => config.params.get("signing_key"),
+        RotatorKind::Random | RotatorKind::Command => None,
+    };
+    needs.extend(reads.map(|p| (format!("secret/data/{p}"), &[Capability::Read][..])));
+    needs
+}
+
+/// Changing or starting a secret's rotation acts on the secret itself.
+pub(crate) fn target_grants(path: &str) -> Vec<(String, &'static [Capability])> {
+    vec![(format!("secret/data/{path}"), &[Capability::Read, Capability::Update][..])]
 }
 
 /// The last step a rotation committed.
@@ -326,14 +375,22 @@ impl Core {
         Ok(self.node.write(Command::Txn { guards, ops }).await?.result == CommandResult::Applied)
     }
 
-    pub(crate) async fn rotation_set(&self, keyring: &Keyring, config: RotationConfig) -> Result<()> {
+    /// Stores a rotation config. `configured_by`: the accessor of the caller, whose grants on
+    /// everything the rotation touches were checked by `authorize`.
+    pub(crate) async fn rotation_set(
+        &self,
+        keyring: &Keyring,
+        mut config: RotationConfig,
+        configured_by: &str,
+    ) -> Result<()> {
         validate_path(&config.path)?;
         config.schedule.validate()?;
+        config.configured_by = configured_by.to_string();
         if config.max_attempts == 0 || config.max_attempts > 100 {
             return Err(Error::InvalidArgument("max_attempts must be 1 to 100".into()));
         }
-        if config.backoff_ms < 100 {
-            return Err(Error::InvalidArgument("backoff must be at least 100ms".into()));
+        if !(100..=MAX_BACKOFF_MS).contains(&config.backoff_ms) {
+            return Err(Error::InvalidArgument("backoff must be 100ms to 1h".into()));
         }
         self.validate_rotator(&config)?;
         let path = config.path.clone();
@@ -356,7 +413,7 @@ impl Core {
         match config.rotator {
             RotatorKind::Random => random::Policy::from_params(p).map(|_| ()),
             RotatorKind::Postgres => {
-                postgres::validate(p)?;
+                postgres::validate(&self.rotation_settings, p)?;
                 validate_path(&p["admin"])
             }
             RotatorKind::Command => {
@@ -542,7 +599,13 @@ impl Core {
             return Ok(Outcome::Idle);
         }
         let step = state.step.next_name();
-        let result = self.run_step(keyring, &config, &state, raw.as_deref()).await;
+        // Authority is checked when a run starts. A run already past `create` finishes: stopping
+        // it between `set` and `finish` would leave the target on a value no version holds.
+        let authority = if state.step == Step::Idle { self.rotation_authority(keyring, &config) } else { Ok(()) };
+        let result = match authority {
+            Ok(()) => self.run_step(keyring, &config, &state, raw.as_deref()).await,
+            Err(e) => Err(e),
+        };
         let (outcome, error) = match &result {
             Ok(_) => ("ok", String::new()),
             Err(e) => (crate::audit::outcome(e), e.to_string()),
@@ -551,6 +614,33 @@ impl Core {
         match result {
             Ok(committed) => Ok(if committed { Outcome::Advanced } else { Outcome::Raced }),
             Err(e) => self.record_failure(keyring, &config, state, raw, e).await,
+        }
+    }
+
+    /// Invariant 7 at run time: the token that configured the rotation still exists and still
+    /// holds every grant the rotation needs. Otherwise the step fails (and is retried, then the
+    /// run is marked failed), with a status that says what to do.
+    fn rotation_authority(&self, keyring: &Keyring, config: &RotationConfig) -> Result<()> {
+        let accessor = &config.configured_by;
+        if accessor.is_empty() {
+            return Err(Error::Rotation(
+                "this rotation was configured before Arca recorded who configured rotations; set it again \
+                 ('arca rotation set') with a token that may read and update the secret"
+                    .into(),
+            ));
+        }
+        let info = self.token_by_accessor(keyring, accessor)?.ok_or_else(|| {
+            Error::Rotation(format!(
+                "the token that configured this rotation (accessor {accessor}) has expired or been revoked; \
+                 set the rotation again with a current token"
+            ))
+        })?;
+        match self.missing_grant(&info.policies, &grants_needed(config)) {
+            None => Ok(()),
+            Some((path, cap)) => Err(Error::Rotation(format!(
+                "the token that configured this rotation (accessor {accessor}) no longer has {cap} on {path}; \
+                 grant it again or set the rotation again with a token that has it"
+            ))),
         }
     }
 
@@ -717,9 +807,9 @@ impl Core {
                         let admin = self.current_data(keyring, &p["admin"]).map_err(|e| {
                             Error::Rotation(format!("the admin credential at {} cannot be read: {e}", p["admin"]))
                         })?;
-                        postgres::set(p, &admin, pending()?).await.map(|_| None)
+                        postgres::set(&self.rotation_settings, p, &admin, pending()?).await.map(|_| None)
                     }
-                    "test" => postgres::test(p, pending()?).await.map(|_| None),
+                    "test" => postgres::test(&self.rotation_settings, p, pending()?).await.map(|_| None),
                     _ => Ok(None),
                 }
             }

@@ -25,15 +25,97 @@ use crate::{Error, Result};
 
 const MAX_RESPONSE: usize = 1 << 20;
 
+/// A URL taken apart for matching: never compared as a string, so `https://hooks.corp*`
+/// cannot admit `hooks.corp.evil.net` or `hooks.corp@evil.net`.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    host: String,
+    port: u16,
+    /// The path, starting with `/`.
+    path: String,
+    query: Option<String>,
+}
+
+impl Target {
+    fn parse(url: &str) -> std::result::Result<Target, String> {
+        let uri: hyper::Uri = url.parse().map_err(|_| "is not a URL".to_string())?;
+        if uri.scheme_str() != Some("https") {
+            return Err("must use https://".into());
+        }
+        let authority = uri.authority().ok_or("has no host")?;
+        // Userinfo (`user@host`) is how `https://good@evil` reads as `good` to a person.
+        if authority.as_str().contains('@') {
+            return Err("must not contain user information ('@')".into());
+        }
+        let host = authority.host().to_ascii_lowercase();
+        if host.is_empty() {
+            return Err("has no host".into());
+        }
+        let path = if uri.path().is_empty() { "/".to_string() } else { uri.path().to_string() };
+        // Dot segments and encoded dots or slashes let a receiver's normalisation move the
+        // call outside the listed path.
+        let lower = path.to_ascii_lowercase();
+        if path.split('/').any(|seg| seg == "." || seg == "..")
+            || lower.contains("%2e")
+            || lower.contains("%2f")
+            || lower.contains("%5c")
+            || path.contains('\\')
+        {
+            return Err("must not contain dot segments or encoded '.', '/' or '\\'".into());
+        }
+        Ok(Target { host, port: authority.port_u16().unwrap_or(443), path, query: uri.query().map(str::to_string) })
+    }
+}
+
+/// One `rotation.webhook_allow` entry: a URL (exact match, query included), or a URL ending
+/// in `*` that admits the same scheme, host and port and any path at or below its path, on
+/// segment boundaries (`https://h/rotate/*` admits `/rotate/db`, not `/rotate-all`).
+#[derive(Debug)]
+pub(crate) struct AllowEntry {
+    target: Target,
+    prefix: bool,
+}
+
+impl AllowEntry {
+    pub(crate) fn parse(entry: &str) -> Result<AllowEntry> {
+        let (url, prefix) = match entry.strip_suffix('*') {
+            Some(u) => (u, true),
+            None => (entry, false),
+        };
+        if url.contains('*') {
+            return Err(Error::InvalidArgument(format!(
+                "webhook_allow entry {entry:?}: '*' is allowed only at the end, after a '/' or the host"
+            )));
+        }
+        let target =
+            Target::parse(url).map_err(|why| Error::InvalidArgument(format!("webhook_allow entry {entry:?} {why}")))?;
+        if prefix && target.query.is_some() {
+            return Err(Error::InvalidArgument(format!("webhook_allow entry {entry:?}: a prefix cannot have a query")));
+        }
+        Ok(AllowEntry { target, prefix })
+    }
+
+    fn admits(&self, t: &Target) -> bool {
+        let a = &self.target;
+        if a.host != t.host || a.port != t.port {
+            return false;
+        }
+        if !self.prefix {
+            return a.path == t.path && a.query == t.query;
+        }
+        let base = a.path.trim_end_matches('/');
+        t.path == a.path || t.path == base || t.path.strip_prefix(base).is_some_and(|rest| rest.starts_with('/'))
+    }
+}
+
 /// Whether the node's allow-list admits `url`.
 pub(crate) fn allowed(settings: &RotationSettings, url: &str) -> Result<()> {
-    if !url.starts_with("https://") {
-        return Err(Error::InvalidArgument(format!("webhook URL {url:?} must use https://")));
-    }
-    let ok = settings.webhook_allow.iter().any(|entry| match entry.strip_suffix('*') {
-        Some(prefix) => url.starts_with(prefix),
-        None => url == entry,
-    });
+    let target = Target::parse(url).map_err(|why| Error::InvalidArgument(format!("webhook URL {url:?} {why}")))?;
+    let ok = settings
+        .webhook_allow
+        .iter()
+        .filter_map(|entry| AllowEntry::parse(entry).ok())
+        .any(|entry| entry.admits(&target));
     if ok {
         Ok(())
     } else {
@@ -106,9 +188,10 @@ async fn call(settings: &RotationSettings, url: &str, key: &[u8], body: Vec<u8>)
         .await
         .map_err(|e| fail(format!("reading the answer: {e}")))?
         .to_bytes();
+    // The endpoint's own words never reach status, logs or the audit trail: an endpoint
+    // (or whoever controls it) could echo what it was sent.
     if !status.is_success() {
-        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
-        return Err(fail(format!("answered {status}: {text}")));
+        return Err(fail(format!("answered HTTP {}", status.as_u16())));
     }
     match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(v @ serde_json::Value::Object(_)) => Ok(v),
@@ -123,13 +206,42 @@ mod tests {
     #[test]
     fn only_listed_https_urls_are_called() {
         let s = RotationSettings {
-            webhook_allow: vec!["https://hooks.internal/rotate/*".into(), "https://one.example/x".into()],
+            webhook_allow: vec![
+                "https://hooks.internal/rotate/*".into(),
+                "https://one.example/x".into(),
+                "https://hooks.corp*".into(),
+            ],
             ..Default::default()
         };
-        allowed(&s, "https://hooks.internal/rotate/db").unwrap();
-        allowed(&s, "https://one.example/x").unwrap();
-        for bad in ["https://one.example/x/y", "http://hooks.internal/rotate/db", "https://169.254.169.254/latest"] {
+        s.check().unwrap();
+        for good in [
+            "https://hooks.internal/rotate/db",
+            "https://HOOKS.internal:443/rotate/a/b",
+            "https://one.example/x",
+            "https://hooks.corp/anything",
+            "https://hooks.corp",
+        ] {
+            allowed(&s, good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in [
+            "https://one.example/x/y",
+            "https://one.example/x?y=1",
+            "http://hooks.internal/rotate/db",
+            "https://169.254.169.254/latest",
+            "https://hooks.internal/rotate-all",
+            "https://hooks.internal/rotate/../admin",
+            "https://hooks.internal/rotate/%2e%2e/admin",
+            "https://hooks.internal:8443/rotate/db",
+            "https://hooks.corp.evil.net/x",
+            "https://hooks.corp@evil.net/x",
+            "https://hooks.corp:444/x",
+            "https://evil.net/?https://hooks.corp",
+        ] {
             assert!(allowed(&s, bad).is_err(), "{bad}");
+        }
+        for bad_entry in ["http://h/x", "https://h/*/x", "https://u@h/", "https://h/x?q=1*"] {
+            let s = RotationSettings { webhook_allow: vec![bad_entry.into()], ..Default::default() };
+            assert!(s.check().is_err(), "{bad_entry}");
         }
     }
 }

@@ -29,6 +29,8 @@ fn config_from(c: &proto::RotationConfig) -> Result<RotationConfig, Status> {
         max_attempts: if c.max_attempts == 0 { DEFAULT_MAX_ATTEMPTS } else { c.max_attempts },
         backoff_ms: if c.backoff_ms == 0 { DEFAULT_BACKOFF_MS } else { c.backoff_ms },
         enabled: true,
+        // Set by the vault from the caller's token.
+        configured_by: String::new(),
     })
 }
 

@@ -164,26 +164,22 @@ async fn write(ctx: &Ctx, path: String) -> HttpResult {
     put(ctx, path, data, cas(ctx)?).await
 }
 
-/// JSON merge patch of the current version (null removes a key), written with check-and-set
-/// on the version it read, so a concurrent write is not lost.
+/// JSON merge patch of the current version (null removes a key): one core operation, so one
+/// audit record and one guarded write (a concurrent write is never lost).
 async fn patch(ctx: &Ctx, path: String) -> HttpResult {
-    let changes = secret_data(ctx.body.get("data"))?;
-    let (mut data, current) = match ctx.call(Operation::KvGet { path: path.clone(), version: None }).await? {
-        Reply::KvSecret { data, version } => (data.0.clone(), version.version),
-        other => return Err(unexpected(other)),
-    };
-    if let Some(expected) = cas(ctx)? {
-        if expected != current {
-            return Err(arca_core::Error::CasMismatch { expected, current }.into());
+    let (mut set, mut remove) = (BTreeMap::new(), Vec::new());
+    for (k, v) in secret_data(ctx.body.get("data"))? {
+        match v {
+            Some(v) => {
+                set.insert(k, v);
+            }
+            None => remove.push(k),
         }
     }
-    for (k, v) in changes {
-        match v {
-            Some(v) => data.insert(k, v),
-            None => data.remove(&k),
-        };
+    match ctx.call(Operation::KvPatch { path, set: SecretData(set), remove, cas: cas(ctx)? }).await? {
+        Reply::KvWritten(v) => Ok(ctx.data(version_json(&v))),
+        other => Err(unexpected(other)),
     }
-    put(ctx, path, data, Some(current)).await
 }
 
 fn versions(ctx: &Ctx) -> Result<Vec<u64>, HttpError> {
