@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{eventually, free_base, stderr, DevCluster, ARCA};
+use common::{eventually, stderr, DevCluster, ARCA};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -60,8 +60,7 @@ fn a_second_person_cannot_hijack_a_ceremony_and_sealing_ends_it() {
     assert_eq!((status["started"].clone(), status["nonce"].clone()), (json!(true), json!("")), "{status}");
     // …she cannot restart the ceremony with her own pad…
     let mallory_otp = arca_core::ceremony::generate_otp().unwrap();
-    let (code, body) =
-        http(&c, "PUT", "sys/generate-root/attempt", Some(json!({ "otp": mallory_otp.as_str() })), None);
+    let (code, body) = http(&c, "PUT", "sys/generate-root/attempt", Some(json!({ "otp": mallory_otp.as_str() })), None);
     assert_eq!(code, 400, "{body}");
     assert!(body.to_string().contains("already in progress"), "{body}");
     // …nor submit a share, nor cancel, without the right nonce.
@@ -202,7 +201,8 @@ fn cores_in(dir: &Path) -> Vec<String> {
 fn a_crashing_server_dumps_no_core_and_keeps_its_memory_out_of_swap() {
     use std::os::unix::process::CommandExt;
     let dir = tempfile::TempDir::new().unwrap();
-    let port = free_base(1);
+    // Not `free_base`: its sequence is the same for every test in this process.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
     let mut cmd = Command::new(ARCA);
     cmd.args(["server", "--dev"])
@@ -230,7 +230,9 @@ fn a_crashing_server_dumps_no_core_and_keeps_its_memory_out_of_swap() {
     if unsafe { libc::geteuid() } == 0 {
         assert!(vm_locked_kb(pid).unwrap_or(0) > 0, "no memory locked: {}", log_text());
     }
-    unsafe { libc::kill(pid as i32, libc::SIGSEGV) };
+    // SIGABRT: its default action dumps core (Rust's runtime keeps SIGSEGV for its stack
+    // overflow check, so a SIGSEGV sent from outside is not a crash).
+    unsafe { libc::kill(pid as i32, libc::SIGABRT) };
     let status = child.wait().unwrap();
     assert!(!status.success());
     std::thread::sleep(Duration::from_millis(500));

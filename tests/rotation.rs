@@ -123,16 +123,16 @@ fn operator_rotate_rewraps_and_rekey_replaces_the_shares() {
 
     // Rekey with three current shares (the dev cluster's threshold) into 4 shares, threshold 2,
     // on node 1: the new share set is fixed at --init, each share comes with the nonce.
-    let init: serde_json::Value = serde_json::from_str(&c.ok(
-        1,
-        &["operator", "rekey", "--init", "--key-shares", "4", "--key-threshold", "2", "--format", "json"],
-    ))
+    let init: serde_json::Value = serde_json::from_str(
+        &c.ok(1, &["operator", "rekey", "--init", "--key-shares", "4", "--key-threshold", "2", "--format", "json"]),
+    )
     .unwrap();
     let nonce = init["nonce"].as_str().unwrap().to_string();
     let mut new = Vec::new();
     for share in &c.shares[..3] {
         let out: serde_json::Value =
-            serde_json::from_str(&c.ok(1, &["operator", "rekey", "--nonce", &nonce, share, "--format", "json"])).unwrap();
+            serde_json::from_str(&c.ok(1, &["operator", "rekey", "--nonce", &nonce, share, "--format", "json"]))
+                .unwrap();
         if let Some(shares) = out["shares"].as_array() {
             new = shares.iter().map(|s| s.as_str().unwrap().to_string()).collect();
         }

@@ -162,7 +162,8 @@ pub async fn run(cmd: OperatorCommand, client: &Client, format: Format) -> CliRe
         OperatorCommand::GenerateRoot { share, init, status, cancel, decode, otp, nonce } => {
             if let Some(encoded) = decode {
                 let otp = otp.ok_or_else(|| CliError::new("--decode needs the --otp the ceremony was started with"))?;
-                let token = arca_core::ceremony::decode_token(&encoded, &otp).map_err(|e| CliError::new(e.to_string()))?;
+                let token =
+                    arca_core::ceremony::decode_token(&encoded, &otp).map_err(|e| CliError::new(e.to_string()))?;
                 match format {
                     Format::Json | Format::Jsonl => print(format, &json!({ "root_token": token.as_str() })),
                     Format::Table => println!("Root token: {}", token.as_str()),

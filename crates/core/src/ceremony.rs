@@ -207,7 +207,11 @@ impl<P: Params> Ceremony<P> {
 pub(crate) enum Stepped<P> {
     Status(CeremonyStatus),
     /// The threshold was reached and the shares reconstruct the root key.
-    Done { params: P, root: SecretKey, status: CeremonyStatus },
+    Done {
+        params: P,
+        root: SecretKey,
+        status: CeremonyStatus,
+    },
 }
 
 fn wrong_nonce() -> Error {
@@ -243,7 +247,8 @@ pub(crate) fn step<P: Params>(
             }
             params.validate()?;
             let nonce = Zeroizing::new(crate::token::random_id(16)?);
-            let c = Ceremony { nonce, params, collector: ShareCollector::new(share_config(init)), last: Instant::now() };
+            let c =
+                Ceremony { nonce, params, collector: ShareCollector::new(share_config(init)), last: Instant::now() };
             let status = c.status(true);
             *slot = Some(c);
             Ok(Stepped::Status(status))

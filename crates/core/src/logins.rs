@@ -11,8 +11,8 @@ use tracing::{instrument, warn};
 use zeroize::Zeroizing;
 
 use crate::auth::approle::{self, SecretIdInfo};
-use crate::ceremony::{self, CeremonyStep, GenerateRootParams, Stepped};
 use crate::auth::{login_failed, Credentials, JwtConfig, Method, RoleConfig};
+use crate::ceremony::{self, CeremonyStep, GenerateRootParams, Stepped};
 use crate::token::{self, AuthSource, TokenInfo};
 use crate::tokens::NewToken;
 use crate::vault::{decrypt_json, encrypt_json};
@@ -226,7 +226,11 @@ impl Core {
     /// One step of this node's generate-root ceremony. At the threshold the shares must
     /// reconstruct the root key (checked against the sealed keyring); then a root token is
     /// made and returned only XORed with the one-time pad fixed at the ceremony's start.
-    pub(crate) async fn generate_root(&self, keyring: &Keyring, step: CeremonyStep<GenerateRootParams>) -> Result<Reply> {
+    pub(crate) async fn generate_root(
+        &self,
+        keyring: &Keyring,
+        step: CeremonyStep<GenerateRootParams>,
+    ) -> Result<Reply> {
         let init = self.init_record()?.ok_or(Error::NotInitialized)?;
         let (params, root, status) = match ceremony::step(&self.root_generation, &init, "generate-root", step)? {
             Stepped::Status(status) => return Ok(Reply::GenerateRoot { status, encoded_token: None }),

@@ -62,7 +62,8 @@ impl InitRecord {
     }
 
     pub fn parse(raw: &[u8]) -> crate::Result<InitRecord> {
-        serde_json::from_slice(raw).map_err(|e| crate::Error::Corrupt { path: "sys/core/init".into(), reason: e.to_string() })
+        serde_json::from_slice(raw)
+            .map_err(|e| crate::Error::Corrupt { path: "sys/core/init".into(), reason: e.to_string() })
     }
 
     pub fn share_config(&self) -> ShareConfig {
@@ -110,7 +111,10 @@ impl Sealer {
 
 /// Runs `work` until it finishes or the node seals (the epoch moves), whichever comes first.
 /// `sealed` must be subscribed before the keys `work` uses were taken.
-pub(crate) async fn until_sealed<F: std::future::Future>(mut sealed: watch::Receiver<u64>, work: F) -> Option<F::Output> {
+pub(crate) async fn until_sealed<F: std::future::Future>(
+    mut sealed: watch::Receiver<u64>,
+    work: F,
+) -> Option<F::Output> {
     tokio::select! {
         out = work => Some(out),
         _ = sealed.changed() => None,

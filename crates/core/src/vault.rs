@@ -13,10 +13,10 @@ use tracing::{info, instrument, warn};
 use zeroize::Zeroizing;
 
 use crate::audit::{AuditConfig, AuditContext, AuditFilter, AuditOutcome, AuditRecord, Batcher, AUDIT_KEY};
+use crate::ceremony::{Ceremony, GenerateRootParams, RekeyParams};
 use crate::kv::{self, SecretMetadata, VersionMetadata, MAX_VALUE_BYTES};
 use crate::policy::PolicySet;
 use crate::request::TokenRef;
-use crate::ceremony::{Ceremony, GenerateRootParams, RekeyParams};
 use crate::seal::{InitRecord, PendingRoot, Seal, Sealer, INIT_KEY};
 use crate::token;
 use crate::token::TokenInfo;

@@ -380,7 +380,10 @@ async fn generate_root_needs_a_threshold_of_valid_shares() {
         panic!()
     };
     // What the last share holder got is not a token; the starter's pad makes it one.
-    assert!(matches!(call(&v.cores[0], Some(&encoded), put("ops/x")).await, Err(Error::BadToken | Error::MissingToken)));
+    assert!(matches!(
+        call(&v.cores[0], Some(&encoded), put("ops/x")).await,
+        Err(Error::BadToken | Error::MissingToken)
+    ));
     let new_root = decode_token(&encoded, &otp).unwrap();
     call(&v.cores[0], Some(&new_root), put("ops/x")).await.unwrap();
     // The old root token can be revoked; the new one goes on.

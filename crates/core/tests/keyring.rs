@@ -170,9 +170,9 @@ fn reachable_keys(reader: &StateReader, keys: &[&Keyring], root: Option<&SecretK
 
 /// Whether any of `candidates`, as any term up to 9, opens `record`.
 fn any_opens(candidates: &[SecretKey], aad: &[u8], record: &[u8]) -> bool {
-    candidates.iter().any(|key| {
-        (1..10).any(|t| Keyring::from_key(t, key.duplicate()).unwrap().decrypt(aad, record).is_ok())
-    })
+    candidates
+        .iter()
+        .any(|key| (1..10).any(|t| Keyring::from_key(t, key.duplicate()).unwrap().decrypt(aad, record).is_ok()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -245,7 +245,12 @@ impl proto::sys_server::Sys for Api {
     }
 }
 
-fn ceremony_step<P>(action: i32, nonce: &str, share: &str, params: impl FnOnce() -> P) -> Result<CeremonyStep<P>, Status> {
+fn ceremony_step<P>(
+    action: i32,
+    nonce: &str,
+    share: &str,
+    params: impl FnOnce() -> P,
+) -> Result<CeremonyStep<P>, Status> {
     let nonce = || Zeroizing::new(nonce.to_string());
     match proto::CeremonyAction::try_from(action) {
         Ok(proto::CeremonyAction::Unspecified | proto::CeremonyAction::Status) => Ok(CeremonyStep::Status),

@@ -21,7 +21,9 @@ pub(super) async fn route(ctx: &Ctx, path: &str) -> HttpResult {
         ("unseal", Write) => unseal(ctx).await,
         ("seal", Write) => ctx.call(Operation::Seal).await.map(|_| no_content()),
         ("health", Read | Head) => health(ctx).await,
-        ("generate-root/attempt", Read | Write | Delete) | ("generate-root/update", Write) => generate_root(ctx, path).await,
+        ("generate-root/attempt", Read | Write | Delete) | ("generate-root/update", Write) => {
+            generate_root(ctx, path).await
+        }
         ("rekey/init", Read | Write | Delete) | ("rekey/update", Write) => rekey(ctx, path).await,
         ("leader", Read) => leader(ctx).await,
         ("mounts", Read) => mounts(ctx).await,
@@ -36,12 +38,20 @@ pub(super) async fn route(ctx: &Ctx, path: &str) -> HttpResult {
             "Arca has one secrets engine, KV v2 at secret/, and it cannot be mounted, moved or tuned",
         )),
         (
-            "init" | "seal-status" | "unseal" | "seal" | "health" | "leader" | "mounts" | "capabilities-self"
-            | "generate-root/attempt" | "generate-root/update" | "rekey/init" | "rekey/update",
+            "init"
+            | "seal-status"
+            | "unseal"
+            | "seal"
+            | "health"
+            | "leader"
+            | "mounts"
+            | "capabilities-self"
+            | "generate-root/attempt"
+            | "generate-root/update"
+            | "rekey/init"
+            | "rekey/update",
             verb,
-        ) => {
-            Err(HttpError::unsupported(verb, &format!("sys/{path}")))
-        }
+        ) => Err(HttpError::unsupported(verb, &format!("sys/{path}"))),
         (p, verb) if p.starts_with("internal/ui/mounts/") || p.starts_with("audit-hash/") => {
             Err(HttpError::unsupported(verb, &format!("sys/{path}")))
         }
@@ -112,7 +122,11 @@ async fn unseal(ctx: &Ctx) -> HttpResult {
 
 /// Vault's ceremony verbs: `GET` the status, `PUT` the start, `DELETE` the cancel (Arca needs
 /// the nonce there too, in the body or as `?nonce=`), `PUT …/update` a share with the nonce.
-fn ceremony_step<P>(ctx: &Ctx, path: &str, start: impl FnOnce() -> Result<P, HttpError>) -> Result<CeremonyStep<P>, HttpError> {
+fn ceremony_step<P>(
+    ctx: &Ctx,
+    path: &str,
+    start: impl FnOnce() -> Result<P, HttpError>,
+) -> Result<CeremonyStep<P>, HttpError> {
     let nonce = || -> Result<Zeroizing<String>, HttpError> {
         let n = match ctx.str("nonce")? {
             Some(n) if !n.is_empty() => n,
@@ -144,7 +158,9 @@ async fn generate_root(ctx: &Ctx, path: &str) -> HttpResult {
     let step = ceremony_step(ctx, path, || {
         refuse_fields(ctx, &["pgp_key"], "start the ceremony with an otp")?;
         let otp = ctx.str("otp")?.filter(|o| !o.is_empty()).ok_or_else(|| {
-            HttpError::bad_request("missing otp: base64 of otp_length random bytes, which the new root token will be XORed with")
+            HttpError::bad_request(
+                "missing otp: base64 of otp_length random bytes, which the new root token will be XORed with",
+            )
         })?;
         Ok(GenerateRootParams { otp: Zeroizing::new(otp) })
     })?;
