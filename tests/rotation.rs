@@ -121,17 +121,29 @@ fn operator_rotate_rewraps_and_rekey_replaces_the_shares() {
     assert_eq!(status["active_term"], 2);
     assert_eq!(c.ok(1, &["kv", "get", "app/k5", "--field", "v"]).trim(), "5");
 
-    // Rekey with three current shares (the dev cluster's threshold) into 4 shares, threshold 2.
+    // Rekey with three current shares (the dev cluster's threshold) into 4 shares, threshold 2,
+    // on node 1: the new share set is fixed at --init, each share comes with the nonce.
+    let init: serde_json::Value = serde_json::from_str(
+        &c.ok(1, &["operator", "rekey", "--init", "--key-shares", "4", "--key-threshold", "2", "--format", "json"]),
+    )
+    .unwrap();
+    let nonce = init["nonce"].as_str().unwrap().to_string();
     let mut new = Vec::new();
     for share in &c.shares[..3] {
-        let out: serde_json::Value = serde_json::from_str(
-            &c.ok(1, &["operator", "rekey", share, "--key-shares", "4", "--key-threshold", "2", "--format", "json"]),
-        )
-        .unwrap();
-        new = out["shares"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+        let out: serde_json::Value =
+            serde_json::from_str(&c.ok(1, &["operator", "rekey", "--nonce", &nonce, share, "--format", "json"]))
+                .unwrap();
+        if let Some(shares) = out["shares"].as_array() {
+            new = shares.iter().map(|s| s.as_str().unwrap().to_string()).collect();
+        }
     }
     assert_eq!(new.len(), 4);
-    c.ok(3, &["operator", "seal"]);
+    // Node 3 held the old root key: it sealed itself when the rekey applied.
+    eventually(Duration::from_secs(10), || {
+        let s: serde_json::Value = serde_json::from_str(&c.ok(3, &["status", "--format", "json"])).ok()?;
+        (s["sealed"] == true).then_some(())
+    })
+    .expect("node 3 seals itself after a rekey elsewhere");
     let refused = c.arca(3, &["operator", "unseal", &c.shares[0]]);
     assert_eq!(refused.status.code(), Some(1), "an old share still unseals");
     for share in &new[..2] {

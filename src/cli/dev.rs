@@ -275,6 +275,7 @@ pub async fn server_dev(addr: &str) -> CliResult {
     let config_path = node_config(&dir, 1, api_port, api_port + 1, &certs[0], None)?;
     let config = arca_server::Config::load(&config_path)?;
     super::init_logging("warn");
+    super::harden::harden(!config.disable_mlock);
     let server = tokio::spawn(arca_server::run(config, arca_server::wait_for_signal()));
     let api = format!("https://127.0.0.1:{api_port}");
     let client = wait_ready(&api, &certs[0].ca, false, Duration::from_secs(30)).await?;

@@ -4,6 +4,7 @@ mod audit;
 mod auth;
 mod client;
 mod dev;
+mod harden;
 mod kv;
 mod operator;
 mod output;
@@ -151,6 +152,7 @@ pub async fn run(args: Args) -> CliResult {
                 let path = config.expect("clap requires --config without --dev");
                 let config = arca_server::Config::load(&path)?;
                 init_logging(&config.log_level);
+                harden::harden(!config.disable_mlock);
                 Ok(arca_server::run(config, arca_server::wait_for_signal()).await?)
             }
         }

@@ -33,29 +33,53 @@ pub enum OperatorCommand {
     Join { peer: String },
     /// Remove a node from the cluster.
     RemovePeer { id: u64 },
-    /// Make a new root token with a threshold of unseal shares: run once per share holder
-    /// (prompted without echo if omitted). The last share prints the token.
+    /// The generate-root ceremony on the node at ARCA_ADDR. `--init` starts it (making a
+    /// one-time pad unless --otp is given) and prints the nonce and the pad: keep the pad, hand
+    /// the nonce to the share holders. Each runs `--nonce N` (the share is prompted without
+    /// echo if omitted); the last one gets the encoded token, which only `--decode` with the
+    /// pad turns into the root token.
+    #[command(group(clap::ArgGroup::new("action").args(["init", "status", "cancel", "decode"])))]
     GenerateRoot {
         share: Option<String>,
-        /// Discard the shares provided so far.
         #[arg(long)]
-        reset: bool,
+        init: bool,
+        #[arg(long)]
+        status: bool,
+        /// Discard the ceremony (needs --nonce).
+        #[arg(long)]
+        cancel: bool,
+        /// Decode an encoded token with --otp (local: talks to no server).
+        #[arg(long, value_name = "ENCODED_TOKEN")]
+        decode: Option<String>,
+        #[arg(long)]
+        otp: Option<String>,
+        #[arg(long)]
+        nonce: Option<String>,
     },
     /// Add a keyring term: new writes use it at once; the leader then rewraps older records.
     Rotate,
     /// Keyring terms and the rewrap's progress.
     KeyStatus,
-    /// Provide one current unseal share towards a new root key and a new share set (run once
-    /// per share, with the same --key-shares/--key-threshold; prompts when no share is given).
+    /// The rekey ceremony on the node at ARCA_ADDR: `--init` fixes the new share set and
+    /// prints the nonce; each holder of a current share runs `--nonce N` (the share is prompted
+    /// without echo if omitted); the last one gets the new shares. Every other node seals
+    /// itself when the rekey applies: unseal each with the new shares.
+    #[command(group(clap::ArgGroup::new("action").args(["init", "status", "cancel"])))]
     Rekey {
         share: Option<String>,
+        #[arg(long)]
+        init: bool,
+        #[arg(long)]
+        status: bool,
+        /// Discard the ceremony (needs --nonce).
+        #[arg(long)]
+        cancel: bool,
+        #[arg(long)]
+        nonce: Option<String>,
         #[arg(long, default_value_t = 5)]
         key_shares: u32,
         #[arg(long, default_value_t = 3)]
         key_threshold: u32,
-        /// Discard the shares provided so far.
-        #[arg(long)]
-        reset: bool,
     },
 }
 
@@ -135,12 +159,60 @@ pub async fn run(cmd: OperatorCommand, client: &Client, format: Format) -> CliRe
             client.sys().remove_peer(client.req(proto::RemovePeerRequest { node_id: id })).await?;
             println!("removed node {id}");
         }
-        OperatorCommand::GenerateRoot { share, reset } => {
-            let share = share_arg(share, reset)?;
-            let req = proto::GenerateRootRequest { share, reset };
+        OperatorCommand::GenerateRoot { share, init, status, cancel, decode, otp, nonce } => {
+            if let Some(encoded) = decode {
+                let otp = otp.ok_or_else(|| CliError::new("--decode needs the --otp the ceremony was started with"))?;
+                let token =
+                    arca_core::ceremony::decode_token(&encoded, &otp).map_err(|e| CliError::new(e.to_string()))?;
+                match format {
+                    Format::Json | Format::Jsonl => print(format, &json!({ "root_token": token.as_str() })),
+                    Format::Table => println!("Root token: {}", token.as_str()),
+                }
+                return Ok(());
+            }
+            let mut req = proto::GenerateRootRequest::default();
+            let otp = match (init, otp) {
+                (false, _) => None,
+                (true, Some(pad)) => Some(pad),
+                (true, None) => {
+                    Some(arca_core::ceremony::generate_otp().map_err(|e| CliError::new(e.to_string()))?.to_string())
+                }
+            };
+            if let Some(pad) = &otp {
+                req.otp = pad.clone();
+                req.set_action(proto::CeremonyAction::Init);
+            } else if status {
+                req.set_action(proto::CeremonyAction::Status);
+            } else {
+                req.nonce = nonce.ok_or_else(|| CliError::new("--nonce is needed: ask whoever ran --init for it"))?;
+                if cancel {
+                    req.set_action(proto::CeremonyAction::Cancel);
+                } else {
+                    req.share = share_arg(share, false)?;
+                    req.set_action(proto::CeremonyAction::Update);
+                }
+            }
             let r = client.sys().generate_root(client.req(req)).await?.into_inner();
-            let token = (!r.root_token.is_empty()).then_some(r.root_token);
-            print(format, &json!({"progress": r.progress, "threshold": r.threshold, "root_token": token}));
+            let st = r.status.unwrap_or_default();
+            let mut out = ceremony_json(&st);
+            if let Some(pad) = &otp {
+                out["otp"] = json!(pad.as_str());
+            }
+            if !r.encoded_token.is_empty() {
+                out["encoded_token"] = json!(r.encoded_token);
+            }
+            match format {
+                Format::Json | Format::Jsonl => print(format, &out),
+                Format::Table => {
+                    print(format, &out);
+                    if init {
+                        println!(
+                            "\nKeep the OTP to yourself; give the nonce to the share holders. Decode the result with\n  \
+                             arca operator generate-root --decode <encoded_token> --otp <otp>"
+                        );
+                    }
+                }
+            }
         }
         OperatorCommand::Rotate => {
             let r = client.sys().rotate(client.req(proto::RotateRequest {})).await?.into_inner();
@@ -157,14 +229,46 @@ pub async fn run(cmd: OperatorCommand, client: &Client, format: Format) -> CliRe
                 }),
             );
         }
-        OperatorCommand::Rekey { share, key_shares, key_threshold, reset } => {
-            let share = share_arg(share, reset)?;
-            let req = proto::RekeyRequest { share, shares: key_shares, threshold: key_threshold, reset };
+        OperatorCommand::Rekey { share, init, status, cancel, nonce, key_shares, key_threshold } => {
+            let mut req = proto::RekeyRequest::default();
+            if init {
+                req.shares = key_shares;
+                req.threshold = key_threshold;
+                req.set_action(proto::CeremonyAction::Init);
+            } else if status {
+                req.set_action(proto::CeremonyAction::Status);
+            } else {
+                req.nonce = nonce.ok_or_else(|| CliError::new("--nonce is needed: ask whoever ran --init for it"))?;
+                if cancel {
+                    req.set_action(proto::CeremonyAction::Cancel);
+                } else {
+                    req.share = share_arg(share, false)?;
+                    req.set_action(proto::CeremonyAction::Update);
+                }
+            }
             let r = client.sys().rekey(client.req(req)).await?.into_inner();
-            print(format, &json!({"progress": r.progress, "threshold": r.threshold, "shares": r.shares}));
+            let mut out = ceremony_json(&r.status.unwrap_or_default());
+            if !r.shares.is_empty() {
+                out["shares"] = json!(r.shares);
+            }
+            print(format, &out);
         }
     }
     Ok(())
+}
+
+fn ceremony_json(s: &proto::CeremonyStatus) -> serde_json::Value {
+    let mut v = json!({
+        "started": s.started, "progress": s.progress, "required": s.required, "complete": s.complete,
+    });
+    if !s.nonce.is_empty() {
+        v["nonce"] = json!(s.nonce);
+    }
+    if s.new_shares != 0 {
+        v["new_shares"] = json!(s.new_shares);
+        v["new_threshold"] = json!(s.new_threshold);
+    }
+    v
 }
 
 fn share_arg(share: Option<String>, reset: bool) -> CliResult<String> {

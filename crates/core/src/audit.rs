@@ -473,9 +473,13 @@ pub(crate) fn request_hmacs(hasher: &AuditHasher, req: &Request) -> BTreeMap<Str
         Operation::Login(Credentials::Jwt { jwt, .. }) => {
             out.insert("jwt".into(), hasher.hash(jwt.as_bytes()));
         }
-        Operation::GenerateRoot { share, .. } | Operation::Rekey { share, .. } => {
-            out.insert("share".into(), hasher.hash(share.as_bytes()));
+        Operation::GenerateRoot(step) => {
+            if let crate::ceremony::CeremonyStep::Start(p) = step {
+                out.insert("otp".into(), hasher.hash(p.otp.as_bytes()));
+            }
+            ceremony_hmacs(hasher, step.nonce(), step.share(), &mut out);
         }
+        Operation::Rekey(step) => ceremony_hmacs(hasher, step.nonce(), step.share(), &mut out),
         Operation::TokenLookup(TokenRef::Token(t))
         | Operation::TokenRevoke(TokenRef::Token(t))
         | Operation::TokenRenew { target: TokenRef::Token(t), .. }
@@ -488,6 +492,16 @@ pub(crate) fn request_hmacs(hasher: &AuditHasher, req: &Request) -> BTreeMap<Str
         _ => {}
     }
     out
+}
+
+/// A ceremony's nonce authorizes submitting to it, so audit records hold only its HMAC.
+fn ceremony_hmacs(hasher: &AuditHasher, nonce: Option<&str>, share: Option<&str>, out: &mut BTreeMap<String, String>) {
+    if let Some(n) = nonce {
+        out.insert("nonce".into(), hasher.hash(n.as_bytes()));
+    }
+    if let Some(s) = share {
+        out.insert("share".into(), hasher.hash(s.as_bytes()));
+    }
 }
 
 /// HMACs of the sensitive values a reply carries.
@@ -503,13 +517,17 @@ pub(crate) fn response_hmacs(hasher: &AuditHasher, reply: &Reply) -> BTreeMap<St
         Reply::SecretId { secret_id, .. } => {
             out.insert("secret_id".into(), hasher.hash(secret_id.as_bytes()));
         }
-        Reply::Rekey { shares, .. } => {
+        Reply::Rekey { shares, status } => {
             for (i, share) in shares.iter().enumerate() {
                 out.insert(format!("share_{}", i + 1), hasher.hash(share.as_bytes()));
             }
+            ceremony_hmacs(hasher, status.nonce.as_deref(), None, &mut out);
         }
-        Reply::GenerateRoot { root_token: Some(t), .. } => {
-            out.insert("token".into(), hasher.hash(t.as_bytes()));
+        Reply::GenerateRoot { encoded_token, status } => {
+            if let Some(t) = encoded_token {
+                out.insert("encoded_token".into(), hasher.hash(t.as_bytes()));
+            }
+            ceremony_hmacs(hasher, status.nonce.as_deref(), None, &mut out);
         }
         _ => {}
     }

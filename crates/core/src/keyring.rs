@@ -1,13 +1,15 @@
 //! The vault's own keys: `operator rotate` (a new keyring term, then a leader-driven rewrap of
 //! every record under older terms) and `operator rekey` (a new root key and share set).
 //!
-//! * **Terms.** The root-sealed keyring in the init record holds the terms that existed at
-//!   init (or at the last rekey). A term added later is stored in `sys` as
-//!   `keyring/term/<n>`, its key encrypted under the term that was active when it was made.
-//!   Every unsealed node holds that term, so each loads the new one from the replicated record
-//!   at apply time (a storage observer) — no node needs the root key, which followers do not
-//!   keep after unsealing. A node unsealing later reads the base keyring with the root key and
-//!   then follows the chain of term records.
+//! * **Terms.** Every term lives in one keyring sealed under the root key, in the init record;
+//!   nothing else holds a term key. `operator rotate` unseals the stored keyring with this
+//!   node's root key, adds a term and stores it sealed again, guarded on the record it read.
+//!   Every unsealed node holds the root key (as Vault's active node does), so each loads the
+//!   new keyring from the replicated record at apply time (a storage observer). A term key is
+//!   therefore never stored under another term: one leaked term key opens only its own term's
+//!   records, never a later term (DESIGN invariant 10). Clusters from before this stored each
+//!   new term as `keyring/term/<n>` under the term before it; such a chain is still read at
+//!   unseal, and the next rotate or rekey folds it into the sealed keyring and deletes it.
 //! * **Rewrap.** `keyring/rewrap` (clear JSON: paths are not secret) holds the target term and a
 //!   cursor over the `kv`, `tokens` and `sys` families. The leader rewraps a bounded batch per
 //!   tick, each batch one command guarded on every record it read and on the cursor, so it is
@@ -15,15 +17,18 @@
 //!   record counts as encrypted only if it decrypts (AEAD) under its path; cleartext entries
 //!   (policies, the init record) are skipped by that test, not by a list that could go stale.
 //!   Audit records keep their term: they are hash-chained over their ciphertext, and the chain
-//!   is the tamper evidence. Term records are never rewrapped (each is the link to the next).
-//! * **Rekey** takes a threshold of current shares, checks that they reconstruct the root key,
-//!   then seals this node's whole keyring (every term) under a fresh root key, split into a
-//!   new share set; the new init record is guarded on the old one, and the old shares no longer
-//!   match its share set.
+//!   is the tamper evidence.
+//! * **Rekey** is a ceremony (see `ceremony`): a threshold of current shares, each with the
+//!   nonce, proves the old root key; then the node seals its whole keyring plus a fresh term
+//!   under a fresh root key split into the share set fixed at the ceremony's start, and starts
+//!   the rewrap to the fresh term. So nothing written after a rekey is under a key that the
+//!   old shares, with any copy of the data directory, can reach. The new root key is never
+//!   replicated in any form (a wrapped copy would sit in the Raft log and in snapshots where
+//!   the old root opens it): every other node, whose root no longer opens the keyring, seals
+//!   itself when the rekey applies, and is unsealed with the new shares.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use arca_crypto::shamir::ShareCollector;
 use arca_crypto::Keyring;
 use arca_raft::{Command, CommandResult, Guard, Op};
 use arca_storage::{Applied, Cf, StateReader};
@@ -31,19 +36,17 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
-use crate::seal::{InitRecord, Seal, INIT_KEY};
+use crate::ceremony::{self, CeremonyStep, RekeyParams, Stepped};
+use crate::seal::{InitRecord, PendingRoot, Seal, Sealer, INIT_KEY};
 use crate::{kv, now_ms, Core, Error, Reply, Result};
 
+/// Legacy term chain records (see the module comment); read, folded and deleted, never written.
 const TERM_PREFIX: &[u8] = b"keyring/term/";
 const REWRAP_KEY: &[u8] = b"keyring/rewrap";
 /// Records rewrapped per leader tick (the rate limit: a few thousand per second at most).
 const REWRAP_BATCH: usize = 256;
 /// The families rewrap walks, in order.
 const REWRAP_FAMILIES: [Cf; 3] = [Cf::Kv, Cf::Tokens, Cf::Sys];
-
-fn term_key(term: u32) -> Vec<u8> {
-    [TERM_PREFIX, format!("{term:010}").as_bytes()].concat()
-}
 
 /// Progress of the rewrap to `target`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,27 +91,47 @@ pub(crate) fn load_terms(reader: &StateReader, keyring: &Keyring) -> Result<Opti
     Ok(grown)
 }
 
-/// Keeps an unsealed node's keyring current with the replicated term records.
-pub(crate) fn follow_terms(reader: &StateReader, seal: Arc<Mutex<Seal>>) {
+/// Keeps an unsealed node's keyring current with the replicated root-sealed keyring; seals
+/// the node if the root key it holds no longer opens it (a rekey elsewhere).
+pub(crate) fn follow_keyring(reader: &StateReader, sealer: Sealer, pending: PendingRoot) {
     reader.observe(Arc::new(move |r: &StateReader, applied: &Applied<'_>| {
         let touched = match applied {
             Applied::Everything { .. } => true,
-            Applied::Keys { keys, .. } => keys.iter().any(|c| c.cf == Cf::Sys && c.key.starts_with(TERM_PREFIX)),
+            Applied::Keys { keys, .. } => keys.iter().any(|c| c.cf == Cf::Sys && c.key == INIT_KEY),
         };
         if !touched {
             return;
         }
-        let mut seal = seal.lock().expect("seal lock");
-        if let Seal::Unsealed(keyring) = &*seal {
-            match load_terms(r, keyring) {
-                Ok(Some(grown)) => {
-                    info!(active_term = grown.active_term(), "keyring term loaded");
-                    *seal = Seal::Unsealed(Arc::new(grown));
-                }
-                Ok(None) => {}
-                Err(e) => warn!(error = %e, "a keyring term record could not be loaded"),
+        let init = match r.get(Cf::Sys, INIT_KEY).map_err(Error::from).and_then(|raw| match raw {
+            Some(raw) => InitRecord::parse(&raw).map(Some),
+            None => Ok(None),
+        }) {
+            Ok(Some(init)) => init,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(error = %e, "the init record could not be read; the keyring was not reloaded");
+                return;
+            }
+        };
+        let mut seal = sealer.seal.lock().expect("seal lock");
+        let Seal::Unsealed { root, .. } = &*seal else { return };
+        let mut roots = vec![root.clone()];
+        if let Some((set, next)) = pending.lock().expect("pending root lock").as_ref() {
+            if *set == init.share_set {
+                roots.push(next.clone());
             }
         }
+        for root in roots {
+            if let Ok(keyring) = Keyring::unseal(&root, &init.sealed_keyring) {
+                let keyring = load_terms(r, &keyring).ok().flatten().unwrap_or(keyring);
+                info!(active_term = keyring.active_term(), "keyring loaded");
+                *seal = Seal::Unsealed { keyring: Arc::new(keyring), root };
+                return;
+            }
+        }
+        drop(seal);
+        sealer.seal();
+        warn!("the cluster was rekeyed on another node: this node sealed itself; unseal it with the new shares");
     }));
 }
 
@@ -151,21 +174,18 @@ impl Core {
     }
 
     /// Adds a keyring term (new writes use it on every node once applied) and starts the rewrap.
-    pub(crate) async fn keyring_rotate(&self, keyring: &Keyring) -> Result<u32> {
-        let next = keyring.active_term() + 1;
-        let key = term_key(next);
-        let (term, record) = keyring.next_term(&key).map_err(|e| Error::Internal(e.to_string()))?;
-        debug_assert_eq!(term, next);
-        let rewrap = RewrapState { target_term: term, started_ms: now_ms(), ..Default::default() };
-        let ops = vec![
-            Op::Put { cf: Cf::Sys, key: key.clone(), value: record },
-            Op::Put {
-                cf: Cf::Sys,
-                key: REWRAP_KEY.to_vec(),
-                value: serde_json::to_vec(&rewrap).map_err(|e| Error::Internal(e.to_string()))?,
-            },
-        ];
-        let guards = vec![Guard::unchanged(Cf::Sys, key, None)];
+    pub(crate) async fn keyring_rotate(&self) -> Result<u32> {
+        let root = self.root_key()?;
+        let raw = self.node.reader().get(Cf::Sys, INIT_KEY)?.ok_or(Error::NotInitialized)?;
+        let init = InitRecord::parse(&raw)?;
+        // The stored keyring, not this node's copy: a term another node just added is kept.
+        let mut keyring = Keyring::unseal(&root, &init.sealed_keyring).map_err(|_| Error::Sealed)?;
+        keyring = load_terms(self.node.reader(), &keyring)?.unwrap_or(keyring);
+        let term = keyring.rotate().map_err(|e| Error::Internal(e.to_string()))?;
+        let record = init.reseal(&keyring, &root)?;
+        drop(keyring);
+        let guards = vec![Guard::unchanged(Cf::Sys, INIT_KEY, Some(&raw))];
+        let ops = self.publish_keyring(&record, term)?;
         match self.node.write(Command::Txn { guards, ops }).await?.result {
             CommandResult::Applied => {
                 info!(term, "keyring rotated; rewrap of older records started");
@@ -173,6 +193,21 @@ impl Core {
             }
             _ => Err(Error::Conflict),
         }
+    }
+
+    /// The writes that store a new sealed keyring whose active term is `term`: the init
+    /// record, a rewrap to `term`, and the deletion of any legacy term chain.
+    fn publish_keyring(&self, record: &InitRecord, term: u32) -> Result<Vec<Op>> {
+        let internal = |e: serde_json::Error| Error::Internal(e.to_string());
+        let rewrap = RewrapState { target_term: term, started_ms: now_ms(), ..Default::default() };
+        let mut ops = vec![
+            Op::Put { cf: Cf::Sys, key: INIT_KEY.to_vec(), value: serde_json::to_vec(record).map_err(internal)? },
+            Op::Put { cf: Cf::Sys, key: REWRAP_KEY.to_vec(), value: serde_json::to_vec(&rewrap).map_err(internal)? },
+        ];
+        for (key, _) in self.node.reader().scan_prefix(Cf::Sys, TERM_PREFIX, 100_000)? {
+            ops.push(Op::Delete { cf: Cf::Sys, key });
+        }
+        Ok(ops)
     }
 
     pub(crate) fn keyring_info(&self, keyring: &Keyring) -> Result<KeyringInfo> {
@@ -250,44 +285,49 @@ impl Core {
         Ok(0)
     }
 
-    /// Adds one current share towards a rekey; at the threshold, a new root key and share set.
-    pub(crate) async fn rekey(
-        &self,
-        keyring: &Keyring,
-        share: &str,
-        shares: u8,
-        threshold: u8,
-        reset: bool,
-    ) -> Result<Reply> {
+    /// One step of this node's rekey ceremony; its completion makes a new root key, a fresh
+    /// term and the share set fixed at the start.
+    pub(crate) async fn rekey(&self, step: CeremonyStep<RekeyParams>) -> Result<Reply> {
         let raw = self.node.reader().get(Cf::Sys, INIT_KEY)?.ok_or(Error::NotInitialized)?;
-        let init = self.init_record()?.ok_or(Error::NotInitialized)?;
-        let old_threshold = init.threshold;
-        {
-            let mut slot = self.rekey_progress.lock().expect("rekey lock");
-            if reset {
-                *slot = None;
-                return Ok(Reply::Rekey { progress: 0, threshold: old_threshold, shares: vec![] });
-            }
-            let collector = slot.get_or_insert_with(|| ShareCollector::new(init.share_config()));
-            collector.add(share).map_err(Error::Share)?;
-            if !collector.is_complete() {
-                let progress = collector.progress().provided as u8;
-                return Ok(Reply::Rekey { progress, threshold: old_threshold, shares: vec![] });
-            }
-            let mut c = slot.take().expect("collector present");
-            // Proves the shares: the old root must open the stored keyring.
-            c.recover(&init.sealed_keyring).map_err(Error::Share)?;
-        }
-        let (record, split) = InitRecord::new_root(keyring, shares, threshold)?;
-        let value = serde_json::to_vec(&record).map_err(|e| Error::Internal(e.to_string()))?;
+        let init = InitRecord::parse(&raw)?;
+        let (params, old_root, status) = match ceremony::step(&self.rekey_progress, &init, "rekey", step)? {
+            Stepped::Status(status) => return Ok(Reply::Rekey { status, shares: vec![] }),
+            Stepped::Done { params, root, status } => (params, root, status),
+        };
+        // The shares proved the old root: it opens the stored keyring.
+        let mut keyring = Keyring::unseal(&old_root, &init.sealed_keyring).map_err(Error::Share)?;
+        drop(old_root);
+        keyring = load_terms(self.node.reader(), &keyring)?.unwrap_or(keyring);
+        let term = keyring.rotate().map_err(|e| Error::Internal(e.to_string()))?;
+        let (record, split, new_root) = InitRecord::new_root_kept(&keyring, params.shares, params.threshold)?;
+        drop(keyring);
+        let ops = self.publish_keyring(&record, term)?;
         let guards = vec![Guard::unchanged(Cf::Sys, INIT_KEY, Some(&raw))];
-        let ops = vec![Op::Put { cf: Cf::Sys, key: INIT_KEY.to_vec(), value }];
-        if self.node.write(Command::Txn { guards, ops }).await?.result != CommandResult::Applied {
+        // Set before the write: when it applies here, the observer moves this node to the new
+        // root instead of sealing it.
+        *self.pending_root.lock().expect("pending root lock") = Some((record.share_set, Arc::new(new_root)));
+        let applied = match self.node.write(Command::Txn { guards, ops }).await {
+            Ok(resp) => resp.result == CommandResult::Applied,
+            // The reply was lost, not necessarily the write: the shares exist only here, so
+            // look before dropping them.
+            Err(_) => {
+                let _ = self.node.read_barrier().await;
+                let stored = self.node.reader().get(Cf::Sys, INIT_KEY)?;
+                stored.and_then(|raw| InitRecord::parse(&raw).ok()).is_some_and(|i| i.share_set == record.share_set)
+            }
+        };
+        self.pending_root.lock().expect("pending root lock").take();
+        if !applied {
             return Err(Error::Conflict);
         }
-        warn!(shares, threshold, "rekeyed: a new root key and share set; the old shares no longer unseal");
+        warn!(
+            shares = params.shares,
+            threshold = params.threshold,
+            term,
+            "rekeyed: a new root key, share set and keyring term; the old shares no longer unseal, and every other node sealed itself"
+        );
         let shares: Vec<Zeroizing<String>> = split.iter().map(|s| s.encode()).collect();
-        Ok(Reply::Rekey { progress: old_threshold, threshold: old_threshold, shares })
+        Ok(Reply::Rekey { status, shares })
     }
 }
 
@@ -301,6 +341,7 @@ mod tests {
         assert_eq!(aad_of(Cf::Kv, &kv::data_key("app/db", 7)).unwrap(), kv::data_aad("app/db", 7));
         assert_eq!(aad_of(Cf::Tokens, b"t/abc").unwrap(), b"t/abc");
         assert!(aad_of(Cf::Kv, b"x/other").is_none());
-        assert!(never_rewrapped(Cf::Sys, &term_key(2)) && !never_rewrapped(Cf::Kv, &term_key(2)));
+        let legacy_term = b"keyring/term/0000000002";
+        assert!(never_rewrapped(Cf::Sys, legacy_term) && !never_rewrapped(Cf::Kv, legacy_term));
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod ceremony;
 mod duration;
 mod error;
 mod grants;

@@ -2,17 +2,17 @@
 
 use std::net::SocketAddr;
 
-use arca_crypto::shamir::ShareCollector;
 use arca_crypto::Keyring;
 use arca_raft::{Command, Guard, Op};
 use arca_storage::Cf;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use tracing::{info, instrument, warn};
+use tracing::{instrument, warn};
 use zeroize::Zeroizing;
 
 use crate::auth::approle::{self, SecretIdInfo};
 use crate::auth::{login_failed, Credentials, JwtConfig, Method, RoleConfig};
+use crate::ceremony::{self, CeremonyStep, GenerateRootParams, Stepped};
 use crate::token::{self, AuthSource, TokenInfo};
 use crate::tokens::NewToken;
 use crate::vault::{decrypt_json, encrypt_json};
@@ -223,34 +223,25 @@ impl Core {
         Err(Error::Conflict)
     }
 
-    /// Adds one unseal share towards a new root token. At the threshold the shares must
-    /// reconstruct the root key (checked against the sealed keyring), then a root token is made.
-    pub(crate) async fn generate_root(&self, keyring: &Keyring, share: &str, reset: bool) -> Result<Reply> {
+    /// One step of this node's generate-root ceremony. At the threshold the shares must
+    /// reconstruct the root key (checked against the sealed keyring); then a root token is
+    /// made and returned only XORed with the one-time pad fixed at the ceremony's start.
+    pub(crate) async fn generate_root(
+        &self,
+        keyring: &Keyring,
+        step: CeremonyStep<GenerateRootParams>,
+    ) -> Result<Reply> {
         let init = self.init_record()?.ok_or(Error::NotInitialized)?;
-        let threshold = init.threshold;
-        let completed = {
-            let mut slot = self.root_generation.lock().expect("generate-root lock");
-            if reset {
-                *slot = None;
-                return Ok(Reply::GenerateRoot { progress: 0, threshold, root_token: None });
-            }
-            let collector = slot.get_or_insert_with(|| ShareCollector::new(init.share_config()));
-            if let Err(e) = collector.add(share) {
-                return Err(Error::Share(e));
-            }
-            if !collector.is_complete() {
-                let progress = collector.progress().provided as u8;
-                return Ok(Reply::GenerateRoot { progress, threshold, root_token: None });
-            }
-            let mut c = slot.take().expect("collector present");
-            c.recover(&init.sealed_keyring).map_err(Error::Share)?
+        let (params, root, status) = match ceremony::step(&self.root_generation, &init, "generate-root", step)? {
+            Stepped::Status(status) => return Ok(Reply::GenerateRoot { status, encoded_token: None }),
+            Stepped::Done { params, root, status } => (params, root, status),
         };
-        drop(completed);
+        drop(root);
         let new = NewToken::root("generate-root");
         let (token, _) = self.write_token(keyring, new, vec![], vec![]).await?;
+        let encoded = ceremony::encode_token(&token, &params.otp)?;
         warn!("a new root token was generated with unseal shares");
-        info!("generate-root complete");
-        Ok(Reply::GenerateRoot { progress: threshold, threshold, root_token: Some(token) })
+        Ok(Reply::GenerateRoot { status, encoded_token: Some(encoded) })
     }
 }
 

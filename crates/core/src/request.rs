@@ -232,11 +232,9 @@ pub enum Operation {
     JwtConfigRead,
     /// Unauthenticated: the credentials are the authentication.
     Login(Credentials),
-    /// Unauthenticated: a threshold of unseal shares is the authorization.
-    GenerateRoot {
-        share: Zeroizing<String>,
-        reset: bool,
-    },
+    /// Unauthenticated: a threshold of unseal shares, each with the ceremony's nonce, is the
+    /// authorization; the token leaves only under the starter's one-time pad.
+    GenerateRoot(crate::ceremony::CeremonyStep<crate::ceremony::GenerateRootParams>),
     // The audit trail.
     AuditList(crate::audit::AuditFilter),
     /// Recomputes this node's audit chain (through `upto`, if given).
@@ -277,14 +275,9 @@ pub enum Operation {
     KeyringRotate,
     /// The keyring's terms and the rewrap's progress.
     KeyringStatus,
-    /// Unauthenticated: a threshold of current unseal shares authorizes a new root key and a
-    /// new share set (`shares`, `threshold`).
-    Rekey {
-        share: Zeroizing<String>,
-        shares: u8,
-        threshold: u8,
-        reset: bool,
-    },
+    /// Unauthenticated: a threshold of current unseal shares, each with the ceremony's nonce,
+    /// authorizes a new root key and the new share set fixed when the ceremony started.
+    Rekey(crate::ceremony::CeremonyStep<crate::ceremony::RekeyParams>),
 }
 
 impl std::fmt::Debug for Operation {
@@ -366,7 +359,7 @@ impl Operation {
             Operation::AppRoleSecretId { name } => format!("{}/secret-id", Method::AppRole.role_path(name)),
             Operation::JwtConfigWrite(_) | Operation::JwtConfigRead => "auth/jwt/config".into(),
             Operation::Login(c) => format!("auth/{}/login", c.method().name()),
-            Operation::GenerateRoot { .. } => "sys/generate-root/update".into(),
+            Operation::GenerateRoot(step) => format!("sys/generate-root/{}", step.name()),
             Operation::AuditList(_) => "sys/audit/list".into(),
             Operation::AuditVerify { .. } => "sys/audit/verify".into(),
             Operation::AuditHash { .. } => "sys/audit/hash".into(),
@@ -380,7 +373,7 @@ impl Operation {
             Operation::RotationFunctionList => "sys/rotation/function".into(),
             Operation::KeyringRotate => "sys/rotate".into(),
             Operation::KeyringStatus => "sys/key-status".into(),
-            Operation::Rekey { .. } => "sys/rekey/update".into(),
+            Operation::Rekey(step) => format!("sys/rekey/{}", step.name()),
         }
     }
 
@@ -426,7 +419,7 @@ impl Operation {
             Operation::JwtConfigWrite(_) => "JwtConfigWrite",
             Operation::JwtConfigRead => "JwtConfigRead",
             Operation::Login(_) => "Login",
-            Operation::GenerateRoot { .. } => "GenerateRoot",
+            Operation::GenerateRoot(_) => "GenerateRoot",
             Operation::AuditList(_) => "AuditList",
             Operation::AuditVerify { .. } => "AuditVerify",
             Operation::AuditHash { .. } => "AuditHash",
@@ -440,7 +433,7 @@ impl Operation {
             Operation::RotationFunctionList => "RotationFunctionList",
             Operation::KeyringRotate => "KeyringRotate",
             Operation::KeyringStatus => "KeyringStatus",
-            Operation::Rekey { .. } => "Rekey",
+            Operation::Rekey(_) => "Rekey",
         }
     }
 }
@@ -484,11 +477,11 @@ pub enum Reply {
         expires_ms: Option<i64>,
     },
     JwtConfig(crate::auth::JwtConfig),
-    /// Progress of `generate-root`; the new root token once the threshold is reached.
+    /// A generate-root ceremony's state; once complete, the new root token XOR the starter's
+    /// one-time pad, base64 (see `ceremony`).
     GenerateRoot {
-        progress: u8,
-        threshold: u8,
-        root_token: Option<Zeroizing<String>>,
+        status: crate::ceremony::CeremonyStatus,
+        encoded_token: Option<String>,
     },
     AuditRecords(Vec<crate::audit::AuditRecord>),
     AuditVerification {
@@ -502,10 +495,10 @@ pub enum Reply {
     /// The term `KeyringRotate` added.
     Term(u32),
     Keyring(crate::keyring::KeyringInfo),
-    /// Progress of a rekey (towards the old threshold); the new shares once it is reached.
+    /// A rekey ceremony's state (progress towards the old threshold); the new shares once it
+    /// is reached.
     Rekey {
-        progress: u8,
-        threshold: u8,
+        status: crate::ceremony::CeremonyStatus,
         shares: Vec<Zeroizing<String>>,
     },
 }

@@ -13,10 +13,11 @@ use tracing::{info, instrument, warn};
 use zeroize::Zeroizing;
 
 use crate::audit::{AuditConfig, AuditContext, AuditFilter, AuditOutcome, AuditRecord, Batcher, AUDIT_KEY};
+use crate::ceremony::{Ceremony, GenerateRootParams, RekeyParams};
 use crate::kv::{self, SecretMetadata, VersionMetadata, MAX_VALUE_BYTES};
 use crate::policy::{Capability, Caps, PolicySet};
 use crate::request::TokenRef;
-use crate::seal::{InitRecord, Seal, INIT_KEY};
+use crate::seal::{InitRecord, PendingRoot, Seal, Sealer, INIT_KEY};
 use crate::token;
 use crate::token::TokenInfo;
 use crate::tokens::{Caller, NewToken};
@@ -39,10 +40,14 @@ pub struct Core {
     seal: Arc<Mutex<Seal>>,
     /// Compiled policies, kept current at apply time (see `policies`).
     pub(crate) policies: Arc<RwLock<PolicySet>>,
-    /// Shares collected towards a new root token.
-    pub(crate) root_generation: Arc<Mutex<Option<ShareCollector>>>,
-    /// Current shares collected towards a rekey.
-    pub(crate) rekey_progress: Arc<Mutex<Option<ShareCollector>>>,
+    /// This node's generate-root ceremony, if one is in progress.
+    pub(crate) root_generation: Arc<Mutex<Option<Ceremony<GenerateRootParams>>>>,
+    /// This node's rekey ceremony, if one is in progress.
+    pub(crate) rekey_progress: Arc<Mutex<Option<Ceremony<RekeyParams>>>>,
+    /// Moves on every seal (see `Sealer`).
+    pub(crate) seal_epoch: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The root key a rekey on this node is publishing.
+    pub(crate) pending_root: PendingRoot,
     /// This node's audit group-commit queue.
     pub(crate) batcher: Batcher,
     /// What this node's config file allows rotators to run and call.
@@ -86,18 +91,27 @@ impl Core {
     pub fn with_audit(node: RaftNode, audit: AuditConfig) -> Core {
         let policies = crate::policies::compiled_policies(node.reader());
         let batcher = Batcher::start(node.clone(), audit);
-        let seal = Arc::new(Mutex::new(Seal::Sealed(None)));
-        crate::keyring::follow_terms(node.reader(), seal.clone());
+        let sealer = Sealer {
+            seal: Arc::new(Mutex::new(Seal::Sealed(None))),
+            audit_hasher: Arc::new(Mutex::new(None)),
+            root_generation: Arc::new(Mutex::new(None)),
+            rekey: Arc::new(Mutex::new(None)),
+            epoch: Arc::new(tokio::sync::watch::channel(0).0),
+        };
+        let pending_root = PendingRoot::default();
+        crate::keyring::follow_keyring(node.reader(), sealer.clone(), pending_root.clone());
         let feed = crate::watch::Feed::start(node.reader());
         Core {
             feed,
             node,
-            seal,
+            seal: sealer.seal,
             policies,
-            root_generation: Arc::new(Mutex::new(None)),
-            rekey_progress: Arc::new(Mutex::new(None)),
+            root_generation: sealer.root_generation,
+            rekey_progress: sealer.rekey,
+            seal_epoch: sealer.epoch,
+            pending_root,
             batcher,
-            audit_hasher: Arc::new(Mutex::new(None)),
+            audit_hasher: sealer.audit_hasher,
             audit_config: audit,
             rotation_settings: Arc::default(),
             #[cfg(feature = "bench-unaudited")]
@@ -413,13 +427,13 @@ impl Core {
                 ctx.caller(&info);
                 return Ok(Reply::TokenCreated { token, info });
             }
-            Operation::GenerateRoot { share, reset } => {
+            Operation::GenerateRoot(step) => {
                 ctx.decision = "none".into();
-                return self.generate_root(&keyring, &share, reset).await;
+                return self.generate_root(&keyring, step).await;
             }
-            Operation::Rekey { share, shares, threshold, reset } => {
+            Operation::Rekey(step) => {
                 ctx.decision = "none".into();
-                return self.rekey(&keyring, &share, shares, threshold, reset).await;
+                return self.rekey(step).await;
             }
             op => op,
         };
@@ -433,8 +447,7 @@ impl Core {
     async fn execute(&self, keyring: &Keyring, caller: &Caller, op: Operation) -> Result<Reply> {
         match op {
             Operation::Seal => {
-                *self.seal.lock().expect("seal lock") = Seal::Sealed(None);
-                *self.audit_hasher.lock().expect("audit key lock") = None;
+                self.sealer().seal();
                 warn!("node sealed by request");
                 Ok(Reply::Done)
             }
@@ -567,7 +580,7 @@ impl Core {
                 self.register_function(&name, &sha256).await.map(|_| Reply::Done)
             }
             Operation::RotationFunctionList => self.list_functions().map(Reply::Functions),
-            Operation::KeyringRotate => self.keyring_rotate(keyring).await.map(Reply::Term),
+            Operation::KeyringRotate => self.keyring_rotate().await.map(Reply::Term),
             Operation::KeyringStatus => {
                 let (core, keyring) = (self.clone(), self.keyring()?);
                 tokio::task::spawn_blocking(move || core.keyring_info(&keyring))
@@ -588,8 +601,25 @@ impl Core {
 
     pub(crate) fn keyring(&self) -> Result<Arc<Keyring>> {
         match &*self.seal.lock().expect("seal lock") {
-            Seal::Unsealed(k) => Ok(k.clone()),
+            Seal::Unsealed { keyring, .. } => Ok(keyring.clone()),
             Seal::Sealed(_) => Err(Error::Sealed),
+        }
+    }
+
+    pub(crate) fn root_key(&self) -> Result<Arc<SecretKey>> {
+        match &*self.seal.lock().expect("seal lock") {
+            Seal::Unsealed { root, .. } => Ok(root.clone()),
+            Seal::Sealed(_) => Err(Error::Sealed),
+        }
+    }
+
+    pub(crate) fn sealer(&self) -> Sealer {
+        Sealer {
+            seal: self.seal.clone(),
+            audit_hasher: self.audit_hasher.clone(),
+            root_generation: self.root_generation.clone(),
+            rekey: self.rekey_progress.clone(),
+            epoch: self.seal_epoch.clone(),
         }
     }
 
@@ -604,7 +634,7 @@ impl Core {
         let init = self.init_record()?;
         let seal = self.seal.lock().expect("seal lock");
         let (sealed, progress) = match &*seal {
-            Seal::Unsealed(_) => (false, 0),
+            Seal::Unsealed { .. } => (false, 0),
             Seal::Sealed(c) => (true, c.as_ref().map_or(0, |c| c.progress().provided as u8)),
         };
         Ok(SealStatus {
@@ -706,11 +736,11 @@ impl Core {
                     if c.is_complete() {
                         let recovered = c.recover(&init.sealed_keyring);
                         *collector = None;
-                        let (_root, keyring) = recovered.map_err(Error::Share)?;
-                        // Terms added after the root-sealed keyring was written follow in
-                        // their chain (see `keyring`).
+                        let (root, keyring) = recovered.map_err(Error::Share)?;
+                        // A cluster from before every term was root-sealed may still have
+                        // terms in a chain of records (see `keyring`).
                         let keyring = crate::keyring::load_terms(self.node.reader(), &keyring)?.unwrap_or(keyring);
-                        *seal = Seal::Unsealed(Arc::new(keyring));
+                        *seal = Seal::Unsealed { keyring: Arc::new(keyring), root: Arc::new(root) };
                         info!("node unsealed");
                     }
                 }

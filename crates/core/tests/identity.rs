@@ -351,25 +351,44 @@ async fn jwt_logins_accept_rs256_and_es256_and_refuse_everything_else() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn generate_root_needs_a_threshold_of_valid_shares() {
+    use arca_core::ceremony::{decode_token, generate_otp, CeremonyStep, GenerateRootParams};
     let v = Vault::start().await;
-    let gen = |share: &str| Operation::GenerateRoot { share: Zeroizing::new(share.into()), reset: false };
-    let Reply::GenerateRoot { progress, root_token: None, .. } =
-        call(&v.cores[1], None, gen(&v.shares[0])).await.unwrap()
+    let otp = generate_otp().unwrap();
+    let start = CeremonyStep::Start(GenerateRootParams { otp: otp.clone() });
+    let Reply::GenerateRoot { status, encoded_token: None } =
+        call(&v.cores[1], None, Operation::GenerateRoot(start)).await.unwrap()
     else {
         panic!()
     };
-    assert_eq!(progress, 1);
-    let Reply::GenerateRoot { root_token: Some(new_root), .. } =
+    let nonce = status.nonce.unwrap();
+    let gen = |share: &str| {
+        Operation::GenerateRoot(CeremonyStep::Submit {
+            nonce: Zeroizing::new(nonce.clone()),
+            share: Zeroizing::new(share.into()),
+        })
+    };
+    // A malformed share is refused and does not count.
+    assert!(matches!(call(&v.cores[1], None, gen("garbage")).await, Err(Error::Share(_))));
+    let Reply::GenerateRoot { status, encoded_token: None } = call(&v.cores[1], None, gen(&v.shares[0])).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(status.progress, 1);
+    let Reply::GenerateRoot { encoded_token: Some(encoded), .. } =
         call(&v.cores[1], None, gen(&v.shares[2])).await.unwrap()
     else {
         panic!()
     };
+    // What the last share holder got is not a token; the starter's pad makes it one.
+    assert!(matches!(
+        call(&v.cores[0], Some(&encoded), put("ops/x")).await,
+        Err(Error::BadToken | Error::MissingToken)
+    ));
+    let new_root = decode_token(&encoded, &otp).unwrap();
     call(&v.cores[0], Some(&new_root), put("ops/x")).await.unwrap();
     // The old root token can be revoked; the new one goes on.
     call(&v.cores[0], Some(&v.root), Operation::TokenRevoke(TokenRef::SelfToken)).await.unwrap();
     assert!(matches!(call(&v.cores[2], Some(&v.root), get("ops/x")).await, Err(Error::BadToken)));
     call(&v.cores[2], Some(&new_root), get("ops/x")).await.unwrap();
-    // A malformed share is refused and does not count.
-    assert!(matches!(call(&v.cores[0], None, gen("garbage")).await, Err(Error::Share(_))));
     v.cluster.shutdown().await;
 }

@@ -135,17 +135,25 @@ impl Keyring {
         Ok(next)
     }
 
-    /// Starts the next term: a fresh key, and that key encrypted under the *active* term for
-    /// storage at `path`. Every unsealed node already holds the active term, so each can load
-    /// the new one from the replicated record ([`Keyring::load_term`]) without the root key.
-    pub fn next_term(&self, path: &[u8]) -> Result<(u32, Vec<u8>)> {
-        let next = self.active_term().checked_add(1).ok_or(Error::TermsExhausted(self.active_term()))?;
-        let key = SecretKey::generate()?;
-        Ok((next, self.encrypt(path, key.expose())?))
+    /// A keyring holding only `key` as `term`: for offline tools and tests that examine what a
+    /// single (say, leaked) data key opens.
+    pub fn from_key(term: u32, key: SecretKey) -> Result<Self> {
+        if term == ROOT_TERM {
+            return Err(Error::MalformedKeyring("data key uses the reserved root term"));
+        }
+        Ok(Keyring { terms: BTreeMap::from([(term, Term::new(key))]) })
     }
 
-    /// This keyring extended with a term record made by [`Keyring::next_term`]; the record
-    /// must decrypt under a term this keyring holds. A term already held is left as it is.
+    /// A keyring holding only `term` of this one (a copy of its key), if held.
+    pub fn only_term(&self, term: u32) -> Option<Keyring> {
+        let key = self.terms.get(&term)?.key.duplicate();
+        Some(Keyring { terms: BTreeMap::from([(term, Term::new(key))]) })
+    }
+
+    /// This keyring extended with a legacy term record (a term key encrypted under the term
+    /// before it, as clusters before keyring format 2 stored them); the record must decrypt
+    /// under a term this keyring holds. A term already held is left as it is. New terms are
+    /// never stored this way: a leaked term key would open every later one.
     pub fn load_term(&self, term: u32, path: &[u8], record: &[u8]) -> Result<Keyring> {
         if term == ROOT_TERM {
             return Err(Error::MalformedKeyring("data key uses the reserved root term"));
@@ -244,16 +252,28 @@ mod tests {
     }
 
     #[test]
-    fn a_term_record_extends_a_keyring_that_holds_the_active_term() {
+    fn a_legacy_term_record_extends_a_keyring_that_holds_the_term_before_it() {
         let base = Keyring::generate().unwrap();
         let old = base.encrypt(b"p", b"old").unwrap();
-        let (term, record) = base.next_term(b"keyring/term/2").unwrap();
-        let grown = base.load_term(term, b"keyring/term/2", &record).unwrap();
+        let key = SecretKey::generate().unwrap();
+        let record = base.encrypt(b"keyring/term/2", key.expose()).unwrap();
+        let grown = base.load_term(2, b"keyring/term/2", &record).unwrap();
         assert_eq!((grown.active_term(), Keyring::term_of(&grown.encrypt(b"p", b"x").unwrap()).unwrap()), (2, 2));
         assert_eq!(&grown.decrypt(b"p", &old).unwrap()[..], b"old");
-        // Bound to its path, and useless to a keyring without the term it is encrypted under.
-        assert!(base.load_term(term, b"elsewhere", &record).is_err());
-        assert!(Keyring::generate().unwrap().load_term(term, b"keyring/term/2", &record).is_err());
+        assert!(base.load_term(2, b"elsewhere", &record).is_err());
+        assert!(Keyring::generate().unwrap().load_term(2, b"keyring/term/2", &record).is_err());
+    }
+
+    #[test]
+    fn a_single_term_keyring_opens_only_that_term() {
+        let mut kr = Keyring::generate().unwrap();
+        let one = kr.encrypt(b"p", b"1").unwrap();
+        kr.rotate().unwrap();
+        let two = kr.encrypt(b"p", b"2").unwrap();
+        let first = kr.only_term(1).unwrap();
+        assert_eq!(&first.decrypt(b"p", &one).unwrap()[..], b"1");
+        assert_eq!(first.decrypt(b"p", &two).unwrap_err(), Error::UnknownTerm(2));
+        assert!(Keyring::from_key(0, SecretKey::generate().unwrap()).is_err());
     }
 
     proptest! {

@@ -58,6 +58,10 @@ pub struct Config {
     pub audit: AuditSettings,
     #[serde(default)]
     pub rotation: RotationFileSettings,
+    /// Skips `mlockall` at start (Vault's option of the same name): only where swap is off or
+    /// encrypted. Core dumps are disabled either way.
+    #[serde(default)]
+    pub disable_mlock: bool,
 }
 
 /// What rotators may run and call on this node (never settable through the API).

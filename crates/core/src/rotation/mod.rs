@@ -548,19 +548,26 @@ impl Core {
             if self.node.current_leader() != Some(self.node.id()) {
                 continue;
             }
+            // Subscribed before the keys are taken: a seal from here on stops the work below,
+            // which drops its keys with it.
+            let sealed = self.seal_epoch.subscribe();
             let (Ok(keyring), Ok(paths)) = (self.keyring(), self.rotation_paths()) else { continue };
             // The vault's own rewrap after `operator rotate` advances here too, one bounded
             // batch per tick.
-            if let Err(e) = self.rewrap_step(&keyring).await {
+            if let Some(Err(e)) = crate::seal::until_sealed(sealed.clone(), self.rewrap_step(&keyring)).await {
                 warn!(error = %e, "keyring rewrap step failed; retrying next tick");
             }
             for path in paths {
                 if !running.lock().expect("rotation set").insert(path.clone()) {
                     continue;
                 }
-                let (core, keyring, running) = (self.clone(), keyring.clone(), running.clone());
+                let (core, keyring, running, sealed) = (self.clone(), keyring.clone(), running.clone(), sealed.clone());
                 tokio::spawn(async move {
-                    core.drive(&keyring, &path).await;
+                    if crate::seal::until_sealed(sealed, core.drive(&keyring, &path)).await.is_none() {
+                        // Steps are committed commands: the next unsealed leader resumes.
+                        info!(path = %path, "rotation stopped: the node sealed");
+                    }
+                    drop(keyring);
                     running.lock().expect("rotation set").remove(&path);
                 });
             }

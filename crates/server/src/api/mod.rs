@@ -6,6 +6,7 @@ mod identity;
 mod rotation;
 mod watch;
 
+use arca_core::ceremony::{CeremonyStatus, CeremonyStep, GenerateRootParams, RekeyParams};
 use arca_core::{Core, Error as CoreError, Operation, Reply, Request, SecretData};
 use tonic::{Request as GrpcRequest, Response, Status};
 use zeroize::Zeroizing;
@@ -188,12 +189,17 @@ impl proto::sys_server::Sys for Api {
 
     async fn generate_root(&self, req: GrpcRequest<proto::GenerateRootRequest>) -> R<proto::GenerateRootResponse> {
         let r = req.get_ref();
-        let op = Operation::GenerateRoot { share: Zeroizing::new(r.share.clone()), reset: r.reset };
+        if !r.pgp_key.is_empty() {
+            return Err(Status::invalid_argument(
+                "a PGP key for the root token is not supported; start the ceremony with an otp instead",
+            ));
+        }
+        let params = || GenerateRootParams { otp: Zeroizing::new(r.otp.clone()) };
+        let op = Operation::GenerateRoot(ceremony_step(r.action, &r.nonce, &r.share, params)?);
         match self.call(&req, op).await? {
-            Reply::GenerateRoot { progress, threshold, root_token } => Ok(Response::new(proto::GenerateRootResponse {
-                progress: progress.into(),
-                threshold: threshold.into(),
-                root_token: root_token.map(|t| t.to_string()).unwrap_or_default(),
+            Reply::GenerateRoot { status, encoded_token } => Ok(Response::new(proto::GenerateRootResponse {
+                status: Some(ceremony_status(status)),
+                encoded_token: encoded_token.unwrap_or_default(),
             })),
             other => Err(unexpected(other)),
         }
@@ -222,20 +228,51 @@ impl proto::sys_server::Sys for Api {
 
     async fn rekey(&self, req: GrpcRequest<proto::RekeyRequest>) -> R<proto::RekeyResponse> {
         let r = req.get_ref();
-        let op = Operation::Rekey {
-            share: Zeroizing::new(r.share.clone()),
-            shares: u8_arg(r.shares, "shares")?,
-            threshold: u8_arg(r.threshold, "threshold")?,
-            reset: r.reset,
-        };
+        if !r.pgp_keys.is_empty() {
+            return Err(Status::invalid_argument(
+                "PGP encryption of the new shares is not supported; hand each new share to its holder yourself",
+            ));
+        }
+        let params = RekeyParams { shares: u8_arg(r.shares, "shares")?, threshold: u8_arg(r.threshold, "threshold")? };
+        let op = Operation::Rekey(ceremony_step(r.action, &r.nonce, &r.share, || params)?);
         match self.call(&req, op).await? {
-            Reply::Rekey { progress, threshold, shares } => Ok(Response::new(proto::RekeyResponse {
-                progress: progress.into(),
-                threshold: threshold.into(),
+            Reply::Rekey { status, shares } => Ok(Response::new(proto::RekeyResponse {
+                status: Some(ceremony_status(status)),
                 shares: shares.iter().map(|s| s.to_string()).collect(),
             })),
             other => Err(unexpected(other)),
         }
+    }
+}
+
+fn ceremony_step<P>(
+    action: i32,
+    nonce: &str,
+    share: &str,
+    params: impl FnOnce() -> P,
+) -> Result<CeremonyStep<P>, Status> {
+    let nonce = || Zeroizing::new(nonce.to_string());
+    match proto::CeremonyAction::try_from(action) {
+        Ok(proto::CeremonyAction::Unspecified | proto::CeremonyAction::Status) => Ok(CeremonyStep::Status),
+        Ok(proto::CeremonyAction::Init) => Ok(CeremonyStep::Start(params())),
+        Ok(proto::CeremonyAction::Update) => {
+            Ok(CeremonyStep::Submit { nonce: nonce(), share: Zeroizing::new(share.to_string()) })
+        }
+        Ok(proto::CeremonyAction::Cancel) => Ok(CeremonyStep::Cancel { nonce: nonce() }),
+        Err(_) => Err(Status::invalid_argument(format!("unknown ceremony action {action}"))),
+    }
+}
+
+fn ceremony_status(s: CeremonyStatus) -> proto::CeremonyStatus {
+    proto::CeremonyStatus {
+        started: s.started,
+        nonce: s.nonce.unwrap_or_default(),
+        progress: s.progress.into(),
+        required: s.required.into(),
+        complete: s.complete,
+        otp_length: s.otp_length as u32,
+        new_shares: s.new_shares.into(),
+        new_threshold: s.new_threshold.into(),
     }
 }
 

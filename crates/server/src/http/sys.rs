@@ -1,5 +1,6 @@
 //! `sys/`: init, unseal, seal, health, leader, mounts, capabilities, policies, audit hash.
 
+use arca_core::ceremony::{CeremonyStatus, CeremonyStep, GenerateRootParams, RekeyParams};
 use arca_core::{HealthInfo, Mount, Operation, Reply, SealStatus, TokenRef};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -20,6 +21,10 @@ pub(super) async fn route(ctx: &Ctx, path: &str) -> HttpResult {
         ("unseal", Write) => unseal(ctx).await,
         ("seal", Write) => ctx.call(Operation::Seal).await.map(|_| no_content()),
         ("health", Read | Head) => health(ctx).await,
+        ("generate-root/attempt", Read | Write | Delete) | ("generate-root/update", Write) => {
+            generate_root(ctx, path).await
+        }
+        ("rekey/init", Read | Write | Delete) | ("rekey/update", Write) => rekey(ctx, path).await,
         ("leader", Read) => leader(ctx).await,
         ("mounts", Read) => mounts(ctx).await,
         ("capabilities-self", Write) => capabilities_self(ctx).await,
@@ -32,9 +37,21 @@ pub(super) async fn route(ctx: &Ctx, path: &str) -> HttpResult {
         (p, _) if p.starts_with("mounts/") => Err(HttpError::bad_request(
             "Arca has one secrets engine, KV v2 at secret/, and it cannot be mounted, moved or tuned",
         )),
-        ("init" | "seal-status" | "unseal" | "seal" | "health" | "leader" | "mounts" | "capabilities-self", verb) => {
-            Err(HttpError::unsupported(verb, &format!("sys/{path}")))
-        }
+        (
+            "init"
+            | "seal-status"
+            | "unseal"
+            | "seal"
+            | "health"
+            | "leader"
+            | "mounts"
+            | "capabilities-self"
+            | "generate-root/attempt"
+            | "generate-root/update"
+            | "rekey/init"
+            | "rekey/update",
+            verb,
+        ) => Err(HttpError::unsupported(verb, &format!("sys/{path}"))),
         (p, verb) if p.starts_with("internal/ui/mounts/") || p.starts_with("audit-hash/") => {
             Err(HttpError::unsupported(verb, &format!("sys/{path}")))
         }
@@ -101,6 +118,107 @@ async fn unseal(ctx: &Ctx) -> HttpResult {
         Reply::SealStatus(s) => Ok(bare(StatusCode::OK, seal_status_json(&s))),
         other => Err(unexpected(other)),
     }
+}
+
+/// Vault's ceremony verbs: `GET` the status, `PUT` the start, `DELETE` the cancel (Arca needs
+/// the nonce there too, in the body or as `?nonce=`), `PUT …/update` a share with the nonce.
+fn ceremony_step<P>(
+    ctx: &Ctx,
+    path: &str,
+    start: impl FnOnce() -> Result<P, HttpError>,
+) -> Result<CeremonyStep<P>, HttpError> {
+    let nonce = || -> Result<Zeroizing<String>, HttpError> {
+        let n = match ctx.str("nonce")? {
+            Some(n) if !n.is_empty() => n,
+            _ => ctx.query.get("nonce").cloned().unwrap_or_default(),
+        };
+        if n.is_empty() {
+            return Err(HttpError::bad_request("missing nonce: the ceremony's nonce is given to whoever started it"));
+        }
+        Ok(Zeroizing::new(n))
+    };
+    Ok(match (path.ends_with("/update"), ctx.verb) {
+        (true, _) => CeremonyStep::Submit { nonce: nonce()?, share: Zeroizing::new(ctx.required("key")?) },
+        (false, Verb::Read) => CeremonyStep::Status,
+        (false, Verb::Delete) => CeremonyStep::Cancel { nonce: nonce()? },
+        (false, _) => CeremonyStep::Start(start()?),
+    })
+}
+
+fn refuse_fields(ctx: &Ctx, fields: &[&str], instead: &str) -> Result<(), HttpError> {
+    for f in fields {
+        if ctx.body.get(*f).is_some_and(|v| !v.is_null() && v != &json!("") && v != &json!(false) && v != &json!([])) {
+            return Err(HttpError::bad_request(format!("{f} is not supported by Arca; {instead}")));
+        }
+    }
+    Ok(())
+}
+
+async fn generate_root(ctx: &Ctx, path: &str) -> HttpResult {
+    let step = ceremony_step(ctx, path, || {
+        refuse_fields(ctx, &["pgp_key"], "start the ceremony with an otp")?;
+        let otp = ctx.str("otp")?.filter(|o| !o.is_empty()).ok_or_else(|| {
+            HttpError::bad_request(
+                "missing otp: base64 of otp_length random bytes, which the new root token will be XORed with",
+            )
+        })?;
+        Ok(GenerateRootParams { otp: Zeroizing::new(otp) })
+    })?;
+    match ctx.call(Operation::GenerateRoot(step)).await? {
+        Reply::GenerateRoot { status, encoded_token } => {
+            let encoded = encoded_token.unwrap_or_default();
+            let mut body = ceremony_json(&status);
+            body["encoded_token"] = json!(encoded);
+            body["encoded_root_token"] = json!(encoded);
+            body["pgp_fingerprint"] = json!("");
+            body["otp_length"] = json!(status.otp_length);
+            body["otp"] = json!("");
+            Ok(bare(StatusCode::OK, body))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn rekey(ctx: &Ctx, path: &str) -> HttpResult {
+    let step = ceremony_step(ctx, path, || {
+        refuse_fields(
+            ctx,
+            &["pgp_keys", "backup", "require_verification"],
+            "hand each new share to its holder yourself",
+        )?;
+        let byte = |field: &str| -> Result<u8, HttpError> {
+            let n = ctx.uint(field)?.ok_or_else(|| HttpError::bad_request(format!("missing {field}")))?;
+            u8::try_from(n).map_err(|_| HttpError::bad_request(format!("{field} must be at most 255")))
+        };
+        Ok(RekeyParams { shares: byte("secret_shares")?, threshold: byte("secret_threshold")? })
+    })?;
+    match ctx.call(Operation::Rekey(step)).await? {
+        Reply::Rekey { status, shares } => {
+            let mut body = ceremony_json(&status);
+            body["t"] = json!(status.new_threshold);
+            body["n"] = json!(status.new_shares);
+            body["pgp_fingerprints"] = Value::Null;
+            body["backup"] = json!(false);
+            body["verification_required"] = json!(false);
+            if status.complete {
+                let keys: Vec<&str> = shares.iter().map(|s| s.as_str()).collect();
+                body["keys"] = json!(keys);
+                body["keys_base64"] = json!(keys);
+            }
+            Ok(bare(StatusCode::OK, body))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+fn ceremony_json(s: &CeremonyStatus) -> Value {
+    json!({
+        "started": s.started,
+        "nonce": s.nonce.clone().unwrap_or_default(),
+        "progress": s.progress,
+        "required": s.required,
+        "complete": s.complete,
+    })
 }
 
 /// Vault's `sys/health`: the status code says the node's state; query flags change the codes.

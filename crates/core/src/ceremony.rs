@@ -1,0 +1,304 @@
+//! Operator ceremonies: generate-root and rekey, each collecting a threshold of unseal shares.
+//!
+//! Vault's shape: an explicit start fixes the ceremony's parameters and returns a random nonce;
+//! every share must come with that nonce; cancelling needs it too. The nonce is handed out only
+//! to the one who starts the ceremony (and echoed to those who submit with it), never by the
+//! unauthenticated status call, so nobody who was not given it can add to, reset or cancel a
+//! ceremony, or change what it will produce. Generate-root's result leaves the node only
+//! encrypted under a one-time pad the starter chose, so the last share holder learns nothing.
+//!
+//! Ceremonies live in the memory of the node they were started on and die with its seal. One
+//! left idle for [`IDLE_LIMIT`] may be replaced by a new start, so a stray or hostile start
+//! cannot block the ceremony forever (it cannot hijack one: a replacement has a new nonce).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use arca_crypto::shamir::{ShareCollector, ShareConfig};
+use arca_crypto::{constant_time_eq, SecretKey};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use zeroize::Zeroizing;
+
+use crate::seal::InitRecord;
+use crate::{Error, Result};
+
+/// How long a ceremony may sit without a share before a new start may replace it.
+pub const IDLE_LIMIT: Duration = Duration::from_secs(15 * 60);
+/// Length in bytes of a generate-root one-time pad: that of a token.
+pub const OTP_LEN: usize = crate::token::TOKEN_PREFIX.len() + 43;
+
+/// One step of a ceremony, with `P` the parameters fixed at its start.
+pub enum CeremonyStep<P> {
+    /// Starts a ceremony; refused while another is in progress (and not idle).
+    Start(P),
+    /// Whether a ceremony is in progress and how far; never reveals the nonce.
+    Status,
+    /// Adds one unseal share to the ceremony the nonce names.
+    Submit { nonce: Zeroizing<String>, share: Zeroizing<String> },
+    /// Discards the ceremony the nonce names.
+    Cancel { nonce: Zeroizing<String> },
+}
+
+impl<P> CeremonyStep<P> {
+    pub(crate) fn nonce(&self) -> Option<&str> {
+        match self {
+            CeremonyStep::Submit { nonce, .. } | CeremonyStep::Cancel { nonce } => Some(nonce.as_str()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn share(&self) -> Option<&str> {
+        match self {
+            CeremonyStep::Submit { share, .. } => Some(share.as_str()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            CeremonyStep::Start(_) => "init",
+            CeremonyStep::Status => "status",
+            CeremonyStep::Submit { .. } => "update",
+            CeremonyStep::Cancel { .. } => "cancel",
+        }
+    }
+}
+
+/// Generate-root's parameter: the one-time pad the new root token is returned under.
+pub struct GenerateRootParams {
+    /// Base64 of [`OTP_LEN`] random bytes.
+    pub otp: Zeroizing<String>,
+}
+
+/// Rekey's parameters: the new share set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RekeyParams {
+    pub shares: u8,
+    pub threshold: u8,
+}
+
+/// What a ceremony step reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CeremonyStatus {
+    pub started: bool,
+    /// Only in the reply to the start and to a submission (whose sender had it already).
+    pub nonce: Option<String>,
+    pub progress: u8,
+    /// Shares of the current set needed.
+    pub required: u8,
+    /// Rekey: the new share set fixed at start.
+    pub new_shares: u8,
+    pub new_threshold: u8,
+    /// Generate-root: bytes of one-time pad expected at start.
+    pub otp_length: usize,
+    /// The step completed the ceremony.
+    pub complete: bool,
+}
+
+pub(crate) trait Params {
+    fn validate(&self) -> Result<()>;
+    fn describe(&self, status: &mut CeremonyStatus);
+}
+
+impl Params for GenerateRootParams {
+    fn validate(&self) -> Result<()> {
+        otp_bytes(&self.otp).map(drop)
+    }
+
+    fn describe(&self, _: &mut CeremonyStatus) {}
+}
+
+impl Params for RekeyParams {
+    fn validate(&self) -> Result<()> {
+        if !(2..=self.shares).contains(&self.threshold) {
+            return Err(Error::InvalidArgument(format!(
+                "invalid new share set: need 2 <= threshold ({}) <= shares ({}) <= 255",
+                self.threshold, self.shares
+            )));
+        }
+        Ok(())
+    }
+
+    fn describe(&self, status: &mut CeremonyStatus) {
+        status.new_shares = self.shares;
+        status.new_threshold = self.threshold;
+    }
+}
+
+fn otp_bytes(otp: &str) -> Result<Zeroizing<Vec<u8>>> {
+    let bytes = Zeroizing::new(
+        STANDARD.decode(otp.trim()).map_err(|_| Error::InvalidArgument("the OTP is not valid base64".into()))?,
+    );
+    if bytes.len() != OTP_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "the OTP must be base64 of {OTP_LEN} random bytes (got {}); 'arca operator generate-root --init' makes one",
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The token XOR the one-time pad, base64: what generate-root hands out.
+pub(crate) fn encode_token(token: &str, otp: &str) -> Result<String> {
+    let pad = otp_bytes(otp)?;
+    if token.len() != pad.len() {
+        return Err(Error::Internal("a root token does not have the one-time pad's length".into()));
+    }
+    let mixed = Zeroizing::new(token.bytes().zip(pad.iter()).map(|(t, p)| t ^ p).collect::<Vec<u8>>());
+    Ok(STANDARD.encode(&mixed[..]))
+}
+
+/// Undoes [`encode_token`] (the CLI's `--decode`).
+pub fn decode_token(encoded: &str, otp: &str) -> Result<Zeroizing<String>> {
+    let pad = otp_bytes(otp)?;
+    let mixed = Zeroizing::new(
+        STANDARD
+            .decode(encoded.trim())
+            .map_err(|_| Error::InvalidArgument("the encoded token is not valid base64".into()))?,
+    );
+    if mixed.len() != pad.len() {
+        return Err(Error::InvalidArgument("the encoded token and the OTP differ in length".into()));
+    }
+    let plain = Zeroizing::new(mixed.iter().zip(pad.iter()).map(|(m, p)| m ^ p).collect::<Vec<u8>>());
+    let token = std::str::from_utf8(&plain)
+        .ok()
+        .filter(|t| crate::token::well_formed(t))
+        .ok_or_else(|| Error::InvalidArgument("the OTP does not decode this token (wrong OTP?)".into()))?;
+    Ok(Zeroizing::new(token.to_string()))
+}
+
+/// Base64 of [`OTP_LEN`] fresh random bytes.
+pub fn generate_otp() -> Result<Zeroizing<String>> {
+    let mut pad = Zeroizing::new([0u8; OTP_LEN]);
+    arca_crypto::random_bytes(&mut pad[..]).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(Zeroizing::new(STANDARD.encode(&pad[..])))
+}
+
+/// A ceremony in progress on this node.
+pub(crate) struct Ceremony<P> {
+    nonce: Zeroizing<String>,
+    params: P,
+    collector: ShareCollector,
+    last: Instant,
+}
+
+impl<P: Params> Ceremony<P> {
+    fn status(&self, reveal: bool) -> CeremonyStatus {
+        let p = self.collector.progress();
+        let mut s = CeremonyStatus {
+            started: true,
+            nonce: reveal.then(|| self.nonce.to_string()),
+            progress: p.provided as u8,
+            required: p.threshold as u8,
+            otp_length: OTP_LEN,
+            ..Default::default()
+        };
+        self.params.describe(&mut s);
+        s
+    }
+
+    fn idle(&self) -> bool {
+        self.last.elapsed() >= IDLE_LIMIT
+    }
+}
+
+/// What a step came to.
+pub(crate) enum Stepped<P> {
+    Status(CeremonyStatus),
+    /// The threshold was reached and the shares reconstruct the root key.
+    Done {
+        params: P,
+        root: SecretKey,
+        status: CeremonyStatus,
+    },
+}
+
+fn wrong_nonce() -> Error {
+    Error::PermissionDenied(
+        "the nonce does not match the ceremony in progress on this node; ask whoever started it for its nonce".into(),
+    )
+}
+
+fn none_in_progress(what: &str) -> Error {
+    Error::InvalidArgument(format!("no {what} ceremony is in progress on this node; start one with init"))
+}
+
+/// Runs one step against `slot`. `what` names the ceremony in messages.
+pub(crate) fn step<P: Params>(
+    slot: &Mutex<Option<Ceremony<P>>>,
+    init: &InitRecord,
+    what: &str,
+    step: CeremonyStep<P>,
+) -> Result<Stepped<P>> {
+    let mut slot = slot.lock().expect("ceremony lock");
+    if slot.as_ref().is_some_and(Ceremony::idle) {
+        *slot = None;
+    }
+    let required = init.threshold;
+    let idle = || CeremonyStatus { required, otp_length: OTP_LEN, ..Default::default() };
+    match step {
+        CeremonyStep::Status => Ok(Stepped::Status(slot.as_ref().map_or_else(idle, |c| c.status(false)))),
+        CeremonyStep::Start(params) => {
+            if slot.is_some() {
+                return Err(Error::InvalidArgument(format!(
+                    "a {what} ceremony is already in progress on this node; finish it, or cancel it with its nonce"
+                )));
+            }
+            params.validate()?;
+            let nonce = Zeroizing::new(crate::token::random_id(16)?);
+            let c =
+                Ceremony { nonce, params, collector: ShareCollector::new(share_config(init)), last: Instant::now() };
+            let status = c.status(true);
+            *slot = Some(c);
+            Ok(Stepped::Status(status))
+        }
+        CeremonyStep::Cancel { nonce } => {
+            let c = slot.as_ref().ok_or_else(|| none_in_progress(what))?;
+            if !constant_time_eq(nonce.as_bytes(), c.nonce.as_bytes()) {
+                return Err(wrong_nonce());
+            }
+            *slot = None;
+            Ok(Stepped::Status(idle()))
+        }
+        CeremonyStep::Submit { nonce, share } => {
+            let c = slot.as_mut().ok_or_else(|| none_in_progress(what))?;
+            if !constant_time_eq(nonce.as_bytes(), c.nonce.as_bytes()) {
+                return Err(wrong_nonce());
+            }
+            c.collector.add(&share).map_err(Error::Share)?;
+            c.last = Instant::now();
+            if !c.collector.is_complete() {
+                return Ok(Stepped::Status(c.status(true)));
+            }
+            // A failed reconstruction resets the progress but keeps the ceremony (and nonce).
+            let (root, _) = c.collector.recover(&init.sealed_keyring).map_err(Error::Share)?;
+            let c = slot.take().expect("ceremony present");
+            let mut status = c.status(true);
+            status.progress = status.required;
+            status.complete = true;
+            Ok(Stepped::Done { params: c.params, root, status })
+        }
+    }
+}
+
+fn share_config(init: &InitRecord) -> ShareConfig {
+    init.share_config()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_one_time_pad_round_trips_and_hides_the_token() {
+        let (token, _) = crate::token::generate().unwrap();
+        let otp = generate_otp().unwrap();
+        let encoded = encode_token(&token, &otp).unwrap();
+        assert!(!encoded.contains(&token[5..15]));
+        assert_eq!(decode_token(&encoded, &otp).unwrap().as_str(), token.as_str());
+        let other = generate_otp().unwrap();
+        assert!(decode_token(&encoded, &other).is_err());
+        assert!(encode_token(&token, "c2hvcnQ=").is_err());
+    }
+}
