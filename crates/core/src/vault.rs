@@ -76,10 +76,10 @@ impl Core {
     }
 
     pub fn with_audit(node: RaftNode, audit: AuditConfig) -> Core {
-        let policies = crate::policies::compiled_policies(node.reader());
         let batcher = Batcher::start(node.clone(), audit);
         let seal = Arc::new(Mutex::new(Seal::Sealed(None)));
         crate::keyring::follow_terms(node.reader(), seal.clone());
+        let policies = crate::policies::compiled_policies(node.reader(), seal.clone());
         let feed = crate::watch::Feed::start(node.reader());
         Core {
             feed,
@@ -427,6 +427,7 @@ impl Core {
             Operation::Seal => {
                 *self.seal.lock().expect("seal lock") = Seal::Sealed(None);
                 *self.audit_hasher.lock().expect("audit key lock") = None;
+                crate::policies::recompile_policies(&self.policies, self.node.reader(), None);
                 warn!("node sealed by request");
                 Ok(Reply::Done)
             }
@@ -694,6 +695,10 @@ impl Core {
                         // Terms added after the root-sealed keyring was written follow in
                         // their chain (see `keyring`).
                         let keyring = crate::keyring::load_terms(self.node.reader(), &keyring)?.unwrap_or(keyring);
+                        // Compiled before anyone can see the node unsealed, so no request is
+                        // judged against the sealed node's (empty) policy set. The policy
+                        // observer never holds the policy lock while taking this one.
+                        crate::policies::recompile_policies(&self.policies, self.node.reader(), Some(&keyring));
                         *seal = Seal::Unsealed(Arc::new(keyring));
                         info!("node unsealed");
                     }
