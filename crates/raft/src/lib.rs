@@ -25,7 +25,7 @@ pub mod proto {
 
 pub use command::{Command, CommandResult, Guard, Op, Response, TypeConfig};
 pub use error::{Error, Result};
+pub use network::MAX_MESSAGE;
 pub use node::{NodeConfig, NodeInfo, RaftNode, Timing};
 pub use openraft;
-pub use network::MAX_MESSAGE;
 pub use tls::{node_name, TlsConfig};

@@ -190,7 +190,8 @@ impl RaftService {
     /// A request to run `req` on the leader: from a member, or from a node asking to join as itself.
     fn check_forwarder(&self, request: &Request<RaftMessage>, req: &LeaderRequest) -> Result<(), Status> {
         let cert = peer_cert(request)?;
-        let members: Vec<u64> = self.raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+        let members: Vec<u64> =
+            self.raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect();
         if members.iter().any(|&id| cert_names_node(&cert, id)) {
             return Ok(());
         }

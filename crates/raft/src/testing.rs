@@ -89,13 +89,7 @@ impl TestCluster {
             TestCluster { ca, timing, configs: BTreeMap::new(), nodes: BTreeMap::new(), _dirs: Vec::new() };
         for id in 1..=n {
             let dir = TempDir::new().expect("temp dir");
-            let cfg = node_config(
-                id,
-                free_addr(),
-                dir.path(),
-                cluster.ca.node_cert(id),
-                cluster.timing.clone(),
-            );
+            let cfg = node_config(id, free_addr(), dir.path(), cluster.ca.node_cert(id), cluster.timing.clone());
             cluster._dirs.push(dir);
             cluster.configs.insert(id, cfg);
             cluster.restart(id).await;

@@ -95,7 +95,8 @@ fn ca(cert: &Path, key: &Path, name: &str) -> Result<(rcgen::Certificate, KeyPai
         #[cfg(unix)]
         {
             use std::os::unix::fs::MetadataExt;
-            let meta = std::fs::metadata(key).map_err(|source| Error::Io { path: key.display().to_string(), source })?;
+            let meta =
+                std::fs::metadata(key).map_err(|source| Error::Io { path: key.display().to_string(), source })?;
             // SAFETY: geteuid has no preconditions.
             let me = unsafe { libc::geteuid() };
             if meta.uid() != me || meta.mode() & 0o077 != 0 {
@@ -150,8 +151,7 @@ fn issue(
 pub fn generate(dir: &Path, nodes: &[String]) -> Result<Vec<NodeFiles>> {
     std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.display().to_string(), source })?;
     let client_ca = ca(&dir.join("ca.pem"), &dir.join("ca-key.pem"), "Arca development client CA")?;
-    let cluster_ca =
-        ca(&dir.join("cluster-ca.pem"), &dir.join("cluster-ca-key.pem"), "Arca development cluster CA")?;
+    let cluster_ca = ca(&dir.join("cluster-ca.pem"), &dir.join("cluster-ca-key.pem"), "Arca development cluster CA")?;
     let mut out = Vec::new();
     for (i, name) in nodes.iter().enumerate() {
         let id = i as u64 + 1;
