@@ -27,11 +27,13 @@ pub enum DevCommand {
         #[arg(long, default_value_t = 8200)]
         base_port: u16,
     },
-    /// Write a development CA and node certificates into DIR (for docker-compose).
+    /// Write development CAs (a client CA and a separate cluster CA) and node certificates into
+    /// DIR (for docker-compose).
     Certs {
         #[arg(long)]
         dir: PathBuf,
         /// Node names, comma separated; each certificate is valid for its name and loopback.
+        /// The Nth name is node id N: its cluster certificate names `node-N.arca`.
         #[arg(long, value_delimiter = ',', default_value = "node1,node2,node3")]
         nodes: Vec<String>,
     },
@@ -59,7 +61,11 @@ pub async fn run(cmd: DevCommand) -> CliResult {
     match cmd {
         DevCommand::Certs { dir, nodes } => {
             arca_server::certs::generate(&dir, &nodes)?;
-            println!("wrote a development CA and certificates for {} to {}", nodes.join(", "), dir.display());
+            println!(
+                "wrote a development client CA, a cluster CA and certificates for {} to {}",
+                nodes.join(", "),
+                dir.display()
+            );
             Ok(())
         }
         DevCommand::Cluster { nodes, dir, base_port } => cluster(nodes, &dir, base_port).await,
@@ -95,7 +101,8 @@ fn node_config(
     };
     let text = format!(
         "node_id = {id}\ndata_dir = {data:?}\nlog_level = \"info\"\n\n[api]\nlisten = \"127.0.0.1:{api}\"\nadvertise = \"127.0.0.1:{api}\"\n\n\
-         [cluster]\nlisten = \"127.0.0.1:{cluster}\"\nadvertise = \"127.0.0.1:{cluster}\"\n{formation}\n\n\
+         [cluster]\nlisten = \"127.0.0.1:{cluster}\"\nadvertise = \"127.0.0.1:{cluster}\"\n{formation}\n\
+         ca = {cluster_ca:?}\ncert = {cluster_cert:?}\nkey = {cluster_key:?}\n\n\
          [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n\n[rotation]\nfunctions_dir = {functions:?}\n\
          # A dev cluster's postgres rotations may reach the local server only.\n\
          postgres_allow = [\"127.0.0.1:5432\", \"localhost:5432\"]\n",
@@ -104,6 +111,9 @@ fn node_config(
         ca = certs.ca,
         cert = certs.cert,
         key = certs.key,
+        cluster_ca = certs.cluster_ca,
+        cluster_cert = certs.cluster_cert,
+        cluster_key = certs.cluster_key,
     );
     let path = node_dir.join("node.toml");
     std::fs::write(&path, text).map_err(io_err(&path))?;
@@ -269,7 +279,9 @@ fn stop(children: &mut [Child]) {
 
 /// `arca server --dev`: one node in a temporary directory, initialized and unsealed.
 pub async fn server_dev(addr: &str) -> CliResult {
-    let dir = std::env::temp_dir().join(format!("arca-dev-{}", std::process::id()));
+    // A fresh directory of our own: a predictable name could be created beforehand by another
+    // user, with a CA of theirs for us to trust and use.
+    let dir = arca_server::certs::private_temp_dir("arca-dev")?;
     let certs = arca_server::certs::generate(&dir.join("certs"), &["node1".to_string()])?;
     let api_port = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(8200);
     let config_path = node_config(&dir, 1, api_port, api_port + 1, &certs[0], None)?;

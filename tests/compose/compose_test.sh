@@ -51,7 +51,7 @@ teardown() {
   # Containers with their anonymous volumes first (podman-compose's down does not remove those).
   podman ps -aq --filter "label=io.podman.compose.project=$project" | xargs -r podman rm -f -v >/dev/null 2>&1 || true
   "${compose[@]}" down -v >/dev/null 2>&1 || true
-  podman volume rm -f "${project}_certs" "${project}_node1-data" "${project}_node2-data" "${project}_node3-data" >/dev/null 2>&1 || true
+  podman volume rm -f "${project}_ca" "${project}_node1-certs" "${project}_node2-certs" "${project}_node3-certs" "${project}_node1-data" "${project}_node2-data" "${project}_node3-data" >/dev/null 2>&1 || true
   # Anonymous volumes (the image's VOLUME) of containers that `down` without -v removed.
   comm -13 <(echo "$volumes_before") <(podman volume ls -q | sort) | xargs -r podman volume rm -f >/dev/null 2>&1 || true
   rm -rf "$work" "$root/arca-ca.pem"
@@ -81,6 +81,17 @@ podman run --rm arca:latest --version
 step "up"
 "${compose[@]}" down -v >/dev/null 2>&1 || true
 "${compose[@]}" up -d >"$work/up.log" 2>&1 || { tail -30 "$work/up.log"; fail "podman-compose up"; }
+
+step "no node container holds a CA private key or another node's key"
+for n in node1 node2 node3; do
+  files=$(podman exec "${project}_${n}_1" ls /certs)
+  grep -q 'ca-key' <<<"$files" && fail "$n can read a CA private key: $files"
+  for m in node1 node2 node3; do
+    [ "$m" = "$n" ] && continue
+    grep -q "^$m" <<<"$files" && fail "$n holds $m's files: $files"
+  done
+  grep -qx "$n-cluster-key.pem" <<<"$files" || fail "$n lacks its cluster key: $files"
+done
 
 step "init and unseal through exec"
 init_out=$(scripts/compose-init.sh)

@@ -15,7 +15,7 @@
 //!   tick, each batch one command guarded on every record it read and on the cursor, so it is
 //!   rate-limited, resumable by any later leader, and never overwrites a concurrent write. A
 //!   record counts as encrypted only if it decrypts (AEAD) under its path; cleartext entries
-//!   (policies, the init record) are skipped by that test, not by a list that could go stale.
+//!   (the init record) are skipped by that test, not by a list that could go stale.
 //!   Audit records keep their term: they are hash-chained over their ciphertext, and the chain
 //!   is the tamper evidence.
 //! * **Rekey** is a ceremony (see `ceremony`): a threshold of current shares, each with the

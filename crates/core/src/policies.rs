@@ -1,12 +1,19 @@
 //! The replicated policy store and authorization.
 //!
-//! Policies are stored as their HCL text under `policy/<name>` in the `sys` family. They are not
-//! secret material (they name paths, not values), so they are stored without the barrier; that
-//! lets every node compile them *at apply time*, sealed or not, from a storage observer that runs
-//! before Raft reports the entry applied. A request's check is then a lookup in memory.
+//! Policies are stored as their HCL text under `policy/<name>` in the `sys` family, behind the
+//! barrier like every other record: AES-GCM under the keyring, with the storage key as AAD.
+//! They are not secret (they name paths, not values), but they *are* authority: a policy record
+//! that anything other than an unsealed node wrote (a forged Raft command, a write to a node's
+//! RocksDB, a record moved from another key) fails its tag and grants nothing.
+//!
+//! Every node compiles them in memory, so a request's check stays a lookup: at apply time, from a
+//! storage observer that runs before Raft reports the entry applied, while the node is unsealed;
+//! and all at once when the node is unsealed. A sealed node holds only the built-in default
+//! policy (it serves no authorized request anyway).
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
+use arca_crypto::Keyring;
 use arca_raft::{Command, Op};
 use arca_storage::{Applied, Cf, StateReader};
 use tracing::error;
@@ -14,6 +21,7 @@ use tracing::error;
 use crate::audit::AuditContext;
 use crate::policy::{Capability, Caps, Policy, PolicySet, DEFAULT_POLICY, DEFAULT_POLICY_HCL, ROOT_POLICY};
 use crate::request::TokenRef;
+use crate::seal::Seal;
 use crate::tokens::Caller;
 use crate::{Core, Error, Operation, Result};
 
@@ -27,18 +35,34 @@ fn builtin_default() -> Policy {
     Policy::parse(DEFAULT_POLICY, DEFAULT_POLICY_HCL).expect("the built-in default policy parses")
 }
 
-/// Loads (or reloads) one policy from storage into `set`.
-fn reload(set: &mut PolicySet, reader: &StateReader, name: &str) {
-    match reader.get(Cf::Sys, &policy_key(name)) {
-        Ok(Some(text)) => match Policy::parse(name, &String::from_utf8_lossy(&text)) {
-            Ok(p) => set.insert(p),
-            Err(e) => {
-                // Validated before it was proposed; failing here means a parser change. Fail
-                // closed: the policy grants nothing.
-                error!(policy = name, error = %e, "stored policy does not parse; it grants nothing");
-                set.remove(name);
+/// Loads (or reloads) one policy from storage into `set`. Anything that does not decrypt under
+/// its own key, or does not parse, grants nothing.
+fn reload(set: &mut PolicySet, reader: &StateReader, keyring: &Keyring, name: &str) {
+    let key = policy_key(name);
+    match reader.get(Cf::Sys, &key) {
+        Ok(Some(record)) => {
+            let text = match keyring.decrypt(&key, &record) {
+                Ok(text) => text,
+                Err(_) => {
+                    error!(
+                        policy = name,
+                        "stored policy fails its integrity check (not written by this cluster, or written \
+                         before policies were encrypted); it grants nothing until it is written again"
+                    );
+                    set.remove(name);
+                    return;
+                }
+            };
+            match Policy::parse(name, &String::from_utf8_lossy(&text)) {
+                Ok(p) => set.insert(p),
+                Err(e) => {
+                    // Validated before it was proposed; failing here means a parser change. Fail
+                    // closed: the policy grants nothing.
+                    error!(policy = name, error = %e, "stored policy does not parse; it grants nothing");
+                    set.remove(name);
+                }
             }
-        },
+        }
         Ok(None) if name == DEFAULT_POLICY => set.insert(builtin_default()),
         Ok(None) => set.remove(name),
         Err(e) => {
@@ -48,13 +72,19 @@ fn reload(set: &mut PolicySet, reader: &StateReader, name: &str) {
     }
 }
 
-fn load_all(reader: &StateReader) -> PolicySet {
+/// What a sealed node holds: the built-in default policy only.
+fn sealed_set() -> PolicySet {
     let mut set = PolicySet::default();
     set.insert(builtin_default());
+    set
+}
+
+fn load_all(reader: &StateReader, keyring: &Keyring) -> PolicySet {
+    let mut set = sealed_set();
     match reader.scan_prefix(Cf::Sys, POLICY_PREFIX, usize::MAX) {
         Ok(scan) => {
             for (k, _) in scan {
-                reload(&mut set, reader, &String::from_utf8_lossy(&k[POLICY_PREFIX.len()..]));
+                reload(&mut set, reader, keyring, &String::from_utf8_lossy(&k[POLICY_PREFIX.len()..]));
             }
         }
         Err(e) => error!(error = %e, "cannot read stored policies; only the built-in ones apply"),
@@ -67,28 +97,56 @@ pub(crate) fn is_policy_key(key: &[u8]) -> bool {
     key.starts_with(POLICY_PREFIX)
 }
 
-/// Compiles the stored policies now and keeps them current: the returned set is updated by a
-/// storage observer on every applied change to a policy.
-pub(crate) fn compiled_policies(reader: &StateReader) -> Arc<RwLock<PolicySet>> {
-    let set = Arc::new(RwLock::new(load_all(reader)));
+fn unsealed_keyring(seal: &Mutex<Seal>) -> Option<Arc<Keyring>> {
+    match &*seal.lock().expect("seal lock") {
+        Seal::Unsealed { keyring, .. } => Some(keyring.clone()),
+        Seal::Sealed(_) => None,
+    }
+}
+
+/// The compiled policies, kept current: a storage observer recompiles a policy on every applied
+/// change to it while the node is unsealed, and [`recompile_policies`] rebuilds the whole set
+/// when it is unsealed. Register after the keyring's term observer, so a record under a term
+/// added in the same batch decrypts.
+pub(crate) fn compiled_policies(reader: &StateReader, seal: Arc<Mutex<Seal>>) -> Arc<RwLock<PolicySet>> {
+    let set = Arc::new(RwLock::new(sealed_set()));
     let observed = set.clone();
-    reader.observe(Arc::new(move |r: &StateReader, applied: &Applied<'_>| match applied {
-        Applied::Everything { .. } => *observed.write().expect("policy lock") = load_all(r),
-        Applied::Keys { keys, .. } => {
-            let changed: Vec<&[u8]> = keys
+    reader.observe(Arc::new(move |r: &StateReader, applied: &Applied<'_>| {
+        let changed: Vec<&[u8]> = match applied {
+            Applied::Everything { .. } => vec![],
+            Applied::Keys { keys, .. } => keys
                 .iter()
                 .filter(|c| c.cf == Cf::Sys && is_policy_key(&c.key))
                 .map(|c| &c.key[POLICY_PREFIX.len()..])
-                .collect();
-            if !changed.is_empty() {
-                let mut set = observed.write().expect("policy lock");
-                for name in changed {
-                    reload(&mut set, r, &String::from_utf8_lossy(name));
-                }
+                .collect(),
+        };
+        let everything = matches!(applied, Applied::Everything { .. });
+        if !everything && changed.is_empty() {
+            return;
+        }
+        // Sealed: nothing to decrypt with; unsealing recompiles everything.
+        let Some(keyring) = unsealed_keyring(&seal) else { return };
+        let mut set = observed.write().expect("policy lock");
+        if everything {
+            *set = load_all(r, &keyring);
+        } else {
+            for name in changed {
+                reload(&mut set, r, &keyring, &String::from_utf8_lossy(name));
             }
         }
     }));
     set
+}
+
+/// Rebuilds `set` from storage with `keyring` (just unsealed), or empties it to the built-in
+/// default (`None`: just sealed). The write lock is held while reading, so a change applied
+/// meanwhile is recompiled by the observer after this, never overwritten by an older read.
+pub(crate) fn recompile_policies(set: &RwLock<PolicySet>, reader: &StateReader, keyring: Option<&Keyring>) {
+    let mut guard = set.write().expect("policy lock");
+    *guard = match keyring {
+        Some(k) => load_all(reader, k),
+        None => sealed_set(),
+    };
 }
 
 /// What an operation needs: the capability on its logical path (any one of `any`), plus sudo
@@ -227,7 +285,9 @@ impl Core {
             return Err(Error::InvalidArgument("the root policy is built in and cannot be changed".into()));
         }
         Policy::parse(name, text)?;
-        let ops = vec![Op::Put { cf: Cf::Sys, key: policy_key(name), value: text.as_bytes().to_vec() }];
+        let key = policy_key(name);
+        let value = self.keyring()?.encrypt(&key, text.as_bytes()).map_err(|e| Error::Internal(e.to_string()))?;
+        let ops = vec![Op::Put { cf: Cf::Sys, key, value }];
         self.node.write(Command::Txn { guards: vec![], ops }).await?;
         Ok(())
     }

@@ -89,7 +89,6 @@ impl Core {
     }
 
     pub fn with_audit(node: RaftNode, audit: AuditConfig) -> Core {
-        let policies = crate::policies::compiled_policies(node.reader());
         let batcher = Batcher::start(node.clone(), audit);
         let sealer = Sealer {
             seal: Arc::new(Mutex::new(Seal::Sealed(None))),
@@ -100,6 +99,7 @@ impl Core {
         };
         let pending_root = PendingRoot::default();
         crate::keyring::follow_keyring(node.reader(), sealer.clone(), pending_root.clone());
+        let policies = crate::policies::compiled_policies(node.reader(), sealer.seal.clone());
         let feed = crate::watch::Feed::start(node.reader());
         Core {
             feed,
@@ -448,6 +448,7 @@ impl Core {
         match op {
             Operation::Seal => {
                 self.sealer().seal();
+                crate::policies::recompile_policies(&self.policies, self.node.reader(), None);
                 warn!("node sealed by request");
                 Ok(Reply::Done)
             }
@@ -740,6 +741,10 @@ impl Core {
                         // A cluster from before every term was root-sealed may still have
                         // terms in a chain of records (see `keyring`).
                         let keyring = crate::keyring::load_terms(self.node.reader(), &keyring)?.unwrap_or(keyring);
+                        // Compiled before anyone can see the node unsealed, so no request is
+                        // judged against the sealed node's (empty) policy set. The policy
+                        // observer never holds the policy lock while taking this one.
+                        crate::policies::recompile_policies(&self.policies, self.node.reader(), Some(&keyring));
                         *seal = Seal::Unsealed { keyring: Arc::new(keyring), root: Arc::new(root) };
                         info!("node unsealed");
                     }

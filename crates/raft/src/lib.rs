@@ -3,7 +3,7 @@
 //! * [`TypeConfig`] and the replicated [`Command`] set (the storage crate applies them through
 //!   [`arca_storage::StoreConfig`]).
 //! * A node-to-node gRPC network over **mutual TLS** ([`TlsConfig`]): each node presents a
-//!   certificate from the cluster CA and refuses peers that do not.
+//!   certificate from the cluster CA naming its node id, and obeys only current members.
 //! * [`audit_log`]: the hash-chained audit records that commands append.
 //! * [`RaftNode`]: one running member: bootstrap, membership changes, writes and read barriers
 //!   that work on any node (followers forward to the leader).
@@ -25,6 +25,7 @@ pub mod proto {
 
 pub use command::{Command, CommandResult, Guard, Op, Response, TypeConfig};
 pub use error::{Error, Result};
+pub use network::MAX_MESSAGE;
 pub use node::{NodeConfig, NodeInfo, RaftNode, Timing};
 pub use openraft;
-pub use tls::TlsConfig;
+pub use tls::{node_name, TlsConfig};

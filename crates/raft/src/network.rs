@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use bincode::Options;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -17,12 +20,25 @@ use crate::proto::raft_client::RaftClient;
 use crate::proto::RaftMessage;
 use crate::{Error, NodeInfo, Result, TlsConfig, TypeConfig};
 
+/// The largest message either side of the node-to-node port sends or accepts. The largest
+/// legitimate ones are a snapshot chunk (openraft's default chunk is 3 MiB) and a batch of log
+/// entries, which the sender splits when it would exceed this (see [`Connection::call`]); a
+/// single entry is bounded far below it by the client API's request limits. gRPC refuses a
+/// larger frame from its length prefix, before reading or allocating its body.
+pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// bincode as `bincode::serialize` writes it (fixed-width integers), but never reading a
+/// length that would take it past `MAX_MESSAGE`.
+fn bounded() -> impl Options {
+    bincode::DefaultOptions::new().with_fixint_encoding().allow_trailing_bytes().with_limit(MAX_MESSAGE as u64)
+}
+
 pub(crate) fn encode<T: Serialize>(v: &T) -> RaftMessage {
     RaftMessage { payload: bincode::serialize(v).expect("in-memory messages always serialise").into() }
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(m: &RaftMessage) -> std::result::Result<T, tonic::Status> {
-    bincode::deserialize(&m.payload).map_err(|e| {
+    bounded().deserialize(&m.payload).map_err(|e| {
         tonic::Status::invalid_argument(format!("undecodable Raft message (version mismatch between nodes?): {e}"))
     })
 }
@@ -39,18 +55,21 @@ impl Network {
         Network { tls, connect_timeout }
     }
 
-    /// A channel to `addr` that connects on first use and reconnects after failures.
-    pub(crate) fn channel(&self, addr: &str) -> Result<RaftClient<Channel>> {
+    /// A channel to node `target` (if known) at `addr` that connects on first use and
+    /// reconnects after failures.
+    pub(crate) fn channel(&self, target: Option<u64>, addr: &str) -> Result<RaftClient<Channel>> {
         let bad = |reason: String| Error::PeerAddress { addr: addr.to_string(), reason };
         let endpoint = Endpoint::from_shared(format!("https://{addr}"))
             .map_err(|e| bad(e.to_string()))?
-            .tls_config(self.tls.client())
+            .tls_config(self.tls.client(target))
             .map_err(|e| bad(e.to_string()))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_while_idle(true);
-        Ok(RaftClient::new(endpoint.connect_lazy()).max_decoding_message_size(usize::MAX))
+        Ok(RaftClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE))
     }
 }
 
@@ -60,7 +79,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &NodeInfo) -> Connection {
         // Building a lazy channel cannot fail on I/O; a malformed address is kept as an error
         // that every RPC reports, so a bad membership entry is visible instead of a panic.
-        Connection { target, client: self.channel(&node.raft_addr).map_err(|e| e.to_string()) }
+        Connection { target, client: self.channel(Some(target), &node.raft_addr).map_err(|e| e.to_string()) }
     }
 }
 
@@ -79,9 +98,13 @@ fn status_to_rpc<E: std::error::Error>(status: tonic::Status) -> RPCError<u64, N
 }
 
 impl Connection {
+    /// Sends one RPC. `entries` is how many log entries it carries: a message over
+    /// [`MAX_MESSAGE`] with more than one is refused here as `PayloadTooLarge`, and openraft
+    /// resends them in smaller batches, instead of the peer refusing the same batch forever.
     async fn call<Req, Resp, E>(
         &mut self,
         rpc: &Req,
+        entries: usize,
         option: &RPCOption,
         method: Method,
     ) -> std::result::Result<Resp, RPCError<u64, NodeInfo, RaftError<u64, E>>>
@@ -90,13 +113,17 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let message = encode(rpc);
+        if message.payload.len() > MAX_MESSAGE && entries > 1 {
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint((entries / 2) as u64)));
+        }
         let client = match &mut self.client {
             Ok(c) => c,
             Err(e) => {
                 return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.clone()))));
             }
         };
-        let mut request = tonic::Request::new(encode(rpc));
+        let mut request = tonic::Request::new(message);
         request.set_timeout(option.hard_ttl());
         let reply = match method {
             Method::Append => client.append_entries(request).await,
@@ -123,7 +150,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> std::result::Result<AppendEntriesResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
-        self.call(&rpc, &option, Method::Append).await
+        self.call(&rpc, rpc.entries.len(), &option, Method::Append).await
     }
 
     async fn install_snapshot(
@@ -132,7 +159,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> std::result::Result<InstallSnapshotResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64, InstallSnapshotError>>>
     {
-        self.call(&rpc, &option, Method::Snapshot).await
+        self.call(&rpc, 0, &option, Method::Snapshot).await
     }
 
     async fn vote(
@@ -140,6 +167,6 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> std::result::Result<VoteResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
-        self.call(&rpc, &option, Method::Vote).await
+        self.call(&rpc, 0, &option, Method::Vote).await
     }
 }

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tracing::{info, instrument, warn};
 
-use crate::network::{decode, encode, Network};
+use crate::network::{decode, encode, Network, MAX_MESSAGE};
 use crate::proto::raft_client::RaftClient;
 use crate::proto::raft_server::RaftServer;
 use crate::service::{execute_on_leader, LeaderError, LeaderReply, LeaderRequest, RaftService};
@@ -97,7 +97,8 @@ struct Inner {
     reader: StateReader,
     network: Network,
     timing: Timing,
-    peers: Mutex<HashMap<String, RaftClient<Channel>>>,
+    /// Channels for `forward`, by node id (0: not known yet) and address.
+    peers: Mutex<HashMap<(u64, String), RaftClient<Channel>>>,
     server: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
 }
 
@@ -107,6 +108,7 @@ impl RaftNode {
     #[instrument(skip_all, fields(node = config.id))]
     pub async fn start(config: NodeConfig) -> Result<RaftNode> {
         config.tls.check()?;
+        config.tls.check_names_node(config.id)?;
         let t = &config.timing;
         let raft_config = openraft::Config {
             cluster_name: "arca".into(),
@@ -132,8 +134,8 @@ impl RaftNode {
             .await
             .map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
         let service = RaftServer::new(RaftService { id: config.id, raft: raft.clone() })
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
             .tls_config(config.tls.server(true))
@@ -312,11 +314,12 @@ impl RaftNode {
     ) -> Result<std::result::Result<LeaderReply, LeaderError>> {
         let mut client = {
             let mut peers = self.inner.peers.lock().expect("peer cache lock");
-            match peers.get(addr) {
+            let key = (to, addr.to_string());
+            match peers.get(&key) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = self.inner.network.channel(addr)?;
-                    peers.insert(addr.to_string(), c.clone());
+                    let c = self.inner.network.channel((to != 0).then_some(to), addr)?;
+                    peers.insert(key, c.clone());
                     c
                 }
             }
@@ -355,14 +358,15 @@ impl RaftNode {
     async fn ask_cluster(&self, peer: &str, req: &LeaderRequest) -> Result<LeaderReply> {
         let limit = self.inner.timing.leader_timeout;
         let deadline = Instant::now() + limit;
-        let mut addr = peer.to_string();
+        // The configured peer's id is not known; a leader it names is.
+        let (mut to, mut addr) = (0, peer.to_string());
         let mut last_error = None;
         while Instant::now() < deadline {
-            match self.send(0, &addr, req, deadline).await {
+            match self.send(to, &addr, req, deadline).await {
                 Ok(Ok(reply)) => return Ok(reply),
                 Ok(Err(LeaderError::Failed(msg))) => return Err(Error::Rejected(msg)),
-                Ok(Err(LeaderError::NotLeader { leader: Some((_, node)) })) if node.raft_addr != addr => {
-                    addr = node.raft_addr;
+                Ok(Err(LeaderError::NotLeader { leader: Some((id, node)) })) if node.raft_addr != addr => {
+                    (to, addr) = (id, node.raft_addr);
                     continue;
                 }
                 Ok(Err(LeaderError::NotLeader { .. })) => {}

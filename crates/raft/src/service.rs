@@ -1,14 +1,16 @@
 //! The server side of the node-to-node API.
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{ChangeMembers, Raft};
+use openraft::{ChangeMembers, Raft, Vote};
+use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response as GrpcResponse, Status};
-use tracing::instrument;
+use tracing::{instrument, warn};
 
 use crate::network::{decode, encode};
 use crate::proto::raft_server;
 use crate::proto::RaftMessage;
+use crate::tls::{cert_names_node, node_name};
 use crate::{Command, NodeInfo, Response, TypeConfig};
 
 /// Work a non-leader hands to the leader.
@@ -120,12 +122,26 @@ async fn add_learner(
     let undo = raft.change_membership(ChangeMembers::RemoveNodes([id].into()), false).await;
     Err(LeaderError::Failed(format!(
         "node {id} at {addr} did not acknowledge replication within {wait:?}; check that it is running, reachable, \
-         and has a certificate from the cluster CA. It was {} the membership again",
+         and has a certificate from the cluster CA naming {}. It was {} the membership again",
+        node_name(id),
         if undo.is_ok() { "removed from" } else { "NOT removed from (remove it by hand)" }
     )))
 }
 
 /// Serves the node-to-node API for one node.
+///
+/// Mutual TLS has already proven that the caller holds a certificate from the cluster CA; this
+/// service decides what that certificate may do, from the node id it names (see
+/// [`crate::tls`]):
+///
+/// * Raft messages (append entries, vote, install snapshot) come from a leader or candidate,
+///   which the message names. The certificate must name that node, and it must be a voter in
+///   this node's membership. A node with no membership yet (it is being joined) has nothing to
+///   check against and takes the log from whichever certified node names itself as leader.
+/// * `forward` runs on the leader on another node's behalf (writes, read index, membership
+///   changes), so only members, voters or learners, may call it. The one exception is a node
+///   being joined: a certificate naming node N may ask to add node N as a learner, and nothing
+///   else.
 pub(crate) struct RaftService {
     pub(crate) id: u64,
     pub(crate) raft: Raft<TypeConfig>,
@@ -133,29 +149,90 @@ pub(crate) struct RaftService {
 
 type Reply = Result<GrpcResponse<RaftMessage>, Status>;
 
+/// The caller's end-entity certificate. The port requires one, so its absence means the
+/// service is served without mutual TLS: refuse rather than trust.
+fn peer_cert(request: &Request<RaftMessage>) -> Result<CertificateDer<'static>, Status> {
+    request
+        .peer_certs()
+        .and_then(|chain| chain.first().cloned())
+        .ok_or_else(|| Status::unauthenticated("the node-to-node port requires a cluster certificate"))
+}
+
+impl RaftService {
+    fn refuse(&self, what: &str, reason: String) -> Status {
+        warn!(node = self.id, what, %reason, "refused a node-to-node request");
+        Status::permission_denied(format!("{what} refused: {reason}"))
+    }
+
+    /// A Raft message claiming to come from the node in `vote` (leader or candidate).
+    fn check_raft_sender(&self, request: &Request<RaftMessage>, vote: &Vote<u64>, what: &str) -> Result<(), Status> {
+        let cert = peer_cert(request)?;
+        let Some(claimed) = vote.leader_id().voted_for() else {
+            return Err(self.refuse(what, "the message names no sending node".into()));
+        };
+        if !cert_names_node(&cert, claimed) {
+            return Err(self.refuse(
+                what,
+                format!("the message claims node {claimed}, but the certificate does not name {}", node_name(claimed)),
+            ));
+        }
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let being_joined = membership.nodes().next().is_none();
+        if being_joined || membership.voter_ids().any(|v| v == claimed) {
+            Ok(())
+        } else {
+            Err(self.refuse(what, format!("node {claimed} is not a voter of this cluster")))
+        }
+    }
+
+    /// A request to run `req` on the leader: from a member, or from a node asking to join as itself.
+    fn check_forwarder(&self, request: &Request<RaftMessage>, req: &LeaderRequest) -> Result<(), Status> {
+        let cert = peer_cert(request)?;
+        let members: Vec<u64> =
+            self.raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+        if members.iter().any(|&id| cert_names_node(&cert, id)) {
+            return Ok(());
+        }
+        match req {
+            LeaderRequest::AddLearner { id, .. } if cert_names_node(&cert, *id) => Ok(()),
+            LeaderRequest::AddLearner { id, .. } => Err(self.refuse(
+                "forward",
+                format!("a node may only ask to join as itself, and the certificate does not name {}", node_name(*id)),
+            )),
+            _ => Err(self.refuse("forward", "the certificate names no member of this cluster".into())),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl raft_server::Raft for RaftService {
     #[instrument(level = "trace", skip_all, fields(node = self.id))]
     async fn append_entries(&self, request: Request<RaftMessage>) -> Reply {
-        let rpc = decode(request.get_ref())?;
+        let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> = decode(request.get_ref())?;
+        self.check_raft_sender(&request, &rpc.vote, "append entries")?;
         Ok(GrpcResponse::new(encode(&self.raft.append_entries(rpc).await)))
     }
 
     #[instrument(level = "debug", skip_all, fields(node = self.id))]
     async fn vote(&self, request: Request<RaftMessage>) -> Reply {
-        let rpc = decode(request.get_ref())?;
+        let rpc: openraft::raft::VoteRequest<u64> = decode(request.get_ref())?;
+        self.check_raft_sender(&request, &rpc.vote, "vote")?;
         Ok(GrpcResponse::new(encode(&self.raft.vote(rpc).await)))
     }
 
     #[instrument(level = "debug", skip_all, fields(node = self.id))]
     async fn install_snapshot(&self, request: Request<RaftMessage>) -> Reply {
-        let rpc = decode(request.get_ref())?;
+        let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> = decode(request.get_ref())?;
+        self.check_raft_sender(&request, &rpc.vote, "install snapshot")?;
         Ok(GrpcResponse::new(encode(&self.raft.install_snapshot(rpc).await)))
     }
 
     #[instrument(level = "debug", skip_all, fields(node = self.id))]
     async fn forward(&self, request: Request<RaftMessage>) -> Reply {
         let req: LeaderRequest = decode(request.get_ref())?;
+        self.check_forwarder(&request, &req)?;
         tracing::debug!(?req, "forwarded request");
         Ok(GrpcResponse::new(encode(&execute_on_leader(&self.raft, req).await)))
     }

@@ -26,9 +26,22 @@ impl TestCa {
         TestCa { cert, key }
     }
 
-    /// A node certificate valid as both TLS server and client, for loopback names.
+    /// The certificate of cluster node `id`: it names the node ([`crate::tls::node_name`]) and
+    /// loopback, valid as both TLS server and client.
+    pub fn node_cert(&self, id: u64) -> TlsConfig {
+        self.issue(&format!("node{id}"), vec![crate::tls::node_name(id)])
+    }
+
+    /// A certificate valid as both TLS server and client, for `name` and loopback, naming no
+    /// cluster node.
     pub fn node_tls(&self, name: &str) -> TlsConfig {
-        let sans = vec![name.to_string(), "localhost".to_string(), "127.0.0.1".to_string()];
+        self.issue(name, vec![])
+    }
+
+    /// A certificate for `name`, loopback and the `extra` DNS names.
+    pub fn issue(&self, name: &str, extra: Vec<String>) -> TlsConfig {
+        let mut sans = vec![name.to_string(), "localhost".to_string(), "127.0.0.1".to_string()];
+        sans.extend(extra);
         let mut params = CertificateParams::new(sans).expect("node params");
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
@@ -76,13 +89,7 @@ impl TestCluster {
             TestCluster { ca, timing, configs: BTreeMap::new(), nodes: BTreeMap::new(), _dirs: Vec::new() };
         for id in 1..=n {
             let dir = TempDir::new().expect("temp dir");
-            let cfg = node_config(
-                id,
-                free_addr(),
-                dir.path(),
-                cluster.ca.node_tls(&format!("node{id}")),
-                cluster.timing.clone(),
-            );
+            let cfg = node_config(id, free_addr(), dir.path(), cluster.ca.node_cert(id), cluster.timing.clone());
             cluster._dirs.push(dir);
             cluster.configs.insert(id, cfg);
             cluster.restart(id).await;

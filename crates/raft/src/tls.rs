@@ -1,16 +1,37 @@
-//! Mutual TLS for the node-to-node port.
+//! Mutual TLS for the node-to-node port, and the node identity a certificate carries.
 //!
 //! The cluster CA is the only trust root: the server requires a client certificate chaining to
-//! it, and the client accepts only a server certificate chaining to it whose name matches the
-//! address it dialled. A node with a certificate from any other CA can neither join nor send a
-//! single Raft message: the handshake fails before any request is read.
+//! it, and the client accepts only a server certificate chaining to it. A node with a
+//! certificate from any other CA (the client CA included) can neither join nor send a single
+//! Raft message: the handshake fails before any request is read.
+//!
+//! Chaining to the cluster CA is not enough to be obeyed: a node certificate names its node id
+//! as the DNS name `node-<id>.arca` ([`node_name`]), and the node-to-node service acts only for
+//! certificates that name a current member (or the node being joined). Identity is the id, not
+//! the address, so a node keeps its certificate when it moves, and a certificate can be renewed
+//! without touching the membership.
 
 use std::fmt;
 use std::path::Path;
 
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::server::ParsedCertificate;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 use crate::{Error, Result};
+
+/// The DNS name a node certificate must carry for node `id`.
+pub fn node_name(id: u64) -> String {
+    format!("node-{id}.arca")
+}
+
+/// Whether `cert` (DER, the end entity) names node `id` ([`node_name`]). Says nothing about
+/// its chain: the TLS handshake has checked that.
+pub(crate) fn cert_names_node(cert: &CertificateDer<'_>, id: u64) -> bool {
+    let Ok(parsed) = ParsedCertificate::try_from(cert) else { return false };
+    let Ok(name) = ServerName::try_from(node_name(id)) else { return false };
+    rustls::client::verify_server_name(&parsed, &name).is_ok()
+}
 
 /// PEM material of one node: the cluster CA, and this node's certificate chain and key.
 #[derive(Clone)]
@@ -53,6 +74,25 @@ impl TlsConfig {
         Ok(())
     }
 
+    /// A node's own certificate must name its id, or every peer would refuse it. Checked at
+    /// startup so the operator hears it from this node, not as refusals elsewhere.
+    pub fn check_names_node(&self, id: u64) -> Result<()> {
+        use rustls::pki_types::pem::PemObject;
+        let first = CertificateDer::pem_slice_iter(&self.cert_pem)
+            .next()
+            .and_then(|c| c.ok())
+            .ok_or_else(|| Error::Tls("the cluster certificate file holds no certificate".into()))?;
+        if cert_names_node(&first, id) {
+            Ok(())
+        } else {
+            Err(Error::Tls(format!(
+                "the cluster certificate does not name this node: node {id} needs one with the DNS name {} \
+                 (peers obey only certificates that name a member)",
+                node_name(id)
+            )))
+        }
+    }
+
     /// Server side: this node's identity, and client certificates checked against the cluster
     /// CA. The node-to-node port requires one; the client API accepts one when presented.
     pub fn server(&self, require_client_cert: bool) -> ServerTlsConfig {
@@ -62,9 +102,16 @@ impl TlsConfig {
             .client_auth_optional(!require_client_cert)
     }
 
-    pub(crate) fn client(&self) -> ClientTlsConfig {
-        ClientTlsConfig::new()
+    /// Client side. Dialling a known node, its server certificate must name that node's id;
+    /// dialling a configured address whose node is not known yet (a join), it must name the
+    /// address's host, as for any TLS server.
+    pub(crate) fn client(&self, target: Option<u64>) -> ClientTlsConfig {
+        let config = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&self.ca_pem))
-            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem));
+        match target {
+            Some(id) => config.domain_name(node_name(id)),
+            None => config,
+        }
     }
 }

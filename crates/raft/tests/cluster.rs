@@ -204,7 +204,7 @@ async fn a_peer_with_a_certificate_from_another_ca_can_neither_join_nor_send_raf
 
     let rogue_ca = TestCa::new("rogue CA");
     let dir = tempfile::TempDir::new().unwrap();
-    let rogue_cfg = node_config(99, free_addr(), dir.path(), rogue_ca.node_tls("node99"), timing);
+    let rogue_cfg = node_config(99, free_addr(), dir.path(), rogue_ca.node_cert(99), timing);
     let rogue = RaftNode::start(rogue_cfg.clone()).await.unwrap();
 
     // Joining: the leader cannot replicate to it (its server certificate is untrusted), so the
@@ -222,11 +222,12 @@ async fn a_peer_with_a_certificate_from_another_ca_can_neither_join_nor_send_raf
     // TLS handshake, so no member's term moves.
     let terms: Vec<u64> = cluster.running().map(|n| n.metrics().current_term).collect();
     for member in cluster.running() {
-        let err = raw_vote(&rogue_ca.node_tls("node99"), &cluster.config(member.id()).info, 1_000_000).await;
+        let err = raw_vote(&rogue_ca.node_cert(99), 99, &cluster.config(member.id()).info, 1_000_000).await;
         assert!(err.is_err(), "member {} accepted a message from a foreign-CA peer", member.id());
     }
-    // Control: the same raw request with a cluster certificate gets through the handshake.
-    let ok = raw_vote(&cluster.ca.node_tls("node1"), &cluster.config(leader.id()).info, 0).await;
+    // Control: the same raw request with a member's cluster certificate gets through.
+    let member = cluster.running().find(|n| n.id() != leader.id()).unwrap().id();
+    let ok = raw_vote(&cluster.ca.node_cert(member), member, &cluster.config(leader.id()).info, 0).await;
     assert!(ok.is_ok(), "control vote with a cluster certificate failed: {ok:?}");
     let after: Vec<u64> = cluster.running().map(|n| n.metrics().current_term).collect();
     assert_eq!(terms, after, "a rejected peer changed the term");
@@ -235,8 +236,8 @@ async fn a_peer_with_a_certificate_from_another_ca_can_neither_join_nor_send_raf
     cluster.shutdown().await;
 }
 
-/// Sends one raw RequestVote for `term` to `target`, presenting `tls`.
-async fn raw_vote(tls: &arca_raft::TlsConfig, target: &NodeInfo, term: u64) -> Result<(), tonic::Status> {
+/// Sends one raw RequestVote for `term` from candidate `from` to `target`, presenting `tls`.
+async fn raw_vote(tls: &arca_raft::TlsConfig, from: u64, target: &NodeInfo, term: u64) -> Result<(), tonic::Status> {
     use arca_raft::openraft::raft::VoteRequest;
     use arca_raft::openraft::Vote;
     use arca_raft::proto::{raft_client::RaftClient, RaftMessage};
@@ -254,7 +255,7 @@ async fn raw_vote(tls: &arca_raft::TlsConfig, target: &NodeInfo, term: u64) -> R
         .connect()
         .await
         .map_err(|e| tonic::Status::unavailable(format!("connect: {e}")))?;
-    let vote: VoteRequest<u64> = VoteRequest::new(Vote::new(term, 99), None);
+    let vote: VoteRequest<u64> = VoteRequest::new(Vote::new(term, from), None);
     let payload = bincode::serialize(&vote).unwrap();
     RaftClient::new(channel).vote(RaftMessage { payload: payload.into() }).await.map(|_| ())
 }

@@ -14,9 +14,12 @@
 //! advertise = "node1:8201"
 //! bootstrap = true              # exactly one node of a new cluster
 //! # join = ["node1:8201"]       # the others: any member's cluster address
+//! ca = "/etc/arca/cluster-ca.pem"          # the cluster CA: node certificates only
+//! cert = "/etc/arca/node1-cluster.pem"     # names this node: DNS name node-1.arca
+//! key = "/etc/arca/node1-cluster-key.pem"
 //!
-//! [tls]                         # one certificate per node, for both ports
-//! ca = "/etc/arca/ca.pem"
+//! [tls]                         # the client API
+//! ca = "/etc/arca/ca.pem"       # the client-facing CA (must differ from cluster.ca)
 //! cert = "/etc/arca/node1.pem"
 //! key = "/etc/arca/node1-key.pem"
 //!
@@ -147,6 +150,20 @@ pub struct ClusterConfig {
     pub bootstrap: bool,
     #[serde(default)]
     pub join: Vec<String>,
+    /// The node-to-node port's own CA and this node's certificate from it. Optional in the
+    /// file only so that a config written before they existed gets an error that says what to
+    /// do (see [`Config::check`]), instead of serde's "missing field".
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// The files of the node-to-node port, once checked.
+#[derive(Debug, Clone)]
+pub struct ClusterTlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -213,6 +230,7 @@ impl Config {
                 return Err(Error::Config(format!("{field}: {addr:?} is not host:port")));
             }
         }
+        self.cluster_tls()?;
         let r = &self.raft;
         if r.heartbeat_ms == 0 || r.election_min_ms <= r.heartbeat_ms || r.election_max_ms <= r.election_min_ms {
             return bad("raft: need 0 < heartbeat_ms < election_min_ms < election_max_ms");
@@ -222,6 +240,33 @@ impl Config {
             return Err(Error::Config(format!("log_level: {:?} is not a valid filter (try \"info\")", self.log_level)));
         }
         Ok(())
+    }
+
+    /// The node-to-node port's CA, certificate and key. There is no fallback to `tls.ca`: a
+    /// node port that trusted the client-facing CA would let any client certificate it issues
+    /// reach Raft and `forward` (DESIGN.md invariant 8), so a config without them does not
+    /// start.
+    pub fn cluster_tls(&self) -> Result<ClusterTlsFiles> {
+        let c = &self.cluster;
+        let (Some(ca), Some(cert), Some(key)) = (&c.ca, &c.cert, &c.key) else {
+            return Err(Error::Config(format!(
+                "cluster.ca, cluster.cert, cluster.key: required. The node-to-node port ({}) trusts only its own \
+                 cluster CA, never tls.ca: create a CA that signs node certificates only, give node {} a \
+                 certificate from it with the DNS name {} (server and client auth), and set the three paths \
+                 (`arca dev certs` writes such files for a trial cluster)",
+                c.listen,
+                self.node_id,
+                arca_raft::node_name(self.node_id)
+            )));
+        };
+        if ca == &self.tls.ca {
+            return Err(Error::Config(
+                "cluster.ca: must not be the client-facing tls.ca; the node-to-node port needs a CA of its own, \
+                 which issues node certificates only"
+                    .into(),
+            ));
+        }
+        Ok(ClusterTlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() })
     }
 
     pub fn timing(&self) -> arca_raft::Timing {
@@ -248,6 +293,9 @@ advertise = "127.0.0.1:8200"
 listen = "127.0.0.1:8201"
 advertise = "127.0.0.1:8201"
 bootstrap = true
+ca = "cluster-ca.pem"
+cert = "n-cluster.pem"
+key = "n-cluster-key.pem"
 [tls]
 ca = "ca.pem"
 cert = "n.pem"
@@ -271,6 +319,9 @@ key = "n-key.pem"
             (GOOD.replace("listen = \"127.0.0.1:8200\"", "listen = \"nope\""), "listen"),
             (GOOD.replace("[tls]", "[tls]\nextra = 1"), "extra"),
             (format!("{GOOD}\n[raft]\nheartbeat_ms = 900"), "raft"),
+            (GOOD.replace("ca = \"cluster-ca.pem\"\n", ""), "cluster.ca, cluster.cert, cluster.key: required"),
+            (GOOD.replace("key = \"n-cluster-key.pem\"\n", ""), "never tls.ca"),
+            (GOOD.replace("cluster-ca.pem", "ca.pem"), "must not be the client-facing tls.ca"),
         ] {
             let err = Config::parse(&edit).unwrap_err().to_string();
             assert!(err.contains(field), "expected {field:?} in: {err}");

@@ -16,13 +16,16 @@ use crate::{Config, Error, Result};
 /// The node starts sealed, whatever its data directory holds.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
     let tls = TlsConfig::from_files(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+    let cluster_files = config.cluster_tls()?;
+    let cluster_tls = TlsConfig::from_files(&cluster_files.ca, &cluster_files.cert, &cluster_files.key)?;
+    check_distinct_cas(&tls.ca_pem, &cluster_tls.ca_pem)?;
     let info = NodeInfo { raft_addr: config.cluster.advertise.clone(), api_addr: config.api.advertise.clone() };
     let node = RaftNode::start(NodeConfig {
         id: config.node_id,
         listen: config.cluster.listen,
         info: info.clone(),
         data_dir: config.data_dir.clone(),
-        tls: tls.clone(),
+        tls: cluster_tls,
         timing: config.timing(),
     })
     .await?;
@@ -95,6 +98,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     node.shutdown().await;
     served.map_err(|e| Error::Serve(e.to_string()))
+}
+
+/// The same CA in `tls.ca` and `cluster.ca` (under two file names) would let the client-facing
+/// PKI reach the node-to-node port: refuse to start.
+fn check_distinct_cas(client_ca: &[u8], cluster_ca: &[u8]) -> Result<()> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let ders = |pem: &[u8]| -> Vec<Vec<u8>> {
+        CertificateDer::pem_slice_iter(pem).filter_map(|c| c.ok()).map(|c| c.to_vec()).collect()
+    };
+    let client = ders(client_ca);
+    if ders(cluster_ca).iter().any(|c| client.contains(c)) {
+        return Err(Error::Config(
+            "cluster.ca and tls.ca hold the same CA certificate: the node-to-node port needs a CA of its own, \
+             which issues node certificates only"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Asks the configured peers, in turn, to let this node join, until it is a voter. Runs in the
