@@ -26,6 +26,9 @@ pub enum DevCommand {
         /// its cluster port.
         #[arg(long, default_value_t = 8200)]
         base_port: u16,
+        /// A TOML file appended to every node's config, e.g. a `[limits]` section.
+        #[arg(long)]
+        extra_config: Option<PathBuf>,
     },
     /// Write a development CA and node certificates into DIR (for docker-compose).
     Certs {
@@ -62,7 +65,13 @@ pub async fn run(cmd: DevCommand) -> CliResult {
             println!("wrote a development CA and certificates for {} to {}", nodes.join(", "), dir.display());
             Ok(())
         }
-        DevCommand::Cluster { nodes, dir, base_port } => cluster(nodes, &dir, base_port).await,
+        DevCommand::Cluster { nodes, dir, base_port, extra_config } => {
+            let extra = match extra_config {
+                Some(path) => std::fs::read_to_string(&path).map_err(io_err(&path))?,
+                None => String::new(),
+            };
+            cluster(nodes, &dir, base_port, &extra).await
+        }
     }
 }
 
@@ -83,6 +92,7 @@ fn node_config(
     cluster: u16,
     certs: &arca_server::certs::NodeFiles,
     join: Option<u16>,
+    extra: &str,
 ) -> CliResult<PathBuf> {
     let node_dir = dir.join(format!("node{id}"));
     std::fs::create_dir_all(&node_dir).map_err(io_err(&node_dir))?;
@@ -96,7 +106,7 @@ fn node_config(
     let text = format!(
         "node_id = {id}\ndata_dir = {data:?}\nlog_level = \"info\"\n\n[api]\nlisten = \"127.0.0.1:{api}\"\nadvertise = \"127.0.0.1:{api}\"\n\n\
          [cluster]\nlisten = \"127.0.0.1:{cluster}\"\nadvertise = \"127.0.0.1:{cluster}\"\n{formation}\n\n\
-         [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n\n[rotation]\nfunctions_dir = {functions:?}\n",
+         [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n\n[rotation]\nfunctions_dir = {functions:?}\n\n{extra}",
         data = node_dir.join("data"),
         functions = rotators,
         ca = certs.ca,
@@ -163,7 +173,7 @@ async fn unseal(client: &Client, init: &InitFile) -> CliResult {
     Err(CliError::new(format!("{} is still sealed after {} shares", client.addr, init.threshold)))
 }
 
-async fn cluster(nodes: u64, dir: &Path, base_port: u16) -> CliResult {
+async fn cluster(nodes: u64, dir: &Path, base_port: u16, extra: &str) -> CliResult {
     if nodes == 0 || nodes > 9 {
         return Err(CliError::usage("--nodes must be between 1 and 9"));
     }
@@ -178,7 +188,7 @@ async fn cluster(nodes: u64, dir: &Path, base_port: u16) -> CliResult {
     let mut entries = Vec::new();
     for i in 1..=nodes {
         let join = (i > 1).then(|| port(1, 1));
-        let config = node_config(&dir, i, port(i, 0), port(i, 1), &certs[i as usize - 1], join)?;
+        let config = node_config(&dir, i, port(i, 0), port(i, 1), &certs[i as usize - 1], join, extra)?;
         let child = spawn_node(i, &config)?;
         entries.push(NodeEntry {
             id: i,
@@ -270,7 +280,7 @@ pub async fn server_dev(addr: &str) -> CliResult {
     let dir = std::env::temp_dir().join(format!("arca-dev-{}", std::process::id()));
     let certs = arca_server::certs::generate(&dir.join("certs"), &["node1".to_string()])?;
     let api_port = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(8200);
-    let config_path = node_config(&dir, 1, api_port, api_port + 1, &certs[0], None)?;
+    let config_path = node_config(&dir, 1, api_port, api_port + 1, &certs[0], None, "")?;
     let config = arca_server::Config::load(&config_path)?;
     super::init_logging("warn");
     let server = tokio::spawn(arca_server::run(config, arca_server::wait_for_signal()));
