@@ -124,10 +124,8 @@ fn app_role(c: &DevCluster) -> (String, String) {
     std::fs::write(&hcl, "path \"secret/data/app/*\" { capabilities = [\"read\"] }\n").unwrap();
     c.ok(1, &["policy", "write", "reader", hcl.to_str().unwrap()]);
     c.ok(1, &["approle", "role", "write", "reader", "--policies", "reader", "--token-ttl", "1h"]);
-    let role_id = json(&c.ok(1, &["approle", "role-id", "reader", "--format", "json"]))["role_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let role_id =
+        json(&c.ok(1, &["approle", "role-id", "reader", "--format", "json"]))["role_id"].as_str().unwrap().to_string();
     let secret_id = json(&c.ok(1, &["approle", "secret-id", "reader", "--format", "json"]))["secret_id"]
         .as_str()
         .unwrap()
@@ -298,7 +296,11 @@ fn run(c: &DevCluster, baseline: Duration, http_n: usize, grpc_n: usize, login_n
         reader.await.unwrap();
         let after = data_dirs(c);
         let legit = Arc::try_unwrap(legit).ok().unwrap().into_inner().unwrap();
-        assert!(legit.errors.is_empty(), "the legitimate client saw errors: {:?}", &legit.errors[..legit.errors.len().min(5)]);
+        assert!(
+            legit.errors.is_empty(),
+            "the legitimate client saw errors: {:?}",
+            &legit.errors[..legit.errors.len().min(5)]
+        );
         let mut unloaded = unloaded;
         let mut loaded = legit.latencies;
         unloaded.sort();
@@ -337,7 +339,10 @@ fn check(c: &DevCluster, r: &Run, http_n: usize, grpc_n: usize, login_n: usize) 
         )
     });
     for r in &records {
-        assert_eq!((r["operation"].as_str(), r["remote"].as_str(), r["node"].as_u64()), (Some("RateLimited"), Some("127.0.0.1"), Some(1)));
+        assert_eq!(
+            (r["operation"].as_str(), r["remote"].as_str(), r["node"].as_u64()),
+            (Some("RateLimited"), Some("127.0.0.1"), Some(1))
+        );
     }
     records
 }
@@ -348,10 +353,7 @@ fn floods_from_one_address_are_refused_counted_and_cost_the_cluster_almost_nothi
     // An oversized gRPC message is refused with the limit named, before anything else.
     runtime().block_on(async {
         let mut kv = proto::kv_client::KvClient::new(grpc_channel(&c, 1).await);
-        let err = kv
-            .get(proto::GetRequest { path: "z".repeat(2 << 20), ..Default::default() })
-            .await
-            .unwrap_err();
+        let err = kv.get(proto::GetRequest { path: "z".repeat(2 << 20), ..Default::default() }).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
         assert!(err.message().contains("over the client API's limit of 1048576 bytes"), "{}", err.message());
     });
@@ -371,10 +373,14 @@ fn floods_from_one_address_are_refused_counted_and_cost_the_cluster_almost_nothi
         records.len()
     );
     // The requests that were let through are on record one by one, with their paths cut.
-    let all: Vec<serde_json::Value> =
-        serde_json::from_str(&c.ok(2, &["audit", "list", "--outcome", "unauthenticated", "--limit", "10000", "--format", "json"]))
-            .unwrap();
-    let kv_gets: Vec<_> = all.iter().filter(|r| r["operation"] == "KvGet" && r["remote"].as_str().is_some_and(|a| a.starts_with("127.0.0.1"))).collect();
+    let all: Vec<serde_json::Value> = serde_json::from_str(
+        &c.ok(2, &["audit", "list", "--outcome", "unauthenticated", "--limit", "10000", "--format", "json"]),
+    )
+    .unwrap();
+    let kv_gets: Vec<_> = all
+        .iter()
+        .filter(|r| r["operation"] == "KvGet" && r["remote"].as_str().is_some_and(|a| a.starts_with("127.0.0.1")))
+        .collect();
     assert!(!kv_gets.is_empty());
     for r in &kv_gets {
         let path = r["path"].as_str().unwrap();
@@ -385,7 +391,10 @@ fn floods_from_one_address_are_refused_counted_and_cost_the_cluster_almost_nothi
 
 #[test]
 fn front_refusals_are_audited_streams_are_bounded_per_token_and_idle_connections_closed() {
-    let c = DevCluster::start_with(3, "[limits]\nwatch_streams_per_token = 2\naudit_tails_per_token = 1\nidle_timeout_s = 3\n");
+    let c = DevCluster::start_with(
+        3,
+        "[limits]\nwatch_streams_per_token = 2\naudit_tails_per_token = 1\nidle_timeout_s = 3\n",
+    );
     runtime().block_on(async {
         // HTTP: a malformed body and an unknown route, unauthenticated and with a token.
         let mut stream = tls_connect(&c, 1).await;

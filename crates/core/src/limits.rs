@@ -216,7 +216,7 @@ impl Limiter {
     }
 
     /// Runs `f` on the entry of `key`, making room in a full table first.
-    fn with_source<T>(&self, key: IpAddr, f: impl FnOnce(&mut Source) -> T) -> T {
+    fn with_source<T>(&self, key: IpAddr, f: impl FnOnce(IpAddr, &mut Source) -> T) -> T {
         let now = Instant::now();
         let mut table = self.sources.lock().expect("limiter lock");
         let mut key = key;
@@ -239,7 +239,7 @@ impl Limiter {
             }
         }
         let source = table.map.entry(key).or_insert_with(|| self.fresh(now));
-        f(source)
+        f(key, source)
     }
 
     /// Lets a request of `class` from `remote` through (taking one token), or refuses it,
@@ -251,7 +251,7 @@ impl Limiter {
         }
         let key = key(remote);
         let now = Instant::now();
-        self.with_source(key, |s| {
+        self.with_source(key, |key, s| {
             let i = class.index();
             self.refill(&mut s.buckets[i], class, now);
             if s.buckets[i].tokens >= 1.0 {
@@ -277,7 +277,7 @@ impl Limiter {
     /// succeeded, a token that became valid).
     pub fn refund(&self, ticket: Ticket) {
         let burst = f64::from(self.config.rate(ticket.class).burst);
-        self.with_source(ticket.key, |s| {
+        self.with_source(ticket.key, |_, s| {
             let b = &mut s.buckets[ticket.class.index()];
             b.tokens = (b.tokens + 1.0).min(burst);
         });
@@ -290,7 +290,7 @@ impl Limiter {
             return;
         }
         let now = Instant::now();
-        self.with_source(key(remote), |s| {
+        self.with_source(key(remote), |_, s| {
             let b = &mut s.buckets[class.index()];
             self.refill(b, class, now);
             b.tokens -= 1.0;
@@ -321,7 +321,7 @@ impl Limiter {
     /// Puts back reports that could not be committed, so the next report includes them.
     pub fn restore(&self, reports: Vec<Report>) {
         for r in reports {
-            self.with_source(r.key, |s| {
+            self.with_source(r.key, |_, s| {
                 let i = r.class.index();
                 if s.dropped[i] == 0 || r.since_ms < s.first_drop_ms[i] {
                     s.first_drop_ms[i] = r.since_ms;
@@ -365,7 +365,10 @@ mod tests {
         l.admit(addr("10.0.0.2:2"), Class::Unauthenticated).unwrap();
         let reports = l.take_reports();
         assert_eq!(reports.len(), 1);
-        assert_eq!((reports[0].source.as_str(), reports[0].class, reports[0].dropped), ("10.0.0.1", Class::Unauthenticated, 2));
+        assert_eq!(
+            (reports[0].source.as_str(), reports[0].class, reports[0].dropped),
+            ("10.0.0.1", Class::Unauthenticated, 2)
+        );
         assert!(l.take_reports().is_empty(), "counters restart after a report");
     }
 

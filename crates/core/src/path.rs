@@ -9,9 +9,8 @@ pub const MAX_PATH_BYTES: usize = 512;
 /// empty, `.` or `..`, at most [`MAX_PATH_BYTES`] bytes. The error names the rule broken.
 pub fn validate_path(path: &str) -> Result<()> {
     // A path over the limit is quoted cut: errors are returned, logged and audited.
-    let bad = |rule: &str| {
-        Err(Error::InvalidArgument(format!("invalid secret path {:?}: {rule}", crate::audit::cap(path))))
-    };
+    let bad =
+        |rule: &str| Err(Error::InvalidArgument(format!("invalid secret path {:?}: {rule}", crate::audit::cap(path))));
     if path.is_empty() {
         return bad("the path is empty");
     }

@@ -13,8 +13,8 @@ use tracing::{info, instrument, warn};
 use zeroize::Zeroizing;
 
 use crate::audit::{cap, AuditConfig, AuditContext, AuditFilter, AuditOutcome, AuditRecord, Batcher, AUDIT_KEY};
-use crate::limits::{Class, Limiter, LimitsConfig, Ticket};
 use crate::kv::{self, SecretMetadata, VersionMetadata, MAX_VALUE_BYTES};
+use crate::limits::{Class, Limiter, LimitsConfig, Ticket};
 use crate::policy::PolicySet;
 use crate::request::TokenRef;
 use crate::seal::{InitRecord, Seal, INIT_KEY};
@@ -1059,7 +1059,9 @@ fn untrusted(op: &Operation, decision: &str) -> Option<Class> {
 fn untrusted_outcome(login: bool, decision: &str, result: &Result<Reply>) -> Option<Class> {
     match result {
         // A failure of the cluster is not the caller's.
-        Err(Error::Cluster(_) | Error::AuditUnavailable | Error::Storage(_) | Error::Internal(_) | Error::Sealed) => None,
+        Err(Error::Cluster(_) | Error::AuditUnavailable | Error::Storage(_) | Error::Internal(_) | Error::Sealed) => {
+            None
+        }
         Err(_) if login => Some(Class::FailedLogin),
         _ if login => None,
         _ => match decision {

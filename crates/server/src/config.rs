@@ -354,8 +354,9 @@ key = "n-key.pem"
         assert_eq!(c.raft.heartbeat_ms, 75);
         let limits = c.limits.core_config();
         assert_eq!(limits, arca_core::LimitsConfig::default(), "no [limits] section: the defaults");
-        let c = Config::parse(&format!("{GOOD}\n[limits]\nunauthenticated_per_second = 2\nunauthenticated_burst = 5\n"))
-            .unwrap();
+        let c =
+            Config::parse(&format!("{GOOD}\n[limits]\nunauthenticated_per_second = 2\nunauthenticated_burst = 5\n"))
+                .unwrap();
         assert_eq!(c.limits.core_config().unauthenticated.per_second, 2.0);
     }
 

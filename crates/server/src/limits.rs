@@ -70,11 +70,7 @@ impl StreamSlots {
 
     /// A slot for one more stream of `kind` for `token`, or `RESOURCE_EXHAUSTED` naming the
     /// limit. Taken before the stream's opening request, so concurrent openings cannot exceed it.
-    pub fn acquire(
-        self: &Arc<Self>,
-        kind: StreamKind,
-        token: Option<&Zeroizing<String>>,
-    ) -> Result<Slot, Status> {
+    pub fn acquire(self: &Arc<Self>, kind: StreamKind, token: Option<&Zeroizing<String>>) -> Result<Slot, Status> {
         let hash: [u8; 32] = Sha256::digest(token.map(|t| t.as_bytes()).unwrap_or_default()).into();
         let key = (kind, hash);
         let (limit, what) = match kind {
@@ -163,10 +159,16 @@ mod tests {
 
     #[test]
     fn oversized_messages_are_restated_with_the_limit() {
-        let tonic = Status::out_of_range("Error, decoded message length too large: found 2097166 bytes, the limit is: 1048576 bytes");
+        let tonic = Status::out_of_range(
+            "Error, decoded message length too large: found 2097166 bytes, the limit is: 1048576 bytes",
+        );
         let s = oversized(&tonic).unwrap();
         assert_eq!(s.code(), tonic::Code::ResourceExhausted);
-        assert!(s.message().contains("2097166 bytes") && s.message().contains("limit of 1048576 bytes"), "{}", s.message());
+        assert!(
+            s.message().contains("2097166 bytes") && s.message().contains("limit of 1048576 bytes"),
+            "{}",
+            s.message()
+        );
         assert!(oversized(&Status::out_of_range("something else")).is_none());
     }
 }

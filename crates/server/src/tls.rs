@@ -12,11 +12,11 @@
 //!   and only the cert login method gives it meaning, by verifying it against the CA of a role.
 //!   Every other operation ignores it.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::future::Future;
 use std::task::{Context, Poll};
 use std::time::Duration;
 

@@ -383,7 +383,8 @@ async fn handle(axum::extract::State(core): axum::extract::State<Core>, req: axu
     let (parts, body) = req.into_parts();
     let request_id = arca_core::audit::request_id().unwrap_or_default();
     let path = parts.uri.path().to_string();
-    let span = info_span!("http", method = %parts.method, path = %arca_core::audit::cap(&path), request_id = %request_id);
+    let span =
+        info_span!("http", method = %parts.method, path = %arca_core::audit::cap(&path), request_id = %request_id);
     let seen = crate::limits::Seen::default();
     let client = parts.extensions.get::<crate::tls::ClientInfo>();
     let remote = client.and_then(|c| c.remote);
