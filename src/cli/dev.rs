@@ -26,6 +26,9 @@ pub enum DevCommand {
         /// its cluster port.
         #[arg(long, default_value_t = 8200)]
         base_port: u16,
+        /// A TOML file appended to every node's config, e.g. a `[limits]` section.
+        #[arg(long)]
+        extra_config: Option<PathBuf>,
     },
     /// Write development CAs (a client CA and a separate cluster CA) and node certificates into
     /// DIR (for docker-compose).
@@ -68,7 +71,13 @@ pub async fn run(cmd: DevCommand) -> CliResult {
             );
             Ok(())
         }
-        DevCommand::Cluster { nodes, dir, base_port } => cluster(nodes, &dir, base_port).await,
+        DevCommand::Cluster { nodes, dir, base_port, extra_config } => {
+            let extra = match extra_config {
+                Some(path) => std::fs::read_to_string(&path).map_err(io_err(&path))?,
+                None => String::new(),
+            };
+            cluster(nodes, &dir, base_port, &extra).await
+        }
     }
 }
 
@@ -89,6 +98,7 @@ fn node_config(
     cluster: u16,
     certs: &arca_server::certs::NodeFiles,
     join: Option<u16>,
+    extra: &str,
 ) -> CliResult<PathBuf> {
     let node_dir = dir.join(format!("node{id}"));
     std::fs::create_dir_all(&node_dir).map_err(io_err(&node_dir))?;
@@ -105,7 +115,7 @@ fn node_config(
          ca = {cluster_ca:?}\ncert = {cluster_cert:?}\nkey = {cluster_key:?}\n\n\
          [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n\n[rotation]\nfunctions_dir = {functions:?}\n\
          # A dev cluster's postgres rotations may reach the local server only.\n\
-         postgres_allow = [\"127.0.0.1:5432\", \"localhost:5432\"]\n",
+         postgres_allow = [\"127.0.0.1:5432\", \"localhost:5432\"]\n\n{extra}",
         data = node_dir.join("data"),
         functions = rotators,
         ca = certs.ca,
@@ -175,7 +185,7 @@ async fn unseal(client: &Client, init: &InitFile) -> CliResult {
     Err(CliError::new(format!("{} is still sealed after {} shares", client.addr, init.threshold)))
 }
 
-async fn cluster(nodes: u64, dir: &Path, base_port: u16) -> CliResult {
+async fn cluster(nodes: u64, dir: &Path, base_port: u16, extra: &str) -> CliResult {
     if nodes == 0 || nodes > 9 {
         return Err(CliError::usage("--nodes must be between 1 and 9"));
     }
@@ -190,7 +200,7 @@ async fn cluster(nodes: u64, dir: &Path, base_port: u16) -> CliResult {
     let mut entries = Vec::new();
     for i in 1..=nodes {
         let join = (i > 1).then(|| port(1, 1));
-        let config = node_config(&dir, i, port(i, 0), port(i, 1), &certs[i as usize - 1], join)?;
+        let config = node_config(&dir, i, port(i, 0), port(i, 1), &certs[i as usize - 1], join, extra)?;
         let child = spawn_node(i, &config)?;
         entries.push(NodeEntry {
             id: i,
@@ -284,7 +294,7 @@ pub async fn server_dev(addr: &str) -> CliResult {
     let dir = arca_server::certs::private_temp_dir("arca-dev")?;
     let certs = arca_server::certs::generate(&dir.join("certs"), &["node1".to_string()])?;
     let api_port = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(8200);
-    let config_path = node_config(&dir, 1, api_port, api_port + 1, &certs[0], None)?;
+    let config_path = node_config(&dir, 1, api_port, api_port + 1, &certs[0], None, "")?;
     let config = arca_server::Config::load(&config_path)?;
     super::init_logging("warn");
     super::harden::harden(!config.disable_mlock);

@@ -36,12 +36,21 @@ pub fn free_base(nodes: u16) -> u16 {
 
 impl DevCluster {
     pub fn start(nodes: u16) -> DevCluster {
+        DevCluster::start_with(nodes, "")
+    }
+
+    /// A cluster whose every node config ends with `extra` (TOML, e.g. a `[limits]` section).
+    pub fn start_with(nodes: u16, extra: &str) -> DevCluster {
         let dir = tempfile::TempDir::new().unwrap();
         let base = free_base(nodes);
         let log = std::fs::File::create(dir.path().join("cluster.log")).unwrap();
+        let extra_path = dir.path().join("extra.toml");
+        std::fs::write(&extra_path, extra).unwrap();
         let child = Command::new(ARCA)
             .args(["dev", "cluster", "--nodes", &nodes.to_string(), "--base-port", &base.to_string(), "--dir"])
             .arg(dir.path())
+            .arg("--extra-config")
+            .arg(&extra_path)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

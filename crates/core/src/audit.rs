@@ -45,6 +45,8 @@ pub struct AuditConfig {
     pub flush_interval: Duration,
     /// Most records in one entry.
     pub max_batch: usize,
+    /// Most bytes of records and outcomes in one entry (a single larger item goes alone).
+    pub max_batch_bytes: usize,
     /// Batches in flight at once.
     pub max_in_flight: usize,
     /// A request whose record is not committed within this fails with "audit log unavailable".
@@ -60,6 +62,7 @@ impl Default for AuditConfig {
         AuditConfig {
             flush_interval: Duration::from_millis(2),
             max_batch: 512,
+            max_batch_bytes: 1024 * 1024,
             max_in_flight: 4,
             deadline: Duration::from_secs(5),
             retention_max_age: None,
@@ -153,6 +156,30 @@ pub struct AuditRecord {
     /// Sensitive reply values by name, as HMACs.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub response_hmacs: BTreeMap<String, String>,
+    /// On an aggregated `RateLimited` record: how many requests of its source and class were
+    /// refused in its interval (each without a record of its own).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dropped: u64,
+}
+
+/// Longest audited text field: a longer one (a path no valid request has, an error quoting
+/// one) is cut, so what an unauthenticated request can make every member store is bounded
+/// whatever it sends. Valid logical paths (at most `MAX_PATH_BYTES` plus a mount prefix) fit.
+pub const MAX_AUDIT_FIELD_BYTES: usize = 640;
+/// What is kept of a field over the limit.
+const CUT_FIELD_BYTES: usize = 128;
+
+/// `text` if it is at most [`MAX_AUDIT_FIELD_BYTES`] long, otherwise its first bytes and how
+/// long it was.
+pub fn cap(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_AUDIT_FIELD_BYTES {
+        return text.into();
+    }
+    let mut end = CUT_FIELD_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…[cut: {} bytes]", &text[..end], text.len()).into()
 }
 
 /// What happened after a record was committed: attached to it by request id. Fields equal to
@@ -272,6 +299,7 @@ pub(crate) fn outcome(e: &Error) -> &'static str {
         Error::Conflict => "aborted",
         Error::Cluster(_) | Error::AuditUnavailable => "unavailable",
         Error::Storage(_) | Error::Corrupt { .. } | Error::Internal(_) => "internal",
+        Error::RateLimited { .. } => "rate_limited",
     }
 }
 
@@ -321,6 +349,29 @@ enum Item {
 }
 
 type Pending = (Item, Option<oneshot::Sender<std::result::Result<(), String>>>);
+
+impl Item {
+    /// Bytes this item adds to a batch's Raft entry.
+    fn size(&self) -> usize {
+        match self {
+            Item::Record(r) => r.len(),
+            Item::Barrier => 0,
+            Item::Outcome(id, o) => id.len() + o.len(),
+        }
+    }
+}
+
+/// Adds `p` to `batch` unless that would take it over `max_bytes` (an empty batch takes
+/// anything); returns `p` back if it has to wait for the next batch.
+fn add(batch: &mut Vec<Pending>, bytes: &mut usize, max_bytes: usize, p: Pending) -> Option<Pending> {
+    let size = p.0.size();
+    if !batch.is_empty() && *bytes + size > max_bytes {
+        return Some(p);
+    }
+    *bytes += size;
+    batch.push(p);
+    None
+}
 
 /// This node's group-commit queue.
 #[derive(Clone)]
@@ -383,12 +434,22 @@ impl Batcher {
 
 async fn run(node: RaftNode, config: AuditConfig, mut rx: mpsc::Receiver<Pending>) {
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
+    // An item that did not fit the previous batch's byte budget opens the next one.
+    let mut carried: Option<Pending> = None;
+    loop {
+        let first = match carried.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let (mut batch, mut bytes) = (Vec::new(), 0);
+        add(&mut batch, &mut bytes, config.max_batch_bytes, first);
         // Whatever is already queued goes along.
-        while batch.len() < config.max_batch {
+        while batch.len() < config.max_batch && carried.is_none() {
             match rx.try_recv() {
-                Ok(p) => batch.push(p),
+                Ok(p) => carried = add(&mut batch, &mut bytes, config.max_batch_bytes, p),
                 Err(_) => break,
             }
         }
@@ -396,9 +457,9 @@ async fn run(node: RaftNode, config: AuditConfig, mut rx: mpsc::Receiver<Pending
         // requests is what keeps audited throughput close to unaudited.
         if in_flight.available_permits() < config.max_in_flight {
             let until = tokio::time::Instant::now() + config.flush_interval;
-            while batch.len() < config.max_batch {
+            while batch.len() < config.max_batch && carried.is_none() {
                 match tokio::time::timeout_at(until, rx.recv()).await {
-                    Ok(Some(p)) => batch.push(p),
+                    Ok(Some(p)) => carried = add(&mut batch, &mut bytes, config.max_batch_bytes, p),
                     _ => break,
                 }
             }
@@ -532,4 +593,33 @@ pub(crate) fn response_hmacs(hasher: &AuditHasher, reply: &Reply) -> BTreeMap<St
         _ => {}
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_fields_are_cut_on_a_char_boundary() {
+        assert_eq!(cap("secret/data/app/db"), "secret/data/app/db");
+        let valid = format!("secret/metadata/{}", "a".repeat(crate::MAX_PATH_BYTES));
+        assert_eq!(cap(&valid), valid.as_str(), "a valid logical path is kept whole");
+        let long = format!("secret/data/{}", "é".repeat(20_000));
+        let cut = cap(&long);
+        assert!(cut.len() < 200 && cut.ends_with(&format!("[cut: {} bytes]", long.len())), "{cut}");
+    }
+
+    #[test]
+    fn batches_are_bounded_by_bytes() {
+        let (mut batch, mut bytes) = (Vec::new(), 0);
+        let item = |n: usize| (Item::Record(vec![0; n]), None);
+        // An empty batch takes even an oversized item; then items go in while they fit.
+        assert!(add(&mut batch, &mut bytes, 100, item(150)).is_none());
+        let (mut batch2, mut bytes2) = (Vec::new(), 0);
+        assert!(add(&mut batch2, &mut bytes2, 100, item(60)).is_none());
+        assert!(add(&mut batch2, &mut bytes2, 100, (Item::Barrier, None)).is_none());
+        assert!(add(&mut batch2, &mut bytes2, 100, item(40)).is_none());
+        assert!(add(&mut batch2, &mut bytes2, 100, item(1)).is_some(), "over the byte budget: next batch");
+        assert_eq!((batch.len(), batch2.len(), bytes2), (1, 3, 100));
+    }
 }

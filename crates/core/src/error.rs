@@ -59,6 +59,11 @@ pub enum Error {
     #[error("rotation step failed: {0}")]
     Rotation(String),
 
+    /// A source sent more untrusted requests (unauthenticated, failed logins, denied) than its
+    /// budget: refused before anything was recorded or replicated (see `limits`).
+    #[error("too many {what} from {from}: over the limit of {per_second}/s (burst {burst}); retry in {retry_after_s} s. Refused requests are counted in the audit trail, not recorded one by one")]
+    RateLimited { what: &'static str, from: String, per_second: f64, burst: u32, retry_after_s: u64 },
+
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -13,6 +13,7 @@ mod error;
 mod grants;
 mod keyring;
 mod kv;
+pub mod limits;
 mod logins;
 mod path;
 mod policies;
@@ -31,6 +32,7 @@ pub use error::{Error, Result};
 pub use grants::GrantUse;
 pub use keyring::{KeyringInfo, RewrapState};
 pub use kv::{SecretMetadata, Stage, VersionMetadata, DEFAULT_MAX_VERSIONS, MAX_VALUE_BYTES};
+pub use limits::LimitsConfig;
 pub use logins::SECRET_ID_PREFIX;
 pub use path::{validate_path, validate_prefix, MAX_PATH_BYTES};
 pub use policy::{DEFAULT_POLICY, ROOT_POLICY};
@@ -39,7 +41,7 @@ pub use request::{
     TokenRef,
 };
 pub use token::{AuthSource, TokenInfo, DEFAULT_MAX_TTL_MS, TOKEN_PREFIX};
-pub use vault::Core;
+pub use vault::{Core, Rejection};
 pub use watch::{WatchEvent, WatchKind};
 
 /// Milliseconds since the Unix epoch, decided by the node that proposes a write (apply never

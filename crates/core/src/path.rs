@@ -8,7 +8,9 @@ pub const MAX_PATH_BYTES: usize = 512;
 /// Checks a secret path such as `app/db`: segments of `[A-Za-z0-9._-]`, separated by `/`, none
 /// empty, `.` or `..`, at most [`MAX_PATH_BYTES`] bytes. The error names the rule broken.
 pub fn validate_path(path: &str) -> Result<()> {
-    let bad = |rule: &str| Err(Error::InvalidArgument(format!("invalid secret path {path:?}: {rule}")));
+    // A path over the limit is quoted cut: errors are returned, logged and audited.
+    let bad =
+        |rule: &str| Err(Error::InvalidArgument(format!("invalid secret path {:?}: {rule}", crate::audit::cap(path))));
     if path.is_empty() {
         return bad("the path is empty");
     }

@@ -12,9 +12,10 @@ use serde::Serialize;
 use tracing::{info, instrument, warn};
 use zeroize::Zeroizing;
 
-use crate::audit::{AuditConfig, AuditContext, AuditFilter, AuditOutcome, AuditRecord, Batcher, AUDIT_KEY};
+use crate::audit::{cap, AuditConfig, AuditContext, AuditFilter, AuditOutcome, AuditRecord, Batcher, AUDIT_KEY};
 use crate::ceremony::{Ceremony, GenerateRootParams, RekeyParams};
 use crate::kv::{self, SecretMetadata, VersionMetadata, MAX_VALUE_BYTES};
+use crate::limits::{Class, Limiter, LimitsConfig, Ticket};
 use crate::policy::{Capability, Caps, PolicySet};
 use crate::request::TokenRef;
 use crate::seal::{InitRecord, PendingRoot, Seal, Sealer, INIT_KEY};
@@ -60,6 +61,8 @@ pub struct Core {
     audit_hasher: Arc<Mutex<Option<Arc<AuditHasher>>>>,
     /// This node's feed of applied changes, for watchers.
     pub(crate) feed: Arc<crate::watch::Feed>,
+    /// Budgets of untrusted requests per source address (see `limits`).
+    limiter: Arc<Limiter>,
 }
 
 pub(crate) fn encrypt_json<T: Serialize>(keyring: &Keyring, aad: &[u8], value: &T) -> Result<Vec<u8>> {
@@ -114,8 +117,95 @@ impl Core {
             audit_hasher: sealer.audit_hasher,
             audit_config: audit,
             rotation_settings: Arc::default(),
+            limiter: Arc::new(Limiter::new(LimitsConfig::default())),
             #[cfg(feature = "bench-unaudited")]
             audited: true,
+        }
+    }
+
+    /// The rate limits of this node's config file.
+    pub fn with_limits(self, limits: LimitsConfig) -> Core {
+        Core { limiter: Arc::new(Limiter::new(limits)), ..self }
+    }
+
+    /// Commits, every report interval, one record per source and class of untrusted requests
+    /// refused over the limit since the last one, until the task is dropped. While sealed the
+    /// counts wait for the next interval.
+    pub async fn run_rate_limit_reports(self) {
+        let mut tick = tokio::time::interval(self.limiter.config().report_interval.max(Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match self.report_rate_limited().await {
+                Ok(_) | Err(Error::Sealed) => {}
+                Err(e) => warn!(error = %e, "rate-limit report not committed; it is retried with the next one"),
+            }
+        }
+    }
+
+    /// Commits the aggregated records of requests refused over the limit since the previous
+    /// report (`RateLimited`, one per source and class, `dropped` = how many); returns how many
+    /// records. Counts that cannot be committed are kept for the next report.
+    pub async fn report_rate_limited(&self) -> Result<usize> {
+        let reports = self.limiter.take_reports();
+        if reports.is_empty() {
+            return Ok(0);
+        }
+        let keyring = match self.keyring() {
+            Ok(k) => k,
+            Err(e) => {
+                self.limiter.restore(reports);
+                return Err(e);
+            }
+        };
+        let started = std::time::Instant::now();
+        let now = now_ms();
+        let mut commits = tokio::task::JoinSet::new();
+        for r in reports {
+            let rate = match r.class {
+                Class::Unauthenticated => self.limiter.config().unauthenticated,
+                Class::FailedLogin => self.limiter.config().failed_logins,
+                Class::Denied => self.limiter.config().denied,
+            };
+            warn!(source = %r.source, class = r.class.name(), dropped = r.dropped, "requests refused over the rate limit");
+            let record = AuditRecord {
+                time_ms: now,
+                request_id: crate::audit::request_id()?,
+                node: self.node.id(),
+                remote: r.source.clone(),
+                operation: "RateLimited".into(),
+                path: format!("sys/rate-limit/{}", r.class.name()),
+                decision: r.class.name().into(),
+                outcome: "rate_limited".into(),
+                error: format!(
+                    "{} requests ({}) refused over the limit of {}/s (burst {}) in the {} ms since the first",
+                    r.dropped,
+                    r.class.name(),
+                    rate.per_second,
+                    rate.burst,
+                    now - r.since_ms
+                ),
+                dropped: r.dropped,
+                ..Default::default()
+            };
+            let (batcher, sealed) = (self.batcher.clone(), record.seal(&keyring)?);
+            commits.spawn(async move { (batcher.commit(sealed, started).await, r) });
+        }
+        let (mut committed, mut last_error) = (0, None);
+        while let Some(joined) = commits.join_next().await {
+            let Ok((result, report)) = joined else { continue };
+            match result {
+                Ok(()) => committed += 1,
+                Err(e) => {
+                    self.limiter.restore(vec![report]);
+                    last_error = Some(e);
+                }
+            }
+        }
+        match last_error {
+            Some(e) => Err(e),
+            None => Ok(committed),
         }
     }
 
@@ -218,7 +308,7 @@ impl Core {
     /// Handles one request end to end, and audits it: the reply leaves only once the request's
     /// audit record is committed (see `audit`). Seal status, health, unseal and init are not
     /// audited (a sealed node has no audit key; unseal attempts go to the node's log only).
-    #[instrument(level = "info", skip_all, fields(node = self.node.id(), op = req.op.name(), path = %req.op.logical_path(), remote = ?req.remote))]
+    #[instrument(level = "info", skip_all, fields(node = self.node.id(), op = req.op.name(), path = %cap(&req.op.logical_path()), remote = ?req.remote))]
     pub async fn handle(&self, req: Request) -> Result<Reply> {
         let audited = !matches!(
             req.op,
@@ -230,6 +320,18 @@ impl Core {
             return self.dispatch(req, &mut AuditContext::default(), true).await.inspect_err(log_failure);
         }
         let keyring = self.keyring()?;
+        // The decision as this node sees it now (read-only: no use of a use-limited token is
+        // taken). It goes into the record, whose commit is then the read barrier; the request is
+        // decided again on the current state right after, and the outcome says what happened.
+        let mut pre = AuditContext::default();
+        let known = self.precheck(&keyring, &req, &mut pre);
+        // Bounded cost before trust: an untrusted request over its source's budget is refused
+        // here, before any record is built or replicated; it is only counted.
+        let remote = req.remote;
+        let ticket = match untrusted(&req.op, &pre.decision) {
+            Some(class) => self.limiter.admit(remote, class)?,
+            None => None,
+        };
         let hasher = self.audit_hasher(&keyring).await?;
         let started = std::time::Instant::now();
         let mut record = AuditRecord {
@@ -241,15 +343,11 @@ impl Core {
             node: self.node.id(),
             remote: req.remote.map(|r| r.to_string()).unwrap_or_default(),
             operation: req.op.name().to_string(),
-            path: req.op.logical_path(),
+            path: cap(&req.op.logical_path()).into_owned(),
             request_hmacs: crate::audit::request_hmacs(&hasher, &req),
             ..Default::default()
         };
-        // The decision as this node sees it now (read-only: no use of a use-limited token is
-        // taken). It goes into the record, whose commit is then the read barrier; the request is
-        // decided again on the current state right after, and the outcome says what happened.
-        let mut pre = AuditContext::default();
-        let known = self.precheck(&keyring, &req, &mut pre);
+        let login = matches!(req.op, Operation::Login(_) | Operation::GenerateRoot { .. } | Operation::Rekey { .. });
         pre.fill(&mut record);
         // A seal needs no quorum (it protects): it is handled first, recorded after.
         let seal = matches!(req.op, Operation::Seal);
@@ -259,6 +357,7 @@ impl Core {
         }
         let mut ctx = AuditContext { known, ..Default::default() };
         let result = self.dispatch(req, &mut ctx, false).await;
+        self.settle(remote, ticket, untrusted_outcome(login, &ctx.decision, &result));
         // The outcome carries only what the record does not already say.
         let changed = ctx.decision != record.decision || ctx.capability != record.capability;
         let mut outcome = AuditOutcome {
@@ -277,7 +376,7 @@ impl Core {
             Err(e) => {
                 log_failure(e);
                 outcome.outcome = crate::audit::outcome(e).into();
-                outcome.error = e.to_string();
+                outcome.error = cap(&e.to_string()).into_owned();
             }
         }
         if seal {
@@ -287,6 +386,60 @@ impl Core {
             self.batcher.outcome(outcome.request_id.clone(), outcome.seal(&keyring)?);
         }
         result
+    }
+
+    /// Squares a request's charge with its outcome: the token taken up front is kept if the
+    /// request was what it looked like, given back if not (a login that succeeded), and a
+    /// request that turned out untrusted after all is charged.
+    fn settle(&self, remote: Option<std::net::SocketAddr>, ticket: Option<Ticket>, class: Option<Class>) {
+        match (ticket, class) {
+            (Some(t), Some(c)) if t.class() == c => {}
+            (Some(t), c) => {
+                self.limiter.refund(t);
+                if let Some(c) = c {
+                    self.limiter.charge(remote, c);
+                }
+            }
+            (None, Some(c)) => self.limiter.charge(remote, c),
+            (None, None) => {}
+        }
+    }
+
+    /// Audits a request that a front refused before it became an operation (malformed, over a
+    /// size limit, an unknown route, too many watch prefixes), like any other: one record,
+    /// committed before the refusal is answered, and subject to the same limits, so refusals
+    /// cannot become a way to make the cluster write. `Ok` once recorded; the front then sends
+    /// its own error. `Err` (sealed, over the limit, audit unavailable) replaces it.
+    pub async fn record_rejection(&self, r: Rejection) -> Result<()> {
+        let keyring = self.keyring()?;
+        let caller = self.stored_caller(&keyring, r.token.as_deref());
+        if caller.is_none() {
+            self.limiter.admit(r.remote, Class::Unauthenticated)?;
+        }
+        let hasher = self.audit_hasher(&keyring).await?;
+        let started = std::time::Instant::now();
+        let mut record = AuditRecord {
+            time_ms: now_ms(),
+            request_id: match r.request_id {
+                Some(id) => cap(&id).into_owned(),
+                None => crate::audit::request_id()?,
+            },
+            node: self.node.id(),
+            remote: r.remote.map(|a| a.to_string()).unwrap_or_default(),
+            operation: format!("Rejected.{}", cap(&r.kind)),
+            path: cap(&r.path).into_owned(),
+            decision: if caller.is_some() { "none" } else { "unauthenticated" }.into(),
+            outcome: cap(&r.outcome).into_owned(),
+            error: cap(&r.error).into_owned(),
+            ..Default::default()
+        };
+        if let Some((_, c)) = &caller {
+            record.caller = crate::audit::AuditCaller::of(&c.info);
+        }
+        if let Some(t) = &r.token {
+            record.request_hmacs.insert("token".into(), hasher.hash(t.as_bytes()));
+        }
+        self.batcher.commit(record.seal(&keyring)?, started).await
     }
 
     /// The caller and the decision on this node's current state, without side effects. Returns
@@ -991,8 +1144,57 @@ fn not_found(path: &str) -> Error {
 }
 
 fn log_failure(e: &Error) {
-    // The message never holds secrets (see `Error`).
-    info!(error = %e, "request failed");
+    // Refusals over a rate limit are counted and reported in aggregate, not logged one by one.
+    if matches!(e, Error::RateLimited { .. }) {
+        return;
+    }
+    // The message never holds secrets (see `Error`); it may quote what the caller sent.
+    info!(error = %cap(&e.to_string()), "request failed");
+}
+
+/// The class of untrusted request `op` is, from the pre-barrier decision: credentials checks
+/// (logins, share ceremonies) are charged up front and refunded if they succeed.
+fn untrusted(op: &Operation, decision: &str) -> Option<Class> {
+    match (op, decision) {
+        (Operation::Login(_) | Operation::GenerateRoot { .. } | Operation::Rekey { .. }, _) => Some(Class::FailedLogin),
+        (_, "unauthenticated") => Some(Class::Unauthenticated),
+        (_, "denied") => Some(Class::Denied),
+        _ => None,
+    }
+}
+
+/// The class a handled request turned out to be, if untrusted.
+fn untrusted_outcome(login: bool, decision: &str, result: &Result<Reply>) -> Option<Class> {
+    match result {
+        // A failure of the cluster is not the caller's.
+        Err(Error::Cluster(_) | Error::AuditUnavailable | Error::Storage(_) | Error::Internal(_) | Error::Sealed) => {
+            None
+        }
+        Err(_) if login => Some(Class::FailedLogin),
+        _ if login => None,
+        _ => match decision {
+            "unauthenticated" => Some(Class::Unauthenticated),
+            "denied" => Some(Class::Denied),
+            _ => None,
+        },
+    }
+}
+
+/// A request a front refused before it became an [`Operation`]; see [`Core::record_rejection`].
+pub struct Rejection {
+    /// The token the request carried, if any (only its HMAC is recorded).
+    pub token: Option<Zeroizing<String>>,
+    pub remote: Option<std::net::SocketAddr>,
+    /// The id the front gave the request, if it made one.
+    pub request_id: Option<String>,
+    /// How it arrived: the HTTP method, or `grpc`.
+    pub kind: String,
+    /// The HTTP path or the gRPC method.
+    pub path: String,
+    /// The error kind, as in records (`invalid_argument`, `not_found`, …).
+    pub outcome: String,
+    /// The message the client gets.
+    pub error: String,
 }
 
 #[cfg(test)]

@@ -35,6 +35,20 @@
 //! retention_days = 0            # leader trims older records (0: keep all)
 //! retention_max_records = 0     # leader keeps at most this many (0: no limit)
 //! mirror = ""                   # "stdout" or a file: committed records as JSON lines
+//! max_batch_bytes = 1048576     # group commit: most bytes of records in one Raft entry
+//!
+//! [limits]                      # optional; per source address (IPv6: per /64), loopback too
+//! unauthenticated_per_second = 10   # requests without a valid token (0: no limit)
+//! unauthenticated_burst = 100
+//! failed_logins_per_second = 1      # logins (and share ceremonies) refused
+//! failed_logins_burst = 20
+//! denied_per_second = 10            # valid tokens asking beyond their policies
+//! denied_burst = 100
+//! report_interval_s = 10        # one aggregated audit record per source, class and interval
+//! max_sources = 65536           # sources tracked; beyond, new ones share one budget
+//! watch_streams_per_token = 16  # concurrent Watch streams of one token
+//! audit_tails_per_token = 4     # concurrent audit tails of one token
+//! idle_timeout_s = 60           # a connection silent this long is closed
 //! ```
 
 use std::net::SocketAddr;
@@ -65,6 +79,91 @@ pub struct Config {
     /// encrypted. Core dumps are disabled either way.
     #[serde(default)]
     pub disable_mlock: bool,
+    #[serde(default)]
+    pub limits: LimitsSettings,
+}
+
+/// What one source may cost the cluster before it is trusted, and per-token stream bounds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSettings {
+    pub unauthenticated_per_second: f64,
+    pub unauthenticated_burst: u32,
+    pub failed_logins_per_second: f64,
+    pub failed_logins_burst: u32,
+    pub denied_per_second: f64,
+    pub denied_burst: u32,
+    pub report_interval_s: u64,
+    pub max_sources: usize,
+    pub watch_streams_per_token: usize,
+    pub audit_tails_per_token: usize,
+    pub idle_timeout_s: u64,
+}
+
+impl Default for LimitsSettings {
+    fn default() -> Self {
+        let d = arca_core::LimitsConfig::default();
+        LimitsSettings {
+            unauthenticated_per_second: d.unauthenticated.per_second,
+            unauthenticated_burst: d.unauthenticated.burst,
+            failed_logins_per_second: d.failed_logins.per_second,
+            failed_logins_burst: d.failed_logins.burst,
+            denied_per_second: d.denied.per_second,
+            denied_burst: d.denied.burst,
+            report_interval_s: d.report_interval.as_secs(),
+            max_sources: d.max_sources,
+            watch_streams_per_token: 16,
+            audit_tails_per_token: 4,
+            idle_timeout_s: 60,
+        }
+    }
+}
+
+impl LimitsSettings {
+    pub fn core_config(&self) -> arca_core::LimitsConfig {
+        use arca_core::limits::Rate;
+        arca_core::LimitsConfig {
+            unauthenticated: Rate { per_second: self.unauthenticated_per_second, burst: self.unauthenticated_burst },
+            failed_logins: Rate { per_second: self.failed_logins_per_second, burst: self.failed_logins_burst },
+            denied: Rate { per_second: self.denied_per_second, burst: self.denied_burst },
+            report_interval: Duration::from_secs(self.report_interval_s),
+            max_sources: self.max_sources,
+        }
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_s)
+    }
+
+    fn check(&self) -> Result<()> {
+        for (name, per_second, burst) in [
+            ("unauthenticated", self.unauthenticated_per_second, self.unauthenticated_burst),
+            ("failed_logins", self.failed_logins_per_second, self.failed_logins_burst),
+            ("denied", self.denied_per_second, self.denied_burst),
+        ] {
+            if !per_second.is_finite() || per_second < 0.0 {
+                return Err(Error::Config(format!(
+                    "limits.{name}_per_second: must be a number ≥ 0 (0 turns the limit off)"
+                )));
+            }
+            if per_second > 0.0 && burst == 0 {
+                return Err(Error::Config(format!("limits.{name}_burst: must be at least 1 while the limit is on")));
+            }
+        }
+        let positive = [
+            ("limits.report_interval_s", self.report_interval_s as usize),
+            ("limits.max_sources", self.max_sources),
+            ("limits.watch_streams_per_token", self.watch_streams_per_token),
+            ("limits.audit_tails_per_token", self.audit_tails_per_token),
+            ("limits.idle_timeout_s", self.idle_timeout_s as usize),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(Error::Config(format!("{field}: must be at least 1")));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What rotators may run and call on this node (never settable through the API).
@@ -104,6 +203,7 @@ pub struct AuditSettings {
     pub retention_days: u64,
     pub retention_max_records: u64,
     pub mirror: String,
+    pub max_batch_bytes: usize,
 }
 
 impl Default for AuditSettings {
@@ -116,6 +216,7 @@ impl Default for AuditSettings {
             retention_days: 0,
             retention_max_records: 0,
             mirror: String::new(),
+            max_batch_bytes: d.max_batch_bytes,
         }
     }
 }
@@ -125,6 +226,7 @@ impl AuditSettings {
         arca_core::AuditConfig {
             flush_interval: Duration::from_millis(self.flush_interval_ms),
             max_batch: self.max_batch.max(1),
+            max_batch_bytes: self.max_batch_bytes.max(1),
             deadline: Duration::from_millis(self.deadline_ms.max(100)),
             retention_max_age: (self.retention_days > 0).then(|| Duration::from_secs(self.retention_days * 86_400)),
             retention_max_records: (self.retention_max_records > 0).then_some(self.retention_max_records),
@@ -236,6 +338,7 @@ impl Config {
             return bad("raft: need 0 < heartbeat_ms < election_min_ms < election_max_ms");
         }
         self.rotation.settings().check().map_err(|e| Error::Config(format!("rotation: {e}")))?;
+        self.limits.check()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return Err(Error::Config(format!("log_level: {:?} is not a valid filter (try \"info\")", self.log_level)));
         }
@@ -307,6 +410,12 @@ key = "n-key.pem"
         let c = Config::parse(GOOD).unwrap();
         assert_eq!(c.log_level, "info");
         assert_eq!(c.raft.heartbeat_ms, 75);
+        let limits = c.limits.core_config();
+        assert_eq!(limits, arca_core::LimitsConfig::default(), "no [limits] section: the defaults");
+        let c =
+            Config::parse(&format!("{GOOD}\n[limits]\nunauthenticated_per_second = 2\nunauthenticated_burst = 5\n"))
+                .unwrap();
+        assert_eq!(c.limits.core_config().unauthenticated.per_second, 2.0);
     }
 
     #[test]
@@ -322,6 +431,10 @@ key = "n-key.pem"
             (GOOD.replace("ca = \"cluster-ca.pem\"\n", ""), "cluster.ca, cluster.cert, cluster.key: required"),
             (GOOD.replace("key = \"n-cluster-key.pem\"\n", ""), "never tls.ca"),
             (GOOD.replace("cluster-ca.pem", "ca.pem"), "must not be the client-facing tls.ca"),
+            (format!("{GOOD}\n[limits]\ndenied_burst = 0"), "limits.denied_burst"),
+            (format!("{GOOD}\n[limits]\nfailed_logins_per_second = -1"), "limits.failed_logins_per_second"),
+            (format!("{GOOD}\n[limits]\nidle_timeout_s = 0"), "limits.idle_timeout_s"),
+            (format!("{GOOD}\n[limits]\nper_second = 3"), "per_second"),
         ] {
             let err = Config::parse(&edit).unwrap_err().to_string();
             assert!(err.contains(field), "expected {field:?} in: {err}");

@@ -7,6 +7,7 @@ pub mod certs;
 pub mod config;
 mod error;
 mod http;
+mod limits;
 mod server;
 pub mod tls;
 

@@ -43,8 +43,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .map_err(|source| Error::Listen { addr: config.api.listen.to_string(), source })?;
-    let core = Core::with_audit(node.clone(), config.audit.core_config()).with_rotation(config.rotation.settings());
+    let core = Core::with_audit(node.clone(), config.audit.core_config())
+        .with_rotation(config.rotation.settings())
+        .with_limits(config.limits.core_config());
     let maintenance = tokio::spawn(core.clone().run_maintenance());
+    let limit_reports = tokio::spawn(core.clone().run_rate_limit_reports());
     let rotations = tokio::spawn(core.clone().run_rotations());
     let mirror = match config.audit.mirror.as_str() {
         "" => None,
@@ -58,7 +61,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             Some(tokio::spawn(core.clone().mirror_audit(Box::new(file))))
         }
     };
-    let api = Api { core };
+    let streams = std::sync::Arc::new(crate::limits::StreamSlots::new(
+        config.limits.watch_streams_per_token,
+        config.limits.audit_tails_per_token,
+    ));
+    let api = Api { core, streams };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -66,28 +73,39 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let acceptor = crate::tls::acceptor(&tls)?;
     info!(api = %config.api.listen, cluster = %config.cluster.listen, node = config.node_id, "arca server listening (sealed)");
     let core = api.core.clone();
+    // Every message decoded on the client port is bounded like an HTTP body (tonic's default
+    // is 4 MiB): a request's size is what an unauthenticated caller controls.
+    const MAX: usize = crate::limits::MAX_GRPC_MESSAGE_BYTES;
     let grpc = tonic::service::Routes::builder()
-        .add_service(proto::sys_server::SysServer::new(api.clone()))
-        .add_service(proto::kv_server::KvServer::new(api.clone()))
-        .add_service(proto::token_server::TokenServer::new(api.clone()))
-        .add_service(proto::policy_server::PolicyServer::new(api.clone()))
-        .add_service(proto::auth_server::AuthServer::new(api.clone()))
-        .add_service(proto::audit_server::AuditServer::new(api.clone()))
-        .add_service(proto::rotation_server::RotationServer::new(api.clone()))
-        .add_service(proto::watch_server::WatchServer::new(api))
+        .add_service(proto::sys_server::SysServer::new(api.clone()).max_decoding_message_size(MAX))
+        .add_service(proto::kv_server::KvServer::new(api.clone()).max_decoding_message_size(MAX))
+        .add_service(proto::token_server::TokenServer::new(api.clone()).max_decoding_message_size(MAX))
+        .add_service(proto::policy_server::PolicyServer::new(api.clone()).max_decoding_message_size(MAX))
+        .add_service(proto::auth_server::AuthServer::new(api.clone()).max_decoding_message_size(MAX))
+        .add_service(proto::audit_server::AuditServer::new(api.clone()).max_decoding_message_size(MAX))
+        .add_service(proto::rotation_server::RotationServer::new(api.clone()).max_decoding_message_size(MAX))
+        .add_service(proto::watch_server::WatchServer::new(api).max_decoding_message_size(MAX))
         .add_service(reflection)
         .clone()
         .routes()
         .into_axum_router();
     // One port, two fronts: gRPC (HTTP/2) and the Vault-compatible HTTP API (HTTP/1.1 or 2),
     // told apart by content type.
+    // Idle connections: a connection silent for `idle_timeout` is closed (tls.rs); HTTP/2
+    // pings a third as often, so a live client's quiet connection (a watch between progress
+    // events, a following tail) is not silent, and a dead one is detected. HTTP/1 keep-alive
+    // connections also fall under hyper's 30 s header-read timeout.
+    let idle = config.limits.idle_timeout();
     let served = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(30))
         .accept_http1(true)
+        .http2_keepalive_interval(Some(idle / 3))
+        .http2_keepalive_timeout(Some(idle / 3))
         .add_routes(tonic::service::Routes::from(crate::http::serve_both(grpc, core)))
-        .serve_with_incoming_shutdown(crate::tls::incoming(listener, acceptor), shutdown)
+        .serve_with_incoming_shutdown(crate::tls::incoming(listener, acceptor, idle), shutdown)
         .await;
     maintenance.abort();
+    limit_reports.abort();
     rotations.abort();
     if let Some(m) = mirror {
         m.abort();

@@ -12,6 +12,7 @@
 //!   and only the cert login method gives it meaning, by verifying it against the CA of a role.
 //!   Every other operation ignores it.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -29,6 +30,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::Connected;
@@ -124,10 +126,45 @@ pub(crate) fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// One accepted TLS connection.
+/// One accepted TLS connection. It is closed once nothing has been read or written for
+/// `idle` (an error from a read that would otherwise wait on), so a client that completes the
+/// handshake and then stays silent does not hold a connection forever.
 pub(crate) struct TlsConnection {
     stream: TlsStream<TcpStream>,
     info: ClientInfo,
+    idle: Duration,
+    last: Instant,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl TlsConnection {
+    fn new(stream: TlsStream<TcpStream>, info: ClientInfo, idle: Duration) -> TlsConnection {
+        let last = Instant::now();
+        TlsConnection { stream, info, idle, last, timer: Box::pin(tokio::time::sleep_until(last + idle)) }
+    }
+
+    fn active(&mut self, bytes: usize) {
+        if bytes > 0 {
+            self.last = Instant::now();
+        }
+    }
+
+    /// Called while a read waits: fails the read once the connection has been idle too long.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let deadline = self.last + self.idle;
+            if Instant::now() >= deadline {
+                debug!(remote = ?self.info.remote, idle = ?self.idle, "closing an idle connection");
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle")));
+            }
+            if self.timer.deadline() != deadline {
+                self.timer.as_mut().reset(deadline);
+            }
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
 }
 
 impl Connected for TlsConnection {
@@ -140,13 +177,25 @@ impl Connected for TlsConnection {
 
 impl AsyncRead for TlsConnection {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                let read = buf.filled().len() - before;
+                self.active(read);
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.poll_idle(cx),
+        }
     }
 }
 
 impl AsyncWrite for TlsConnection {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            self.active(n);
+        }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -162,7 +211,11 @@ impl AsyncWrite for TlsConnection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = written {
+            self.active(n);
+        }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -175,6 +228,7 @@ impl AsyncWrite for TlsConnection {
 pub(crate) fn incoming(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    idle: Duration,
 ) -> impl Stream<Item = io::Result<TlsConnection>> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel::<TlsConnection>(MAX_PENDING_HANDSHAKES);
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
@@ -206,7 +260,7 @@ pub(crate) fn incoming(
                             .map(|c| c.iter().map(|d| d.to_vec()).collect())
                             .unwrap_or_default();
                         let info = ClientInfo { remote: Some(remote), certs: Arc::new(certs) };
-                        let _ = tx.send(TlsConnection { stream, info }).await;
+                        let _ = tx.send(TlsConnection::new(stream, info, idle)).await;
                     }
                     Ok(Err(e)) => debug!(%remote, error = %e, "TLS handshake failed"),
                     Err(_) => debug!(%remote, "TLS handshake timed out"),

@@ -34,6 +34,7 @@ fn record(r: AuditRecord) -> proto::AuditRecord {
         duration_us: r.duration_us,
         request_hmacs: r.request_hmacs.into_iter().collect(),
         response_hmacs: r.response_hmacs.into_iter().collect(),
+        dropped: r.dropped,
     }
 }
 
@@ -70,13 +71,18 @@ impl proto::audit_server::Audit for Api {
 
     async fn tail(&self, req: GrpcRequest<proto::TailAuditRequest>) -> R<Self::TailStream> {
         let (last, follow) = (req.get_ref().last as u64, req.get_ref().follow);
+        // A following tail is held open until its client leaves: bounded per token.
+        let slot = match follow {
+            true => Some(self.streams.acquire(crate::limits::StreamKind::AuditTail, super::token(&req).as_ref())?),
+            false => None,
+        };
         // The opening request is authorized and audited like any other; what follows on the
         // stream continues it.
         let from_seq = self.core.audit_head().saturating_sub(last) + 1;
         let first = self.records(&req, AuditFilter { from_seq, limit: 10_000, ..Default::default() }).await?;
         let core = self.core.clone();
         let token = super::token(&req);
-        let stream = async_stream(first, follow, move |from_seq| {
+        let stream = async_stream(first, follow, slot, move |from_seq| {
             let filter = AuditFilter { from_seq, limit: 10_000, ..Default::default() };
             core.audit_records_after_authorization(token.as_ref(), &filter).map_err(status)
         });
@@ -133,10 +139,13 @@ fn hex(bytes: &[u8]) -> String {
 fn async_stream(
     first: Vec<AuditRecord>,
     follow: bool,
+    slot: Option<crate::limits::Slot>,
     next: impl Fn(u64) -> Result<Vec<AuditRecord>, Status> + Send + 'static,
 ) -> impl Stream<Item = Result<proto::AuditRecord, Status>> + Send {
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     tokio::spawn(async move {
+        // Given back when the tail ends (the client went away, or its token no longer may).
+        let _slot = slot;
         let mut after = first.last().map_or(0, |r| r.seq);
         for r in first {
             if tx.send(Ok(record(r))).await.is_err() {

@@ -29,6 +29,7 @@ pub(crate) fn status(e: CoreError) -> Status {
         CoreError::NotFound(_) => Status::not_found(msg),
         CoreError::Conflict => Status::aborted(msg),
         CoreError::Storage(_) | CoreError::Corrupt { .. } | CoreError::Internal(_) => Status::internal(msg),
+        CoreError::RateLimited { .. } => Status::resource_exhausted(msg),
     }
 }
 
@@ -42,11 +43,16 @@ pub(crate) fn token<T>(req: &GrpcRequest<T>) -> Option<Zeroizing<String>> {
 #[derive(Clone)]
 pub(crate) struct Api {
     pub core: Core,
+    /// Open watch streams and audit tails per token.
+    pub streams: std::sync::Arc<crate::limits::StreamSlots>,
 }
 
 impl Api {
     async fn call<T>(&self, req: &GrpcRequest<T>, op: Operation) -> Result<Reply, Status> {
         let client = req.extensions().get::<crate::tls::ClientInfo>();
+        if let Some(seen) = req.extensions().get::<crate::limits::Seen>() {
+            seen.mark();
+        }
         let request = Request {
             token: token(req),
             remote: client.and_then(|c| c.remote),

@@ -49,6 +49,7 @@ impl proto::watch_server::Watch for Api {
                 prefixes.len()
             )));
         }
+        let slot = self.streams.acquire(crate::limits::StreamKind::Watch, super::token(&req).as_ref())?;
         // Each prefix is opened like a read of it: authorized (read on secret/data/<prefix>)
         // and audited. The events that follow are re-authorized one by one by the core.
         for prefix in &prefixes {
@@ -60,8 +61,9 @@ impl proto::watch_server::Watch for Api {
         let span = info_span!("watch", prefixes = prefixes.len(), after = ?req.get_ref().after_seq);
         let _entered = span.enter();
         let rx = self.core.watch(super::token(&req), prefixes, req.get_ref().after_seq);
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item.map(event).map_err(status), rx))
+        // The slot lives as long as the stream: tonic drops it when the client goes away.
+        let stream = futures::stream::unfold((rx, slot), |(mut rx, slot)| async move {
+            rx.recv().await.map(|item| (item.map(event).map_err(status), (rx, slot)))
         });
         Ok(Response::new(Box::pin(stream)))
     }

@@ -27,19 +27,55 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Serves gRPC and the Vault HTTP API from one router: `application/grpc*` requests go to the
 /// gRPC services, everything else to the HTTP API.
 pub(crate) fn serve_both(grpc: axum::Router, core: Core) -> axum::Router {
-    let http = axum::Router::new().fallback(handle).with_state(core);
+    let http = axum::Router::new().fallback(handle).with_state(core.clone());
     axum::Router::new().fallback(move |req: axum::extract::Request| async move {
         let is_grpc = req
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("application/grpc"));
-        let routed = if is_grpc { grpc.oneshot(req).await } else { http.oneshot(req).await };
-        match routed {
-            Ok(response) => response,
-            Err(never) => match never {},
+        if is_grpc {
+            grpc_audited(grpc, core, req).await
+        } else {
+            match http.oneshot(req).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
         }
     })
+}
+
+/// A gRPC request, with the ones refused before they reached the core (a message over the size
+/// limit, an unknown method, arguments the service could not translate, too many watch
+/// prefixes, a stream limit) audited as rejections, under the same rate limits as the rest.
+async fn grpc_audited(grpc: axum::Router, core: Core, mut req: axum::extract::Request) -> Response {
+    let seen = crate::limits::Seen::default();
+    req.extensions_mut().insert(seen.clone());
+    let token = crate::limits::bearer(req.headers());
+    let remote = req.extensions().get::<crate::tls::ClientInfo>().and_then(|c| c.remote);
+    let method = req.uri().path().to_string();
+    let response = match grpc.oneshot(req).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    if seen.is_marked() {
+        return response;
+    }
+    let Some(status) = crate::limits::grpc_error(&response) else { return response };
+    let status = crate::limits::oversized(&status).unwrap_or(status);
+    let rejection = arca_core::Rejection {
+        token,
+        remote,
+        request_id: None,
+        kind: "grpc".into(),
+        path: method,
+        outcome: crate::limits::outcome_name(status.code()).into(),
+        error: status.message().to_string(),
+    };
+    match core.record_rejection(rejection).await {
+        Ok(()) | Err(CoreError::Sealed) => status.into_http(),
+        Err(refused) => crate::api::status(refused).into_http(),
+    }
 }
 
 /// Vault's verbs: `LIST` is its own (or `GET ?list=true`); `PUT` and `POST` are the same.
@@ -56,6 +92,8 @@ pub(crate) enum Verb {
 /// What a handler needs of the HTTP request.
 pub(crate) struct Ctx {
     core: Core,
+    /// Marked once the core has the request: failures before that are audited as rejections.
+    seen: crate::limits::Seen,
     token: Option<Zeroizing<String>>,
     remote: Option<std::net::SocketAddr>,
     certs: Vec<Vec<u8>>,
@@ -68,6 +106,7 @@ pub(crate) struct Ctx {
 impl Ctx {
     /// Runs `op` through the core, as a request of this HTTP caller.
     pub async fn call(&self, op: Operation) -> Result<Reply, HttpError> {
+        self.seen.mark();
         let request = Request {
             token: self.token.clone(),
             remote: self.remote,
@@ -190,11 +229,13 @@ pub(crate) fn bare(status: StatusCode, body: Value) -> Response {
 pub(crate) struct HttpError {
     pub status: StatusCode,
     pub message: String,
+    /// Seconds, for `Retry-After` (429).
+    pub retry_after: Option<u64>,
 }
 
 impl HttpError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> HttpError {
-        HttpError { status, message: message.into() }
+        HttpError { status, message: message.into(), retry_after: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> HttpError {
@@ -231,6 +272,13 @@ impl From<CoreError> for HttpError {
             CoreError::Storage(_) | CoreError::Corrupt { .. } | CoreError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
+            CoreError::RateLimited { retry_after_s, .. } => {
+                return HttpError {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    message: e.to_string(),
+                    retry_after: Some(*retry_after_s),
+                }
+            }
         };
         HttpError::new(status, e.to_string())
     }
@@ -238,7 +286,22 @@ impl From<CoreError> for HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        bare(self.status, json!({ "errors": [self.message] }))
+        let mut response = bare(self.status, json!({ "errors": [self.message] }));
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// The audit trail's name for an HTTP error status.
+fn outcome_name(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "unimplemented",
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::URI_TOO_LONG => "resource_exhausted",
+        s if s.is_server_error() => "internal",
+        _ => "invalid_argument",
     }
 }
 
@@ -320,30 +383,30 @@ async fn handle(axum::extract::State(core): axum::extract::State<Core>, req: axu
     let (parts, body) = req.into_parts();
     let request_id = arca_core::audit::request_id().unwrap_or_default();
     let path = parts.uri.path().to_string();
-    let span = info_span!("http", method = %parts.method, path = %path, request_id = %request_id);
-    let response = async {
+    let span =
+        info_span!("http", method = %parts.method, path = %arca_core::audit::cap(&path), request_id = %request_id);
+    let seen = crate::limits::Seen::default();
+    let client = parts.extensions.get::<crate::tls::ClientInfo>();
+    let remote = client.and_then(|c| c.remote);
+    let result = async {
         let query = query(&parts.uri);
         let Some(verb) = verb(&parts.method, &query) else {
-            return HttpError::new(StatusCode::METHOD_NOT_ALLOWED, format!("unsupported method {}", parts.method))
-                .into_response();
+            return Err(HttpError::new(StatusCode::METHOD_NOT_ALLOWED, format!("unsupported method {}", parts.method)));
         };
-        let Some(route) = path.strip_prefix("/v1/") else { return HttpError::no_route(&path).into_response() };
-        let body = match json_body(&parts.headers, verb, body).await {
-            Ok(body) => body,
-            Err(e) => return e.into_response(),
-        };
-        let client = parts.extensions.get::<crate::tls::ClientInfo>();
+        let Some(route) = path.strip_prefix("/v1/") else { return Err(HttpError::no_route(&path)) };
+        let body = json_body(&parts.headers, verb, body).await?;
         let ctx = Ctx {
-            core,
+            core: core.clone(),
+            seen: seen.clone(),
             token: token(&parts.headers),
-            remote: client.and_then(|c| c.remote),
+            remote,
             certs: client.map(|c| c.certs.to_vec()).unwrap_or_default(),
             request_id: request_id.clone(),
             verb,
             query,
             body,
         };
-        let routed = if let Some(rest) = route.strip_prefix("sys/") {
+        if let Some(rest) = route.strip_prefix("sys/") {
             sys::route(&ctx, rest).await
         } else if let Some(rest) = route.strip_prefix("secret/") {
             kv::route(&ctx, rest).await
@@ -351,12 +414,32 @@ async fn handle(axum::extract::State(core): axum::extract::State<Core>, req: axu
             auth::route(&ctx, rest).await
         } else {
             Err(HttpError::no_route(route))
-        };
-        routed.unwrap_or_else(IntoResponse::into_response)
+        }
     }
     .instrument(span)
     .await;
-    let mut response = response;
+    let mut response = match result {
+        Ok(response) => response,
+        // Refused here, before the core had it (malformed, unknown route, body too large):
+        // audited like any other request, and under the same limits.
+        Err(e) if !seen.is_marked() => {
+            let rejection = arca_core::Rejection {
+                token: token(&parts.headers),
+                remote,
+                request_id: Some(request_id.clone()),
+                kind: parts.method.to_string(),
+                path: path.clone(),
+                outcome: outcome_name(e.status).into(),
+                error: e.message.clone(),
+            };
+            match core.record_rejection(rejection).await {
+                // Sealed: there is no audit key to record with, and the refusal says nothing.
+                Ok(()) | Err(CoreError::Sealed) => e.into_response(),
+                Err(refused) => HttpError::from(refused).into_response(),
+            }
+        }
+        Err(e) => e.into_response(),
+    };
     if let Ok(id) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", id);
     }
