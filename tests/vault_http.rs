@@ -41,9 +41,9 @@ fn fresh_node(c: &DevCluster) -> FreshNode {
     let config: String = node1
         .lines()
         .map(|l| {
-            if l.starts_with("node_id") {
-                "node_id = 9".to_string()
-            } else if l.starts_with("data_dir") {
+            // Its own cluster of one, so it keeps node 1's id: its cluster certificate names
+            // `node-1.arca`, and a node refuses a certificate that does not name its id.
+            if l.starts_with("data_dir") {
                 format!("data_dir = {:?}", dir.join("data"))
             } else {
                 l.replace(&format!(":{api1}\""), &format!(":{base}\""))

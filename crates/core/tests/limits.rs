@@ -128,8 +128,10 @@ async fn untrusted_requests_over_the_limit_are_refused_before_any_write_and_repo
     let count = |class: &str| limited.iter().filter(|r| r.decision == class).map(|r| r.dropped).sum::<u64>();
     assert_eq!((count("unauthenticated"), count("denied"), count("failed_login")), (20, 1, 5), "{limited:#?}");
     assert!(limited.iter().all(|r| r.remote == "10.9.9.9" && r.outcome == "rate_limited"));
-    let cut: Vec<_> =
-        all.iter().filter(|r| r.operation == "KvGet" && r.remote == attacker && r.decision == "unauthenticated").collect();
+    let cut: Vec<_> = all
+        .iter()
+        .filter(|r| r.operation == "KvGet" && r.remote == attacker && r.decision == "unauthenticated")
+        .collect();
     assert_eq!(cut.len(), 3);
     assert!(cut.iter().all(|r| r.path.len() < 200 && r.path.ends_with(&format!("[cut: {} bytes]", huge.len() + 12))));
 }
