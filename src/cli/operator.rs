@@ -181,16 +181,10 @@ pub async fn run(cmd: OperatorCommand, client: &Client, format: Format) -> CliRe
             if let Some(pad) = &otp {
                 req.otp = pad.clone();
                 req.set_action(proto::CeremonyAction::Init);
-            } else if status {
-                req.set_action(proto::CeremonyAction::Status);
             } else {
-                req.nonce = nonce.ok_or_else(|| CliError::new("--nonce is needed: ask whoever ran --init for it"))?;
-                if cancel {
-                    req.set_action(proto::CeremonyAction::Cancel);
-                } else {
-                    req.share = share_arg(share, false)?;
-                    req.set_action(proto::CeremonyAction::Update);
-                }
+                let (action, nonce, share) = ceremony_step(status, cancel, nonce, share)?;
+                (req.nonce, req.share) = (nonce, share);
+                req.set_action(action);
             }
             let r = client.sys().generate_root(client.req(req)).await?.into_inner();
             let st = r.status.unwrap_or_default();
@@ -235,16 +229,10 @@ pub async fn run(cmd: OperatorCommand, client: &Client, format: Format) -> CliRe
                 req.shares = key_shares;
                 req.threshold = key_threshold;
                 req.set_action(proto::CeremonyAction::Init);
-            } else if status {
-                req.set_action(proto::CeremonyAction::Status);
             } else {
-                req.nonce = nonce.ok_or_else(|| CliError::new("--nonce is needed: ask whoever ran --init for it"))?;
-                if cancel {
-                    req.set_action(proto::CeremonyAction::Cancel);
-                } else {
-                    req.share = share_arg(share, false)?;
-                    req.set_action(proto::CeremonyAction::Update);
-                }
+                let (action, nonce, share) = ceremony_step(status, cancel, nonce, share)?;
+                (req.nonce, req.share) = (nonce, share);
+                req.set_action(action);
             }
             let r = client.sys().rekey(client.req(req)).await?.into_inner();
             let mut out = ceremony_json(&r.status.unwrap_or_default());
@@ -269,6 +257,25 @@ fn ceremony_json(s: &proto::CeremonyStatus) -> serde_json::Value {
         v["new_threshold"] = json!(s.new_threshold);
     }
     v
+}
+
+/// A ceremony step other than `--init`: its status, or (with the nonce) a cancel or one share.
+/// Returns the action, the nonce and the share to send.
+fn ceremony_step(
+    status: bool,
+    cancel: bool,
+    nonce: Option<String>,
+    share: Option<String>,
+) -> CliResult<(proto::CeremonyAction, String, String)> {
+    if status {
+        return Ok((proto::CeremonyAction::Status, String::new(), String::new()));
+    }
+    let nonce = nonce.ok_or_else(|| CliError::new("--nonce is needed: ask whoever ran --init for it"))?;
+    if cancel {
+        Ok((proto::CeremonyAction::Cancel, nonce, String::new()))
+    } else {
+        Ok((proto::CeremonyAction::Update, nonce, share_arg(share, false)?))
+    }
 }
 
 fn share_arg(share: Option<String>, reset: bool) -> CliResult<String> {
