@@ -73,7 +73,7 @@ fn reload(set: &mut PolicySet, reader: &StateReader, keyring: &Keyring, name: &s
 }
 
 /// What a sealed node holds: the built-in default policy only.
-fn sealed_set() -> PolicySet {
+pub(crate) fn sealed_set() -> PolicySet {
     let mut set = PolicySet::default();
     set.insert(builtin_default());
     set
@@ -104,13 +104,12 @@ fn unsealed_keyring(seal: &Mutex<Seal>) -> Option<Arc<Keyring>> {
     }
 }
 
-/// The compiled policies, kept current: a storage observer recompiles a policy on every applied
+/// Keeps `set`, the compiled policies, current: a storage observer recompiles a policy on every applied
 /// change to it while the node is unsealed, and [`recompile_policies`] rebuilds the whole set
 /// when it is unsealed. Register after the keyring's term observer, so a record under a term
 /// added in the same batch decrypts.
-pub(crate) fn compiled_policies(reader: &StateReader, seal: Arc<Mutex<Seal>>) -> Arc<RwLock<PolicySet>> {
-    let set = Arc::new(RwLock::new(sealed_set()));
-    let observed = set.clone();
+pub(crate) fn follow_policies(reader: &StateReader, seal: Arc<Mutex<Seal>>, set: Arc<RwLock<PolicySet>>) {
+    let observed = set;
     reader.observe(Arc::new(move |r: &StateReader, applied: &Applied<'_>| {
         let changed: Vec<&[u8]> = match applied {
             Applied::Everything { .. } => vec![],
@@ -135,18 +134,14 @@ pub(crate) fn compiled_policies(reader: &StateReader, seal: Arc<Mutex<Seal>>) ->
             }
         }
     }));
-    set
 }
 
-/// Rebuilds `set` from storage with `keyring` (just unsealed), or empties it to the built-in
-/// default (`None`: just sealed). The write lock is held while reading, so a change applied
-/// meanwhile is recompiled by the observer after this, never overwritten by an older read.
-pub(crate) fn recompile_policies(set: &RwLock<PolicySet>, reader: &StateReader, keyring: Option<&Keyring>) {
+/// Rebuilds `set` from storage with `keyring` (just unsealed; sealing resets it, see
+/// `Sealer::seal`). The write lock is held while reading, so a change applied meanwhile is
+/// recompiled by the observer after this, never overwritten by an older read.
+pub(crate) fn recompile_policies(set: &RwLock<PolicySet>, reader: &StateReader, keyring: &Keyring) {
     let mut guard = set.write().expect("policy lock");
-    *guard = match keyring {
-        Some(k) => load_all(reader, k),
-        None => sealed_set(),
-    };
+    *guard = load_all(reader, keyring);
 }
 
 /// What an operation needs: the capability on its logical path (any one of `any`), plus sudo

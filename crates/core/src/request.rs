@@ -307,6 +307,19 @@ impl std::fmt::Debug for Operation {
 }
 
 impl Operation {
+    /// Whether the request proves who the caller is with credentials of its own (a login, an
+    /// unseal share or a ceremony's nonce) instead of a token: no token is checked, and it is
+    /// charged as a login attempt. A ceremony's status or start carries none: it is an
+    /// unauthenticated request like any other.
+    pub fn checks_credentials(&self) -> bool {
+        match self {
+            Operation::Login(_) => true,
+            Operation::GenerateRoot(step) => step.nonce().is_some(),
+            Operation::Rekey(step) => step.nonce().is_some(),
+            _ => false,
+        }
+    }
+
     /// The path policies and audit records name this operation by, as in Vault (KV v2 mounted
     /// at `secret/`), so existing Vault policies carry over.
     pub fn logical_path(&self) -> String {

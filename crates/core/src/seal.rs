@@ -93,6 +93,8 @@ pub(crate) struct Sealer {
     pub audit_hasher: Arc<Mutex<Option<Arc<AuditHasher>>>>,
     pub root_generation: Arc<Mutex<Option<Ceremony<GenerateRootParams>>>>,
     pub rekey: Arc<Mutex<Option<Ceremony<RekeyParams>>>>,
+    /// The compiled policies: back to the built-in set, whatever seals the node.
+    pub policies: Arc<std::sync::RwLock<crate::policy::PolicySet>>,
     /// Bumped on every seal: background work that holds keys (rotations, the rewrap) stops
     /// when it changes, so no key outlives the seal in a running task.
     pub epoch: Arc<watch::Sender<u64>>,
@@ -105,6 +107,7 @@ impl Sealer {
         *self.audit_hasher.lock().expect("audit key lock") = None;
         *self.root_generation.lock().expect("generate-root lock") = None;
         *self.rekey.lock().expect("rekey lock") = None;
+        *self.policies.write().expect("policy lock") = crate::policies::sealed_set();
         self.epoch.send_modify(|e| *e = e.wrapping_add(1));
     }
 }

@@ -93,16 +93,20 @@ impl Core {
 
     pub fn with_audit(node: RaftNode, audit: AuditConfig) -> Core {
         let batcher = Batcher::start(node.clone(), audit);
+        let policies = Arc::new(RwLock::new(crate::policies::sealed_set()));
         let sealer = Sealer {
             seal: Arc::new(Mutex::new(Seal::Sealed(None))),
             audit_hasher: Arc::new(Mutex::new(None)),
             root_generation: Arc::new(Mutex::new(None)),
             rekey: Arc::new(Mutex::new(None)),
+            policies: policies.clone(),
             epoch: Arc::new(tokio::sync::watch::channel(0).0),
         };
         let pending_root = PendingRoot::default();
         crate::keyring::follow_keyring(node.reader(), sealer.clone(), pending_root.clone());
-        let policies = crate::policies::compiled_policies(node.reader(), sealer.seal.clone());
+        // After the keyring's observer: a policy written under a term added in the same batch
+        // decrypts.
+        crate::policies::follow_policies(node.reader(), sealer.seal.clone(), policies.clone());
         let feed = crate::watch::Feed::start(node.reader());
         Core {
             feed,
@@ -347,7 +351,7 @@ impl Core {
             request_hmacs: crate::audit::request_hmacs(&hasher, &req),
             ..Default::default()
         };
-        let login = matches!(req.op, Operation::Login(_) | Operation::GenerateRoot { .. } | Operation::Rekey { .. });
+        let login = req.op.checks_credentials();
         pre.fill(&mut record);
         // A seal needs no quorum (it protects): it is handled first, recorded after.
         let seal = matches!(req.op, Operation::Seal);
@@ -446,7 +450,7 @@ impl Core {
     /// the token record it decrypted, so authentication after the barrier can skip decrypting
     /// it again when it is unchanged.
     fn precheck(&self, keyring: &Keyring, req: &Request, ctx: &mut AuditContext) -> Option<(Vec<u8>, TokenInfo)> {
-        if matches!(req.op, Operation::Login(_) | Operation::GenerateRoot { .. } | Operation::Rekey { .. }) {
+        if req.op.checks_credentials() {
             ctx.decision = "none".into();
             return None;
         }
@@ -601,7 +605,6 @@ impl Core {
         match op {
             Operation::Seal => {
                 self.sealer().seal();
-                crate::policies::recompile_policies(&self.policies, self.node.reader(), None);
                 warn!("node sealed by request");
                 Ok(Reply::Done)
             }
@@ -773,6 +776,7 @@ impl Core {
             audit_hasher: self.audit_hasher.clone(),
             root_generation: self.root_generation.clone(),
             rekey: self.rekey_progress.clone(),
+            policies: self.policies.clone(),
             epoch: self.seal_epoch.clone(),
         }
     }
@@ -897,7 +901,7 @@ impl Core {
                         // Compiled before anyone can see the node unsealed, so no request is
                         // judged against the sealed node's (empty) policy set. The policy
                         // observer never holds the policy lock while taking this one.
-                        crate::policies::recompile_policies(&self.policies, self.node.reader(), Some(&keyring));
+                        crate::policies::recompile_policies(&self.policies, self.node.reader(), &keyring);
                         *seal = Seal::Unsealed { keyring: Arc::new(keyring), root: Arc::new(root) };
                         info!("node unsealed");
                     }
@@ -1155,10 +1159,17 @@ fn log_failure(e: &Error) {
 /// The class of untrusted request `op` is, from the pre-barrier decision: credentials checks
 /// (logins, share ceremonies) are charged up front and refunded if they succeed.
 fn untrusted(op: &Operation, decision: &str) -> Option<Class> {
-    match (op, decision) {
-        (Operation::Login(_) | Operation::GenerateRoot { .. } | Operation::Rekey { .. }, _) => Some(Class::FailedLogin),
-        (_, "unauthenticated") => Some(Class::Unauthenticated),
-        (_, "denied") => Some(Class::Denied),
+    if op.checks_credentials() {
+        return Some(Class::FailedLogin);
+    }
+    decided_class(decision)
+}
+
+/// The class of a request a token check or policy refused, by its decision.
+fn decided_class(decision: &str) -> Option<Class> {
+    match decision {
+        "unauthenticated" => Some(Class::Unauthenticated),
+        "denied" => Some(Class::Denied),
         _ => None,
     }
 }
@@ -1171,12 +1182,13 @@ fn untrusted_outcome(login: bool, decision: &str, result: &Result<Reply>) -> Opt
             None
         }
         Err(_) if login => Some(Class::FailedLogin),
-        _ if login => None,
-        _ => match decision {
-            "unauthenticated" => Some(Class::Unauthenticated),
-            "denied" => Some(Class::Denied),
-            _ => None,
-        },
+        // Only a login that succeeded gets its charge back: a ceremony step (status, start)
+        // succeeds without proving anything, so it stays charged.
+        Ok(Reply::TokenCreated { .. }) if login => None,
+        _ if login => Some(Class::FailedLogin),
+        // Refused after authorization (a create-only token meeting an existing secret).
+        Err(Error::PermissionDenied(_)) => Some(Class::Denied),
+        _ => decided_class(decision),
     }
 }
 
