@@ -201,8 +201,9 @@ fn cores_in(dir: &Path) -> Vec<String> {
 fn a_crashing_server_dumps_no_core_and_keeps_its_memory_out_of_swap() {
     use std::os::unix::process::CommandExt;
     let dir = tempfile::TempDir::new().unwrap();
-    // Not `free_base`: its sequence is the same for every test in this process.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // `free_base` checks both ports the dev server takes (API and API + 1); an ephemeral port's
+    // neighbour may belong to another test's connection.
+    let port = common::free_base(1);
     let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
     let mut cmd = Command::new(ARCA);
     cmd.args(["server", "--dev"])
