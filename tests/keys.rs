@@ -4,6 +4,8 @@
 //! * A second person cannot join, reset, cancel or re-parameterize a generate-root or rekey
 //!   ceremony without its nonce, and whoever submits the last share gets only the root token
 //!   encrypted under the starter's one-time pad. Sealing a node ends its ceremonies.
+//! * Rekey's new shares and a generated root token go out encrypted to their holders' OpenPGP
+//!   keys (made and opened with the real `gpg`), each readable by its holder only.
 //! * Sealing stops a rotation in flight (no further step runs).
 //! * A crash dumps no core, and the server's memory is locked.
 
@@ -243,4 +245,143 @@ fn a_crashing_server_dumps_no_core_and_keeps_its_memory_out_of_swap() {
         let _ = std::fs::remove_file(dir.path().join(core));
     }
     assert!(cores.is_empty(), "the crash dumped core: {cores:?}");
+}
+
+/// A share holder's GnuPG home with one key pair (no passphrase): (home, fingerprint).
+fn gpg_holder(root: &Path, name: &str, algo: &str) -> (std::path::PathBuf, String) {
+    let home = root.join(format!("gnupg-{name}"));
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let gpg = |args: &[&str]| {
+        let out = Command::new("gpg").arg("--homedir").arg(&home).args(["--batch", "--quiet"]).args(args).output();
+        let out = out.expect("run gpg (Debian package gnupg)");
+        assert!(out.status.success(), "gpg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    let uid = format!("{name} <{name}@arca.test>");
+    gpg(&["--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key", &uid, algo, "default", "never"]);
+    let listing = String::from_utf8(gpg(&["--with-colons", "--fingerprint", &uid])).unwrap();
+    let fpr = listing.lines().find(|l| l.starts_with("fpr:")).unwrap().split(':').nth(9).unwrap().to_lowercase();
+    (home, fpr)
+}
+
+fn gpg_export(home: &Path, armor: bool) -> Vec<u8> {
+    let mut cmd = Command::new("gpg");
+    cmd.arg("--homedir").arg(home).args(["--batch", "--export"]);
+    if armor {
+        cmd.arg("--armor");
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success() && !out.stdout.is_empty());
+    out.stdout
+}
+
+/// `base64 -d | gpg --decrypt` with `home`'s key: the plaintext, or None if it cannot.
+fn gpg_decrypt(home: &Path, base64_message: &str) -> Option<String> {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    let message = base64::engine::general_purpose::STANDARD.decode(base64_message).expect("base64 message");
+    let mut child = Command::new("gpg")
+        .arg("--homedir")
+        .arg(home)
+        .args(["--batch", "--quiet", "--decrypt"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&message).unwrap();
+    let out = child.wait_with_output().unwrap();
+    out.status.success().then(|| String::from_utf8(out.stdout).unwrap())
+}
+
+#[test]
+fn rekey_shares_and_a_generated_root_token_go_out_encrypted_to_their_holders_pgp_keys() {
+    use base64::Engine as _;
+    let c = DevCluster::start(1);
+    let dir = c.dir.path();
+    // Three holders: RSA keys and a Curve25519 one, handed over as gpg exports in each form
+    // the CLI takes (binary, armored, base64 text).
+    let holders = [
+        gpg_holder(dir, "alice", "rsa2048"),
+        gpg_holder(dir, "bob", "future-default"),
+        gpg_holder(dir, "carol", "rsa2048"),
+    ];
+    let files: Vec<String> = holders
+        .iter()
+        .enumerate()
+        .map(|(i, (home, _))| {
+            let file = dir.join(format!("holder{i}.key"));
+            let bytes = match i {
+                0 => gpg_export(home, false),
+                1 => gpg_export(home, true),
+                _ => base64::engine::general_purpose::STANDARD.encode(gpg_export(home, false)).into_bytes(),
+            };
+            std::fs::write(&file, bytes).unwrap();
+            file.to_str().unwrap().to_string()
+        })
+        .collect();
+    let junk = dir.join("junk.key");
+    std::fs::write(&junk, "bm90IGEga2V5").unwrap();
+
+    // Keys that cannot be used are refused at the start, naming which and why.
+    let init = |keys: &str| {
+        ["operator", "rekey", "--init", "--key-shares", "3", "--key-threshold", "2", "--pgp-keys", keys]
+            .map(String::from)
+    };
+    let with_junk = format!("{},{},{}", files[0], junk.display(), files[2]);
+    refused(
+        &c,
+        &init(&with_junk).iter().map(String::as_str).collect::<Vec<_>>(),
+        "pgp_keys[1] is not a usable PGP public key",
+    );
+    let two = format!("{},{}", files[0], files[1]);
+    refused(&c, &init(&two).iter().map(String::as_str).collect::<Vec<_>>(), "names 2 keys for 3 new shares");
+
+    let all = files.join(",");
+    let started = json_ok(&c, &init(&all).iter().map(String::as_str).collect::<Vec<_>>());
+    let fingerprints: Vec<&str> = holders.iter().map(|(_, f)| f.as_str()).collect();
+    assert_eq!(started["pgp_fingerprints"], json!(fingerprints), "{started}");
+    let nonce = started["nonce"].as_str().unwrap().to_string();
+    let mut done = Value::Null;
+    for share in &c.shares[..3] {
+        done = json_ok(&c, &["operator", "rekey", "--nonce", &nonce, share]);
+    }
+    let sealed_shares: Vec<&str> = done["shares"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    assert_eq!(sealed_shares.len(), 3, "{done}");
+    // Each share opens with its holder's key only.
+    let mut new_shares = vec![];
+    for (i, (home, _)) in holders.iter().enumerate() {
+        let share =
+            gpg_decrypt(home, sealed_shares[i]).unwrap_or_else(|| panic!("holder {i} cannot decrypt share {i}"));
+        assert!(!sealed_shares.iter().any(|s| s.contains(share.trim())));
+        let other = &holders[(i + 1) % 3].0;
+        assert!(gpg_decrypt(other, sealed_shares[i]).is_none(), "share {i} opens with another holder's key");
+        new_shares.push(share.trim().to_string());
+    }
+    // The decrypted shares are the new share set: two of them unseal the node.
+    c.ok(1, &["kv", "put", "app/after-rekey", "v=2"]);
+    c.ok(1, &["operator", "seal"]);
+    for share in &new_shares[1..] {
+        c.ok(1, &["operator", "unseal", share]);
+    }
+
+    // Generate-root over the Vault HTTP API with a PGP key: the token opens only with it.
+    let bob_key = base64::engine::general_purpose::STANDARD.encode(gpg_export(&holders[1].0, false));
+    let (code, started) = http(&c, "PUT", "sys/generate-root/attempt", Some(json!({ "pgp_key": bob_key })), None);
+    assert_eq!(code, 200, "{started}");
+    assert_eq!(started["pgp_fingerprint"], holders[1].1.as_str(), "{started}");
+    let nonce = started["nonce"].as_str().unwrap().to_string();
+    let mut encoded = String::new();
+    for share in &new_shares[..2] {
+        let (code, step) =
+            http(&c, "PUT", "sys/generate-root/update", Some(json!({ "key": share, "nonce": nonce })), None);
+        assert_eq!(code, 200, "{step}");
+        encoded = step["encoded_root_token"].as_str().unwrap_or_default().to_string();
+    }
+    assert!(!encoded.is_empty());
+    assert!(gpg_decrypt(&holders[0].0, &encoded).is_none(), "the root token opens with another key");
+    let token = gpg_decrypt(&holders[1].0, &encoded).expect("bob decrypts the root token");
+    let out = c.arca_with_token(1, Some(token.trim()), &["kv", "get", "app/after-rekey", "--field", "v"]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }

@@ -2,7 +2,9 @@
 //! reflection, from `proto/arca/v1`, without a system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not with env!(): cargo reuses a compiled build script across checkouts
+    // of the same workspace at other paths (CI clones elsewhere into a shared target dir).
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files: Vec<_> = ["sys", "kv", "token", "policy", "auth", "audit", "rotation", "watch"]
         .iter()
         .map(|f| root.join(format!("arca/v1/{f}.proto")))

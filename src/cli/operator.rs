@@ -34,10 +34,11 @@ pub enum OperatorCommand {
     /// Remove a node from the cluster.
     RemovePeer { id: u64 },
     /// The generate-root ceremony on the node at ARCA_ADDR. `--init` starts it (making a
-    /// one-time pad unless --otp is given) and prints the nonce and the pad: keep the pad, hand
-    /// the nonce to the share holders. Each runs `--nonce N` (the share is prompted without
-    /// echo if omitted); the last one gets the encoded token, which only `--decode` with the
-    /// pad turns into the root token.
+    /// one-time pad unless --otp or --pgp-key is given) and prints the nonce and the pad: keep
+    /// the pad, hand the nonce to the share holders. Each runs `--nonce N` (the share is
+    /// prompted without echo if omitted); the last one gets the encoded token, which only
+    /// `--decode` with the pad (or `base64 -d | gpg --decrypt` with --pgp-key) turns into the
+    /// root token.
     #[command(group(clap::ArgGroup::new("action").args(["init", "status", "cancel", "decode"])))]
     GenerateRoot {
         share: Option<String>,
@@ -51,8 +52,12 @@ pub enum OperatorCommand {
         /// Decode an encoded token with --otp (local: talks to no server).
         #[arg(long, value_name = "ENCODED_TOKEN")]
         decode: Option<String>,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "pgp_key")]
         otp: Option<String>,
+        /// With --init: encrypt the root token to this OpenPGP public key file (`gpg --export`
+        /// output, binary, base64 or armored) instead of a one-time pad.
+        #[arg(long, value_name = "FILE", requires = "init")]
+        pgp_key: Option<std::path::PathBuf>,
         #[arg(long)]
         nonce: Option<String>,
     },
@@ -63,7 +68,8 @@ pub enum OperatorCommand {
     /// The rekey ceremony on the node at ARCA_ADDR: `--init` fixes the new share set and
     /// prints the nonce; each holder of a current share runs `--nonce N` (the share is prompted
     /// without echo if omitted); the last one gets the new shares. Every other node seals
-    /// itself when the rekey applies: unseal each with the new shares.
+    /// itself when the rekey applies: unseal each with the new shares. With `--pgp-keys`, each
+    /// new share is printed encrypted to its holder's key (`base64 -d | gpg --decrypt`).
     #[command(group(clap::ArgGroup::new("action").args(["init", "status", "cancel"])))]
     Rekey {
         share: Option<String>,
@@ -80,6 +86,10 @@ pub enum OperatorCommand {
         key_shares: u32,
         #[arg(long, default_value_t = 3)]
         key_threshold: u32,
+        /// With --init: one OpenPGP public key file per new share, comma-separated, in the
+        /// order the shares go out (`gpg --export` output, binary, base64 or armored).
+        #[arg(long, value_name = "FILES", value_delimiter = ',', requires = "init")]
+        pgp_keys: Vec<std::path::PathBuf>,
     },
 }
 
@@ -159,7 +169,7 @@ pub async fn run(cmd: OperatorCommand, client: &Client, format: Format) -> CliRe
             client.sys().remove_peer(client.req(proto::RemovePeerRequest { node_id: id })).await?;
             println!("removed node {id}");
         }
-        OperatorCommand::GenerateRoot { share, init, status, cancel, decode, otp, nonce } => {
+        OperatorCommand::GenerateRoot { share, init, status, cancel, decode, otp, pgp_key, nonce } => {
             if let Some(encoded) = decode {
                 let otp = otp.ok_or_else(|| CliError::new("--decode needs the --otp the ceremony was started with"))?;
                 let token =
@@ -171,15 +181,18 @@ pub async fn run(cmd: OperatorCommand, client: &Client, format: Format) -> CliRe
                 return Ok(());
             }
             let mut req = proto::GenerateRootRequest::default();
-            let otp = match (init, otp) {
-                (false, _) => None,
-                (true, Some(pad)) => Some(pad),
-                (true, None) => {
+            let otp = match (init, otp, &pgp_key) {
+                (false, _, _) | (true, None, Some(_)) => None,
+                (true, Some(pad), _) => Some(pad),
+                (true, None, None) => {
                     Some(arca_core::ceremony::generate_otp().map_err(|e| CliError::new(e.to_string()))?.to_string())
                 }
             };
-            if let Some(pad) = &otp {
-                req.otp = pad.clone();
+            if init {
+                req.otp = otp.clone().unwrap_or_default();
+                if let Some(file) = &pgp_key {
+                    req.pgp_key = read_pgp_key(file)?;
+                }
                 req.set_action(proto::CeremonyAction::Init);
             } else {
                 let (action, nonce, share) = ceremony_step(status, cancel, nonce, share)?;
@@ -199,7 +212,12 @@ pub async fn run(cmd: OperatorCommand, client: &Client, format: Format) -> CliRe
                 Format::Json | Format::Jsonl => print(format, &out),
                 Format::Table => {
                     print(format, &out);
-                    if init {
+                    if init && pgp_key.is_some() {
+                        println!(
+                            "\nGive the nonce to the share holders. Decrypt the result with\n  \
+                             echo <encoded_token> | base64 -d | gpg --decrypt"
+                        );
+                    } else if init {
                         println!(
                             "\nKeep the OTP to yourself; give the nonce to the share holders. Decode the result with\n  \
                              arca operator generate-root --decode <encoded_token> --otp <otp>"
@@ -223,11 +241,12 @@ pub async fn run(cmd: OperatorCommand, client: &Client, format: Format) -> CliRe
                 }),
             );
         }
-        OperatorCommand::Rekey { share, init, status, cancel, nonce, key_shares, key_threshold } => {
+        OperatorCommand::Rekey { share, init, status, cancel, nonce, key_shares, key_threshold, pgp_keys } => {
             let mut req = proto::RekeyRequest::default();
             if init {
                 req.shares = key_shares;
                 req.threshold = key_threshold;
+                req.pgp_keys = pgp_keys.iter().map(|f| read_pgp_key(f)).collect::<Result<_, _>>()?;
                 req.set_action(proto::CeremonyAction::Init);
             } else {
                 let (action, nonce, share) = ceremony_step(status, cancel, nonce, share)?;
@@ -256,7 +275,24 @@ fn ceremony_json(s: &proto::CeremonyStatus) -> serde_json::Value {
         v["new_shares"] = json!(s.new_shares);
         v["new_threshold"] = json!(s.new_threshold);
     }
+    if !s.pgp_fingerprints.is_empty() {
+        v["pgp_fingerprints"] = json!(s.pgp_fingerprints);
+    }
     v
+}
+
+/// An OpenPGP public key file as the API takes it: text (base64 or armor) as it is, a binary
+/// export (`gpg --export <id> > key.gpg`) in base64. The server parses and checks it.
+fn read_pgp_key(file: &std::path::Path) -> Result<String, CliError> {
+    let bytes = std::fs::read(file)
+        .map_err(|e| CliError::new(format!("cannot read the PGP key file {}: {e}", file.display())))?;
+    // A binary key never is all ASCII (its first packet tag byte has the high bit set).
+    Ok(if bytes.is_ascii() {
+        String::from_utf8(bytes).expect("ASCII is UTF-8")
+    } else {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    })
 }
 
 /// A ceremony step other than `--init`: its status, or (with the nonce) a cancel or one share.

@@ -535,8 +535,8 @@ pub(crate) fn request_hmacs(hasher: &AuditHasher, req: &Request) -> BTreeMap<Str
             out.insert("jwt".into(), hasher.hash(jwt.as_bytes()));
         }
         Operation::GenerateRoot(step) => {
-            if let crate::ceremony::CeremonyStep::Start(p) = step {
-                out.insert("otp".into(), hasher.hash(p.otp.as_bytes()));
+            if let crate::ceremony::CeremonyStep::Start(crate::ceremony::GenerateRootParams::Otp(otp)) = step {
+                out.insert("otp".into(), hasher.hash(otp.as_bytes()));
             }
             ceremony_hmacs(hasher, step.nonce(), step.share(), &mut out);
         }

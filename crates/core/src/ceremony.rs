@@ -5,7 +5,8 @@
 //! to the one who starts the ceremony (and echoed to those who submit with it), never by the
 //! unauthenticated status call, so nobody who was not given it can add to, reset or cancel a
 //! ceremony, or change what it will produce. Generate-root's result leaves the node only
-//! encrypted under a one-time pad the starter chose, so the last share holder learns nothing.
+//! encrypted under a one-time pad or OpenPGP key the starter chose, so the last share holder
+//! learns nothing; rekey's new shares can each be encrypted to their holder's OpenPGP key.
 //!
 //! Ceremonies live in the memory of the node they were started on and die with its seal. One
 //! left idle for [`IDLE_LIMIT`] may be replaced by a new start, so a stray or hostile start
@@ -15,7 +16,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use arca_crypto::shamir::{ShareCollector, ShareConfig};
-use arca_crypto::{constant_time_eq, SecretKey};
+use arca_crypto::{constant_time_eq, PgpRecipient, SecretKey};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use zeroize::Zeroizing;
@@ -65,17 +66,67 @@ impl<P> CeremonyStep<P> {
     }
 }
 
-/// Generate-root's parameter: the one-time pad the new root token is returned under.
-pub struct GenerateRootParams {
-    /// Base64 of [`OTP_LEN`] random bytes.
-    pub otp: Zeroizing<String>,
+/// Generate-root's parameter: how the new root token leaves the node.
+pub enum GenerateRootParams {
+    /// XORed with this one-time pad: base64 of [`OTP_LEN`] random bytes.
+    Otp(Zeroizing<String>),
+    /// Encrypted to this OpenPGP key (base64 of the binary message `gpg --decrypt` opens).
+    Pgp(PgpRecipient),
 }
 
-/// Rekey's parameters: the new share set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl GenerateRootParams {
+    /// The new root token as it is handed out.
+    pub(crate) fn wrap(&self, token: &str) -> Result<String> {
+        match self {
+            GenerateRootParams::Otp(otp) => encode_token(token, otp),
+            GenerateRootParams::Pgp(key) => pgp_encrypt(key, token),
+        }
+    }
+}
+
+/// Rekey's parameters: the new share set and, optionally, one OpenPGP key per new share.
+#[derive(Debug, Clone)]
 pub struct RekeyParams {
     pub shares: u8,
     pub threshold: u8,
+    /// Empty, or exactly `shares` keys: share `i` is handed out encrypted to key `i`.
+    pub pgp_keys: Vec<PgpRecipient>,
+}
+
+impl RekeyParams {
+    /// A new share set handed out in plain text.
+    pub fn new(shares: u8, threshold: u8) -> RekeyParams {
+        RekeyParams { shares, threshold, pgp_keys: vec![] }
+    }
+
+    /// The new shares as they are handed out: as they are, or each encrypted to its holder's
+    /// key. Done before the rekey is written, so a failure cannot leave a root key whose
+    /// shares nobody holds.
+    pub(crate) fn hand_out(&self, shares: &[Zeroizing<String>]) -> Result<Vec<Zeroizing<String>>> {
+        if self.pgp_keys.is_empty() {
+            return Ok(shares.to_vec());
+        }
+        shares.iter().zip(&self.pgp_keys).map(|(s, key)| pgp_encrypt(key, s).map(Zeroizing::new)).collect()
+    }
+}
+
+/// Parses the holders' public keys a ceremony's start names (`field` names them in errors).
+pub fn parse_pgp_keys(encoded: &[String], field: &str) -> Result<Vec<PgpRecipient>> {
+    if encoded.len() > usize::from(u8::MAX) {
+        return Err(Error::InvalidArgument(format!("{field} names {} keys; at most 255 shares exist", encoded.len())));
+    }
+    encoded
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            PgpRecipient::parse(k, &format!("{field}[{i}]")).map_err(|e| Error::InvalidArgument(e.to_string()))
+        })
+        .collect()
+}
+
+fn pgp_encrypt(key: &PgpRecipient, text: &str) -> Result<String> {
+    let message = key.encrypt(text.as_bytes()).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(STANDARD.encode(message))
 }
 
 /// What a ceremony step reports.
@@ -92,6 +143,8 @@ pub struct CeremonyStatus {
     pub new_threshold: u8,
     /// Generate-root: bytes of one-time pad expected at start.
     pub otp_length: usize,
+    /// Fingerprints of the OpenPGP keys the result is encrypted to, in share order.
+    pub pgp_fingerprints: Vec<String>,
     /// The step completed the ceremony.
     pub complete: bool,
 }
@@ -103,10 +156,17 @@ pub(crate) trait Params {
 
 impl Params for GenerateRootParams {
     fn validate(&self) -> Result<()> {
-        otp_bytes(&self.otp).map(drop)
+        match self {
+            GenerateRootParams::Otp(otp) => otp_bytes(otp).map(drop),
+            GenerateRootParams::Pgp(_) => Ok(()),
+        }
     }
 
-    fn describe(&self, _: &mut CeremonyStatus) {}
+    fn describe(&self, status: &mut CeremonyStatus) {
+        if let GenerateRootParams::Pgp(key) = self {
+            status.pgp_fingerprints = vec![key.fingerprint()];
+        }
+    }
 }
 
 impl Params for RekeyParams {
@@ -117,12 +177,20 @@ impl Params for RekeyParams {
                 self.threshold, self.shares
             )));
         }
+        if !self.pgp_keys.is_empty() && self.pgp_keys.len() != usize::from(self.shares) {
+            return Err(Error::InvalidArgument(format!(
+                "pgp_keys names {} keys for {} new shares: give one key per share, in the order the shares go out",
+                self.pgp_keys.len(),
+                self.shares
+            )));
+        }
         Ok(())
     }
 
     fn describe(&self, status: &mut CeremonyStatus) {
         status.new_shares = self.shares;
         status.new_threshold = self.threshold;
+        status.pgp_fingerprints = self.pgp_keys.iter().map(PgpRecipient::fingerprint).collect();
     }
 }
 

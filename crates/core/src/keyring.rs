@@ -34,7 +34,6 @@ use arca_raft::{Command, CommandResult, Guard, Op};
 use arca_storage::{Applied, Cf, StateReader};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
-use zeroize::Zeroizing;
 
 use crate::ceremony::{self, CeremonyStep, RekeyParams, Stepped};
 use crate::seal::{InitRecord, PendingRoot, Seal, Sealer, INIT_KEY};
@@ -301,6 +300,7 @@ impl Core {
         let term = keyring.rotate().map_err(|e| Error::Internal(e.to_string()))?;
         let (record, split, new_root) = InitRecord::new_root_kept(&keyring, params.shares, params.threshold)?;
         drop(keyring);
+        let shares = params.hand_out(&split.iter().map(|s| s.encode()).collect::<Vec<_>>())?;
         let ops = self.publish_keyring(&record, term)?;
         let guards = vec![Guard::unchanged(Cf::Sys, INIT_KEY, Some(&raw))];
         // Set before the write: when it applies here, the observer moves this node to the new
@@ -323,10 +323,10 @@ impl Core {
         warn!(
             shares = params.shares,
             threshold = params.threshold,
+            pgp = !params.pgp_keys.is_empty(),
             term,
             "rekeyed: a new root key, share set and keyring term; the old shares no longer unseal, and every other node sealed itself"
         );
-        let shares: Vec<Zeroizing<String>> = split.iter().map(|s| s.encode()).collect();
         Ok(Reply::Rekey { status, shares })
     }
 }

@@ -225,7 +225,7 @@ impl Core {
 
     /// One step of this node's generate-root ceremony. At the threshold the shares must
     /// reconstruct the root key (checked against the sealed keyring); then a root token is
-    /// made and returned only XORed with the one-time pad fixed at the ceremony's start.
+    /// made and returned only under the one-time pad or PGP key fixed at the ceremony's start.
     pub(crate) async fn generate_root(
         &self,
         keyring: &Keyring,
@@ -239,7 +239,7 @@ impl Core {
         drop(root);
         let new = NewToken::root("generate-root");
         let (token, _) = self.write_token(keyring, new, vec![], vec![]).await?;
-        let encoded = ceremony::encode_token(&token, &params.otp)?;
+        let encoded = params.wrap(&token)?;
         warn!("a new root token was generated with unseal shares");
         Ok(Reply::GenerateRoot { status, encoded_token: Some(encoded) })
     }

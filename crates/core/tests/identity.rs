@@ -354,7 +354,7 @@ async fn generate_root_needs_a_threshold_of_valid_shares() {
     use arca_core::ceremony::{decode_token, generate_otp, CeremonyStep, GenerateRootParams};
     let v = Vault::start().await;
     let otp = generate_otp().unwrap();
-    let start = CeremonyStep::Start(GenerateRootParams { otp: otp.clone() });
+    let start = CeremonyStep::Start(GenerateRootParams::Otp(otp.clone()));
     let Reply::GenerateRoot { status, encoded_token: None } =
         call(&v.cores[1], None, Operation::GenerateRoot(start)).await.unwrap()
     else {

@@ -239,7 +239,7 @@ async fn old_shares_and_a_copy_of_the_data_open_nothing_written_after_a_rekey() 
     // The attacker's copy of the data directory from before the rekey, and the old shares.
     let old_init = init_record(&v.cores[1]);
 
-    let new = rekey(&v.cores[1], &v.shares[..2], RekeyParams { shares: 4, threshold: 2 }).await;
+    let new = rekey(&v.cores[1], &v.shares[..2], RekeyParams::new(4, 2)).await;
     assert_eq!(new.len(), 4);
     v.root(1, Operation::KvPut { path: "app/after".into(), data: data(&[("v", "after")]), cas: None }).await;
     let after = v.cores[1].node().reader().get(Cf::Kv, &kv_data_key("app/after", 1)).unwrap().unwrap();
@@ -262,7 +262,7 @@ async fn rekey_with_current_shares_replaces_them() {
     let v = Vault::start().await;
     v.root(0, Operation::KvPut { path: "app/db".into(), data: data(&[("v", "kept")]), cas: None }).await;
     let Reply::Rekey { status, .. } =
-        rekey_step(&v.cores[1], CeremonyStep::Start(RekeyParams { shares: 5, threshold: 3 })).await.unwrap()
+        rekey_step(&v.cores[1], CeremonyStep::Start(RekeyParams::new(5, 3))).await.unwrap()
     else {
         panic!()
     };
@@ -305,7 +305,7 @@ async fn rekey_with_current_shares_replaces_them() {
     assert_eq!(read(core, &v.root, "app/db", None).await, "kept");
     // The old shares cannot start a second rekey either.
     let Reply::Rekey { status, .. } =
-        rekey_step(&v.cores[2], CeremonyStep::Start(RekeyParams { shares: 3, threshold: 2 })).await.unwrap()
+        rekey_step(&v.cores[2], CeremonyStep::Start(RekeyParams::new(3, 2))).await.unwrap()
     else {
         panic!()
     };

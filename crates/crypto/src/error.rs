@@ -28,6 +28,9 @@ pub enum Error {
     #[error("encryption failed")]
     Encrypt,
 
+    #[error("{which} is not a usable PGP public key: {why}")]
+    PgpKey { which: String, why: String },
+
     #[error("keyring is malformed: {0}")]
     MalformedKeyring(&'static str),
 

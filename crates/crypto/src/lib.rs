@@ -9,6 +9,8 @@
 //!   with every way a human can hand us the wrong shares reported as its own error.
 //! * [`AuditHasher`]: `hmac-sha256:<hex>` fingerprints that let audit records refer to secret
 //!   values without containing them.
+//! * [`PgpRecipient`]: an operator's OpenPGP key, to hand out unseal shares and root tokens
+//!   that only its holder can decrypt.
 //! * [`SecretKey`]: 32 bytes that zeroize on drop and never print.
 //!
 //! Nothing in this crate logs, and no error message ever contains key material or plaintext.
@@ -17,10 +19,12 @@ mod audit;
 mod barrier;
 mod error;
 mod key;
+mod pgp;
 pub mod shamir;
 
 pub use audit::{AuditHasher, HMAC_PREFIX};
 pub use barrier::{Keyring, RECORD_OVERHEAD, RECORD_VERSION};
 pub use error::{Error, Result};
 pub use key::{constant_time_eq, random_bytes, SecretKey, KEY_LEN};
+pub use pgp::PgpRecipient;
 pub use zeroize::Zeroizing;

@@ -11,6 +11,11 @@ use crate::api::Api;
 use crate::proto;
 use crate::{Config, Error, Result};
 
+/// HTTP/2 flow-control window of one request stream on the client port (see `run`).
+const STREAM_WINDOW: u32 = 64 * 1024;
+/// HTTP/2 flow-control window of one client connection, shared by its streams.
+const CONNECTION_WINDOW: u32 = 2 * 1024 * 1024;
+
 /// Runs a node until `shutdown` resolves, then stops gracefully: the client API stops
 /// accepting, in-flight requests finish, Raft shuts down and the data directory is released.
 /// The node starts sealed, whatever its data directory holds.
@@ -96,8 +101,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // events, a following tail) is not silent, and a dead one is detected. HTTP/1 keep-alive
     // connections also fall under hyper's 30 s header-read timeout.
     let idle = config.limits.idle_timeout();
+    // Flow-control windows bound what a request costs before it is refused. hyper's default
+    // stream window (1 MiB) lets a client push a whole oversized or rate-limited message before
+    // the refusal reaches it, and every byte of it is read and decrypted here; with HTTP/2's
+    // own 64 KiB (what grpc-go starts with) a refused request costs at most 64 KiB. The
+    // connection window stays large so concurrent streams of one client are not serialized.
     let served = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(30))
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .accept_http1(true)
         .http2_keepalive_interval(Some(idle / 3))
         .http2_keepalive_timeout(Some(idle / 3))

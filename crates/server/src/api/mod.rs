@@ -6,7 +6,7 @@ mod identity;
 mod rotation;
 mod watch;
 
-use arca_core::ceremony::{CeremonyStatus, CeremonyStep, GenerateRootParams, RekeyParams};
+use arca_core::ceremony::{self, CeremonyStatus, CeremonyStep, GenerateRootParams, RekeyParams};
 use arca_core::{Core, Error as CoreError, Operation, Reply, Request, SecretData};
 use tonic::{Request as GrpcRequest, Response, Status};
 use zeroize::Zeroizing;
@@ -195,12 +195,17 @@ impl proto::sys_server::Sys for Api {
 
     async fn generate_root(&self, req: GrpcRequest<proto::GenerateRootRequest>) -> R<proto::GenerateRootResponse> {
         let r = req.get_ref();
-        if !r.pgp_key.is_empty() {
-            return Err(Status::invalid_argument(
-                "a PGP key for the root token is not supported; start the ceremony with an otp instead",
-            ));
-        }
-        let params = || GenerateRootParams { otp: Zeroizing::new(r.otp.clone()) };
+        let params = || -> Result<GenerateRootParams, Status> {
+            match (r.otp.is_empty(), r.pgp_key.is_empty()) {
+                (false, true) => Ok(GenerateRootParams::Otp(Zeroizing::new(r.otp.clone()))),
+                (true, false) => {
+                    let mut keys =
+                        ceremony::parse_pgp_keys(std::slice::from_ref(&r.pgp_key), "pgp_key").map_err(status)?;
+                    Ok(GenerateRootParams::Pgp(keys.remove(0)))
+                }
+                _ => Err(Status::invalid_argument("start generate-root with exactly one of otp and pgp_key")),
+            }
+        };
         let op = Operation::GenerateRoot(ceremony_step(r.action, &r.nonce, &r.share, params)?);
         match self.call(&req, op).await? {
             Reply::GenerateRoot { status, encoded_token } => Ok(Response::new(proto::GenerateRootResponse {
@@ -234,13 +239,14 @@ impl proto::sys_server::Sys for Api {
 
     async fn rekey(&self, req: GrpcRequest<proto::RekeyRequest>) -> R<proto::RekeyResponse> {
         let r = req.get_ref();
-        if !r.pgp_keys.is_empty() {
-            return Err(Status::invalid_argument(
-                "PGP encryption of the new shares is not supported; hand each new share to its holder yourself",
-            ));
-        }
-        let params = RekeyParams { shares: u8_arg(r.shares, "shares")?, threshold: u8_arg(r.threshold, "threshold")? };
-        let op = Operation::Rekey(ceremony_step(r.action, &r.nonce, &r.share, || params)?);
+        let params = || -> Result<RekeyParams, Status> {
+            Ok(RekeyParams {
+                shares: u8_arg(r.shares, "shares")?,
+                threshold: u8_arg(r.threshold, "threshold")?,
+                pgp_keys: ceremony::parse_pgp_keys(&r.pgp_keys, "pgp_keys").map_err(status)?,
+            })
+        };
+        let op = Operation::Rekey(ceremony_step(r.action, &r.nonce, &r.share, params)?);
         match self.call(&req, op).await? {
             Reply::Rekey { status, shares } => Ok(Response::new(proto::RekeyResponse {
                 status: Some(ceremony_status(status)),
@@ -255,12 +261,12 @@ fn ceremony_step<P>(
     action: i32,
     nonce: &str,
     share: &str,
-    params: impl FnOnce() -> P,
+    params: impl FnOnce() -> Result<P, Status>,
 ) -> Result<CeremonyStep<P>, Status> {
     let nonce = || Zeroizing::new(nonce.to_string());
     match proto::CeremonyAction::try_from(action) {
         Ok(proto::CeremonyAction::Unspecified | proto::CeremonyAction::Status) => Ok(CeremonyStep::Status),
-        Ok(proto::CeremonyAction::Init) => Ok(CeremonyStep::Start(params())),
+        Ok(proto::CeremonyAction::Init) => Ok(CeremonyStep::Start(params()?)),
         Ok(proto::CeremonyAction::Update) => {
             Ok(CeremonyStep::Submit { nonce: nonce(), share: Zeroizing::new(share.to_string()) })
         }
@@ -279,6 +285,7 @@ fn ceremony_status(s: CeremonyStatus) -> proto::CeremonyStatus {
         otp_length: s.otp_length as u32,
         new_shares: s.new_shares.into(),
         new_threshold: s.new_threshold.into(),
+        pgp_fingerprints: s.pgp_fingerprints,
     }
 }
 

@@ -1,6 +1,6 @@
 //! `sys/`: init, unseal, seal, health, leader, mounts, capabilities, policies, audit hash.
 
-use arca_core::ceremony::{CeremonyStatus, CeremonyStep, GenerateRootParams, RekeyParams};
+use arca_core::ceremony::{self, CeremonyStatus, CeremonyStep, GenerateRootParams, RekeyParams};
 use arca_core::{HealthInfo, Mount, Operation, Reply, SealStatus, TokenRef};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -156,13 +156,20 @@ fn refuse_fields(ctx: &Ctx, fields: &[&str], instead: &str) -> Result<(), HttpEr
 
 async fn generate_root(ctx: &Ctx, path: &str) -> HttpResult {
     let step = ceremony_step(ctx, path, || {
-        refuse_fields(ctx, &["pgp_key"], "start the ceremony with an otp")?;
-        let otp = ctx.str("otp")?.filter(|o| !o.is_empty()).ok_or_else(|| {
-            HttpError::bad_request(
-                "missing otp: base64 of otp_length random bytes, which the new root token will be XORed with",
-            )
-        })?;
-        Ok(GenerateRootParams { otp: Zeroizing::new(otp) })
+        let given =
+            |field: &str| -> Result<Option<String>, HttpError> { Ok(ctx.str(field)?.filter(|v| !v.is_empty())) };
+        match (given("otp")?, given("pgp_key")?) {
+            (Some(otp), None) => Ok(GenerateRootParams::Otp(Zeroizing::new(otp))),
+            (None, Some(key)) => {
+                let mut keys = ceremony::parse_pgp_keys(&[key], "pgp_key")?;
+                Ok(GenerateRootParams::Pgp(keys.remove(0)))
+            }
+            (None, None) => Err(HttpError::bad_request(
+                "missing otp or pgp_key: base64 of otp_length random bytes, which the new root token will be \
+                 XORed with, or an OpenPGP public key it will be encrypted to",
+            )),
+            (Some(_), Some(_)) => Err(HttpError::bad_request("give either otp or pgp_key, not both")),
+        }
     })?;
     match ctx.call(Operation::GenerateRoot(step)).await? {
         Reply::GenerateRoot { status, encoded_token } => {
@@ -170,7 +177,7 @@ async fn generate_root(ctx: &Ctx, path: &str) -> HttpResult {
             let mut body = ceremony_json(&status);
             body["encoded_token"] = json!(encoded);
             body["encoded_root_token"] = json!(encoded);
-            body["pgp_fingerprint"] = json!("");
+            body["pgp_fingerprint"] = json!(status.pgp_fingerprints.first().cloned().unwrap_or_default());
             body["otp_length"] = json!(status.otp_length);
             body["otp"] = json!("");
             Ok(bare(StatusCode::OK, body))
@@ -183,25 +190,29 @@ async fn rekey(ctx: &Ctx, path: &str) -> HttpResult {
     let step = ceremony_step(ctx, path, || {
         refuse_fields(
             ctx,
-            &["pgp_keys", "backup", "require_verification"],
-            "hand each new share to its holder yourself",
+            &["backup", "require_verification"],
+            "keep the new shares (or their PGP-encrypted copies) with their holders yourself",
         )?;
         let byte = |field: &str| -> Result<u8, HttpError> {
             let n = ctx.uint(field)?.ok_or_else(|| HttpError::bad_request(format!("missing {field}")))?;
             u8::try_from(n).map_err(|_| HttpError::bad_request(format!("{field} must be at most 255")))
         };
-        Ok(RekeyParams { shares: byte("secret_shares")?, threshold: byte("secret_threshold")? })
+        let pgp_keys = ceremony::parse_pgp_keys(&ctx.strings("pgp_keys")?.unwrap_or_default(), "pgp_keys")?;
+        Ok(RekeyParams { shares: byte("secret_shares")?, threshold: byte("secret_threshold")?, pgp_keys })
     })?;
     match ctx.call(Operation::Rekey(step)).await? {
         Reply::Rekey { status, shares } => {
             let mut body = ceremony_json(&status);
             body["t"] = json!(status.new_threshold);
             body["n"] = json!(status.new_shares);
-            body["pgp_fingerprints"] = Value::Null;
+            body["pgp_fingerprints"] =
+                if status.pgp_fingerprints.is_empty() { Value::Null } else { json!(status.pgp_fingerprints) };
             body["backup"] = json!(false);
             body["verification_required"] = json!(false);
             if status.complete {
                 let keys: Vec<&str> = shares.iter().map(|s| s.as_str()).collect();
+                // Vault's `keys` is hex; Arca's shares are base64 text, given the same in both
+                // fields (a PGP-encrypted share is base64 of the OpenPGP message).
                 body["keys"] = json!(keys);
                 body["keys_base64"] = json!(keys);
             }
