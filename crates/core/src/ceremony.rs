@@ -71,7 +71,7 @@ pub enum GenerateRootParams {
     /// XORed with this one-time pad: base64 of [`OTP_LEN`] random bytes.
     Otp(Zeroizing<String>),
     /// Encrypted to this OpenPGP key (base64 of the binary message `gpg --decrypt` opens).
-    Pgp(PgpRecipient),
+    Pgp(Box<PgpRecipient>),
 }
 
 impl GenerateRootParams {

@@ -16,6 +16,12 @@
 //!   requests (the read-only precheck decides it), but a login's outcome only after: a login
 //!   takes a token from its source's "failed login" bucket up front and gives it back if it
 //!   succeeds, so concurrent attempts cannot overdraw the bucket.
+//! * Refusals are paced: each source's refusals (all classes together) are answered at most
+//!   `refusals_per_second`, later ones wait their turn (at most [`MAX_PACE`]). A refusal is
+//!   cheap but not free (the request was read, decrypted and parsed), and a client sending as
+//!   fast as it is answered would otherwise take every core there is from the clients the
+//!   vault is for. Waiting costs nothing, so a flood's CPU share is bounded by the pace, not
+//!   by how fast the attacker can send.
 //! * The table of sources is bounded; when full, sources with full buckets and nothing to report
 //!   are dropped, and if none can be, new sources share one overflow entry.
 
@@ -91,7 +97,13 @@ pub struct LimitsConfig {
     pub report_interval: Duration,
     /// Most sources tracked at once.
     pub max_sources: usize,
+    /// Refusals answered per second and source before later ones wait; 0 answers at once.
+    pub refusals_per_second: f64,
 }
+
+/// Longest a refusal is held back by pacing. A source with more refusals waiting than the pace
+/// allows within this gets each answered after this long, without taking a turn.
+pub const MAX_PACE: Duration = Duration::from_secs(1);
 
 impl Default for LimitsConfig {
     /// Generous for honest clients (a client whose token expired gets one refusal and logs in;
@@ -105,6 +117,7 @@ impl Default for LimitsConfig {
             denied: Rate { per_second: 10.0, burst: 100 },
             report_interval: Duration::from_secs(10),
             max_sources: 65_536,
+            refusals_per_second: 1000.0,
         }
     }
 }
@@ -131,6 +144,8 @@ struct Source {
     /// Requests refused since the last report, per class, and when the first of them was.
     dropped: [u64; 3],
     first_drop_ms: [i64; 3],
+    /// When the next refusal of this source may be answered.
+    next_refusal: Instant,
 }
 
 /// Refused requests of one source and class since the previous report.
@@ -205,6 +220,7 @@ impl Limiter {
             buckets: [full(CLASSES[0]), full(CLASSES[1]), full(CLASSES[2])],
             dropped: [0; 3],
             first_drop_ms: [0; 3],
+            next_refusal: now,
         }
     }
 
@@ -270,6 +286,25 @@ impl Limiter {
                 burst: rate.burst,
                 retry_after_s: wait.ceil().max(1.0) as u64,
             })
+        })
+    }
+
+    /// How long the refusal `admit` just gave a request of `remote` waits before it is answered
+    /// (see the module docs): the source's next turn, at most [`MAX_PACE`].
+    pub fn pace(&self, remote: Option<SocketAddr>) -> Duration {
+        if self.config.refusals_per_second <= 0.0 {
+            return Duration::ZERO;
+        }
+        let interval = Duration::from_secs_f64(1.0 / self.config.refusals_per_second);
+        let now = Instant::now();
+        self.with_source(key(remote), |_, s| {
+            let turn = s.next_refusal.max(now);
+            let wait = turn - now;
+            if wait >= MAX_PACE {
+                return MAX_PACE;
+            }
+            s.next_refusal = turn + interval;
+            wait
         })
     }
 
@@ -344,6 +379,7 @@ mod tests {
             denied: rate,
             report_interval: Duration::from_secs(1),
             max_sources,
+            refusals_per_second: 10.0,
         })
     }
 
@@ -399,6 +435,21 @@ mod tests {
         l.admit(addr("10.0.0.2:1"), Class::Denied).unwrap();
         let err = l.admit(addr("10.0.0.3:1"), Class::Denied).unwrap_err().to_string();
         assert!(err.contains("overflow"), "{err}");
+    }
+
+    #[test]
+    fn refusals_are_paced_per_source_and_never_held_past_the_cap() {
+        let l = limiter(0.001, 0, 10);
+        let waits: Vec<Duration> = (0..13).map(|_| l.pace(addr("10.0.0.1:1"))).collect();
+        // 10 a second: turns 100 ms apart, then the cap once a second's worth is waiting.
+        assert!(waits[0] < Duration::from_millis(10), "{waits:?}");
+        for (i, w) in waits.iter().enumerate().take(11).skip(1) {
+            let turn = Duration::from_millis(100) * i as u32;
+            assert!(*w <= turn && *w + Duration::from_millis(50) > turn, "refusal {i} waits {w:?}");
+        }
+        assert_eq!(&waits[11..], &[MAX_PACE, MAX_PACE]);
+        // Another source has its own turns.
+        assert!(l.pace(addr("10.0.0.2:1")) < Duration::from_millis(10));
     }
 
     #[test]

@@ -333,7 +333,7 @@ impl Core {
         // here, before any record is built or replicated; it is only counted.
         let remote = req.remote;
         let ticket = match untrusted(&req.op, &pre.decision) {
-            Some(class) => self.limiter.admit(remote, class)?,
+            Some(class) => self.admit(remote, class).await?,
             None => None,
         };
         let hasher = self.audit_hasher(&keyring).await?;
@@ -392,6 +392,20 @@ impl Core {
         result
     }
 
+    /// Takes a token from `remote`'s bucket of `class`, or refuses: after the source's pace, so
+    /// a flood of refusals cannot take the CPU from everyone else (see `limits`).
+    async fn admit(&self, remote: Option<std::net::SocketAddr>, class: Class) -> Result<Option<Ticket>> {
+        let refused = match self.limiter.admit(remote, class) {
+            Err(refused) => refused,
+            admitted => return admitted,
+        };
+        let pace = self.limiter.pace(remote);
+        if !pace.is_zero() {
+            tokio::time::sleep(pace).await;
+        }
+        Err(refused)
+    }
+
     /// Squares a request's charge with its outcome: the token taken up front is kept if the
     /// request was what it looked like, given back if not (a login that succeeded), and a
     /// request that turned out untrusted after all is charged.
@@ -418,7 +432,7 @@ impl Core {
         let keyring = self.keyring()?;
         let caller = self.stored_caller(&keyring, r.token.as_deref());
         if caller.is_none() {
-            self.limiter.admit(r.remote, Class::Unauthenticated)?;
+            self.admit(r.remote, Class::Unauthenticated).await?;
         }
         let hasher = self.audit_hasher(&keyring).await?;
         let started = std::time::Instant::now();

@@ -47,6 +47,7 @@ async fn untrusted_requests_over_the_limit_are_refused_before_any_write_and_repo
         denied: Rate { per_second: 0.001, burst: 2 },
         report_interval: Duration::from_secs(3600),
         max_sources: 1000,
+        refusals_per_second: 0.0,
     };
     let core = v.cores[1].clone().with_limits(limits);
     let attacker = "10.9.9.9:4000";

@@ -74,7 +74,7 @@ impl PgpRecipient {
     /// Encrypts `plaintext` to this key: a binary OpenPGP message (SEIPD v1, AES-256) that
     /// `gpg --decrypt` opens.
     pub fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>> {
-        let mut rng = rand::rngs::OsRng;
+        let rng = rand::rngs::OsRng;
         let mut builder =
             MessageBuilder::from_bytes("", plaintext.to_vec()).seipd_v1(rng, SymmetricKeyAlgorithm::AES256);
         let added = match self.subkey {
@@ -82,7 +82,7 @@ impl PgpRecipient {
             None => builder.encrypt_to_key(rng, &self.key.primary_key).map(drop),
         };
         added.map_err(|_| Error::Encrypt)?;
-        builder.to_vec(&mut rng).map_err(|_| Error::Encrypt)
+        builder.to_vec(rng).map_err(|_| Error::Encrypt)
     }
 }
 

@@ -46,6 +46,7 @@
 //! denied_burst = 100
 //! report_interval_s = 10        # one aggregated audit record per source, class and interval
 //! max_sources = 65536           # sources tracked; beyond, new ones share one budget
+//! refusals_per_second = 1000    # refusals answered per source; later ones wait (0: at once)
 //! watch_streams_per_token = 16  # concurrent Watch streams of one token
 //! audit_tails_per_token = 4     # concurrent audit tails of one token
 //! idle_timeout_s = 60           # a connection silent this long is closed
@@ -95,6 +96,7 @@ pub struct LimitsSettings {
     pub denied_burst: u32,
     pub report_interval_s: u64,
     pub max_sources: usize,
+    pub refusals_per_second: f64,
     pub watch_streams_per_token: usize,
     pub audit_tails_per_token: usize,
     pub idle_timeout_s: u64,
@@ -112,6 +114,7 @@ impl Default for LimitsSettings {
             denied_burst: d.denied.burst,
             report_interval_s: d.report_interval.as_secs(),
             max_sources: d.max_sources,
+            refusals_per_second: d.refusals_per_second,
             watch_streams_per_token: 16,
             audit_tails_per_token: 4,
             idle_timeout_s: 60,
@@ -128,6 +131,7 @@ impl LimitsSettings {
             denied: Rate { per_second: self.denied_per_second, burst: self.denied_burst },
             report_interval: Duration::from_secs(self.report_interval_s),
             max_sources: self.max_sources,
+            refusals_per_second: self.refusals_per_second,
         }
     }
 
@@ -149,6 +153,11 @@ impl LimitsSettings {
             if per_second > 0.0 && burst == 0 {
                 return Err(Error::Config(format!("limits.{name}_burst: must be at least 1 while the limit is on")));
             }
+        }
+        if !self.refusals_per_second.is_finite() || self.refusals_per_second < 0.0 {
+            return Err(Error::Config(
+                "limits.refusals_per_second: must be a number ≥ 0 (0 answers refusals at once)".into(),
+            ));
         }
         let positive = [
             ("limits.report_interval_s", self.report_interval_s as usize),

@@ -201,7 +201,7 @@ impl proto::sys_server::Sys for Api {
                 (true, false) => {
                     let mut keys =
                         ceremony::parse_pgp_keys(std::slice::from_ref(&r.pgp_key), "pgp_key").map_err(status)?;
-                    Ok(GenerateRootParams::Pgp(keys.remove(0)))
+                    Ok(GenerateRootParams::Pgp(Box::new(keys.remove(0))))
                 }
                 _ => Err(Status::invalid_argument("start generate-root with exactly one of otp and pgp_key")),
             }

@@ -162,7 +162,7 @@ async fn generate_root(ctx: &Ctx, path: &str) -> HttpResult {
             (Some(otp), None) => Ok(GenerateRootParams::Otp(Zeroizing::new(otp))),
             (None, Some(key)) => {
                 let mut keys = ceremony::parse_pgp_keys(&[key], "pgp_key")?;
-                Ok(GenerateRootParams::Pgp(keys.remove(0)))
+                Ok(GenerateRootParams::Pgp(Box::new(keys.remove(0))))
             }
             (None, None) => Err(HttpError::bad_request(
                 "missing otp or pgp_key: base64 of otp_length random bytes, which the new root token will be \
