@@ -133,7 +133,7 @@ impl RaftNode {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
-        let service = RaftServer::new(RaftService { id: config.id, raft: raft.clone() })
+        let service = RaftServer::new(RaftService { id: config.id, raft: raft.clone(), reader: reader.clone() })
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -279,9 +279,10 @@ impl RaftNode {
         let mut backoff = Duration::from_millis(10);
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let local = tokio::time::timeout(remaining, execute_on_leader(&self.inner.raft, req.clone()))
-                .await
-                .map_err(|_| Error::Timeout(limit))?;
+            let local =
+                tokio::time::timeout(remaining, execute_on_leader(&self.inner.raft, &self.inner.reader, req.clone()))
+                    .await
+                    .map_err(|_| Error::Timeout(limit))?;
             let last_error = match local {
                 Ok(reply) => return Ok(reply),
                 Err(LeaderError::Failed(msg)) => return Err(Error::Rejected(msg)),

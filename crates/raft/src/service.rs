@@ -11,7 +11,8 @@ use crate::network::{decode, encode};
 use crate::proto::raft_server;
 use crate::proto::RaftMessage;
 use crate::tls::{cert_names_node, node_name};
-use crate::{Command, NodeInfo, Response, TypeConfig};
+use crate::{Command, NodeInfo, Op, Response, TypeConfig};
+use arca_storage::{Cf, StateReader};
 
 /// Work a non-leader hands to the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,8 +61,32 @@ fn from_write_err(e: RaftError<u64, ClientWriteError<u64, NodeInfo>>) -> LeaderE
     }
 }
 
+/// Key (system family) marking a node id as removed from the cluster. A removed id is never
+/// admitted again: its certificate stays valid until it expires or the cluster CA is rotated,
+/// and without this a removed (possibly compromised) node could ask to join again as itself.
+/// Replacements get a new id, as etcd requires.
+fn retired_key(id: u64) -> Vec<u8> {
+    format!("raft/retired/{id}").into_bytes()
+}
+
+/// Refuses `id` if it was removed from this cluster (fails closed when the state cannot be read).
+fn refuse_retired(reader: &StateReader, id: u64) -> Result<(), LeaderError> {
+    match reader.get(Cf::Sys, &retired_key(id)) {
+        Ok(None) => Ok(()),
+        Ok(Some(_)) => Err(LeaderError::Failed(format!(
+            "node {id} was removed from this cluster and is never admitted again; give the replacement a new \
+             node_id and a cluster certificate naming its new name"
+        ))),
+        Err(e) => Err(LeaderError::Failed(format!("cannot check whether node {id} was removed: {e}"))),
+    }
+}
+
 /// Executes `req` if this node is the leader.
-pub(crate) async fn execute_on_leader(raft: &Raft<TypeConfig>, req: LeaderRequest) -> Result<LeaderReply, LeaderError> {
+pub(crate) async fn execute_on_leader(
+    raft: &Raft<TypeConfig>,
+    reader: &StateReader,
+    req: LeaderRequest,
+) -> Result<LeaderReply, LeaderError> {
     let membership = |r: Result<openraft::raft::ClientWriteResponse<TypeConfig>, _>| {
         r.map(|w| LeaderReply::MembershipChanged { index: w.log_id.index }).map_err(from_write_err)
     };
@@ -74,11 +99,22 @@ pub(crate) async fn execute_on_leader(raft: &Raft<TypeConfig>, req: LeaderReques
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => Err(from_forward(f)),
             Err(other) => Err(LeaderError::Failed(other.to_string())),
         },
-        LeaderRequest::AddLearner { id, node, wait } => add_learner(raft, id, node, wait).await,
+        LeaderRequest::AddLearner { id, node, wait } => {
+            refuse_retired(reader, id)?;
+            add_learner(raft, id, node, wait).await
+        }
         LeaderRequest::Promote { id } => {
+            refuse_retired(reader, id)?;
             membership(raft.change_membership(ChangeMembers::AddVoterIds([id].into()), false).await)
         }
         LeaderRequest::Remove { id } => {
+            // Marked first: if the membership change then fails, the node is still a member
+            // (the operator retries), but it can never come back once out.
+            let retire = Command::Txn {
+                guards: vec![],
+                ops: vec![Op::Put { cf: Cf::Sys, key: retired_key(id), value: vec![] }],
+            };
+            raft.client_write(retire).await.map_err(from_write_err)?;
             let is_voter = raft.metrics().borrow().membership_config.membership().voter_ids().any(|v| v == id);
             let change = if is_voter {
                 // `retain = false` also drops the node itself once it is no longer a voter.
@@ -145,6 +181,7 @@ async fn add_learner(
 pub(crate) struct RaftService {
     pub(crate) id: u64,
     pub(crate) raft: Raft<TypeConfig>,
+    pub(crate) reader: StateReader,
 }
 
 type Reply = Result<GrpcResponse<RaftMessage>, Status>;
@@ -234,6 +271,6 @@ impl raft_server::Raft for RaftService {
         let req: LeaderRequest = decode(request.get_ref())?;
         self.check_forwarder(&request, &req)?;
         tracing::debug!(?req, "forwarded request");
-        Ok(GrpcResponse::new(encode(&execute_on_leader(&self.raft, req).await)))
+        Ok(GrpcResponse::new(encode(&execute_on_leader(&self.raft, &self.reader, req).await)))
     }
 }

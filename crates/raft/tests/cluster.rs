@@ -236,6 +236,37 @@ async fn a_peer_with_a_certificate_from_another_ca_can_neither_join_nor_send_raf
     cluster.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_node_cannot_join_again_with_its_still_valid_certificate() {
+    init_tracing();
+    let timing = Timing { leader_timeout: Duration::from_secs(3), ..Timing::default() };
+    let cluster = TestCluster::start(3, timing.clone()).await;
+    let leader = cluster.node(cluster.wait_for_leader(Duration::from_secs(5)).await);
+    let removed = cluster.running().find(|n| n.id() != leader.id()).unwrap().id();
+    leader.remove(removed).await.unwrap();
+    let members = || leader.metrics().membership_config.membership().nodes().map(|(id, _)| *id).collect::<Vec<_>>();
+    assert!(!members().contains(&removed));
+
+    // The removed node still runs and its certificate is still valid: it asks to join as
+    // itself (the self-join flow), and an operator tries to add it back. Both are refused.
+    let leader_addr = cluster.config(leader.id()).info.raft_addr.clone();
+    let err = cluster.node(removed).join(&leader_addr).await.expect_err("a removed node joined again");
+    assert!(err.to_string().contains("removed from this cluster"), "{err}");
+    let info = cluster.config(removed).info.clone();
+    let err = leader.add_learner(removed, info).await.expect_err("a removed id was added back");
+    assert!(err.to_string().contains("never admitted again"), "{err}");
+    assert!(!members().contains(&removed));
+
+    // A replacement with a new id and its own certificate joins.
+    let dir = tempfile::TempDir::new().unwrap();
+    let cfg = node_config(7, free_addr(), dir.path(), cluster.ca.node_cert(7), timing);
+    let fresh = RaftNode::start(cfg).await.unwrap();
+    fresh.join(&leader_addr).await.unwrap();
+    assert!(members().contains(&7));
+    fresh.shutdown().await;
+    cluster.shutdown().await;
+}
+
 /// Sends one raw RequestVote for `term` from candidate `from` to `target`, presenting `tls`.
 async fn raw_vote(tls: &arca_raft::TlsConfig, from: u64, target: &NodeInfo, term: u64) -> Result<(), tonic::Status> {
     use arca_raft::openraft::raft::VoteRequest;
