@@ -271,3 +271,48 @@ fn a_patch_over_http_is_one_audited_operation() {
     // The put that made it, the patch, and the read above: the patch left exactly one.
     assert_eq!(ops, ["KvPut", "KvPatch", "KvGet"], "{ops:?}");
 }
+
+/// One request with curl and a raw body: (status, JSON body or null).
+fn curl(c: &DevCluster, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let out = Command::new("curl")
+        .args(["-s", "-X", method, "--cacert"])
+        .arg(&c.ca)
+        .args(["-H", &format!("X-Vault-Token: {}", c.token), "-d", body, "-w", "\n%{http_code}"])
+        .arg(format!("{}/v1/{path}", c.api(1)))
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.parse().unwrap(), serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+}
+
+/// Issue 18: bodies as the bao/vault CLI sends them. `bao write -f …/secret-id` sends `null`
+/// (Vault's documented AppRole flow); `bao kv undelete -versions=1` and `destroy` send the
+/// versions as strings.
+#[test]
+fn bodies_the_bao_cli_sends_are_read_as_vault_reads_them() {
+    let c = DevCluster::start(1);
+    c.ok(1, &["approle", "role", "write", "web", "--policies", "default"]);
+    let (status, body) = curl(&c, "POST", "auth/approle/role/web/secret-id", "null");
+    assert_eq!(status, 200, "{body}");
+    assert!(!body["data"]["secret_id"].as_str().unwrap_or_default().is_empty(), "{body}");
+    let (status, body) = curl(&c, "POST", "auth/approle/role/web/secret-id", "[1]");
+    assert_eq!(status, 400, "a body that is not an object is still refused: {body}");
+
+    c.ok(1, &["kv", "put", "app/v", "n=1"]);
+    c.ok(1, &["kv", "put", "app/v", "n=2"]);
+    for (verb, body) in [
+        ("delete", r#"{"versions": ["1"]}"#),
+        ("undelete", r#"{"versions": ["1"]}"#),
+        ("destroy", r#"{"versions": "1"}"#),
+    ] {
+        let (status, reply) = curl(&c, "POST", &format!("secret/{verb}/app/v"), body);
+        assert_eq!(status, 204, "{verb} {body}: {reply}");
+    }
+    let (status, reply) = curl(&c, "POST", "secret/destroy/app/v", r#"{"versions": ["one"]}"#);
+    assert_eq!(status, 400, "{reply}");
+    assert!(reply["errors"][0].as_str().unwrap().contains("not a whole number"), "{reply}");
+    let (_, meta) = curl(&c, "GET", "secret/metadata/app/v", "");
+    assert_eq!(meta["data"]["versions"]["1"]["destroyed"], true, "{meta}");
+    assert_eq!(meta["data"]["versions"]["2"]["destroyed"], false, "{meta}");
+}

@@ -361,6 +361,11 @@ impl Core {
         }
         let mut ctx = AuditContext { known, ..Default::default() };
         let result = self.dispatch(req, &mut ctx, false).await;
+        // A refusal decided inside the operation (a write judged create or update on the state
+        // it is guarded on) is a denial, whatever authorization saw before it.
+        if matches!(result, Err(Error::PermissionDenied(_))) && ctx.decision == "allowed" {
+            ctx.decision = "denied".into();
+        }
         self.settle(remote, ticket, untrusted_outcome(login, &ctx.decision, &result));
         // The outcome carries only what the record does not already say.
         let changed = ctx.decision != record.decision || ctx.capability != record.capability;

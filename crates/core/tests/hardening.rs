@@ -65,6 +65,25 @@ async fn a_create_only_token_never_overwrites_even_when_racing_the_creation() {
         let Reply::KvMetadata(m) = v.root(0, Operation::KvMetadata { path }).await else { panic!() };
         assert_eq!(m.current_version, 1, "round {round}: the secret was overwritten");
     }
+    // Each refused writer is on record as denied, not allowed: the decision taken inside the
+    // write is the one audited (outcomes commit shortly after the reply).
+    let list = || Operation::AuditList(AuditFilter { limit: 10_000, ..Default::default() });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let all = records(v.root(0, list()).await);
+        let refused: Vec<AuditRecord> = all
+            .into_iter()
+            .filter(|r| r.operation == "KvPut" && r.path.contains("drop/box") && r.outcome == "permission_denied")
+            .collect();
+        if refused.len() == 10 || std::time::Instant::now() > deadline {
+            break refused;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(refused.len(), 10, "{refused:#?}");
+    for r in &refused {
+        assert_eq!(r.decision, "denied", "{r:#?}");
+    }
     v.cluster.shutdown().await;
 }
 

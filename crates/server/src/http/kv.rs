@@ -182,16 +182,29 @@ async fn patch(ctx: &Ctx, path: String) -> HttpResult {
     }
 }
 
+/// The `versions` field: numbers, numeric strings (the bao/vault CLI sends `["4"]`) or one
+/// comma-separated string, as Vault's weak decoding takes them.
 fn versions(ctx: &Ctx) -> Result<Vec<u64>, HttpError> {
-    let Some(Value::Array(items)) = ctx.body.get("versions") else {
-        return Err(HttpError::bad_request("missing versions: send {\"versions\": [1, 2]}"));
+    let missing = || HttpError::bad_request("missing versions: send {\"versions\": [1, 2]}");
+    let items: Vec<Value> = match ctx.body.get("versions") {
+        Some(Value::Array(items)) => items.clone(),
+        Some(Value::String(s)) => s.split(',').map(|v| Value::String(v.trim().to_string())).collect(),
+        Some(n @ Value::Number(_)) => vec![n.clone()],
+        _ => return Err(missing()),
     };
     if items.is_empty() {
         return Err(HttpError::bad_request("no versions given"));
     }
     items
         .iter()
-        .map(|v| v.as_u64().ok_or_else(|| HttpError::bad_request(format!("version {v} is not a whole number"))))
+        .map(|v| {
+            let n = match v {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            };
+            n.ok_or_else(|| HttpError::bad_request(format!("version {v} is not a whole number")))
+        })
         .collect()
 }
 

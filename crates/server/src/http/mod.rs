@@ -360,10 +360,12 @@ async fn json_body(headers: &HeaderMap, verb: Verb, body: Body) -> Result<Value,
     }
     let value: Value = serde_json::from_slice(&bytes)
         .map_err(|e| HttpError::bad_request(format!("failed to parse JSON input: {e}")))?;
-    if !value.is_object() {
-        return Err(HttpError::bad_request("the request body must be a JSON object"));
+    match value {
+        // `bao write -f PATH` (no fields) sends `null`; Vault reads it as no fields.
+        Value::Null => Ok(Value::Object(Default::default())),
+        Value::Object(_) => Ok(value),
+        _ => Err(HttpError::bad_request("the request body must be a JSON object")),
     }
-    Ok(value)
 }
 
 fn query(uri: &axum::http::Uri) -> HashMap<String, String> {
