@@ -12,6 +12,9 @@ cd "$(dirname "$0")/.."
 # The Vault-compatibility tests drive the HTTP API with hvac, from a virtualenv.
 ARCA_HVAC_PYTHON="$(./scripts/hvac-setup.sh)"
 export ARCA_HVAC_PYTHON
+# The Vault/OpenBao CLI tests run the real `bao` binary, from a virtualenv.
+ARCA_BAO="$(./scripts/bao-setup.sh)"
+export ARCA_BAO
 
 cargo fmt --all -- --check
 # The compose file is valid for docker-compose too (it is run for real with podman below).

@@ -68,6 +68,8 @@ pub struct KeyringInfo {
     pub rewrap: Option<RewrapState>,
     /// Records (outside the audit log and the term chain) still under an older term.
     pub records_on_old_terms: u64,
+    /// When the active term was made, if the cluster's init record says (ms since the epoch).
+    pub active_since_ms: Option<i64>,
 }
 
 /// `keyring` extended with every term record it does not hold yet, in order.
@@ -216,6 +218,7 @@ impl Core {
             active_term: active,
             rewrap: self.rewrap_state()?.0,
             records_on_old_terms: self.count_stale(keyring, active)?,
+            active_since_ms: self.init_record()?.map(|r| r.active_term_since_ms).filter(|ms| *ms > 0),
         })
     }
 

@@ -20,7 +20,7 @@ use tracing::error;
 
 use crate::audit::AuditContext;
 use crate::policy::{Capability, Caps, Policy, PolicySet, DEFAULT_POLICY, DEFAULT_POLICY_HCL, ROOT_POLICY};
-use crate::request::TokenRef;
+use crate::request::{MountTable, TokenRef};
 use crate::seal::Seal;
 use crate::tokens::Caller;
 use crate::{Core, Error, Operation, Result};
@@ -179,6 +179,8 @@ impl Core {
         use Capability::*;
         const CREATE_OR_UPDATE: &[Capability] = &[Create, Update];
         let n = match op {
+            // Vault: listing audit devices needs sudo.
+            Operation::Mounts { table: MountTable::Audit, .. } => Need { any: &[Read], sudo: true },
             Operation::KvGet { .. }
             | Operation::KvGetStage { .. }
             | Operation::Watch { .. }

@@ -117,9 +117,11 @@ pub enum Operation {
     Seal,
     Leader,
     Members,
-    /// The secrets engines mounted (one: KV v2 at `secret/`), or the one serving `path`.
+    /// The secrets engines mounted (one: KV v2 at `secret/`), or the one serving `path`; or
+    /// the auth methods, or the audit devices (`table`).
     Mounts {
         path: Option<String>,
+        table: MountTable,
     },
     Join {
         peer: String,
@@ -330,8 +332,10 @@ impl Operation {
             Operation::Init { .. } => "sys/init".into(),
             Operation::Seal => "sys/seal".into(),
             Operation::Leader => "sys/leader".into(),
-            Operation::Mounts { path: None } => "sys/mounts".into(),
-            Operation::Mounts { path: Some(p) } => format!("sys/internal/ui/mounts/{p}"),
+            Operation::Mounts { table: MountTable::Auth, .. } => "sys/auth".into(),
+            Operation::Mounts { table: MountTable::Audit, .. } => "sys/audit".into(),
+            Operation::Mounts { path: None, .. } => "sys/mounts".into(),
+            Operation::Mounts { path: Some(p), .. } => format!("sys/internal/ui/mounts/{p}"),
             Operation::Members => "sys/storage/raft/configuration".into(),
             Operation::Join { .. } => "sys/storage/raft/join".into(),
             Operation::RemovePeer { .. } => "sys/storage/raft/remove-peer".into(),
@@ -563,19 +567,46 @@ pub struct Mount {
 }
 
 /// Arca's one secrets engine: versioned KV (Vault's KV v2) at `secret/`.
-pub fn mounts() -> Vec<Mount> {
-    vec![Mount {
-        path: "secret/".into(),
-        kind: "kv".into(),
-        version: "2".into(),
-        description: "versioned key/value secrets (KV v2)".into(),
-    }]
+/// Which of Vault's mount tables: Arca's are fixed, so these are what it has built in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountTable {
+    /// Secrets engines (`sys/mounts`).
+    Secrets,
+    /// Auth methods (`sys/auth`).
+    Auth,
+    /// Audit devices (`sys/audit`).
+    Audit,
+}
+
+/// The mounts of `table`.
+pub fn mounts(table: MountTable) -> Vec<Mount> {
+    let mount = |path: &str, kind: &str, description: &str| Mount {
+        path: path.into(),
+        kind: kind.into(),
+        version: String::new(),
+        description: description.into(),
+    };
+    match table {
+        MountTable::Secrets => {
+            vec![Mount { version: "2".into(), ..mount("secret/", "kv", "versioned key/value secrets (KV v2)") }]
+        }
+        MountTable::Auth => vec![
+            mount("token/", "token", "token based credentials"),
+            mount("approle/", "approle", "AppRole: role id and secret id"),
+            mount("cert/", "cert", "TLS client certificates from the client CA"),
+            mount("jwt/", "jwt", "JWTs signed by the configured key"),
+            mount("kubernetes/", "jwt", "Kubernetes service account tokens (the jwt method under Vault's path)"),
+        ],
+        MountTable::Audit => {
+            vec![mount("arca/", "raft", "the replicated, hash-chained audit log (built in, always on)")]
+        }
+    }
 }
 
 /// The mount serving `path` (`secret`, `secret/`, `secret/app/db`), if any.
 pub fn mount_serving(path: &str) -> Option<Mount> {
     let path = path.trim_start_matches('/');
-    mounts().into_iter().find(|m| path.starts_with(&m.path) || format!("{path}/") == m.path)
+    mounts(MountTable::Secrets).into_iter().find(|m| path.starts_with(&m.path) || format!("{path}/") == m.path)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

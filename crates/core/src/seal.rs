@@ -20,6 +20,10 @@ pub(crate) struct InitRecord {
     pub threshold: u8,
     pub shares: u8,
     pub sealed_keyring: Vec<u8>,
+    /// When the keyring's active term was made (ms since the epoch; 0 in records written
+    /// before this was kept): Vault's key-status `install_time`.
+    #[serde(default)]
+    pub active_term_since_ms: i64,
 }
 
 impl InitRecord {
@@ -46,6 +50,7 @@ impl InitRecord {
             threshold,
             shares,
             sealed_keyring: keyring.seal(&root).map_err(internal)?,
+            active_term_since_ms: crate::now_ms(),
         };
         Ok((record, split, root))
     }
@@ -58,6 +63,7 @@ impl InitRecord {
             threshold: self.threshold,
             shares: self.shares,
             sealed_keyring: keyring.seal(root).map_err(|e| crate::Error::Internal(e.to_string()))?,
+            active_term_since_ms: crate::now_ms(),
         })
     }
 

@@ -629,8 +629,8 @@ impl Core {
             }
             Operation::Leader => Ok(Reply::Leader { leader: self.members().into_iter().find(|m| m.leader) }),
             Operation::Members => Ok(Reply::Members(self.members())),
-            Operation::Mounts { path: None } => Ok(Reply::Mounts(crate::request::mounts())),
-            Operation::Mounts { path: Some(p) } => crate::request::mount_serving(&p)
+            Operation::Mounts { path: None, table } => Ok(Reply::Mounts(crate::request::mounts(table))),
+            Operation::Mounts { path: Some(p), .. } => crate::request::mount_serving(&p)
                 .map(|m| Reply::Mounts(vec![m]))
                 .ok_or_else(|| Error::NotFound(format!("no secrets engine is mounted at {p:?}"))),
             Operation::Join { peer } => {

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use arca_core::{Operation, Reply, SecretData, SecretMetadata, VersionMetadata, DEFAULT_MAX_VERSIONS};
+use arca_core::{MountTable, Operation, Reply, SecretData, SecretMetadata, VersionMetadata, DEFAULT_MAX_VERSIONS};
 use axum::http::StatusCode;
 use serde_json::{json, Map, Value};
 
@@ -231,7 +231,7 @@ async fn write_metadata(ctx: &Ctx, path: String) -> HttpResult {
 async fn config(ctx: &Ctx) -> HttpResult {
     match ctx.verb {
         Verb::Read => {
-            ctx.call(Operation::Mounts { path: Some("secret/".into()) }).await?;
+            ctx.call(Operation::Mounts { path: Some("secret/".into()), table: MountTable::Secrets }).await?;
             Ok(ctx.data(json!({
                 "cas_required": false,
                 "delete_version_after": "0s",

@@ -1,7 +1,8 @@
-//! `sys/`: init, unseal, seal, health, leader, mounts, capabilities, policies, audit hash.
+//! `sys/`: init, unseal, seal, health, leader, mounts, capabilities, policies, audit hash, raft
+//! peers, key status.
 
 use arca_core::ceremony::{self, CeremonyStatus, CeremonyStep, GenerateRootParams, RekeyParams};
-use arca_core::{HealthInfo, Mount, Operation, Reply, SealStatus, TokenRef};
+use arca_core::{HealthInfo, Mount, MountTable, Operation, Reply, SealStatus, TokenRef};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::{json, Map, Value};
@@ -26,8 +27,31 @@ pub(super) async fn route(ctx: &Ctx, path: &str) -> HttpResult {
         }
         ("rekey/init", Read | Write | Delete) | ("rekey/update", Write) => rekey(ctx, path).await,
         ("leader", Read) => leader(ctx).await,
-        ("mounts", Read) => mounts(ctx).await,
-        ("capabilities-self", Write) => capabilities_self(ctx).await,
+        ("mounts", Read) => mounts(ctx, MountTable::Secrets).await,
+        ("auth", Read) => mounts(ctx, MountTable::Auth).await,
+        ("audit", Read) => mounts(ctx, MountTable::Audit).await,
+        (p, _) if p.starts_with("auth/") || p.starts_with("audit/") => Err(HttpError::bad_request(
+            "Arca's auth methods (token, approle, cert, jwt, kubernetes) and its audit log are built in: \
+             they are always on and cannot be enabled, disabled or tuned",
+        )),
+        ("capabilities-self", Write) => capabilities(ctx, TokenRef::SelfToken).await,
+        ("capabilities", Write) => {
+            let token = ctx
+                .str("token")?
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| HttpError::bad_request("missing token: the token whose capabilities to report"))?;
+            capabilities(ctx, TokenRef::Token(Zeroizing::new(token))).await
+        }
+        ("capabilities-accessor", Write) => {
+            let accessor = ctx.str("accessor")?.filter(|a| !a.is_empty()).ok_or_else(|| {
+                HttpError::bad_request("missing accessor: the accessor of the token whose capabilities to report")
+            })?;
+            capabilities(ctx, TokenRef::Accessor(accessor)).await
+        }
+        ("storage/raft/configuration", Read) => raft_configuration(ctx).await,
+        ("key-status", Read) => key_status(ctx).await,
+        // `bao operator rotate` (OpenBao 2 posts to rotate/keyring, Vault to rotate).
+        ("rotate" | "rotate/keyring", Write) => ctx.call(Operation::KeyringRotate).await.map(|_| no_content()),
         ("policy", Read | List) => list_policies(ctx, true).await,
         ("policies/acl", List) => list_policies(ctx, false).await,
         (p, _) if p.starts_with("policy/") => policy(ctx, &p["policy/".len()..], true).await,
@@ -45,7 +69,15 @@ pub(super) async fn route(ctx: &Ctx, path: &str) -> HttpResult {
             | "health"
             | "leader"
             | "mounts"
+            | "auth"
+            | "audit"
             | "capabilities-self"
+            | "capabilities"
+            | "capabilities-accessor"
+            | "storage/raft/configuration"
+            | "key-status"
+            | "rotate"
+            | "rotate/keyring"
             | "generate-root/attempt"
             | "generate-root/update"
             | "rekey/init"
@@ -307,13 +339,20 @@ async fn leader(ctx: &Ctx) -> HttpResult {
     ))
 }
 
-fn mount_json(m: &Mount) -> Value {
+fn mount_json(m: &Mount, table: MountTable) -> Value {
+    let accessor = match table {
+        MountTable::Secrets => format!("{}_arca", m.kind),
+        MountTable::Auth => format!("auth_{}_arca", m.path.trim_end_matches('/')),
+        MountTable::Audit => {
+            return json!({ "type": m.kind, "description": m.description, "path": m.path, "options": {}, "local": false })
+        }
+    };
     json!({
         "type": m.kind,
         "description": m.description,
-        "accessor": format!("{}_arca", m.kind),
+        "accessor": accessor,
         "config": { "default_lease_ttl": 0, "max_lease_ttl": 0, "force_no_cache": false },
-        "options": { "version": m.version },
+        "options": if m.version.is_empty() { Value::Null } else { json!({ "version": m.version }) },
         "local": false,
         "seal_wrap": false,
         "external_entropy_access": false,
@@ -322,35 +361,38 @@ fn mount_json(m: &Mount) -> Value {
     })
 }
 
-async fn mount_list(ctx: &Ctx, path: Option<&str>) -> Result<Vec<Mount>, HttpError> {
-    match ctx.call(Operation::Mounts { path: path.map(str::to_string) }).await? {
+async fn mount_list(ctx: &Ctx, path: Option<&str>, table: MountTable) -> Result<Vec<Mount>, HttpError> {
+    match ctx.call(Operation::Mounts { path: path.map(str::to_string), table }).await? {
         Reply::Mounts(m) => Ok(m),
         other => Err(unexpected(other)),
     }
 }
 
-/// Vault answers `sys/mounts` with the table both at the top level (legacy) and under `data`.
-async fn mounts(ctx: &Ctx) -> HttpResult {
-    let table: Map<String, Value> =
-        mount_list(ctx, None).await?.iter().map(|m| (m.path.clone(), mount_json(m))).collect();
-    Ok(bare(StatusCode::OK, with_data(ctx, table)))
+/// Vault answers `sys/mounts`, `sys/auth` and `sys/audit` with the table both at the top level
+/// (legacy) and under `data`. Arca's tables are fixed: what it has built in.
+async fn mounts(ctx: &Ctx, table: MountTable) -> HttpResult {
+    let list: Map<String, Value> =
+        mount_list(ctx, None, table).await?.iter().map(|m| (m.path.clone(), mount_json(m, table))).collect();
+    Ok(bare(StatusCode::OK, with_data(ctx, list)))
 }
 
 /// The mount serving `path` (the Vault CLI asks before every `kv` command, to detect KV v2).
 async fn ui_mount(ctx: &Ctx, path: &str) -> HttpResult {
-    let mounts = mount_list(ctx, Some(path)).await?;
+    let mounts = mount_list(ctx, Some(path), MountTable::Secrets).await?;
     let m = mounts.first().ok_or_else(|| HttpError::no_route(path))?;
-    let mut data = mount_json(m);
+    let mut data = mount_json(m, MountTable::Secrets);
     data["path"] = json!(m.path);
     Ok(ctx.data(data))
 }
 
-async fn capabilities_self(ctx: &Ctx) -> HttpResult {
+/// `sys/capabilities-self`, `sys/capabilities` (another token's, in `token`) and
+/// `sys/capabilities-accessor`: each path's capabilities, and `capabilities` alone for one path.
+async fn capabilities(ctx: &Ctx, target: TokenRef) -> HttpResult {
     let paths = match ctx.strings("paths")? {
         Some(p) if !p.is_empty() => p,
         _ => ctx.strings("path")?.filter(|p| !p.is_empty()).ok_or_else(|| HttpError::bad_request("missing paths"))?,
     };
-    let caps = match ctx.call(Operation::Capabilities { target: TokenRef::SelfToken, paths }).await? {
+    let caps = match ctx.call(Operation::Capabilities { target, paths }).await? {
         Reply::Capabilities(c) => c,
         other => return Err(unexpected(other)),
     };
@@ -359,6 +401,42 @@ async fn capabilities_self(ctx: &Ctx) -> HttpResult {
         data.insert("capabilities".into(), json!(only));
     }
     Ok(bare(StatusCode::OK, with_data(ctx, data)))
+}
+
+/// Vault's raft peer list (`bao operator raft list-peers`), from the cluster's members.
+async fn raft_configuration(ctx: &Ctx) -> HttpResult {
+    let members = match ctx.call(Operation::Members).await? {
+        Reply::Members(m) => m,
+        other => return Err(unexpected(other)),
+    };
+    let servers: Vec<Value> = members
+        .iter()
+        .map(|m| {
+            json!({
+                "node_id": m.id.to_string(),
+                "address": m.raft_addr,
+                "leader": m.leader,
+                "voter": m.voter,
+                "protocol_version": "3",
+            })
+        })
+        .collect();
+    Ok(ctx.data(json!({ "config": { "servers": servers, "index": 0 } })))
+}
+
+/// Vault's `sys/key-status`: the active keyring term and when it was made. Arca does not count
+/// encryptions per term (`encryptions` is 0); a cluster initialized before install times were
+/// kept reports the epoch until its next rotation.
+async fn key_status(ctx: &Ctx) -> HttpResult {
+    let k = match ctx.call(Operation::KeyringStatus).await? {
+        Reply::Keyring(k) => k,
+        other => return Err(unexpected(other)),
+    };
+    let mut fields = Map::new();
+    fields.insert("term".into(), json!(k.active_term));
+    fields.insert("install_time".into(), json!(super::kv::time(k.active_since_ms.unwrap_or(0))));
+    fields.insert("encryptions".into(), json!(0));
+    Ok(bare(StatusCode::OK, with_data(ctx, fields)))
 }
 
 /// `sys/policy` (Vault's older shape: `policies` and `rules`) and `sys/policies/acl` (`keys`,
