@@ -238,7 +238,18 @@ path "secret/data/legacy/*" { capabilities = ["read"] }
         panic!()
     };
     call(&v.cores[2], Some(&token), Operation::KvGet { path: "app/db".into(), version: None }).await.unwrap();
-    let Reply::Grants(grants) = v.root(0, Operation::AuditUnusedGrants { since_ms: 0 }).await else { panic!() };
+    // A request's outcome commits just after its reply: wait (bounded) until the read counts.
+    let used = |grants: &[arca_core::GrantUse]| {
+        grants.iter().any(|g| g.policy == "app" && g.pattern == "secret/data/app/*" && g.capability == "read" && g.used)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let grants = loop {
+        let Reply::Grants(grants) = v.root(0, Operation::AuditUnusedGrants { since_ms: 0 }).await else { panic!() };
+        if used(&grants) || Instant::now() > deadline {
+            break grants;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let find = |pattern: &str, cap: &str| {
         grants.iter().find(|g| g.policy == "app" && g.pattern == pattern && g.capability == cap).unwrap().clone()
     };
