@@ -116,6 +116,42 @@ fn kv_versions_rollback_and_capabilities() {
 }
 
 #[test]
+fn kv_metadata_settings_and_custom_metadata() {
+    let c = DevCluster::start(1);
+    let m = ["-mount=secret"];
+    bao(
+        &c,
+        &[&["kv", "metadata", "put"][..], &m, &["-custom-metadata=owner=team-a", "-cas-required=true", "app/m"]]
+            .concat(),
+    );
+    let meta = bao_json(&c, &[&["kv", "metadata", "get"][..], &m, &["app/m"]].concat());
+    assert_eq!(meta["data"]["custom_metadata"], serde_json::json!({"owner": "team-a"}), "{meta}");
+    assert_eq!(meta["data"]["cas_required"], true, "{meta}");
+    // cas_required: a write without -cas is refused, saying why; with it, it goes through.
+    let refused = bao_as(&c, &c.token, &[&["kv", "put"][..], &m, &["app/m", "v=1"]].concat());
+    assert!(!refused.status.success());
+    assert!(text(&refused.stderr).contains("check-and-set parameter required"), "{}", text(&refused.stderr));
+    bao(&c, &[&["kv", "put"][..], &m, &["-cas=0", "app/m", "v=1"]].concat());
+    // patch merges labels; put replaces them.
+    bao(&c, &[&["kv", "metadata", "patch"][..], &m, &["-custom-metadata=env=prod", "app/m"]].concat());
+    let meta = bao_json(&c, &[&["kv", "metadata", "get"][..], &m, &["app/m"]].concat());
+    assert_eq!(meta["data"]["custom_metadata"], serde_json::json!({"owner": "team-a", "env": "prod"}), "{meta}");
+    bao(
+        &c,
+        &[&["kv", "metadata", "put"][..], &m, &["-custom-metadata=owner=team-b", "-cas-required=false", "app/m"]]
+            .concat(),
+    );
+    let meta = bao_json(&c, &[&["kv", "metadata", "get"][..], &m, &["app/m"]].concat());
+    assert_eq!(meta["data"]["custom_metadata"], serde_json::json!({"owner": "team-b"}), "{meta}");
+    bao(&c, &[&["kv", "put"][..], &m, &["app/m", "v=2"]].concat());
+    // What Arca does not do is refused, saying so.
+    let refused =
+        bao_as(&c, &c.token, &[&["kv", "metadata", "put"][..], &m, &["-delete-version-after=1h", "app/m"]].concat());
+    assert!(!refused.status.success());
+    assert!(text(&refused.stderr).contains("delete_version_after is not supported"), "{}", text(&refused.stderr));
+}
+
+#[test]
 fn operator_and_sys_listings() {
     let c = DevCluster::start(3);
     let peers = bao_json(&c, &["operator", "raft", "list-peers"]);

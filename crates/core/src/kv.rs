@@ -65,6 +65,73 @@ pub struct SecretMetadata {
     /// The version labelled `previous` (the one `current` replaced).
     #[serde(default)]
     pub previous_version: Option<u64>,
+    /// Writes must carry a check-and-set version (Vault's `cas_required`).
+    #[serde(default)]
+    pub cas_required: bool,
+    /// Free-form labels (Vault's `custom_metadata`); stored encrypted like the rest.
+    #[serde(default)]
+    pub custom_metadata: BTreeMap<String, String>,
+}
+
+/// What a metadata write changes; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetadataSettings {
+    pub max_versions: Option<u32>,
+    pub cas_required: Option<bool>,
+    /// Labels to set (`Some`) or remove (`None`).
+    pub custom_metadata: BTreeMap<String, Option<String>>,
+    /// Whether `custom_metadata` replaces all labels (a PUT) or is merged into them (a PATCH).
+    pub replace_custom_metadata: bool,
+}
+
+/// Most custom metadata labels on one secret, and their sizes (Vault's limits).
+pub const MAX_CUSTOM_METADATA_KEYS: usize = 64;
+pub const MAX_CUSTOM_METADATA_KEY_BYTES: usize = 128;
+pub const MAX_CUSTOM_METADATA_VALUE_BYTES: usize = 512;
+
+impl MetadataSettings {
+    /// Applies these settings to `meta`, refusing what is out of bounds.
+    pub(crate) fn apply(&self, meta: &mut SecretMetadata) -> crate::Result<()> {
+        let invalid = |m: String| crate::Error::InvalidArgument(m);
+        if let Some(n) = self.max_versions {
+            if n == 0 {
+                return Err(invalid("max_versions must be at least 1".into()));
+            }
+            meta.max_versions = n;
+        }
+        if let Some(required) = self.cas_required {
+            meta.cas_required = required;
+        }
+        if self.replace_custom_metadata {
+            meta.custom_metadata.clear();
+        }
+        for (k, v) in &self.custom_metadata {
+            if k.is_empty() || k.len() > MAX_CUSTOM_METADATA_KEY_BYTES {
+                return Err(invalid(format!(
+                    "custom_metadata key {:?} must be 1 to {MAX_CUSTOM_METADATA_KEY_BYTES} bytes",
+                    crate::audit::cap(k)
+                )));
+            }
+            match v {
+                Some(v) if v.len() > MAX_CUSTOM_METADATA_VALUE_BYTES => {
+                    return Err(invalid(format!(
+                        "custom_metadata.{k} is {} bytes, over the {MAX_CUSTOM_METADATA_VALUE_BYTES}-byte limit",
+                        v.len()
+                    )))
+                }
+                Some(v) => {
+                    meta.custom_metadata.insert(k.clone(), v.clone());
+                }
+                None => {
+                    meta.custom_metadata.remove(k);
+                }
+            }
+        }
+        if meta.custom_metadata.len() > MAX_CUSTOM_METADATA_KEYS {
+            return Err(invalid(format!("custom_metadata may hold at most {MAX_CUSTOM_METADATA_KEYS} keys")));
+        }
+        Ok(())
+    }
 }
 
 impl SecretMetadata {
@@ -78,6 +145,8 @@ impl SecretMetadata {
             versions: BTreeMap::new(),
             pending_version: None,
             previous_version: None,
+            cas_required: false,
+            custom_metadata: BTreeMap::new(),
         }
     }
 

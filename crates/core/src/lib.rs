@@ -31,7 +31,7 @@ pub use duration::parse_duration_secs;
 pub use error::{Error, Result};
 pub use grants::GrantUse;
 pub use keyring::{KeyringInfo, RewrapState};
-pub use kv::{SecretMetadata, Stage, VersionMetadata, DEFAULT_MAX_VERSIONS, MAX_VALUE_BYTES};
+pub use kv::{MetadataSettings, SecretMetadata, Stage, VersionMetadata, DEFAULT_MAX_VERSIONS, MAX_VALUE_BYTES};
 pub use limits::LimitsConfig;
 pub use logins::SECRET_ID_PREFIX;
 pub use path::{validate_path, validate_prefix, MAX_PATH_BYTES};

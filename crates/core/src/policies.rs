@@ -211,7 +211,7 @@ impl Core {
             | Operation::KvDelete { .. }
             | Operation::KvUndelete { .. }
             | Operation::KvDestroy { .. }
-            | Operation::KvSetMaxVersions { .. }
+            | Operation::KvSetMetadata { .. }
             | Operation::TokenCreate(_)
             | Operation::TokenLookup(_)
             | Operation::TokenRenew { .. }

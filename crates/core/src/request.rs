@@ -175,9 +175,11 @@ pub enum Operation {
     KvMetadata {
         path: String,
     },
-    KvSetMaxVersions {
+    /// Changes a secret's settings (`max_versions`, `cas_required`, custom metadata); creates
+    /// its metadata if it has none yet.
+    KvSetMetadata {
         path: String,
-        max_versions: u32,
+        settings: crate::kv::MetadataSettings,
     },
     /// Removes a secret for good: every version and its metadata.
     KvDeleteMetadata {
@@ -296,7 +298,7 @@ impl std::fmt::Debug for Operation {
             Operation::KvUndelete { path, .. } => write!(f, "KvUndelete({path:?})"),
             Operation::KvDestroy { path, .. } => write!(f, "KvDestroy({path:?})"),
             Operation::KvMetadata { path } => write!(f, "KvMetadata({path:?})"),
-            Operation::KvSetMaxVersions { path, .. } => write!(f, "KvSetMaxVersions({path:?})"),
+            Operation::KvSetMetadata { path, .. } => write!(f, "KvSetMetadata({path:?})"),
             Operation::KvDeleteMetadata { path } => write!(f, "KvDeleteMetadata({path:?})"),
             Operation::Init { shares, threshold } => write!(f, "Init({shares}, {threshold})"),
             Operation::Join { peer } => write!(f, "Join({peer:?})"),
@@ -352,7 +354,7 @@ impl Operation {
             Operation::KvUndelete { path, .. } => format!("secret/undelete/{path}"),
             Operation::KvDestroy { path, .. } => format!("secret/destroy/{path}"),
             Operation::KvMetadata { path }
-            | Operation::KvSetMaxVersions { path, .. }
+            | Operation::KvSetMetadata { path, .. }
             | Operation::KvDeleteMetadata { path } => {
                 format!("secret/metadata/{path}")
             }
@@ -415,7 +417,7 @@ impl Operation {
             Operation::KvUndelete { .. } => "KvUndelete",
             Operation::KvDestroy { .. } => "KvDestroy",
             Operation::KvMetadata { .. } => "KvMetadata",
-            Operation::KvSetMaxVersions { .. } => "KvSetMaxVersions",
+            Operation::KvSetMetadata { .. } => "KvSetMetadata",
             Operation::KvDeleteMetadata { .. } => "KvDeleteMetadata",
             Operation::TokenCreate(_) => "TokenCreate",
             Operation::TokenLookup(_) => "TokenLookup",

@@ -675,8 +675,8 @@ impl Core {
                 validate_path(&path)?;
                 self.read_meta(keyring, &path)?.map(|(m, _)| Reply::KvMetadata(m)).ok_or_else(|| not_found(&path))
             }
-            Operation::KvSetMaxVersions { path, max_versions } => {
-                self.kv_set_max_versions(keyring, &path, max_versions).await.map(Reply::KvMetadata)
+            Operation::KvSetMetadata { path, settings } => {
+                self.kv_set_metadata(keyring, &path, &settings).await.map(Reply::KvMetadata)
             }
             Operation::KvDeleteMetadata { path } => self.kv_delete_all(keyring, &path).await.map(|()| Reply::Done),
             Operation::TokenCreate(spec) => {
@@ -995,6 +995,7 @@ impl Core {
                     "secret/data/{path} requires '{needed}', which this token lacks"
                 )));
             }
+            require_cas(current.as_ref(), cas)?;
             let mut meta = current.unwrap_or_else(|| SecretMetadata::new(path, now));
             let (ops, version) = new_version(keyring, path, &mut meta, &plain, cas, now)?;
             Ok((meta, ops, version))
@@ -1016,6 +1017,7 @@ impl Core {
         let now = now_ms();
         self.guarded_update(keyring, path, |current| {
             let mut meta = current.ok_or_else(|| not_found(path))?;
+            require_cas(Some(&meta), cas)?;
             let base = meta.readable(None)?.version;
             let mut data = self.version_data(keyring, path, base)?;
             for k in remove {
@@ -1100,15 +1102,18 @@ impl Core {
         Err(Error::Conflict)
     }
 
-    async fn kv_set_max_versions(&self, keyring: &Keyring, path: &str, max_versions: u32) -> Result<SecretMetadata> {
+    async fn kv_set_metadata(
+        &self,
+        keyring: &Keyring,
+        path: &str,
+        settings: &crate::kv::MetadataSettings,
+    ) -> Result<SecretMetadata> {
         validate_path(path)?;
-        if max_versions == 0 {
-            return Err(Error::InvalidArgument("max_versions must be at least 1".into()));
-        }
         let now = now_ms();
         self.guarded_update(keyring, path, |current| {
             let mut meta = current.unwrap_or_else(|| SecretMetadata::new(path, now));
-            meta.max_versions = max_versions;
+            settings.apply(&mut meta)?;
+            meta.updated_ms = now;
             let ops = meta.prune().into_iter().map(|v| Op::Delete { cf: Cf::Kv, key: kv::data_key(path, v) }).collect();
             Ok((meta.clone(), ops, meta))
         })
@@ -1121,6 +1126,18 @@ enum VersionChange {
     Delete,
     Undelete,
     Destroy,
+}
+
+/// Refuses a write without check-and-set to a secret whose metadata requires it.
+fn require_cas(meta: Option<&SecretMetadata>, cas: Option<u64>) -> Result<()> {
+    if meta.is_some_and(|m| m.cas_required) && cas.is_none() {
+        return Err(Error::InvalidArgument(
+            "check-and-set parameter required for this call: this secret has cas_required set; send options.cas \
+             (the version you read, or 0 to create)"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The write of a secret's metadata, encrypted and bound to its path.

@@ -348,7 +348,8 @@ impl proto::kv_server::Kv for Api {
 
     async fn set_max_versions(&self, req: GrpcRequest<proto::SetMaxVersionsRequest>) -> R<proto::SecretMetadata> {
         let r = req.get_ref();
-        self.meta_reply(&req, Operation::KvSetMaxVersions { path: r.path.clone(), max_versions: r.max_versions }).await
+        let settings = arca_core::MetadataSettings { max_versions: Some(r.max_versions), ..Default::default() };
+        self.meta_reply(&req, Operation::KvSetMetadata { path: r.path.clone(), settings }).await
     }
 
     async fn delete_metadata(&self, req: GrpcRequest<proto::MetadataRequest>) -> R<proto::DeleteMetadataResponse> {

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use arca_core::{MountTable, Operation, Reply, SecretData, SecretMetadata, VersionMetadata, DEFAULT_MAX_VERSIONS};
+use arca_core::{
+    MetadataSettings, MountTable, Operation, Reply, SecretData, SecretMetadata, VersionMetadata, DEFAULT_MAX_VERSIONS,
+};
 use axum::http::StatusCode;
 use serde_json::{json, Map, Value};
 
@@ -35,7 +37,8 @@ pub(super) async fn route(ctx: &Ctx, path: &str) -> HttpResult {
             Reply::KvMetadata(m) => Ok(ctx.data(metadata_json(&m))),
             other => Err(unexpected(other)),
         },
-        ("metadata", Write) => write_metadata(ctx, secret).await,
+        ("metadata", Write) => write_metadata(ctx, secret, false).await,
+        ("metadata", Patch) => write_metadata(ctx, secret, true).await,
         ("metadata", Delete) => ctx.call(Operation::KvDeleteMetadata { path: secret }).await.map(|_| no_content()),
         ("metadata", List) => match ctx.call(Operation::KvList { prefix: folder(secret) }).await? {
             // Vault answers an empty listing with 404.
@@ -91,10 +94,10 @@ fn metadata_json(m: &SecretMetadata) -> Value {
         })
         .collect();
     json!({
-        "cas_required": false,
+        "cas_required": m.cas_required,
         "created_time": time(m.created_ms),
         "current_version": m.current_version,
-        "custom_metadata": null,
+        "custom_metadata": if m.custom_metadata.is_empty() { Value::Null } else { json!(m.custom_metadata) },
         "delete_version_after": "0s",
         "max_versions": m.max_versions,
         "oldest_version": m.versions.keys().next().copied().unwrap_or(0),
@@ -208,23 +211,44 @@ fn versions(ctx: &Ctx) -> Result<Vec<u64>, HttpError> {
         .collect()
 }
 
-async fn write_metadata(ctx: &Ctx, path: String) -> HttpResult {
-    if ctx.bool("cas_required")?.unwrap_or(false) {
-        return Err(HttpError::bad_request("cas_required is not supported; send options.cas with each write instead"));
-    }
+/// `PUT secret/metadata/<path>` (settings given replace, custom metadata as a whole) and
+/// `PATCH` (custom metadata merged: `null` removes a label).
+async fn write_metadata(ctx: &Ctx, path: String, patch: bool) -> HttpResult {
     if let Some(after) = ctx.duration_secs("delete_version_after")? {
         if after != 0 {
-            return Err(HttpError::bad_request("delete_version_after is not supported"));
+            return Err(HttpError::bad_request(
+                "delete_version_after is not supported: Arca keeps versions until max_versions or a delete",
+            ));
         }
     }
-    if ctx.body.get("custom_metadata").is_some_and(|v| !v.is_null()) {
-        return Err(HttpError::bad_request("custom_metadata is not supported"));
-    }
-    let max_versions = ctx.uint("max_versions")?.ok_or_else(|| {
-        HttpError::bad_request("nothing to update: max_versions is the metadata setting Arca supports")
-    })?;
-    let max_versions = u32::try_from(max_versions).map_err(|_| HttpError::bad_request("max_versions is too large"))?;
-    ctx.call(Operation::KvSetMaxVersions { path, max_versions }).await.map(|_| no_content())
+    let max_versions = match ctx.uint("max_versions")? {
+        // Vault: 0 means the engine default.
+        Some(0) => Some(DEFAULT_MAX_VERSIONS),
+        Some(n) => Some(u32::try_from(n).map_err(|_| HttpError::bad_request("max_versions is too large"))?),
+        None => None,
+    };
+    let custom_metadata = match ctx.body.get("custom_metadata") {
+        None | Some(Value::Null) => BTreeMap::new(),
+        Some(Value::Object(labels)) => labels
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), Some(s.clone()))),
+                Value::Null if patch => Ok((k.clone(), None)),
+                other => Err(HttpError::bad_request(format!("custom_metadata.{k} must be a string, got {other}"))),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => {
+            return Err(HttpError::bad_request(format!("custom_metadata must be an object of strings, got {other}")))
+        }
+    };
+    let replace_custom_metadata = !patch && ctx.body.get("custom_metadata").is_some();
+    let settings = MetadataSettings {
+        max_versions,
+        cas_required: ctx.bool("cas_required")?,
+        custom_metadata,
+        replace_custom_metadata,
+    };
+    ctx.call(Operation::KvSetMetadata { path, settings }).await.map(|_| no_content())
 }
 
 /// `secret/config`: the engine's fixed defaults, readable by whoever may see the mount.
