@@ -132,6 +132,9 @@ fn kv_metadata_settings_and_custom_metadata() {
     assert!(!refused.status.success());
     assert!(text(&refused.stderr).contains("check-and-set parameter required"), "{}", text(&refused.stderr));
     bao(&c, &[&["kv", "put"][..], &m, &["-cas=0", "app/m", "v=1"]].concat());
+    // Reads carry the secret's labels, as Vault's do.
+    let got = bao_json(&c, &[&["kv", "get"][..], &m, &["app/m"]].concat());
+    assert_eq!(got["data"]["metadata"]["custom_metadata"], serde_json::json!({"owner": "team-a"}), "{got}");
     // patch merges labels; put replaces them.
     bao(&c, &[&["kv", "metadata", "patch"][..], &m, &["-custom-metadata=env=prod", "app/m"]].concat());
     let meta = bao_json(&c, &[&["kv", "metadata", "get"][..], &m, &["app/m"]].concat());

@@ -472,6 +472,8 @@ pub enum Reply {
     KvSecret {
         data: SecretData,
         version: VersionMetadata,
+        /// The secret's custom metadata labels (Vault returns them with every read).
+        custom_metadata: std::collections::BTreeMap<String, String>,
     },
     KvKeys(Vec<String>),
     KvMetadata(SecretMetadata),

@@ -1037,7 +1037,7 @@ impl Core {
         let (meta, _) = self.read_meta(keyring, path)?.ok_or_else(|| not_found(path))?;
         let v = meta.readable(version)?.clone();
         let data = self.version_data(keyring, path, v.version)?;
-        Ok(Reply::KvSecret { data, version: v })
+        Ok(Reply::KvSecret { data, version: v, custom_metadata: meta.custom_metadata })
     }
 
     fn kv_list(&self, prefix: &str) -> Result<Vec<String>> {

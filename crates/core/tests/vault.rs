@@ -50,7 +50,7 @@ async fn init_unseal_and_versioned_kv_across_nodes() {
     ));
     assert!(matches!(call(&cores[0], Some(token), put(Some(1))).await.unwrap(), Reply::KvWritten(v) if v.version == 2));
     for core in &cores {
-        let Reply::KvSecret { data: d, version } =
+        let Reply::KvSecret { data: d, version, .. } =
             call(core, Some(token), Operation::KvGet { path: "app/db".into(), version: None }).await.unwrap()
         else {
             panic!()

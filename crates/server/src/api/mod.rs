@@ -312,7 +312,7 @@ impl proto::kv_server::Kv for Api {
             Operation::KvGetStage { path: r.path.clone(), stage: r.stage.parse().map_err(status)? }
         };
         match self.call(&req, op).await? {
-            Reply::KvSecret { data, version: v } => Ok(Response::new(proto::GetResponse {
+            Reply::KvSecret { data, version: v, .. } => Ok(Response::new(proto::GetResponse {
                 data: data.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 metadata: Some(version(v)),
             })),

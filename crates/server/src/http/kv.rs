@@ -112,9 +112,13 @@ async fn read(ctx: &Ctx, path: String) -> HttpResult {
         Some(v) => Some(v.parse::<u64>().map_err(|_| HttpError::bad_request(format!("invalid version {v:?}")))?),
     };
     match ctx.call(Operation::KvGet { path, version }).await? {
-        Reply::KvSecret { data, version } => {
+        Reply::KvSecret { data, version, custom_metadata } => {
             let values: Map<String, Value> = data.0.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-            Ok(ctx.data(json!({ "data": values, "metadata": version_json(&version) })))
+            let mut metadata = version_json(&version);
+            if !custom_metadata.is_empty() {
+                metadata["custom_metadata"] = json!(custom_metadata);
+            }
+            Ok(ctx.data(json!({ "data": values, "metadata": metadata })))
         }
         other => Err(unexpected(other)),
     }
