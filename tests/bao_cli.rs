@@ -162,6 +162,17 @@ fn operator_and_sys_listings() {
     assert_eq!(servers.len(), 3, "{peers}");
     assert_eq!(servers.iter().filter(|s| s["leader"] == true).count(), 1, "{peers}");
 
+    let members = bao(&c, &["operator", "members"]);
+    assert_eq!(members.matches("node-").count(), 3, "{members}");
+    // remove-peer takes the node id list-peers shows; it is then gone from the list.
+    let follower = servers.iter().find(|s| s["leader"] == false).unwrap()["node_id"].as_str().unwrap().to_string();
+    bao(&c, &["operator", "raft", "remove-peer", &follower]);
+    let peers = bao_json(&c, &["operator", "raft", "list-peers"]);
+    let left: Vec<&str> =
+        peers["data"]["config"]["servers"].as_array().unwrap().iter().map(|s| s["node_id"].as_str().unwrap()).collect();
+    assert_eq!(left.len(), 2, "{peers}");
+    assert!(!left.contains(&follower.as_str()), "{peers}");
+
     let status = bao_json(&c, &["operator", "key-status"]);
     assert_eq!(status["term"], 1, "{status}");
     let installed = status["install_time"].as_str().unwrap();

@@ -49,6 +49,15 @@ pub(super) async fn route(ctx: &Ctx, path: &str) -> HttpResult {
             capabilities(ctx, TokenRef::Accessor(accessor)).await
         }
         ("storage/raft/configuration", Read) => raft_configuration(ctx).await,
+        // `bao operator raft remove-peer <id>`: Vault's server ids are Arca's node ids.
+        ("storage/raft/remove-peer", Write) => {
+            let given = ctx.required("server_id")?;
+            let id = given.parse::<u64>().map_err(|_| {
+                HttpError::bad_request(format!("server_id {given:?} is not an Arca node id (a number; see list-peers)"))
+            })?;
+            ctx.call(Operation::RemovePeer { id }).await.map(|_| no_content())
+        }
+        ("ha-status", Read) => ha_status(ctx).await,
         ("key-status", Read) => key_status(ctx).await,
         // `bao operator rotate` (OpenBao 2 posts to rotate/keyring, Vault to rotate).
         ("rotate" | "rotate/keyring", Write) => ctx.call(Operation::KeyringRotate).await.map(|_| no_content()),
@@ -75,6 +84,8 @@ pub(super) async fn route(ctx: &Ctx, path: &str) -> HttpResult {
             | "capabilities"
             | "capabilities-accessor"
             | "storage/raft/configuration"
+            | "storage/raft/remove-peer"
+            | "ha-status"
             | "key-status"
             | "rotate"
             | "rotate/keyring"
@@ -422,6 +433,31 @@ async fn raft_configuration(ctx: &Ctx) -> HttpResult {
         })
         .collect();
     Ok(ctx.data(json!({ "config": { "servers": servers, "index": 0 } })))
+}
+
+/// Vault's HA status (`bao operator members`), from the cluster's members.
+async fn ha_status(ctx: &Ctx) -> HttpResult {
+    let members = match ctx.call(Operation::Members).await? {
+        Reply::Members(m) => m,
+        other => return Err(unexpected(other)),
+    };
+    let https = |a: &str| if a.is_empty() { String::new() } else { format!("https://{a}") };
+    let nodes: Vec<Value> = members
+        .iter()
+        .map(|m| {
+            json!({
+                "hostname": arca_raft::node_name(m.id),
+                "api_address": https(&m.api_addr),
+                "cluster_address": https(&m.raft_addr),
+                "active_node": m.leader,
+                "last_echo": null,
+                "version": env!("CARGO_PKG_VERSION"),
+            })
+        })
+        .collect();
+    let mut fields = Map::new();
+    fields.insert("nodes".into(), json!(nodes));
+    Ok(bare(StatusCode::OK, with_data(ctx, fields)))
 }
 
 /// Vault's `sys/key-status`: the active keyring term and when it was made. Arca does not count
