@@ -75,6 +75,24 @@ pub enum GenerateRootParams {
 }
 
 impl GenerateRootParams {
+    /// From a start request's fields (empty means not given): exactly one of a one-time pad
+    /// and an OpenPGP key.
+    pub fn from_fields(otp: &str, pgp_key: &str) -> Result<GenerateRootParams> {
+        match (otp.is_empty(), pgp_key.is_empty()) {
+            (false, true) => Ok(GenerateRootParams::Otp(Zeroizing::new(otp.to_string()))),
+            (true, false) => {
+                let mut keys = parse_pgp_keys(&[pgp_key.to_string()], "pgp_key")?;
+                Ok(GenerateRootParams::Pgp(Box::new(keys.remove(0))))
+            }
+            (true, true) => Err(Error::InvalidArgument(
+                "missing otp or pgp_key: base64 of otp_length random bytes, which the new root token will be \
+                 XORed with, or an OpenPGP public key it will be encrypted to"
+                    .into(),
+            )),
+            (false, false) => Err(Error::InvalidArgument("give either otp or pgp_key, not both".into())),
+        }
+    }
+
     /// The new root token as it is handed out.
     pub(crate) fn wrap(&self, token: &str) -> Result<String> {
         match self {

@@ -158,6 +158,20 @@ pub struct Report {
     key: IpAddr,
 }
 
+/// A request refused over its source's budget: the error to answer with once `pace` has passed
+/// (see the module docs on pacing).
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub error: Error,
+    pub pace: Duration,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
 /// A request let through on credit: settled once its outcome is known.
 #[derive(Debug)]
 pub(crate) struct Ticket {
@@ -259,8 +273,8 @@ impl Limiter {
     }
 
     /// Lets a request of `class` from `remote` through (taking one token), or refuses it,
-    /// counting it for the next report.
-    pub fn admit(&self, remote: Option<SocketAddr>, class: Class) -> Result<Option<Ticket>, Error> {
+    /// counting it for the next report and giving it the source's next turn to be answered.
+    pub fn admit(&self, remote: Option<SocketAddr>, class: Class) -> Result<Option<Ticket>, Refusal> {
         let rate = self.config.rate(class);
         if !rate.enabled() {
             return Ok(None);
@@ -279,33 +293,30 @@ impl Limiter {
             }
             s.dropped[i] += 1;
             let wait = (1.0 - s.buckets[i].tokens) / rate.per_second;
-            Err(Error::RateLimited {
+            let error = Error::RateLimited {
                 what: class.plural(),
                 from: describe(key),
                 per_second: rate.per_second,
                 burst: rate.burst,
                 retry_after_s: wait.ceil().max(1.0) as u64,
-            })
+            };
+            Err(Refusal { error, pace: self.next_turn(s, now) })
         })
     }
 
-    /// How long the refusal `admit` just gave a request of `remote` waits before it is answered
-    /// (see the module docs): the source's next turn, at most [`MAX_PACE`].
-    pub fn pace(&self, remote: Option<SocketAddr>) -> Duration {
+    /// How long a refusal of source `s` waits before it is answered: the source's next turn,
+    /// at most [`MAX_PACE`] (then without taking a turn).
+    fn next_turn(&self, s: &mut Source, now: Instant) -> Duration {
         if self.config.refusals_per_second <= 0.0 {
             return Duration::ZERO;
         }
-        let interval = Duration::from_secs_f64(1.0 / self.config.refusals_per_second);
-        let now = Instant::now();
-        self.with_source(key(remote), |_, s| {
-            let turn = s.next_refusal.max(now);
-            let wait = turn - now;
-            if wait >= MAX_PACE {
-                return MAX_PACE;
-            }
-            s.next_refusal = turn + interval;
-            wait
-        })
+        let turn = s.next_refusal.max(now);
+        let wait = turn - now;
+        if wait >= MAX_PACE {
+            return MAX_PACE;
+        }
+        s.next_refusal = turn + Duration::from_secs_f64(1.0 / self.config.refusals_per_second);
+        wait
     }
 
     /// Gives back the token of a request that turned out not to be of its class (a login that
@@ -440,7 +451,8 @@ mod tests {
     #[test]
     fn refusals_are_paced_per_source_and_never_held_past_the_cap() {
         let l = limiter(0.001, 0, 10);
-        let waits: Vec<Duration> = (0..13).map(|_| l.pace(addr("10.0.0.1:1"))).collect();
+        let pace = |a: &str| l.admit(addr(a), Class::Unauthenticated).unwrap_err().pace;
+        let waits: Vec<Duration> = (0..13).map(|_| pace("10.0.0.1:1")).collect();
         // 10 a second: turns 100 ms apart, then the cap once a second's worth is waiting.
         assert!(waits[0] < Duration::from_millis(10), "{waits:?}");
         for (i, w) in waits.iter().enumerate().take(11).skip(1) {
@@ -449,7 +461,7 @@ mod tests {
         }
         assert_eq!(&waits[11..], &[MAX_PACE, MAX_PACE]);
         // Another source has its own turns.
-        assert!(l.pace(addr("10.0.0.2:1")) < Duration::from_millis(10));
+        assert!(pace("10.0.0.2:1") < Duration::from_millis(10));
     }
 
     #[test]

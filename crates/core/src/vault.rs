@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 use crate::audit::{cap, AuditConfig, AuditContext, AuditFilter, AuditOutcome, AuditRecord, Batcher, AUDIT_KEY};
 use crate::ceremony::{Ceremony, GenerateRootParams, RekeyParams};
 use crate::kv::{self, SecretMetadata, VersionMetadata, MAX_VALUE_BYTES};
-use crate::limits::{Class, Limiter, LimitsConfig, Ticket};
+use crate::limits::{Class, Limiter, LimitsConfig, Refusal, Ticket};
 use crate::policy::{Capability, Caps, PolicySet};
 use crate::request::TokenRef;
 use crate::seal::{InitRecord, PendingRoot, Seal, Sealer, INIT_KEY};
@@ -400,15 +400,15 @@ impl Core {
     /// Takes a token from `remote`'s bucket of `class`, or refuses: after the source's pace, so
     /// a flood of refusals cannot take the CPU from everyone else (see `limits`).
     async fn admit(&self, remote: Option<std::net::SocketAddr>, class: Class) -> Result<Option<Ticket>> {
-        let refused = match self.limiter.admit(remote, class) {
-            Err(refused) => refused,
-            admitted => return admitted,
-        };
-        let pace = self.limiter.pace(remote);
-        if !pace.is_zero() {
-            tokio::time::sleep(pace).await;
+        match self.limiter.admit(remote, class) {
+            Ok(ticket) => Ok(ticket),
+            Err(Refusal { error, pace }) => {
+                if !pace.is_zero() {
+                    tokio::time::sleep(pace).await;
+                }
+                Err(error)
+            }
         }
-        Err(refused)
     }
 
     /// Squares a request's charge with its outcome: the token taken up front is kept if the

@@ -195,17 +195,7 @@ impl proto::sys_server::Sys for Api {
 
     async fn generate_root(&self, req: GrpcRequest<proto::GenerateRootRequest>) -> R<proto::GenerateRootResponse> {
         let r = req.get_ref();
-        let params = || -> Result<GenerateRootParams, Status> {
-            match (r.otp.is_empty(), r.pgp_key.is_empty()) {
-                (false, true) => Ok(GenerateRootParams::Otp(Zeroizing::new(r.otp.clone()))),
-                (true, false) => {
-                    let mut keys =
-                        ceremony::parse_pgp_keys(std::slice::from_ref(&r.pgp_key), "pgp_key").map_err(status)?;
-                    Ok(GenerateRootParams::Pgp(Box::new(keys.remove(0))))
-                }
-                _ => Err(Status::invalid_argument("start generate-root with exactly one of otp and pgp_key")),
-            }
-        };
+        let params = || GenerateRootParams::from_fields(&r.otp, &r.pgp_key).map_err(status);
         let op = Operation::GenerateRoot(ceremony_step(r.action, &r.nonce, &r.share, params)?);
         match self.call(&req, op).await? {
             Reply::GenerateRoot { status, encoded_token } => Ok(Response::new(proto::GenerateRootResponse {

@@ -199,20 +199,8 @@ fn refuse_fields(ctx: &Ctx, fields: &[&str], instead: &str) -> Result<(), HttpEr
 
 async fn generate_root(ctx: &Ctx, path: &str) -> HttpResult {
     let step = ceremony_step(ctx, path, || {
-        let given =
-            |field: &str| -> Result<Option<String>, HttpError> { Ok(ctx.str(field)?.filter(|v| !v.is_empty())) };
-        match (given("otp")?, given("pgp_key")?) {
-            (Some(otp), None) => Ok(GenerateRootParams::Otp(Zeroizing::new(otp))),
-            (None, Some(key)) => {
-                let mut keys = ceremony::parse_pgp_keys(&[key], "pgp_key")?;
-                Ok(GenerateRootParams::Pgp(Box::new(keys.remove(0))))
-            }
-            (None, None) => Err(HttpError::bad_request(
-                "missing otp or pgp_key: base64 of otp_length random bytes, which the new root token will be \
-                 XORed with, or an OpenPGP public key it will be encrypted to",
-            )),
-            (Some(_), Some(_)) => Err(HttpError::bad_request("give either otp or pgp_key, not both")),
-        }
+        let field = |name: &str| -> Result<String, HttpError> { Ok(ctx.str(name)?.unwrap_or_default()) };
+        Ok(GenerateRootParams::from_fields(&field("otp")?, &field("pgp_key")?)?)
     })?;
     match ctx.call(Operation::GenerateRoot(step)).await? {
         Reply::GenerateRoot { status, encoded_token } => {
@@ -336,14 +324,13 @@ async fn leader(ctx: &Ctx) -> HttpResult {
         Reply::Health(h) => h,
         other => return Err(unexpected(other)),
     };
-    let addr = |a: &str| if a.is_empty() { String::new() } else { format!("https://{a}") };
     Ok(bare(
         StatusCode::OK,
         json!({
             "ha_enabled": true,
             "is_self": leader.as_ref().is_some_and(|l| l.id == me.node_id),
-            "leader_address": leader.as_ref().map(|l| addr(&l.api_addr)).unwrap_or_default(),
-            "leader_cluster_address": leader.as_ref().map(|l| addr(&l.raft_addr)).unwrap_or_default(),
+            "leader_address": leader.as_ref().map(|l| https(&l.api_addr)).unwrap_or_default(),
+            "leader_cluster_address": leader.as_ref().map(|l| https(&l.raft_addr)).unwrap_or_default(),
             "performance_standby": false,
             "raft_applied_index": me.applied_index,
         }),
@@ -414,13 +401,26 @@ async fn capabilities(ctx: &Ctx, target: TokenRef) -> HttpResult {
     Ok(bare(StatusCode::OK, with_data(ctx, data)))
 }
 
+async fn members(ctx: &Ctx) -> Result<Vec<arca_core::Member>, HttpError> {
+    match ctx.call(Operation::Members).await? {
+        Reply::Members(m) => Ok(m),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// A node address as Vault reports it (`https://host:port`), or empty when unknown.
+fn https(addr: &str) -> String {
+    if addr.is_empty() {
+        String::new()
+    } else {
+        format!("https://{addr}")
+    }
+}
+
 /// Vault's raft peer list (`bao operator raft list-peers`), from the cluster's members.
 async fn raft_configuration(ctx: &Ctx) -> HttpResult {
-    let members = match ctx.call(Operation::Members).await? {
-        Reply::Members(m) => m,
-        other => return Err(unexpected(other)),
-    };
-    let servers: Vec<Value> = members
+    let servers: Vec<Value> = members(ctx)
+        .await?
         .iter()
         .map(|m| {
             json!({
@@ -437,12 +437,8 @@ async fn raft_configuration(ctx: &Ctx) -> HttpResult {
 
 /// Vault's HA status (`bao operator members`), from the cluster's members.
 async fn ha_status(ctx: &Ctx) -> HttpResult {
-    let members = match ctx.call(Operation::Members).await? {
-        Reply::Members(m) => m,
-        other => return Err(unexpected(other)),
-    };
-    let https = |a: &str| if a.is_empty() { String::new() } else { format!("https://{a}") };
-    let nodes: Vec<Value> = members
+    let nodes: Vec<Value> = members(ctx)
+        .await?
         .iter()
         .map(|m| {
             json!({
