@@ -75,8 +75,15 @@ pub enum TokenCommand {
         #[arg(long)]
         increment: Option<String>,
     },
-    /// Revoke a token and every token created from it.
-    Revoke(Target),
+    /// Revoke a token and every token created from it (or, with --orphan, the token alone).
+    Revoke {
+        #[command(flatten)]
+        target: Target,
+        /// Revoke only this token: its children become orphans and live on (needs sudo on
+        /// auth/token/revoke-orphan).
+        #[arg(long)]
+        orphan: bool,
+    },
     /// List the accessors of all live tokens (needs sudo).
     ListAccessors,
     /// What a token (default: yours) may do on each path.
@@ -151,9 +158,13 @@ pub async fn run(cmd: TokenCommand, client: &Client, format: Format) -> CliResul
             let t = client.tokens().renew(client.req(req)).await?.into_inner();
             print(format, &token_json(&t));
         }
-        TokenCommand::Revoke(target) => {
+        TokenCommand::Revoke { target, orphan: false } => {
             client.tokens().revoke(client.req(target.into_proto()?)).await?;
             println!("token revoked, with every token created from it");
+        }
+        TokenCommand::Revoke { target, orphan: true } => {
+            client.tokens().revoke_orphan(client.req(target.into_proto()?)).await?;
+            println!("token revoked; the tokens created from it are now orphans");
         }
         TokenCommand::ListAccessors => {
             let r = client.tokens().list_accessors(client.req(proto::ListAccessorsRequest {})).await?.into_inner();

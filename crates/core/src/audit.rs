@@ -543,6 +543,7 @@ pub(crate) fn request_hmacs(hasher: &AuditHasher, req: &Request) -> BTreeMap<Str
         Operation::Rekey(step) => ceremony_hmacs(hasher, step.nonce(), step.share(), &mut out),
         Operation::TokenLookup(TokenRef::Token(t))
         | Operation::TokenRevoke(TokenRef::Token(t))
+        | Operation::TokenRevokeOrphan(TokenRef::Token(t))
         | Operation::TokenRenew { target: TokenRef::Token(t), .. }
         | Operation::Capabilities { target: TokenRef::Token(t), .. } => {
             out.insert("target_token".into(), hasher.hash(t.as_bytes()));

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use arca_crypto::shamir::{ShareCollector, ShareConfig};
 use arca_crypto::{constant_time_eq, PgpRecipient, SecretKey};
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use base64::Engine as _;
 use zeroize::Zeroizing;
 
@@ -26,8 +26,11 @@ use crate::{Error, Result};
 
 /// How long a ceremony may sit without a share before a new start may replace it.
 pub const IDLE_LIMIT: Duration = Duration::from_secs(15 * 60);
-/// Length in bytes of a generate-root one-time pad: that of a token.
+/// Length in characters of a generate-root one-time pad: that of a token.
 pub const OTP_LEN: usize = crate::token::TOKEN_PREFIX.len() + 43;
+/// A pad's characters (Vault's: base62, so `bao operator generate-root -generate-otp` makes
+/// valid pads and `-decode` undoes the encoding).
+const OTP_ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// One step of a ceremony, with `P` the parameters fixed at its start.
 pub enum CeremonyStep<P> {
@@ -68,7 +71,7 @@ impl<P> CeremonyStep<P> {
 
 /// Generate-root's parameter: how the new root token leaves the node.
 pub enum GenerateRootParams {
-    /// XORed with this one-time pad: base64 of [`OTP_LEN`] random bytes.
+    /// XORed with this one-time pad: [`OTP_LEN`] random base62 characters.
     Otp(Zeroizing<String>),
     /// Encrypted to this OpenPGP key (base64 of the binary message `gpg --decrypt` opens).
     Pgp(Box<PgpRecipient>),
@@ -85,7 +88,7 @@ impl GenerateRootParams {
                 Ok(GenerateRootParams::Pgp(Box::new(keys.remove(0))))
             }
             (true, true) => Err(Error::InvalidArgument(
-                "missing otp or pgp_key: base64 of otp_length random bytes, which the new root token will be \
+                "missing otp or pgp_key: otp_length random letters and digits, which the new root token will be \
                  XORed with, or an OpenPGP public key it will be encrypted to"
                     .into(),
             )),
@@ -212,35 +215,38 @@ impl Params for RekeyParams {
     }
 }
 
-fn otp_bytes(otp: &str) -> Result<Zeroizing<Vec<u8>>> {
-    let bytes = Zeroizing::new(
-        STANDARD.decode(otp.trim()).map_err(|_| Error::InvalidArgument("the OTP is not valid base64".into()))?,
-    );
-    if bytes.len() != OTP_LEN {
+/// A pad as Vault's new-style OTPs are: exactly [`OTP_LEN`] base62 characters, used as bytes.
+/// (Each pad byte carries log2(62) ≈ 5.95 bits, so the XOR hides all but a fraction of a bit
+/// per token character, which has 6; Vault makes the same trade for CLI compatibility.)
+fn otp_bytes(otp: &str) -> Result<&[u8]> {
+    let otp = otp.trim();
+    if otp.len() != OTP_LEN || !otp.bytes().all(|b| OTP_ALPHABET.contains(&b)) {
         return Err(Error::InvalidArgument(format!(
-            "the OTP must be base64 of {OTP_LEN} random bytes (got {}); 'arca operator generate-root --init' makes one",
-            bytes.len()
+            "the OTP must be {OTP_LEN} letters and digits (got {} characters); 'arca operator generate-root --init' \
+             or 'bao operator generate-root -generate-otp' makes one",
+            otp.len()
         )));
     }
-    Ok(bytes)
+    Ok(otp.as_bytes())
 }
 
-/// The token XOR the one-time pad, base64: what generate-root hands out.
+/// The token XOR the one-time pad, base64 without padding (Vault's encoding): what
+/// generate-root hands out.
 pub(crate) fn encode_token(token: &str, otp: &str) -> Result<String> {
     let pad = otp_bytes(otp)?;
     if token.len() != pad.len() {
         return Err(Error::Internal("a root token does not have the one-time pad's length".into()));
     }
     let mixed = Zeroizing::new(token.bytes().zip(pad.iter()).map(|(t, p)| t ^ p).collect::<Vec<u8>>());
-    Ok(STANDARD.encode(&mixed[..]))
+    Ok(STANDARD_NO_PAD.encode(&mixed[..]))
 }
 
 /// Undoes [`encode_token`] (the CLI's `--decode`).
 pub fn decode_token(encoded: &str, otp: &str) -> Result<Zeroizing<String>> {
     let pad = otp_bytes(otp)?;
     let mixed = Zeroizing::new(
-        STANDARD
-            .decode(encoded.trim())
+        STANDARD_NO_PAD
+            .decode(encoded.trim().trim_end_matches('='))
             .map_err(|_| Error::InvalidArgument("the encoded token is not valid base64".into()))?,
     );
     if mixed.len() != pad.len() {
@@ -254,11 +260,19 @@ pub fn decode_token(encoded: &str, otp: &str) -> Result<Zeroizing<String>> {
     Ok(Zeroizing::new(token.to_string()))
 }
 
-/// Base64 of [`OTP_LEN`] fresh random bytes.
+/// [`OTP_LEN`] fresh random base62 characters (rejection sampling: no character is likelier
+/// than another).
 pub fn generate_otp() -> Result<Zeroizing<String>> {
-    let mut pad = Zeroizing::new([0u8; OTP_LEN]);
-    arca_crypto::random_bytes(&mut pad[..]).map_err(|e| Error::Internal(e.to_string()))?;
-    Ok(Zeroizing::new(STANDARD.encode(&pad[..])))
+    let mut pad = Zeroizing::new(String::with_capacity(OTP_LEN));
+    let mut byte = Zeroizing::new([0u8; 1]);
+    while pad.len() < OTP_LEN {
+        arca_crypto::random_bytes(&mut byte[..]).map_err(|e| Error::Internal(e.to_string()))?;
+        // 248 = 4 × 62: bytes at or above it would favour the first characters.
+        if byte[0] < 248 {
+            pad.push(OTP_ALPHABET[usize::from(byte[0] % 62)] as char);
+        }
+    }
+    Ok(pad)
 }
 
 /// A ceremony in progress on this node.

@@ -27,6 +27,14 @@ pub struct VersionMetadata {
     pub destroyed: bool,
 }
 
+impl VersionMetadata {
+    /// Whether the version is deleted at `now` (a deletion may be scheduled for later by
+    /// `delete_version_after`).
+    pub fn deleted_at(&self, now: i64) -> bool {
+        self.deleted_ms.is_some_and(|d| d <= now)
+    }
+}
+
 /// A version's stage label. `current` is what reads return by default; rotation writes its new
 /// value as `pending` and, when it finishes, moves `current` to it and labels the old one
 /// `previous` (still valid on the target for alternating-user rotation).
@@ -71,6 +79,13 @@ pub struct SecretMetadata {
     /// Free-form labels (Vault's `custom_metadata`); stored encrypted like the rest.
     #[serde(default)]
     pub custom_metadata: BTreeMap<String, String>,
+    /// New versions are deleted this long after they are written (Vault's
+    /// `delete_version_after`); 0: kept until pruned or deleted.
+    #[serde(default)]
+    pub delete_version_after_ms: i64,
+    /// How many metadata writes the secret has had (Vault's `current_metadata_version`).
+    #[serde(default)]
+    pub metadata_version: u64,
 }
 
 /// What a metadata write changes; `None` leaves a setting as it is.
@@ -78,6 +93,8 @@ pub struct SecretMetadata {
 pub struct MetadataSettings {
     pub max_versions: Option<u32>,
     pub cas_required: Option<bool>,
+    /// 0 turns automatic deletion off.
+    pub delete_version_after_ms: Option<i64>,
     /// Labels to set (`Some`) or remove (`None`).
     pub custom_metadata: BTreeMap<String, Option<String>>,
     /// Whether `custom_metadata` replaces all labels (a PUT) or is merged into them (a PATCH).
@@ -88,11 +105,14 @@ pub struct MetadataSettings {
 pub const MAX_CUSTOM_METADATA_KEYS: usize = 64;
 pub const MAX_CUSTOM_METADATA_KEY_BYTES: usize = 128;
 pub const MAX_CUSTOM_METADATA_VALUE_BYTES: usize = 512;
+/// Longest `delete_version_after` (100 years): a deletion time always fits.
+pub const MAX_DELETE_VERSION_AFTER_MS: i64 = 100 * 365 * 86_400_000;
 
 impl MetadataSettings {
     /// Applies these settings to `meta`, refusing what is out of bounds.
     pub(crate) fn apply(&self, meta: &mut SecretMetadata) -> crate::Result<()> {
         let invalid = |m: String| crate::Error::InvalidArgument(m);
+        meta.metadata_version += 1;
         if let Some(n) = self.max_versions {
             if n == 0 {
                 return Err(invalid("max_versions must be at least 1".into()));
@@ -101,6 +121,15 @@ impl MetadataSettings {
         }
         if let Some(required) = self.cas_required {
             meta.cas_required = required;
+        }
+        if let Some(after) = self.delete_version_after_ms {
+            if !(0..=MAX_DELETE_VERSION_AFTER_MS).contains(&after) {
+                return Err(invalid(format!(
+                    "delete_version_after must be between 0 (off) and {} days",
+                    MAX_DELETE_VERSION_AFTER_MS / 86_400_000
+                )));
+            }
+            meta.delete_version_after_ms = after;
         }
         if self.replace_custom_metadata {
             meta.custom_metadata.clear();
@@ -147,7 +176,15 @@ impl SecretMetadata {
             previous_version: None,
             cas_required: false,
             custom_metadata: BTreeMap::new(),
+            delete_version_after_ms: 0,
+            metadata_version: 0,
         }
+    }
+
+    /// A new version written at `now`, due for deletion if the secret says so.
+    fn new_version(&self, now: i64) -> VersionMetadata {
+        let deleted_ms = (self.delete_version_after_ms > 0).then(|| now.saturating_add(self.delete_version_after_ms));
+        VersionMetadata { version: self.next_version(), created_ms: now, deleted_ms, destroyed: false }
     }
 
     /// The number the next version gets: above every version ever tracked, pending included.
@@ -158,7 +195,7 @@ impl SecretMetadata {
     /// Adds a version labelled `pending`, leaving `current` as it is. Returns it and the versions
     /// pruned beyond `max_versions`.
     pub(crate) fn add_pending(&mut self, now: i64) -> (VersionMetadata, Vec<u64>) {
-        let v = VersionMetadata { version: self.next_version(), created_ms: now, ..Default::default() };
+        let v = self.new_version(now);
         self.pending_version = Some(v.version);
         self.updated_ms = now;
         self.versions.insert(v.version, v.clone());
@@ -197,7 +234,7 @@ impl SecretMetadata {
                 return Err(Error::CasMismatch { expected, current: self.current_version });
             }
         }
-        let v = VersionMetadata { version: self.next_version(), created_ms: now, ..Default::default() };
+        let v = self.new_version(now);
         if self.current_version != 0 {
             self.previous_version = Some(self.current_version);
         }
@@ -241,7 +278,7 @@ impl SecretMetadata {
         if meta.destroyed {
             return Err(Error::NotFound(format!("version {v} of {} was destroyed", self.path)));
         }
-        if meta.deleted_ms.is_some() {
+        if meta.deleted_at(crate::now_ms()) {
             return Err(Error::NotFound(format!(
                 "version {v} of {} is deleted; 'arca kv undelete --versions {v}' restores it",
                 self.path

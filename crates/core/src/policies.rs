@@ -196,6 +196,8 @@ impl Core {
             Operation::Members => Need { any: &[Read], sudo: true },
             Operation::KvList { .. } | Operation::PolicyList | Operation::RoleList { .. } => need(&[List]),
             Operation::TokenListAccessors => Need { any: &[List], sudo: true },
+            // Vault: orphaning a token's children takes it out of its tree's accounting.
+            Operation::TokenRevokeOrphan(_) => Need { any: &[Update], sudo: true },
             Operation::Seal | Operation::Join { .. } | Operation::RemovePeer { .. } => {
                 Need { any: &[Update], sudo: true }
             }

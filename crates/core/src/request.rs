@@ -195,6 +195,8 @@ pub enum Operation {
     },
     /// Revokes the token and every descendant.
     TokenRevoke(TokenRef),
+    /// Revokes the token alone; its children become orphans (Vault's `revoke-orphan`, sudo).
+    TokenRevokeOrphan(TokenRef),
     TokenListAccessors,
     /// What the token (or the caller) may do on each path.
     Capabilities {
@@ -303,7 +305,9 @@ impl std::fmt::Debug for Operation {
             Operation::Init { shares, threshold } => write!(f, "Init({shares}, {threshold})"),
             Operation::Join { peer } => write!(f, "Join({peer:?})"),
             Operation::RemovePeer { id } => write!(f, "RemovePeer({id})"),
-            Operation::TokenLookup(t) | Operation::TokenRevoke(t) => write!(f, "{}({t:?})", self.name()),
+            Operation::TokenLookup(t) | Operation::TokenRevoke(t) | Operation::TokenRevokeOrphan(t) => {
+                write!(f, "{}({t:?})", self.name())
+            }
             Operation::TokenRenew { target, .. } => write!(f, "TokenRenew({target:?})"),
             other => write!(f, "{}({})", other.name(), other.logical_path()),
         }
@@ -363,6 +367,7 @@ impl Operation {
             Operation::TokenLookup(t) => token_path("lookup", t),
             Operation::TokenRenew { target, .. } => token_path("renew", target),
             Operation::TokenRevoke(t) => token_path("revoke", t),
+            Operation::TokenRevokeOrphan(_) => "auth/token/revoke-orphan".into(),
             Operation::TokenListAccessors => "auth/token/accessors".into(),
             Operation::Capabilities { target: TokenRef::SelfToken, .. } => "sys/capabilities-self".into(),
             Operation::Capabilities { target: TokenRef::Accessor(_), .. } => "sys/capabilities-accessor".into(),
@@ -423,6 +428,7 @@ impl Operation {
             Operation::TokenLookup(_) => "TokenLookup",
             Operation::TokenRenew { .. } => "TokenRenew",
             Operation::TokenRevoke(_) => "TokenRevoke",
+            Operation::TokenRevokeOrphan(_) => "TokenRevokeOrphan",
             Operation::TokenListAccessors => "TokenListAccessors",
             Operation::Capabilities { .. } => "Capabilities",
             Operation::PolicyWrite { .. } => "PolicyWrite",
@@ -468,7 +474,11 @@ pub enum Reply {
     Members(Vec<Member>),
     Mounts(Vec<Mount>),
     Done,
-    KvWritten(VersionMetadata),
+    /// A new version, and the secret's custom metadata (Vault returns it with every write).
+    KvWritten {
+        version: VersionMetadata,
+        custom_metadata: BTreeMap<String, String>,
+    },
     KvSecret {
         data: SecretData,
         version: VersionMetadata,
@@ -640,7 +650,7 @@ impl std::fmt::Debug for Reply {
             Reply::Members(_) => "Members",
             Reply::Mounts(_) => "Mounts",
             Reply::Done => "Done",
-            Reply::KvWritten(_) => "KvWritten",
+            Reply::KvWritten { .. } => "KvWritten",
             Reply::KvSecret { .. } => "KvSecret",
             Reply::KvKeys(_) => "KvKeys",
             Reply::KvMetadata(_) => "KvMetadata",

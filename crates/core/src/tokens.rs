@@ -372,6 +372,67 @@ impl Core {
         Ok(total)
     }
 
+    /// Revokes one token and makes its children orphans (Vault's `revoke-orphan`): the command
+    /// that deletes the token also clears each child's parent, guarded on the child being
+    /// unchanged. A child's creation is guarded on its parent's accessor record, so once the
+    /// token is gone no child can appear under it; one committed between the scan and the
+    /// delete is orphaned by the next round.
+    #[instrument(level = "info", skip_all)]
+    pub(crate) async fn revoke_orphan(
+        &self,
+        keyring: &Keyring,
+        key: Vec<u8>,
+        mut raw: Vec<u8>,
+        info: TokenInfo,
+    ) -> Result<usize> {
+        let reader = self.node.reader().clone();
+        let prefix = token::children_prefix(&info.accessor);
+        let (mut deleted, mut orphaned) = (false, 0);
+        for _ in 0..crate::vault::MAX_TXN_ATTEMPTS {
+            let (mut guards, mut ops) = (Vec::new(), Vec::new());
+            if !deleted {
+                guards.push(Guard::unchanged(Cf::Tokens, key.clone(), Some(&raw)));
+                ops.push(Op::Delete { cf: Cf::Tokens, key: key.clone() });
+                ops.push(Op::Delete { cf: Cf::Tokens, key: token::accessor_key(&info.accessor) });
+                if let Some(p) = &info.parent {
+                    ops.push(Op::Delete { cf: Cf::Tokens, key: token::child_key(p, &info.accessor) });
+                }
+            }
+            let children = reader.scan_prefix(Cf::Tokens, &prefix, MAX_REVOKE)?;
+            if deleted && children.is_empty() {
+                info!(children = orphaned, "revoked; children orphaned");
+                return Ok(orphaned);
+            }
+            for (link, _) in &children {
+                ops.push(Op::Delete { cf: Cf::Tokens, key: link.clone() });
+                let child = String::from_utf8_lossy(&link[prefix.len()..]).into_owned();
+                let Some(child_key) = reader.get(Cf::Tokens, &token::accessor_key(&child))? else { continue };
+                let Some(child_raw) = reader.get(Cf::Tokens, &child_key)? else { continue };
+                let mut child_info: TokenInfo = decrypt_json(keyring, &child_key, &child_raw)?;
+                child_info.parent = None;
+                guards.push(Guard::unchanged(Cf::Tokens, child_key.clone(), Some(&child_raw)));
+                ops.push(Op::Put {
+                    cf: Cf::Tokens,
+                    key: child_key.clone(),
+                    value: encrypt_json(keyring, &child_key, &child_info)?,
+                });
+            }
+            let applied = self.node.write(Command::Txn { guards, ops }).await?.result == CommandResult::Applied;
+            self.node.read_barrier().await?;
+            if applied {
+                deleted = true;
+                orphaned += children.len();
+            } else if !deleted {
+                // The token or a child changed meanwhile (a use taken, a renewal): decide again
+                // on what is stored now.
+                raw = reader
+                    .get(Cf::Tokens, &key)?
+                    .ok_or_else(|| Error::NotFound("no such token (it was revoked meanwhile)".into()))?;
+            }
+        }
+        Err(Error::Conflict)
+    }
+
     pub(crate) fn list_accessors(&self) -> Result<Vec<String>> {
         let scan = self.node.reader().scan_prefix(Cf::Tokens, b"a/", MAX_REVOKE)?;
         Ok(scan.into_iter().map(|(k, _)| String::from_utf8_lossy(&k[2..]).into_owned()).collect())

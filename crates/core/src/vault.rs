@@ -643,10 +643,12 @@ impl Core {
             }
             Operation::KvPut { path, data, cas } => {
                 let caps = self.capabilities(&caller.info.policies, &format!("secret/data/{path}"));
-                self.kv_put(keyring, &path, &data, cas, caps).await.map(Reply::KvWritten)
+                let (version, custom_metadata) = self.kv_put(keyring, &path, &data, cas, caps).await?;
+                Ok(Reply::KvWritten { version, custom_metadata })
             }
             Operation::KvPatch { path, set, remove, cas } => {
-                self.kv_patch(keyring, &path, &set, &remove, cas).await.map(Reply::KvWritten)
+                let (version, custom_metadata) = self.kv_patch(keyring, &path, &set, &remove, cas).await?;
+                Ok(Reply::KvWritten { version, custom_metadata })
             }
             Operation::KvGet { path, version } => self.kv_get(keyring, &path, version),
             Operation::KvGetStage { path, stage } => {
@@ -694,6 +696,10 @@ impl Core {
                 let (_, _, info) = self.resolve(keyring, caller, &target)?;
                 self.revoke(keyring, vec![info.accessor]).await?;
                 Ok(Reply::Done)
+            }
+            Operation::TokenRevokeOrphan(target) => {
+                let (key, raw, info) = self.resolve(keyring, caller, &target)?;
+                self.revoke_orphan(keyring, key, raw, info).await.map(|_| Reply::Done)
             }
             Operation::TokenListAccessors => self.list_accessors().map(Reply::Accessors),
             Operation::Capabilities { target, paths } => {
@@ -982,7 +988,7 @@ impl Core {
         data: &SecretData,
         cas: Option<u64>,
         caps: Caps,
-    ) -> Result<VersionMetadata> {
+    ) -> Result<(VersionMetadata, std::collections::BTreeMap<String, String>)> {
         validate_path(path)?;
         let plain = encode_value(data)?;
         let now = now_ms();
@@ -998,7 +1004,8 @@ impl Core {
             require_cas(current.as_ref(), cas)?;
             let mut meta = current.unwrap_or_else(|| SecretMetadata::new(path, now));
             let (ops, version) = new_version(keyring, path, &mut meta, &plain, cas, now)?;
-            Ok((meta, ops, version))
+            let labels = meta.custom_metadata.clone();
+            Ok((meta, ops, (version, labels)))
         })
         .await
     }
@@ -1012,7 +1019,7 @@ impl Core {
         set: &SecretData,
         remove: &[String],
         cas: Option<u64>,
-    ) -> Result<VersionMetadata> {
+    ) -> Result<(VersionMetadata, std::collections::BTreeMap<String, String>)> {
         validate_path(path)?;
         let now = now_ms();
         self.guarded_update(keyring, path, |current| {
@@ -1027,7 +1034,8 @@ impl Core {
             let plain = encode_value(&data)?;
             // Without a CAS of the caller's, the patch is still based on exactly `base`.
             let (ops, version) = new_version(keyring, path, &mut meta, &plain, Some(cas.unwrap_or(base)), now)?;
-            Ok((meta, ops, version))
+            let labels = meta.custom_metadata.clone();
+            Ok((meta, ops, (version, labels)))
         })
         .await
     }
@@ -1066,7 +1074,7 @@ impl Core {
             for v in meta.targets(versions)? {
                 let entry = meta.versions.get_mut(&v).expect("targets exist");
                 match change {
-                    VersionChange::Delete => entry.deleted_ms = entry.deleted_ms.or(Some(now)),
+                    VersionChange::Delete => entry.deleted_ms = Some(entry.deleted_ms.map_or(now, |d| d.min(now))),
                     VersionChange::Undelete => entry.deleted_ms = None,
                     VersionChange::Destroy => {
                         entry.destroyed = true;

@@ -359,9 +359,9 @@ impl Core {
         // itself is what must not be missed.
         let meta = self.read_meta(&*self.keyring()?, &path)?.map(|(m, _)| m);
         let current_version = meta.as_ref().map_or(0, |m| m.current_version);
-        let current_gone = meta
-            .as_ref()
-            .is_none_or(|m| m.versions.get(&m.current_version).is_none_or(|v| v.deleted_ms.is_some() || v.destroyed));
+        let current_gone = meta.as_ref().is_none_or(|m| {
+            m.versions.get(&m.current_version).is_none_or(|v| v.deleted_at(crate::now_ms()) || v.destroyed)
+        });
         let kind = if kind == WatchKind::Metadata && current_gone { WatchKind::Deleted } else { kind };
         debug!(seq, path = %path, ?kind, "watch event");
         Ok(Some(WatchEvent { seq, kind, path, version, current_version }))

@@ -43,12 +43,16 @@ async fn init_unseal_and_versioned_kv_across_nodes() {
 
     // Versions, CAS, read on every node.
     let put = |cas| Operation::KvPut { path: "app/db".into(), data: data(&[("password", "s3cret")]), cas };
-    assert!(matches!(call(&follower, Some(token), put(Some(0))).await.unwrap(), Reply::KvWritten(v) if v.version == 1));
+    assert!(
+        matches!(call(&follower, Some(token), put(Some(0))).await.unwrap(), Reply::KvWritten { version: v, .. } if v.version == 1)
+    );
     assert!(matches!(
         call(&follower, Some(token), put(Some(0))).await,
         Err(Error::CasMismatch { expected: 0, current: 1 })
     ));
-    assert!(matches!(call(&cores[0], Some(token), put(Some(1))).await.unwrap(), Reply::KvWritten(v) if v.version == 2));
+    assert!(
+        matches!(call(&cores[0], Some(token), put(Some(1))).await.unwrap(), Reply::KvWritten { version: v, .. } if v.version == 2)
+    );
     for core in &cores {
         let Reply::KvSecret { data: d, version, .. } =
             call(core, Some(token), Operation::KvGet { path: "app/db".into(), version: None }).await.unwrap()
@@ -83,7 +87,7 @@ async fn init_unseal_and_versioned_kv_across_nodes() {
     });
     let mut versions: Vec<u64> = Vec::new();
     for w in writes {
-        let Reply::KvWritten(v) = w.await.unwrap() else { panic!() };
+        let Reply::KvWritten { version: v, .. } = w.await.unwrap() else { panic!() };
         versions.push(v.version);
     }
     versions.sort();

@@ -111,6 +111,11 @@ impl proto::token_server::Token for Api {
         self.done(&req, op).await
     }
 
+    async fn revoke_orphan(&self, req: GrpcRequest<proto::TokenTarget>) -> R<proto::RevokeResponse> {
+        let op = Operation::TokenRevokeOrphan(target(Some(req.get_ref())));
+        self.done(&req, op).await
+    }
+
     async fn list_accessors(&self, req: GrpcRequest<proto::ListAccessorsRequest>) -> R<proto::ListAccessorsResponse> {
         match self.call(&req, Operation::TokenListAccessors).await? {
             Reply::Accessors(accessors) => Ok(Response::new(proto::ListAccessorsResponse { accessors })),

@@ -289,7 +289,7 @@ impl proto::kv_server::Kv for Api {
             cas: r.cas,
         };
         match self.call(&req, op).await? {
-            Reply::KvWritten(v) => Ok(Response::new(version(v))),
+            Reply::KvWritten { version: v, .. } => Ok(Response::new(version(v))),
             other => Err(unexpected(other)),
         }
     }

@@ -43,7 +43,16 @@ pub(super) async fn route(ctx: &Ctx, path: &str) -> HttpResult {
     }
 }
 
-fn secs_until(ms: Option<i64>) -> i64 {
+/// The path a token came from, as Vault names it: `auth/token/create`, `auth/approle/login`.
+pub(super) fn token_path(info: &TokenInfo) -> String {
+    if info.auth.method.is_empty() || info.auth.method == "token" {
+        "auth/token/create".to_string()
+    } else {
+        format!("auth/{}/login", info.auth.method)
+    }
+}
+
+pub(super) fn secs_until(ms: Option<i64>) -> i64 {
     ms.map_or(0, |e| ((e - arca_core::now_ms()) / 1000).max(0))
 }
 
@@ -81,11 +90,7 @@ fn lookup_json(token: Option<&str>, info: &TokenInfo) -> Value {
         "meta": info.meta,
         "num_uses": info.uses_left.unwrap_or(0),
         "orphan": info.parent.is_none(),
-        "path": if info.auth.method.is_empty() || info.auth.method == "token" {
-            "auth/token/create".to_string()
-        } else {
-            format!("auth/{}/login", info.auth.method)
-        },
+        "path": token_path(info),
         "policies": info.policies,
         "renewable": info.renewable,
         "ttl": secs_until(info.expires_ms),
@@ -140,6 +145,11 @@ async fn token(ctx: &Ctx, path: &str) -> HttpResult {
                 Reply::Token(info) => Ok(ctx.auth(auth_block(named.as_deref(), &info))),
                 other => Err(unexpected(other)),
             }
+        }
+        ("revoke-orphan", Write) => {
+            let target = TokenRef::Token(Zeroizing::new(ctx.required("token")?));
+            ctx.call(Operation::TokenRevokeOrphan(target)).await?;
+            Ok(no_content())
         }
         ("revoke" | "revoke-self" | "revoke-accessor", Write) => {
             let Some(target) = target(ctx, whose)? else { return Err(HttpError::no_route(path)) };

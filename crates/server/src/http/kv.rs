@@ -63,6 +63,16 @@ fn folder(mut prefix: String) -> String {
     prefix
 }
 
+/// Whole seconds as Go prints a duration (`0s`, `1m30s`, `3h0m0s`), as Vault writes them.
+pub(super) fn go_duration(secs: i64) -> String {
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
 /// RFC 3339 with nanoseconds, UTC, as Vault writes times.
 pub(super) fn time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -78,6 +88,15 @@ fn version_json(v: &VersionMetadata) -> Value {
         "destroyed": v.destroyed,
         "version": v.version,
     })
+}
+
+/// A version as Vault describes it in reads and writes: with the secret's custom metadata.
+fn version_with_labels(v: &VersionMetadata, custom_metadata: BTreeMap<String, String>) -> Value {
+    let mut j = version_json(v);
+    if !custom_metadata.is_empty() {
+        j["custom_metadata"] = json!(custom_metadata);
+    }
+    j
 }
 
 fn metadata_json(m: &SecretMetadata) -> Value {
@@ -96,10 +115,13 @@ fn metadata_json(m: &SecretMetadata) -> Value {
     json!({
         "cas_required": m.cas_required,
         "created_time": time(m.created_ms),
+        "current_metadata_version": m.metadata_version,
         "current_version": m.current_version,
         "custom_metadata": if m.custom_metadata.is_empty() { Value::Null } else { json!(m.custom_metadata) },
-        "delete_version_after": "0s",
+        "delete_version_after": go_duration(m.delete_version_after_ms / 1000),
         "max_versions": m.max_versions,
+        // Arca does not take a check-and-set on metadata writes.
+        "metadata_cas_required": false,
         "oldest_version": m.versions.keys().next().copied().unwrap_or(0),
         "updated_time": time(m.updated_ms),
         "versions": versions,
@@ -157,7 +179,7 @@ fn cas(ctx: &Ctx) -> Result<Option<u64>, HttpError> {
 
 async fn put(ctx: &Ctx, path: String, data: BTreeMap<String, String>, cas: Option<u64>) -> HttpResult {
     match ctx.call(Operation::KvPut { path, data: SecretData(data), cas }).await? {
-        Reply::KvWritten(v) => Ok(ctx.data(version_json(&v))),
+        Reply::KvWritten { version, custom_metadata } => Ok(ctx.data(version_with_labels(&version, custom_metadata))),
         other => Err(unexpected(other)),
     }
 }
@@ -184,7 +206,7 @@ async fn patch(ctx: &Ctx, path: String) -> HttpResult {
         }
     }
     match ctx.call(Operation::KvPatch { path, set: SecretData(set), remove, cas: cas(ctx)? }).await? {
-        Reply::KvWritten(v) => Ok(ctx.data(version_json(&v))),
+        Reply::KvWritten { version, custom_metadata } => Ok(ctx.data(version_with_labels(&version, custom_metadata))),
         other => Err(unexpected(other)),
     }
 }
@@ -218,13 +240,11 @@ fn versions(ctx: &Ctx) -> Result<Vec<u64>, HttpError> {
 /// `PUT secret/metadata/<path>` (settings given replace, custom metadata as a whole) and
 /// `PATCH` (custom metadata merged: `null` removes a label).
 async fn write_metadata(ctx: &Ctx, path: String, patch: bool) -> HttpResult {
-    if let Some(after) = ctx.duration_secs("delete_version_after")? {
-        if after != 0 {
-            return Err(HttpError::bad_request(
-                "delete_version_after is not supported: Arca keeps versions until max_versions or a delete",
-            ));
-        }
-    }
+    let delete_version_after_ms = ctx
+        .duration_secs("delete_version_after")?
+        .map(|s| i64::try_from(s).ok().and_then(|s| s.checked_mul(1000)))
+        .map(|ms| ms.ok_or_else(|| HttpError::bad_request("delete_version_after is too long")))
+        .transpose()?;
     let max_versions = match ctx.uint("max_versions")? {
         // Vault: 0 means the engine default.
         Some(0) => Some(DEFAULT_MAX_VERSIONS),
@@ -249,6 +269,7 @@ async fn write_metadata(ctx: &Ctx, path: String, patch: bool) -> HttpResult {
     let settings = MetadataSettings {
         max_versions,
         cas_required: ctx.bool("cas_required")?,
+        delete_version_after_ms,
         custom_metadata,
         replace_custom_metadata,
     };
@@ -264,6 +285,7 @@ async fn config(ctx: &Ctx) -> HttpResult {
                 "cas_required": false,
                 "delete_version_after": "0s",
                 "max_versions": DEFAULT_MAX_VERSIONS,
+                "metadata_cas_required": false,
             })))
         }
         Verb::Write => Err(HttpError::bad_request(

@@ -256,7 +256,7 @@ impl From<CoreError> for HttpError {
     /// message is the core's, written for users and free of secrets.
     fn from(e: CoreError) -> HttpError {
         let status = match &e {
-            CoreError::Sealed | CoreError::NotInitialized | CoreError::Cluster(_) | CoreError::AuditUnavailable => {
+            CoreError::NotInitialized | CoreError::Cluster(_) | CoreError::AuditUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             CoreError::AlreadyInitialized
@@ -271,6 +271,15 @@ impl From<CoreError> for HttpError {
             CoreError::Conflict => StatusCode::CONFLICT,
             CoreError::Storage(_) | CoreError::Corrupt { .. } | CoreError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
+            }
+            // Vault's clients recognise a sealed node by this text (`bao status` and
+            // `bao operator unseal` show the seal state instead of failing on it).
+            CoreError::Sealed => {
+                return HttpError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Vault is sealed: this Arca node is sealed; unseal it with 'arca operator unseal' (or 'bao \
+                     operator unseal')",
+                )
             }
             CoreError::RateLimited { retry_after_s, .. } => {
                 return HttpError {

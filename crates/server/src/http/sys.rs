@@ -22,17 +22,18 @@ pub(super) async fn route(ctx: &Ctx, path: &str) -> HttpResult {
         ("unseal", Write) => unseal(ctx).await,
         ("seal", Write) => ctx.call(Operation::Seal).await.map(|_| no_content()),
         ("health", Read | Head) => health(ctx).await,
-        ("generate-root/attempt", Read | Write | Delete) | ("generate-root/update", Write) => {
-            generate_root(ctx, path).await
-        }
+        // OpenBao 2 names them generate-root-token/…, Vault generate-root/….
+        ("generate-root/attempt" | "generate-root-token/attempt", Read | Write | Delete)
+        | ("generate-root/update" | "generate-root-token/update", Write) => generate_root(ctx, path).await,
         ("rekey/init", Read | Write | Delete) | ("rekey/update", Write) => rekey(ctx, path).await,
         ("leader", Read) => leader(ctx).await,
         ("mounts", Read) => mounts(ctx, MountTable::Secrets).await,
         ("auth", Read) => mounts(ctx, MountTable::Auth).await,
         ("audit", Read) => mounts(ctx, MountTable::Audit).await,
-        (p, _) if p.starts_with("auth/") || p.starts_with("audit/") => Err(HttpError::bad_request(
-            "Arca's auth methods (token, approle, cert, jwt, kubernetes) and its audit log are built in: \
-             they are always on and cannot be enabled, disabled or tuned",
+        (p, verb) if p.starts_with("auth/") => enable(ctx, MountTable::Auth, &p["auth/".len()..], verb).await,
+        (p, _) if p.starts_with("audit/") => Err(HttpError::bad_request(
+            "Arca's audit log is built in and replicated through Raft: it is always on and cannot be enabled, \
+             disabled or tuned (a local file copy is the node's [audit] mirror setting)",
         )),
         ("capabilities-self", Write) => capabilities(ctx, TokenRef::SelfToken).await,
         ("capabilities", Write) => {
@@ -57,6 +58,11 @@ pub(super) async fn route(ctx: &Ctx, path: &str) -> HttpResult {
             })?;
             ctx.call(Operation::RemovePeer { id }).await.map(|_| no_content())
         }
+        ("leases/lookup" | "leases/renew" | "leases/revoke" | "renew" | "revoke", Write) => lease(ctx, path).await,
+        (p, Write) if ["leases/renew/", "leases/revoke/", "renew/", "revoke/"].iter().any(|r| p.starts_with(r)) => {
+            lease(ctx, p).await
+        }
+        (p, _) if p.starts_with("leases/") => Err(HttpError::bad_request(LEASES_INSTEAD)),
         ("ha-status", Read) => ha_status(ctx).await,
         ("key-status", Read) => key_status(ctx).await,
         // `bao operator rotate` (OpenBao 2 posts to rotate/keyring, Vault to rotate).
@@ -67,9 +73,11 @@ pub(super) async fn route(ctx: &Ctx, path: &str) -> HttpResult {
         (p, _) if p.starts_with("policies/acl/") => policy(ctx, &p["policies/acl/".len()..], false).await,
         (p, Read) if p.starts_with("internal/ui/mounts/") => ui_mount(ctx, &p["internal/ui/mounts/".len()..]).await,
         (p, Write) if p.starts_with("audit-hash/") => audit_hash(ctx).await,
-        (p, _) if p.starts_with("mounts/") => Err(HttpError::bad_request(
-            "Arca has one secrets engine, KV v2 at secret/, and it cannot be mounted, moved or tuned",
-        )),
+        // `bao auth tune` posts to sys/mounts/auth/<path>/tune.
+        (p, verb) if p.starts_with("mounts/auth/") => {
+            enable(ctx, MountTable::Auth, &p["mounts/auth/".len()..], verb).await
+        }
+        (p, verb) if p.starts_with("mounts/") => enable(ctx, MountTable::Secrets, &p["mounts/".len()..], verb).await,
         (
             "init"
             | "seal-status"
@@ -91,6 +99,8 @@ pub(super) async fn route(ctx: &Ctx, path: &str) -> HttpResult {
             | "rotate/keyring"
             | "generate-root/attempt"
             | "generate-root/update"
+            | "generate-root-token/attempt"
+            | "generate-root-token/update"
             | "rekey/init"
             | "rekey/update",
             verb,
@@ -183,7 +193,16 @@ fn ceremony_step<P>(
     Ok(match (path.ends_with("/update"), ctx.verb) {
         (true, _) => CeremonyStep::Submit { nonce: nonce()?, share: Zeroizing::new(ctx.required("key")?) },
         (false, Verb::Read) => CeremonyStep::Status,
-        (false, Verb::Delete) => CeremonyStep::Cancel { nonce: nonce()? },
+        // Unlike Vault, anyone cannot cancel: a cancel carries the nonce (`bao … -cancel` sends
+        // none, so it is refused saying how to cancel instead).
+        (false, Verb::Delete) => CeremonyStep::Cancel {
+            nonce: nonce().map_err(|_| {
+                HttpError::bad_request(
+                    "cancelling a ceremony needs its nonce, so that nobody else can end it: DELETE with ?nonce=<nonce>, \
+                     or 'arca operator generate-root|rekey --cancel --nonce <nonce>'",
+                )
+            })?,
+        },
         (false, _) => CeremonyStep::Start(start()?),
     })
 }
@@ -198,9 +217,18 @@ fn refuse_fields(ctx: &Ctx, fields: &[&str], instead: &str) -> Result<(), HttpEr
 }
 
 async fn generate_root(ctx: &Ctx, path: &str) -> HttpResult {
+    // Vault 1.10+: a start with neither an OTP nor a PGP key gets a pad made here, returned
+    // once to whoever started the ceremony (who alone can then decode the token).
+    let mut made_otp = None;
     let step = ceremony_step(ctx, path, || {
         let field = |name: &str| -> Result<String, HttpError> { Ok(ctx.str(name)?.unwrap_or_default()) };
-        Ok(GenerateRootParams::from_fields(&field("otp")?, &field("pgp_key")?)?)
+        let (mut otp, pgp_key) = (Zeroizing::new(field("otp")?), field("pgp_key")?);
+        if otp.is_empty() && pgp_key.is_empty() {
+            let pad = arca_core::ceremony::generate_otp()?;
+            otp = pad.clone();
+            made_otp = Some(pad);
+        }
+        Ok(GenerateRootParams::from_fields(&otp, &pgp_key)?)
     })?;
     match ctx.call(Operation::GenerateRoot(step)).await? {
         Reply::GenerateRoot { status, encoded_token } => {
@@ -210,7 +238,11 @@ async fn generate_root(ctx: &Ctx, path: &str) -> HttpResult {
             body["encoded_root_token"] = json!(encoded);
             body["pgp_fingerprint"] = json!(status.pgp_fingerprints.first().cloned().unwrap_or_default());
             body["otp_length"] = json!(status.otp_length);
-            body["otp"] = json!("");
+            body["otp"] = json!(made_otp.as_deref().map_or("", |p| p.as_str()));
+            // OpenBao 2's generate-root-token/… answer inside the usual envelope.
+            if path.starts_with("generate-root-token/") {
+                return Ok(ctx.data(body));
+            }
             Ok(bare(StatusCode::OK, body))
         }
         other => Err(unexpected(other)),
@@ -345,11 +377,18 @@ fn mount_json(m: &Mount, table: MountTable) -> Value {
             return json!({ "type": m.kind, "description": m.description, "path": m.path, "options": {}, "local": false })
         }
     };
+    let mut config = json!({ "default_lease_ttl": 0, "max_lease_ttl": 0, "force_no_cache": false });
+    if table == MountTable::Auth {
+        config["token_type"] = json!("default-service");
+    }
     json!({
         "type": m.kind,
         "description": m.description,
         "accessor": accessor,
-        "config": { "default_lease_ttl": 0, "max_lease_ttl": 0, "force_no_cache": false },
+        "config": config,
+        "deprecation_status": "supported",
+        "running_plugin_version": concat!("v", env!("CARGO_PKG_VERSION"), "+builtin.arca"),
+        "running_sha256": "",
         "options": if m.version.is_empty() { Value::Null } else { json!({ "version": m.version }) },
         "local": false,
         "seal_wrap": false,
@@ -372,6 +411,102 @@ async fn mounts(ctx: &Ctx, table: MountTable) -> HttpResult {
     let list: Map<String, Value> =
         mount_list(ctx, None, table).await?.iter().map(|m| (m.path.clone(), mount_json(m, table))).collect();
     Ok(bare(StatusCode::OK, with_data(ctx, list)))
+}
+
+const LEASES_INSTEAD: &str = "Arca's only leases are tokens' (KV secrets have none: they are static and rotated in \
+     place); lease lookup, renew and revoke take one token lease id, auth/<method path>/<accessor>. To find or \
+     revoke many tokens, list auth/token/accessors and revoke by accessor, or revoke their parent token";
+
+/// `sys/leases/{lookup,renew,revoke}` (and the older `sys/renew`, `sys/revoke`) for token
+/// leases. A token's lease id is the path it came from and its accessor
+/// (`auth/token/create/<accessor>`, `auth/approle/login/<accessor>`); each call is the token
+/// operation by accessor, authorized and audited as that.
+async fn lease(ctx: &Ctx, path: &str) -> HttpResult {
+    let (action, in_url) =
+        path.trim_start_matches("leases/").split_once('/').unwrap_or((path.trim_start_matches("leases/"), ""));
+    let id = if in_url.is_empty() { ctx.required("lease_id")? } else { in_url.to_string() };
+    let accessor = id
+        .strip_prefix("auth/")
+        .and_then(|rest| rest.rsplit_once('/'))
+        .map(|(_, accessor)| accessor)
+        .filter(|a| !a.is_empty())
+        // Not quoted back: errors are audited, and a token pasted by mistake must not land there.
+        .ok_or_else(|| HttpError::bad_request(format!("that lease id is not one Arca issued: {LEASES_INSTEAD}")))?;
+    let target = TokenRef::Accessor(accessor.to_string());
+    let info = match action {
+        "revoke" => return ctx.call(Operation::TokenRevoke(target)).await.map(|_| no_content()),
+        "renew" => {
+            let increment = ctx.duration_secs("increment")?.filter(|s| *s > 0).map(std::time::Duration::from_secs);
+            ctx.call(Operation::TokenRenew { target, increment }).await?
+        }
+        _ => ctx.call(Operation::TokenLookup(target)).await?,
+    };
+    let Reply::Token(info) = info else { return Err(unexpected(info)) };
+    let id = format!("{}/{}", super::auth::token_path(&info), info.accessor);
+    let ttl = super::auth::secs_until(info.expires_ms);
+    if action == "renew" {
+        return Ok(bare(
+            StatusCode::OK,
+            json!({
+                "request_id": ctx.request_id,
+                "lease_id": id,
+                "renewable": info.renewable,
+                "lease_duration": ttl,
+                "data": null,
+                "wrap_info": null,
+                "warnings": null,
+                "auth": null,
+            }),
+        ));
+    }
+    Ok(ctx.data(json!({
+        "id": id,
+        "issue_time": super::kv::time(info.created_ms),
+        "expire_time": info.expires_ms.map(super::kv::time),
+        "last_renewal": null,
+        "renewable": info.renewable,
+        "ttl": ttl,
+    })))
+}
+
+/// `bao auth enable` / `bao secrets enable` (and disable, tune). Arca's mounts are built in:
+/// enabling one that exists, at its own path and of its own type, succeeds without change (so
+/// setup scripts written for Vault run), for a caller who may read the mount table; anything
+/// else is refused with what Arca has instead.
+async fn enable(ctx: &Ctx, table: MountTable, path: &str, verb: Verb) -> HttpResult {
+    let (what, fixed) = match table {
+        MountTable::Auth => (
+            "auth method",
+            "Arca's auth methods (token, approle, cert, jwt, kubernetes) are built in, each at its own path: \
+             they are always on and cannot be moved, disabled or tuned; to stop logins through one, delete its \
+             roles",
+        ),
+        _ => (
+            "secrets engine",
+            "Arca has one secrets engine, KV v2 at secret/: it cannot be mounted elsewhere, moved, disabled or \
+             tuned; use paths under secret/ (with policies per prefix) where Vault would use another mount",
+        ),
+    };
+    let path = path.trim_end_matches('/');
+    if verb != Verb::Write || path.is_empty() || path.contains('/') {
+        return Err(HttpError::bad_request(fixed));
+    }
+    let kind = ctx.str("type")?.unwrap_or_default();
+    let version = ctx.body.get("options").and_then(|o| o.get("version")).and_then(|v| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    });
+    let existing = mount_list(ctx, None, table).await?;
+    let same = existing.iter().find(|m| m.path.trim_end_matches('/') == path).is_some_and(|m| {
+        let kind_matches = kind == m.kind || (m.kind == "kv" && m.version == "2" && kind == "kv-v2");
+        let version_matches = kind == "kv-v2" || version.as_deref().is_none_or(|v| v == m.version);
+        kind_matches && version_matches
+    });
+    if same {
+        return Ok(no_content());
+    }
+    Err(HttpError::bad_request(format!("cannot enable the {what} {kind:?} at {path}/: {fixed}")))
 }
 
 /// The mount serving `path` (the Vault CLI asks before every `kv` command, to detect KV v2).
@@ -505,10 +640,12 @@ async fn policy(ctx: &Ctx, name: &str, legacy: bool) -> HttpResult {
             ctx.call(Operation::PolicyWrite { name: name.to_string(), text }).await?;
             Ok(no_content())
         }
-        Verb::Delete => {
-            ctx.call(Operation::PolicyDelete { name: name.to_string() }).await?;
-            Ok(no_content())
-        }
+        // Vault: deleting a policy that does not exist succeeds (DELETE is idempotent).
+        Verb::Delete => match ctx.call(Operation::PolicyDelete { name: name.to_string() }).await {
+            Ok(_) => Ok(no_content()),
+            Err(e) if e.status == StatusCode::NOT_FOUND => Ok(no_content()),
+            Err(e) => Err(e),
+        },
         verb => Err(HttpError::unsupported(verb, name)),
     }
 }
