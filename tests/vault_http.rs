@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{eventually, free_base, DevCluster, ARCA};
+use common::{eventually, fixture, free_base, DevCluster, ARCA};
 
 fn python() -> String {
     std::env::var("ARCA_HVAC_PYTHON").expect(
@@ -162,10 +162,6 @@ fn a_denied_request_is_audited_alike_over_grpc_and_http() {
     assert_ne!(records[0]["node"], records[1]["node"], "served by nodes 2 and 3");
     let text = serde_json::to_string(&records).unwrap();
     assert!(!text.contains(&token), "no token in audit records");
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/core/tests/fixtures").join(name)
 }
 
 /// POSTs a JSON body with Python's `requests` (the client side of hvac); returns status and body.

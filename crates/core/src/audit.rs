@@ -297,7 +297,7 @@ pub(crate) fn outcome(e: &Error) -> &'static str {
         Error::NotFound(_) => "not_found",
         Error::CasMismatch { .. } | Error::Rotation(_) => "failed_precondition",
         Error::Conflict => "aborted",
-        Error::Cluster(_) | Error::AuditUnavailable => "unavailable",
+        Error::Cluster(_) | Error::JoinFailed { .. } | Error::AuditUnavailable => "unavailable",
         Error::Storage(_) | Error::Corrupt { .. } | Error::Internal(_) => "internal",
         Error::RateLimited { .. } => "rate_limited",
     }

@@ -48,6 +48,10 @@ pub enum Error {
     #[error(transparent)]
     Cluster(#[from] arca_raft::Error),
 
+    /// A new node could not join through the address it was given.
+    #[error("could not join the cluster through {peer}: {reason}. Give a member's cluster address (its [cluster] advertise, e.g. node1:8201), not its API address")]
+    JoinFailed { peer: String, reason: String },
+
     #[error("storage failure: {0}")]
     Storage(#[from] arca_storage::Error),
 

@@ -198,9 +198,7 @@ impl Core {
             Operation::TokenListAccessors => Need { any: &[List], sudo: true },
             // Vault: orphaning a token's children takes it out of its tree's accounting.
             Operation::TokenRevokeOrphan(_) => Need { any: &[Update], sudo: true },
-            Operation::Seal | Operation::Join { .. } | Operation::RemovePeer { .. } => {
-                Need { any: &[Update], sudo: true }
-            }
+            Operation::Seal | Operation::RemovePeer { .. } => Need { any: &[Update], sudo: true },
             Operation::KvDelete { versions, .. } if versions.is_empty() => need(&[Delete]),
             Operation::PolicyDelete { .. } | Operation::RoleDelete { .. } | Operation::KvDeleteMetadata { .. } => {
                 need(&[Delete])
@@ -238,6 +236,7 @@ impl Core {
             | Operation::Health
             | Operation::Unseal { .. }
             | Operation::Init { .. }
+            | Operation::Join { .. }
             | Operation::Login(_)
             | Operation::Rekey { .. }
             | Operation::GenerateRoot { .. } => return Ok(()),

@@ -316,7 +316,11 @@ impl Core {
     pub async fn handle(&self, req: Request) -> Result<Reply> {
         let audited = !matches!(
             req.op,
-            Operation::SealStatus | Operation::Health | Operation::Unseal { .. } | Operation::Init { .. }
+            Operation::SealStatus
+                | Operation::Health
+                | Operation::Unseal { .. }
+                | Operation::Init { .. }
+                | Operation::Join { .. }
         );
         #[cfg(feature = "bench-unaudited")]
         let audited = audited && self.audited;
@@ -585,6 +589,7 @@ impl Core {
             Operation::Health => return self.health().map(Reply::Health),
             Operation::Unseal { share, reset } => return self.unseal(&share, reset).await.map(Reply::SealStatus),
             Operation::Init { shares, threshold } => return self.init(shares, threshold).await.map(Reply::Init),
+            Operation::Join { peer } => return self.join(&peer).await.map(|()| Reply::Done),
             _ => {}
         }
         let keyring = self.keyring()?;
@@ -633,10 +638,6 @@ impl Core {
             Operation::Mounts { path: Some(p), .. } => crate::request::mount_serving(&p)
                 .map(|m| Reply::Mounts(vec![m]))
                 .ok_or_else(|| Error::NotFound(format!("no secrets engine is mounted at {p:?}"))),
-            Operation::Join { peer } => {
-                self.node.join(&peer).await?;
-                Ok(Reply::Done)
-            }
             Operation::RemovePeer { id } => {
                 self.node.remove(id).await?;
                 Ok(Reply::Done)
@@ -775,6 +776,7 @@ impl Core {
             | Operation::Health
             | Operation::Unseal { .. }
             | Operation::Init { .. }
+            | Operation::Join { .. }
             | Operation::Login(_)
             | Operation::Rekey { .. }
             | Operation::GenerateRoot { .. } => unreachable!("handled before authentication"),
@@ -863,6 +865,21 @@ impl Core {
     /// Creates the root key, keyring and root token, and replicates the init record. Once per
     /// cluster: the write is guarded on the init record being absent.
     #[instrument(level = "info", skip(self))]
+    /// Makes a new node join the cluster of the member at `peer` (its cluster address). Like
+    /// init, it needs no token: a node that is in no cluster has no tokens to check. The
+    /// leader admits the node by its cluster certificate (mutual TLS), so all a caller can do
+    /// is make a new node join the cluster its certificate is for; a member refuses.
+    async fn join(&self, peer: &str) -> Result<()> {
+        if self.node.is_member() {
+            return Err(Error::InvalidArgument(
+                "this node is already a member of a cluster; join is for a new node started without \
+                 cluster.bootstrap (to move a node, remove it and start a new one with a new node_id)"
+                    .into(),
+            ));
+        }
+        self.node.join(peer).await.map_err(|e| Error::JoinFailed { peer: peer.to_string(), reason: e.to_string() })
+    }
+
     async fn init(&self, shares: u8, threshold: u8) -> Result<InitResult> {
         if self.init_record()?.is_some() {
             return Err(Error::AlreadyInitialized);

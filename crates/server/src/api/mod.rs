@@ -18,7 +18,9 @@ use crate::proto;
 pub(crate) fn status(e: CoreError) -> Status {
     let msg = e.to_string();
     match e {
-        CoreError::Sealed | CoreError::Cluster(_) | CoreError::AuditUnavailable => Status::unavailable(msg),
+        CoreError::Sealed | CoreError::Cluster(_) | CoreError::JoinFailed { .. } | CoreError::AuditUnavailable => {
+            Status::unavailable(msg)
+        }
         CoreError::NotInitialized | CoreError::CasMismatch { .. } | CoreError::Rotation(_) => {
             Status::failed_precondition(msg)
         }

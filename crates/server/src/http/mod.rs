@@ -256,9 +256,10 @@ impl From<CoreError> for HttpError {
     /// message is the core's, written for users and free of secrets.
     fn from(e: CoreError) -> HttpError {
         let status = match &e {
-            CoreError::NotInitialized | CoreError::Cluster(_) | CoreError::AuditUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            CoreError::NotInitialized
+            | CoreError::Cluster(_)
+            | CoreError::JoinFailed { .. }
+            | CoreError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             CoreError::AlreadyInitialized
             | CoreError::InvalidArgument(_)
             | CoreError::Share(_)

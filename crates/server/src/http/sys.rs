@@ -2,7 +2,7 @@
 //! peers, key status.
 
 use arca_core::ceremony::{self, CeremonyStatus, CeremonyStep, GenerateRootParams, RekeyParams};
-use arca_core::{HealthInfo, Mount, MountTable, Operation, Reply, SealStatus, TokenRef};
+use arca_core::{Error as CoreError, HealthInfo, Mount, MountTable, Operation, Reply, SealStatus, TokenRef};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::{json, Map, Value};
@@ -63,6 +63,7 @@ pub(super) async fn route(ctx: &Ctx, path: &str) -> HttpResult {
             lease(ctx, p).await
         }
         (p, _) if p.starts_with("leases/") => Err(HttpError::bad_request(LEASES_INSTEAD)),
+        ("storage/raft/join", Write) => raft_join(ctx).await,
         ("ha-status", Read) => ha_status(ctx).await,
         ("key-status", Read) => key_status(ctx).await,
         // `bao operator rotate` (OpenBao 2 posts to rotate/keyring, Vault to rotate).
@@ -93,6 +94,7 @@ pub(super) async fn route(ctx: &Ctx, path: &str) -> HttpResult {
             | "capabilities-accessor"
             | "storage/raft/configuration"
             | "storage/raft/remove-peer"
+            | "storage/raft/join"
             | "ha-status"
             | "key-status"
             | "rotate"
@@ -139,11 +141,11 @@ fn seal_status_json(s: &SealStatus) -> Value {
 }
 
 async fn init(ctx: &Ctx) -> HttpResult {
-    for unsupported in ["pgp_keys", "root_token_pgp_key", "recovery_shares", "recovery_threshold", "stored_shares"] {
-        if ctx.body.get(unsupported).is_some_and(|v| !v.is_null() && v != &json!(0) && v != &json!([])) {
-            return Err(HttpError::bad_request(format!("{unsupported} is not supported by Arca's init")));
-        }
-    }
+    refuse_fields(
+        ctx,
+        &["pgp_keys", "root_token_pgp_key", "recovery_shares", "recovery_threshold", "stored_shares"],
+        "init hands out plain shares and a root token; rekey can then give each holder a PGP-encrypted share",
+    )?;
     let byte = |field: &str| -> Result<u8, HttpError> {
         let n = ctx.uint(field)?.ok_or_else(|| HttpError::bad_request(format!("missing {field}")))?;
         u8::try_from(n).map_err(|_| HttpError::bad_request(format!("{field} must be at most 255")))
@@ -209,7 +211,9 @@ fn ceremony_step<P>(
 
 fn refuse_fields(ctx: &Ctx, fields: &[&str], instead: &str) -> Result<(), HttpError> {
     for f in fields {
-        if ctx.body.get(*f).is_some_and(|v| !v.is_null() && v != &json!("") && v != &json!(false) && v != &json!([])) {
+        let given =
+            |v: &Value| !(v.is_null() || v == &json!("") || v == &json!(false) || v == &json!([]) || v == &json!(0));
+        if ctx.body.get(*f).is_some_and(given) {
             return Err(HttpError::bad_request(format!("{f} is not supported by Arca; {instead}")));
         }
     }
@@ -347,20 +351,28 @@ async fn health(ctx: &Ctx) -> HttpResult {
     ))
 }
 
+/// `sys/leader`. Vault answers it without a token, and `bao status` and `bao operator unseal`
+/// ask it (usually without one). Arca keeps the cluster's addresses for callers whose token
+/// may read them: without a token the answer says only whether this node leads.
 async fn leader(ctx: &Ctx) -> HttpResult {
-    let leader = match ctx.call(Operation::Leader).await? {
-        Reply::Leader { leader } => leader,
-        other => return Err(unexpected(other)),
-    };
     let me = match ctx.call(Operation::Health).await? {
+        Reply::Health(h) if h.sealed => return Err(CoreError::Sealed.into()),
         Reply::Health(h) => h,
         other => return Err(unexpected(other)),
+    };
+    let leader = if ctx.token().is_none() {
+        None
+    } else {
+        match ctx.call(Operation::Leader).await? {
+            Reply::Leader { leader } => leader,
+            other => return Err(unexpected(other)),
+        }
     };
     Ok(bare(
         StatusCode::OK,
         json!({
             "ha_enabled": true,
-            "is_self": leader.as_ref().is_some_and(|l| l.id == me.node_id),
+            "is_self": me.is_leader,
             "leader_address": leader.as_ref().map(|l| https(&l.api_addr)).unwrap_or_default(),
             "leader_cluster_address": leader.as_ref().map(|l| https(&l.raft_addr)).unwrap_or_default(),
             "performance_standby": false,
@@ -411,6 +423,22 @@ async fn mounts(ctx: &Ctx, table: MountTable) -> HttpResult {
     let list: Map<String, Value> =
         mount_list(ctx, None, table).await?.iter().map(|m| (m.path.clone(), mount_json(m, table))).collect();
     Ok(bare(StatusCode::OK, with_data(ctx, list)))
+}
+
+/// `bao operator raft join ADDR`, sent to a new node: it joins the cluster of the member at
+/// ADDR. Arca's nodes join over the cluster port, authenticated by their cluster certificates,
+/// so ADDR is a member's cluster address (`https://node1:8201` or `node1:8201`), where Vault
+/// takes its API address; the TLS options are the node's `[cluster]` settings.
+async fn raft_join(ctx: &Ctx) -> HttpResult {
+    if ctx.bool("non_voter")? == Some(true) {
+        return Err(HttpError::bad_request(
+            "non_voter is not supported: an Arca node joins as a learner and becomes a voter once it has the log",
+        ));
+    }
+    let given = ctx.required("leader_api_addr")?;
+    let peer = given.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/');
+    ctx.call(Operation::Join { peer: peer.to_string() }).await?;
+    Ok(bare(StatusCode::OK, json!({ "joined": true })))
 }
 
 const LEASES_INSTEAD: &str = "Arca's only leases are tokens' (KV secrets have none: they are static and rotated in \
