@@ -53,6 +53,9 @@ impl NewToken {
         if !policies.iter().any(|p| p == DEFAULT_POLICY) {
             policies.push(DEFAULT_POLICY.into());
         }
+        // Sorted, as every other token's (and as Vault lists them).
+        policies.sort();
+        policies.dedup();
         NewToken {
             policies,
             ttl_ms: (params.ttl_secs > 0).then(|| params.ttl_secs as i64 * 1000),

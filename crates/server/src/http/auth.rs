@@ -177,7 +177,13 @@ async fn create_token(ctx: &Ctx, orphan: bool) -> HttpResult {
     };
     let spec = TokenCreate {
         policies: ctx.strings("policies")?.unwrap_or_default(),
-        ttl: ctx.duration_secs("ttl")?.filter(|s| *s > 0).map(Duration::from_secs),
+        // A periodic token (Vault's `period`): its TTL is the period and every renewal grants
+        // the period again, up to Arca's maximum lifetime (only root tokens live forever).
+        ttl: ctx
+            .duration_secs("period")?
+            .filter(|s| *s > 0)
+            .or(ctx.duration_secs("ttl")?.filter(|s| *s > 0))
+            .map(Duration::from_secs),
         max_ttl: ctx.duration_secs("explicit_max_ttl")?.filter(|s| *s > 0).map(Duration::from_secs),
         display_name: ctx.str("display_name")?.unwrap_or_default(),
         meta,
@@ -214,14 +220,16 @@ async fn approle_role(ctx: &Ctx, path: &str) -> HttpResult {
                 "secret_id_num_uses": r.secret_id_num_uses,
                 "secret_id_ttl": r.secret_id_ttl_secs,
                 "token_policies": r.token.policies,
-                "policies": r.token.policies,
                 "token_ttl": r.token.ttl_secs,
                 "token_max_ttl": r.token.max_ttl_secs,
+                "token_explicit_max_ttl": 0,
                 "token_num_uses": r.token.num_uses,
+                "token_no_default_policy": false,
+                "token_period": 0,
+                "token_strictly_bind_ip": false,
                 "token_type": "default",
                 "token_bound_cidrs": [],
                 "local_secret_ids": false,
-                "period": 0,
             }))),
             Reply::Role(_) => Err(HttpError::bad_request(format!("{name} is not an AppRole role"))),
             other => Err(unexpected(other)),
