@@ -264,6 +264,12 @@ fn everyday_commands_behave_as_on_openbao() {
     // Tokens: create with every everyday flag, look up by token and accessor, renew, revoke
     // three ways, capabilities.
     both(&["token", "create", "-orphan", "-period=1h", "-use-limit=5", "-display-name=ci", "-policy=default"]);
+    let (made, _) = both(&["token", "create", "-explicit-max-ttl=2h", "-metadata=team=a", "-policy=default"]);
+    let made = arca.with_token(field(&made, &["auth", "client_token"])).json(&["token", "lookup"]);
+    assert_eq!(
+        (made["data"]["meta"]["team"].as_str(), made["data"]["explicit_max_ttl"].as_u64()),
+        (Some("a"), Some(7200))
+    );
     both(&["token", "lookup"]);
     both(&["token", "capabilities", "secret/data/app/x"]);
     for b in [&arca, &oracle] {
