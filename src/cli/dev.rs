@@ -288,7 +288,7 @@ fn stop(children: &mut [Child]) {
 }
 
 /// `arca server --dev`: one node in a temporary directory, initialized and unsealed.
-pub async fn server_dev(addr: &str) -> CliResult {
+pub async fn server_dev(addr: &str, log_format: super::LogFormat) -> CliResult {
     // A fresh directory of our own: a predictable name could be created beforehand by another
     // user, with a CA of theirs for us to trust and use.
     let dir = arca_server::certs::private_temp_dir("arca-dev")?;
@@ -296,7 +296,7 @@ pub async fn server_dev(addr: &str) -> CliResult {
     let api_port = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(8200);
     let config_path = node_config(&dir, 1, api_port, api_port + 1, &certs[0], None, "")?;
     let config = arca_server::Config::load(&config_path)?;
-    super::init_logging("warn");
+    super::init_logging("warn", log_format);
     super::harden::harden(!config.disable_mlock);
     let server = tokio::spawn(arca_server::run(config, arca_server::wait_for_signal()));
     let api = format!("https://127.0.0.1:{api_port}");

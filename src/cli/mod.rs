@@ -97,6 +97,9 @@ pub enum Command {
         /// One initialized, unsealed node in a temporary directory, for trying Arca out.
         #[arg(long, conflicts_with = "config")]
         dev: bool,
+        /// Log line format (the level is the config's `log_level`, or `RUST_LOG`).
+        #[arg(long, value_enum, env = "ARCA_LOG_FORMAT", default_value = "text")]
+        log_format: LogFormat,
     },
     /// Seal status and health of the node at ARCA_ADDR.
     Status,
@@ -145,13 +148,13 @@ pub async fn run(args: Args) -> CliResult {
     let identity = args.client_cert.as_deref().zip(args.client_key.as_deref());
     let client = || Client::connect(&args.addr, args.cacert.as_deref(), token.as_deref(), identity);
     match args.command {
-        Command::Server { config, dev } => {
+        Command::Server { config, dev, log_format } => {
             if dev {
-                dev::server_dev(&args.addr).await
+                dev::server_dev(&args.addr, log_format).await
             } else {
                 let path = config.expect("clap requires --config without --dev");
                 let config = arca_server::Config::load(&path)?;
-                init_logging(&config.log_level);
+                init_logging(&config.log_level, log_format);
                 harden::harden(!config.disable_mlock);
                 Ok(arca_server::run(config, arca_server::wait_for_signal()).await?)
             }
@@ -211,17 +214,62 @@ fn parse_duration(flag: &str, value: Option<&str>) -> CliResult<u64> {
     arca_core::parse_duration_secs(s).map_err(|e| CliError::usage(format!("{flag}: {e}")))
 }
 
+/// How the server writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line (timestamp, level, target, span fields, message), for log
+    /// shippers.
+    Json,
+}
+
+/// Arca's own crates: a bare `log_level` applies to these.
+const OWN_CRATES: &[&str] =
+    &["arca", "arca_server", "arca_core", "arca_raft", "arca_storage", "arca_crypto", "arca_client"];
+
+/// The filter a configured level means. A bare level (`info`) is Arca's own events at that
+/// level and the libraries' at WARN, so an operator's console is not filled with openraft's
+/// routine INFO lines ("vote changed", "remove all replication"); at `debug` and `trace` the
+/// libraries speak at INFO too. A full filter (`info,openraft=debug`) is taken as written.
+pub fn log_filter(level: &str) -> String {
+    let level = level.trim();
+    let bare = ["error", "warn", "info", "debug", "trace", "off"].contains(&level.to_ascii_lowercase().as_str());
+    if !bare {
+        return level.to_string();
+    }
+    let libraries = if matches!(level.to_ascii_lowercase().as_str(), "debug" | "trace") { "info" } else { "warn" };
+    let libraries = if level.eq_ignore_ascii_case("error") || level.eq_ignore_ascii_case("off") { level } else { libraries };
+    std::iter::once(libraries.to_string()).chain(OWN_CRATES.iter().map(|c| format!("{c}={level}"))).collect::<Vec<_>>().join(",")
+}
+
 /// Logs to stderr; `RUST_LOG` overrides the configured level.
-pub fn init_logging(level: &str) {
+pub fn init_logging(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter(level)));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(ansi).try_init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),
+    };
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bare_level_quiets_the_libraries() {
+        let f = log_filter("info");
+        assert!(f.starts_with("warn,") && f.contains("arca_raft=info") && f.contains("arca=info"), "{f}");
+        assert!(log_filter("debug").starts_with("info,") && log_filter("debug").contains("arca_core=debug"));
+        assert!(log_filter("error").starts_with("error,"));
+        assert_eq!(log_filter("info,openraft=debug"), "info,openraft=debug");
+        for level in ["info", "debug", "warn", "error", "off", "trace"] {
+            assert!(tracing_subscriber::EnvFilter::try_new(log_filter(level)).is_ok(), "{level}");
+        }
+    }
 
     #[test]
     fn durations() {
