@@ -55,6 +55,12 @@ fn secrets_round_trip_on_every_node_and_bad_input_is_refused_clearly() {
     assert!(err.contains("invalid or expired token"), "{err}");
     assert_eq!(c.arca(1, &["kv", "frobnicate"]).status.code(), Some(2), "usage errors exit 2");
     assert_eq!(c.ok(3, &["kv", "get", "--field", "password", "app/db"]).trim(), "rotated");
+
+    // The console carries Arca's own events, not openraft's routine protocol chatter.
+    let log = c.log();
+    assert!(log.contains("arca server listening") && log.contains("node unsealed"), "{log}");
+    let chatter: Vec<&str> = log.lines().filter(|l| l.contains("openraft")).collect();
+    assert!(chatter.is_empty(), "openraft's routine lines on the console: {chatter:#?}");
 }
 
 #[test]
@@ -105,8 +111,9 @@ fn killing_the_leader_keeps_the_cluster_serving_and_a_restarted_node_comes_back_
     let other = (1..=3).find(|&n| n != leader && n != survivor).unwrap();
     assert_eq!(c.ok(other, &["kv", "get", "--field", "password", "app/db"]).trim(), "after");
 
-    // The old leader restarts sealed, and serves the latest data once unsealed.
-    c.restart(leader);
+    // The old leader restarts sealed (logging JSON lines for a log shipper), and serves the
+    // latest data once unsealed.
+    c.restart_with(leader, &["--log-format", "json"]);
     let status = eventually(Duration::from_secs(30), || {
         let out = c.arca(leader, &["status", "--format", "json"]);
         out.status.success().then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
@@ -119,6 +126,14 @@ fn killing_the_leader_keeps_the_cluster_serving_and_a_restarted_node_comes_back_
         c.ok(leader, &["operator", "unseal", share]);
     }
     assert_eq!(c.ok(leader, &["kv", "get", "--field", "password", "app/db"]).trim(), "after");
+    let log = std::fs::read_to_string(c.restart_log(leader)).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+        .collect();
+    assert!(lines.iter().all(|l| l["level"].is_string() && l["timestamp"].is_string()), "{log}");
+    assert!(lines.iter().any(|l| l["fields"]["message"] == "node unsealed"), "{log}");
 }
 
 #[test]

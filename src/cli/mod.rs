@@ -229,9 +229,11 @@ const OWN_CRATES: &[&str] =
     &["arca", "arca_server", "arca_core", "arca_raft", "arca_storage", "arca_crypto", "arca_client"];
 
 /// The filter a configured level means. A bare level (`info`) is Arca's own events at that
-/// level and the libraries' at WARN, so an operator's console is not filled with openraft's
-/// routine INFO lines ("vote changed", "remove all replication"); at `debug` and `trace` the
-/// libraries speak at INFO too. A full filter (`info,openraft=debug`) is taken as written.
+/// level, the libraries' at WARN and openraft's at ERROR, so an operator's console is not
+/// filled with openraft's routine protocol races ("vote changed", "membership_log_id changed;
+/// ignore", "remove all replication", which it logs at INFO and WARN); Arca logs what an
+/// operator acts on (joins, removals, refusals, seal state) itself. At `debug` and `trace` the
+/// libraries speak at INFO. A full filter (`info,openraft=debug`) is taken as written.
 pub fn log_filter(level: &str) -> String {
     let level = level.trim();
     let bare = ["error", "warn", "info", "debug", "trace", "off"].contains(&level.to_ascii_lowercase().as_str());
@@ -239,8 +241,14 @@ pub fn log_filter(level: &str) -> String {
         return level.to_string();
     }
     let libraries = if matches!(level.to_ascii_lowercase().as_str(), "debug" | "trace") { "info" } else { "warn" };
-    let libraries = if level.eq_ignore_ascii_case("error") || level.eq_ignore_ascii_case("off") { level } else { libraries };
-    std::iter::once(libraries.to_string()).chain(OWN_CRATES.iter().map(|c| format!("{c}={level}"))).collect::<Vec<_>>().join(",")
+    let libraries =
+        if level.eq_ignore_ascii_case("error") || level.eq_ignore_ascii_case("off") { level } else { libraries };
+    let openraft = if libraries == "warn" { "openraft=error" } else { "" };
+    std::iter::once(libraries.to_string())
+        .chain((!openraft.is_empty()).then(|| openraft.to_string()))
+        .chain(OWN_CRATES.iter().map(|c| format!("{c}={level}")))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Logs to stderr; `RUST_LOG` overrides the configured level.
@@ -262,7 +270,10 @@ mod tests {
     #[test]
     fn a_bare_level_quiets_the_libraries() {
         let f = log_filter("info");
-        assert!(f.starts_with("warn,") && f.contains("arca_raft=info") && f.contains("arca=info"), "{f}");
+        assert!(
+            f.starts_with("warn,openraft=error,") && f.contains("arca_raft=info") && f.contains("arca=info"),
+            "{f}"
+        );
         assert!(log_filter("debug").starts_with("info,") && log_filter("debug").contains("arca_core=debug"));
         assert!(log_filter("error").starts_with("error,"));
         assert_eq!(log_filter("info,openraft=debug"), "info,openraft=debug");

@@ -74,6 +74,10 @@ impl DevCluster {
         cluster
     }
 
+    pub fn restart_log(&self, node: u64) -> PathBuf {
+        self.dir.path().join(format!("node{node}-restart.log"))
+    }
+
     /// The CLI's home directory in tests (where `arca login` stores its token).
     pub fn home(&self) -> PathBuf {
         let home = self.dir.path().join("home");
@@ -140,11 +144,18 @@ impl DevCluster {
 
     /// Starts a node again from its config, as an operator would after a crash.
     pub fn restart(&mut self, node: u64) {
-        let log = std::fs::File::create(self.dir.path().join(format!("node{node}-restart.log"))).unwrap();
+        self.restart_with(node, &[]);
+    }
+
+    /// [`DevCluster::restart`] with more `arca server` arguments; its log is
+    /// [`DevCluster::restart_log`].
+    pub fn restart_with(&mut self, node: u64, args: &[&str]) {
+        let log = std::fs::File::create(self.restart_log(node)).unwrap();
         let child = Command::new(ARCA)
             .arg("server")
             .arg("--config")
             .arg(self.config(node))
+            .args(args)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

@@ -3,7 +3,7 @@
 //! ```toml
 //! node_id = 1
 //! data_dir = "/var/lib/arca"
-//! log_level = "info"            # optional
+//! log_level = "info"            # optional: Arca at info, libraries at warn; or a full filter
 //!
 //! [api]                         # client API (gRPC over TLS)
 //! listen = "0.0.0.0:8200"
