@@ -378,13 +378,14 @@ fn add(batch: &mut Vec<Pending>, bytes: &mut usize, max_bytes: usize, p: Pending
 pub(crate) struct Batcher {
     queue: mpsc::Sender<Pending>,
     deadline: Duration,
+    metrics: crate::metrics::Metrics,
 }
 
 impl Batcher {
-    pub fn start(node: RaftNode, config: AuditConfig) -> Batcher {
+    pub fn start(node: RaftNode, config: AuditConfig, metrics: crate::metrics::Metrics) -> Batcher {
         let (queue, rx) = mpsc::channel(config.max_batch * 8);
-        tokio::spawn(run(node, config, rx));
-        Batcher { queue, deadline: config.deadline }
+        tokio::spawn(run(node, config, rx, metrics.clone()));
+        Batcher { queue, deadline: config.deadline, metrics }
     }
 
     /// Commits one sealed record; returns once it is applied on this node. The deadline counts
@@ -419,20 +420,21 @@ impl Batcher {
         };
         let window = self.deadline.saturating_sub(started.elapsed()).max(MIN_COMMIT_WINDOW);
         match tokio::time::timeout(window, committed).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(why)) => {
-                warn!(error = %why, "audit record not committed; failing the request closed");
-                Err(Error::AuditUnavailable)
+            Ok(Ok(())) => {
+                self.metrics.audit_commit(started.elapsed().as_secs_f64());
+                return Ok(());
             }
+            Ok(Err(why)) => warn!(error = %why, "audit record not committed; failing the request closed"),
             Err(_) => {
-                warn!(deadline = ?self.deadline, "audit record not committed in time; failing the request closed");
-                Err(Error::AuditUnavailable)
+                warn!(deadline = ?self.deadline, "audit record not committed in time; failing the request closed")
             }
         }
+        self.metrics.audit_fail_closed();
+        Err(Error::AuditUnavailable)
     }
 }
 
-async fn run(node: RaftNode, config: AuditConfig, mut rx: mpsc::Receiver<Pending>) {
+async fn run(node: RaftNode, config: AuditConfig, mut rx: mpsc::Receiver<Pending>, metrics: crate::metrics::Metrics) {
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
     // An item that did not fit the previous batch's byte budget opens the next one.
     let mut carried: Option<Pending> = None;
@@ -464,6 +466,7 @@ async fn run(node: RaftNode, config: AuditConfig, mut rx: mpsc::Receiver<Pending
                 }
             }
         }
+        metrics.audit_batch(batch.len());
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
         let node = node.clone();
         tokio::spawn(async move {

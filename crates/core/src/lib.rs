@@ -15,6 +15,7 @@ mod keyring;
 mod kv;
 pub mod limits;
 mod logins;
+mod metrics;
 mod path;
 mod policies;
 pub mod policy;

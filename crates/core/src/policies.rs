@@ -192,6 +192,7 @@ impl Core {
             | Operation::RoleRead { .. }
             | Operation::AppRoleRoleId { .. }
             | Operation::JwtConfigRead
+            | Operation::Metrics
             | Operation::TokenLookup(TokenRef::SelfToken) => need(&[Read]),
             Operation::Members => Need { any: &[Read], sudo: true },
             Operation::KvList { .. } | Operation::PolicyList | Operation::RoleList { .. } => need(&[List]),

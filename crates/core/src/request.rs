@@ -198,6 +198,8 @@ pub enum Operation {
     /// Revokes the token alone; its children become orphans (Vault's `revoke-orphan`, sudo).
     TokenRevokeOrphan(TokenRef),
     TokenListAccessors,
+    /// This node's metrics, Prometheus text (Vault's `sys/metrics`).
+    Metrics,
     /// What the token (or the caller) may do on each path.
     Capabilities {
         target: TokenRef,
@@ -369,6 +371,7 @@ impl Operation {
             Operation::TokenRevoke(t) => token_path("revoke", t),
             Operation::TokenRevokeOrphan(_) => "auth/token/revoke-orphan".into(),
             Operation::TokenListAccessors => "auth/token/accessors".into(),
+            Operation::Metrics => "sys/metrics".into(),
             Operation::Capabilities { target: TokenRef::SelfToken, .. } => "sys/capabilities-self".into(),
             Operation::Capabilities { target: TokenRef::Accessor(_), .. } => "sys/capabilities-accessor".into(),
             Operation::Capabilities { .. } => "sys/capabilities".into(),
@@ -430,6 +433,7 @@ impl Operation {
             Operation::TokenRevoke(_) => "TokenRevoke",
             Operation::TokenRevokeOrphan(_) => "TokenRevokeOrphan",
             Operation::TokenListAccessors => "TokenListAccessors",
+            Operation::Metrics => "Metrics",
             Operation::Capabilities { .. } => "Capabilities",
             Operation::PolicyWrite { .. } => "PolicyWrite",
             Operation::PolicyRead { .. } => "PolicyRead",
@@ -467,6 +471,8 @@ impl Operation {
 pub enum Reply {
     SealStatus(SealStatus),
     Health(HealthInfo),
+    /// Prometheus text exposition.
+    Metrics(String),
     Init(InitResult),
     Leader {
         leader: Option<Member>,
@@ -645,6 +651,7 @@ impl std::fmt::Debug for Reply {
         let name = match self {
             Reply::SealStatus(_) => "SealStatus",
             Reply::Health(_) => "Health",
+            Reply::Metrics(_) => "Metrics",
             Reply::Init(_) => "Init",
             Reply::Leader { .. } => "Leader",
             Reply::Members(_) => "Members",

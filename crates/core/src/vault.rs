@@ -63,6 +63,7 @@ pub struct Core {
     pub(crate) feed: Arc<crate::watch::Feed>,
     /// Budgets of untrusted requests per source address (see `limits`).
     limiter: Arc<Limiter>,
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 pub(crate) fn encrypt_json<T: Serialize>(keyring: &Keyring, aad: &[u8], value: &T) -> Result<Vec<u8>> {
@@ -92,7 +93,17 @@ impl Core {
     }
 
     pub fn with_audit(node: RaftNode, audit: AuditConfig) -> Core {
-        let batcher = Batcher::start(node.clone(), audit);
+        let metrics = crate::metrics::Metrics::new();
+        let batcher = Batcher::start(node.clone(), audit, metrics.clone());
+        // Every leader change this node sees, not only those a scrape happens to catch.
+        let mut raft_metrics = node.raft().metrics();
+        let seen = metrics.clone();
+        tokio::spawn(async move {
+            while raft_metrics.changed().await.is_ok() {
+                let leader = raft_metrics.borrow().current_leader;
+                seen.leader_seen(leader);
+            }
+        });
         let policies = Arc::new(RwLock::new(crate::policies::sealed_set()));
         let sealer = Sealer {
             seal: Arc::new(Mutex::new(Seal::Sealed(None))),
@@ -122,6 +133,7 @@ impl Core {
             audit_config: audit,
             rotation_settings: Arc::default(),
             limiter: Arc::new(Limiter::new(LimitsConfig::default())),
+            metrics,
             #[cfg(feature = "bench-unaudited")]
             audited: true,
         }
@@ -309,11 +321,58 @@ impl Core {
         &self.node
     }
 
+    /// This node's metrics in the Prometheus text format (what `sys/metrics` serves).
+    pub fn render_metrics(&self) -> String {
+        let raft = self.node.metrics();
+        let me = self.node.id();
+        let replication = raft
+            .replication
+            .as_ref()
+            .map(|r| r.iter().filter(|(id, _)| **id != me).map(|(id, m)| (*id, m.map_or(0, |l| l.index))).collect())
+            .unwrap_or_default();
+        let rotations = match self.keyring() {
+            Ok(keyring) => self.rotation_statuses(&keyring, None).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let now = now_ms();
+        let snapshot = crate::metrics::Snapshot {
+            sealed: self.keyring().is_err(),
+            term: raft.current_term,
+            leader: raft.current_leader,
+            is_leader: raft.current_leader == Some(me),
+            last_log_index: raft.last_log_index.unwrap_or(0),
+            applied_index: raft.last_applied.map_or(0, |l| l.index),
+            replication,
+            voters: raft.membership_config.membership().voter_ids().count(),
+            storage: self.node.reader().sizes().unwrap_or_default(),
+            rotations: rotations
+                .iter()
+                .filter(|r| r.config.enabled)
+                .map(|r| {
+                    let next = r.state.retry_at_ms.unwrap_or(r.state.next_run_ms);
+                    (r.config.path.clone(), (next - now) as f64 / 1000.0, r.state.failed)
+                })
+                .collect(),
+        };
+        self.metrics.render(&snapshot)
+    }
+
     /// Handles one request end to end, and audits it: the reply leaves only once the request's
     /// audit record is committed (see `audit`). Seal status, health, unseal and init are not
     /// audited (a sealed node has no audit key; unseal attempts go to the node's log only).
     #[instrument(level = "info", skip_all, fields(node = self.node.id(), op = req.op.name(), path = %cap(&req.op.logical_path()), remote = ?req.remote))]
     pub async fn handle(&self, req: Request) -> Result<Reply> {
+        let (started, operation) = (std::time::Instant::now(), req.op.name());
+        let result = self.handle_recorded(req).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => crate::audit::outcome(e),
+        };
+        self.metrics.request(operation, outcome, started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn handle_recorded(&self, req: Request) -> Result<Reply> {
         let audited = !matches!(
             req.op,
             Operation::SealStatus
@@ -764,6 +823,7 @@ impl Core {
             }
             Operation::RotationFunctionList => self.list_functions().map(Reply::Functions),
             Operation::KeyringRotate => self.keyring_rotate().await.map(Reply::Term),
+            Operation::Metrics => Ok(Reply::Metrics(self.render_metrics())),
             Operation::KeyringStatus => {
                 let (core, keyring) = (self.clone(), self.keyring()?);
                 tokio::task::spawn_blocking(move || core.keyring_info(&keyring))

@@ -177,6 +177,20 @@ impl StateReader {
         Ok(out)
     }
 
+    /// Bytes each column family holds, as `(name, SST files on disk, memtables in memory)`,
+    /// for metrics.
+    pub fn sizes(&self) -> Result<Vec<(&'static str, u64, u64)>> {
+        ALL_CFS
+            .iter()
+            .map(|cf| {
+                let handle = self.store.cf(*cf);
+                let prop =
+                    |name: &str| -> Result<u64> { Ok(self.store.db.property_int_value_cf(handle, name)?.unwrap_or(0)) };
+                Ok((cf.name(), prop("rocksdb.total-sst-files-size")?, prop("rocksdb.size-all-mem-tables")?))
+            })
+            .collect()
+    }
+
     /// SHA-256 over every key and value of every state column family, in order. Two nodes that
     /// applied the same log hold the same digest.
     pub fn digest(&self) -> Result<[u8; 32]> {

@@ -738,6 +738,9 @@ impl Core {
                 let ok = self.commit_guarded(path, raw, meta_guard.as_ref().map(|m| Some(m.as_slice())), ops).await?;
                 if ok {
                     info!(path, step = name, rotation = %state.rotation_id, "rotation step committed");
+                    if next.rotations > state.rotations {
+                        self.metrics.rotation_run("finished");
+                    }
                 }
                 Ok(ok)
             }
@@ -760,6 +763,7 @@ impl Core {
         let earlier = if state.step == Step::Idle && state.failed { 0 } else { state.attempts };
         let attempts = earlier + 1;
         warn!(path, attempts, error = %error, "rotation step failed");
+        self.metrics.rotation_step_failed();
         let mut next = RotationState { attempts, failed: false, last_error: error.to_string(), ..state.clone() };
         let mut ops = Vec::new();
         let mut meta_guard = None;
@@ -782,6 +786,7 @@ impl Core {
             next.last_finished_ms = Some(now);
             next.next_run_ms = config.schedule.next_after(now, config.window.as_ref());
             warn!(path, attempts, "rotation failed; current is unchanged; the next schedule tries again");
+            self.metrics.rotation_run("failed");
         } else {
             let backoff = config.backoff_ms.saturating_mul(1 << (attempts - 1).min(20)).min(MAX_BACKOFF_MS);
             next.retry_at_ms = Some(now + backoff as i64);

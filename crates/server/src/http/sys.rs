@@ -64,6 +64,7 @@ pub(super) async fn route(ctx: &Ctx, path: &str) -> HttpResult {
         }
         (p, _) if p.starts_with("leases/") => Err(HttpError::bad_request(LEASES_INSTEAD)),
         ("storage/raft/join", Write) => raft_join(ctx).await,
+        ("metrics", Read) => metrics(ctx).await,
         ("ha-status", Read) => ha_status(ctx).await,
         ("key-status", Read) => key_status(ctx).await,
         // `bao operator rotate` (OpenBao 2 posts to rotate/keyring, Vault to rotate).
@@ -95,6 +96,7 @@ pub(super) async fn route(ctx: &Ctx, path: &str) -> HttpResult {
             | "storage/raft/configuration"
             | "storage/raft/remove-peer"
             | "storage/raft/join"
+            | "metrics"
             | "ha-status"
             | "key-status"
             | "rotate"
@@ -439,6 +441,26 @@ async fn raft_join(ctx: &Ctx) -> HttpResult {
     let peer = given.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/');
     ctx.call(Operation::Join { peer: peer.to_string() }).await?;
     Ok(bare(StatusCode::OK, json!({ "joined": true })))
+}
+
+/// `sys/metrics`: this node's metrics in the Prometheus text format (Vault's path and query;
+/// Vault's default JSON rendering is not offered). Needs `read` on `sys/metrics`.
+async fn metrics(ctx: &Ctx) -> HttpResult {
+    match ctx.query.get("format").map(String::as_str) {
+        None | Some("prometheus") => {}
+        Some(other) => {
+            return Err(HttpError::bad_request(format!(
+                "format {other:?} is not offered: Arca serves metrics as format=prometheus"
+            )))
+        }
+    }
+    match ctx.call(Operation::Metrics).await? {
+        Reply::Metrics(text) => {
+            Ok((StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+                .into_response())
+        }
+        other => Err(unexpected(other)),
+    }
 }
 
 const LEASES_INSTEAD: &str = "Arca's only leases are tokens' (KV secrets have none: they are static and rotated in \
