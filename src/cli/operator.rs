@@ -30,7 +30,13 @@ pub enum OperatorCommand {
     /// List the cluster's members.
     Members,
     /// Make the node at ARCA_ADDR join the cluster of the node at PEER (its cluster address).
-    Join { peer: String },
+    Join {
+        peer: String,
+        /// Join as a non-voting member: it replicates and serves reads (linearizable, like any
+        /// member) without counting towards quorum, for read scale-out.
+        #[arg(long)]
+        non_voter: bool,
+    },
     /// Remove a node from the cluster.
     RemovePeer { id: u64 },
     /// The generate-root ceremony on the node at ARCA_ADDR. `--init` starts it (making a
@@ -161,8 +167,8 @@ pub async fn run(cmd: OperatorCommand, client: &Client, format: Format) -> CliRe
                 }
             }
         }
-        OperatorCommand::Join { peer } => {
-            client.sys().join(client.req(proto::JoinRequest { peer: peer.clone() })).await?;
+        OperatorCommand::Join { peer, non_voter } => {
+            client.sys().join(client.req(proto::JoinRequest { peer: peer.clone(), non_voter })).await?;
             println!("joined the cluster of {peer}");
         }
         OperatorCommand::RemovePeer { id } => {

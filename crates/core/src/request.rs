@@ -125,6 +125,8 @@ pub enum Operation {
     },
     Join {
         peer: String,
+        /// Join as a learner: replicate and serve reads, without a vote.
+        non_voter: bool,
     },
     RemovePeer {
         id: u64,
@@ -305,7 +307,7 @@ impl std::fmt::Debug for Operation {
             Operation::KvSetMetadata { path, .. } => write!(f, "KvSetMetadata({path:?})"),
             Operation::KvDeleteMetadata { path } => write!(f, "KvDeleteMetadata({path:?})"),
             Operation::Init { shares, threshold } => write!(f, "Init({shares}, {threshold})"),
-            Operation::Join { peer } => write!(f, "Join({peer:?})"),
+            Operation::Join { peer, non_voter } => write!(f, "Join({peer:?}, non_voter: {non_voter})"),
             Operation::RemovePeer { id } => write!(f, "RemovePeer({id})"),
             Operation::TokenLookup(t) | Operation::TokenRevoke(t) | Operation::TokenRevokeOrphan(t) => {
                 write!(f, "{}({t:?})", self.name())

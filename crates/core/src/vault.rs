@@ -648,7 +648,7 @@ impl Core {
             Operation::Health => return self.health().map(Reply::Health),
             Operation::Unseal { share, reset } => return self.unseal(&share, reset).await.map(Reply::SealStatus),
             Operation::Init { shares, threshold } => return self.init(shares, threshold).await.map(Reply::Init),
-            Operation::Join { peer } => return self.join(&peer).await.map(|()| Reply::Done),
+            Operation::Join { peer, non_voter } => return self.join(&peer, !non_voter).await.map(|()| Reply::Done),
             _ => {}
         }
         let keyring = self.keyring()?;
@@ -929,7 +929,7 @@ impl Core {
     /// init, it needs no token: a node that is in no cluster has no tokens to check. The
     /// leader admits the node by its cluster certificate (mutual TLS), so all a caller can do
     /// is make a new node join the cluster its certificate is for; a member refuses.
-    async fn join(&self, peer: &str) -> Result<()> {
+    async fn join(&self, peer: &str, voter: bool) -> Result<()> {
         if self.node.is_member() {
             return Err(Error::InvalidArgument(
                 "this node is already a member of a cluster; join is for a new node started without \
@@ -937,7 +937,10 @@ impl Core {
                     .into(),
             ));
         }
-        self.node.join(peer).await.map_err(|e| Error::JoinFailed { peer: peer.to_string(), reason: e.to_string() })
+        self.node
+            .join(peer, voter)
+            .await
+            .map_err(|e| Error::JoinFailed { peer: peer.to_string(), reason: e.to_string() })
     }
 
     async fn init(&self, shares: u8, threshold: u8) -> Result<InitResult> {

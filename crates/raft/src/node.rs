@@ -344,14 +344,18 @@ impl RaftNode {
 
     /// Joins the cluster that the node at `peer` (a node-to-node address) belongs to: asks its
     /// leader to add this node as a learner, waits until it has the log, then becomes a voter.
-    /// The request is authenticated by this node's cluster certificate (mutual TLS).
+    /// The request is authenticated by this node's cluster certificate (mutual TLS). With
+    /// `voter` false the node stays a learner (a non-voting member): it replicates and serves
+    /// reads but does not count towards quorum.
     #[instrument(skip(self), fields(node = self.inner.id))]
-    pub async fn join(&self, peer: &str) -> Result<()> {
+    pub async fn join(&self, peer: &str, voter: bool) -> Result<()> {
         let wait = self.inner.timing.leader_timeout.mul_f32(0.8);
         let add = LeaderRequest::AddLearner { id: self.inner.id, node: self.inner.info.clone(), wait };
         self.ask_cluster(peer, &add).await?;
-        self.ask_cluster(peer, &LeaderRequest::Promote { id: self.inner.id }).await?;
-        info!(peer, "joined the cluster");
+        if voter {
+            self.ask_cluster(peer, &LeaderRequest::Promote { id: self.inner.id }).await?;
+        }
+        info!(peer, voter, "joined the cluster");
         Ok(())
     }
 

@@ -250,7 +250,7 @@ async fn a_removed_node_cannot_join_again_with_its_still_valid_certificate() {
     // The removed node still runs and its certificate is still valid: it asks to join as
     // itself (the self-join flow), and an operator tries to add it back. Both are refused.
     let leader_addr = cluster.config(leader.id()).info.raft_addr.clone();
-    let err = cluster.node(removed).join(&leader_addr).await.expect_err("a removed node joined again");
+    let err = cluster.node(removed).join(&leader_addr, true).await.expect_err("a removed node joined again");
     assert!(err.to_string().contains("removed from this cluster"), "{err}");
     let info = cluster.config(removed).info.clone();
     let err = leader.add_learner(removed, info).await.expect_err("a removed id was added back");
@@ -261,7 +261,7 @@ async fn a_removed_node_cannot_join_again_with_its_still_valid_certificate() {
     let dir = tempfile::TempDir::new().unwrap();
     let cfg = node_config(7, free_addr(), dir.path(), cluster.ca.node_cert(7), timing);
     let fresh = RaftNode::start(cfg).await.unwrap();
-    fresh.join(&leader_addr).await.unwrap();
+    fresh.join(&leader_addr, true).await.unwrap();
     assert!(members().contains(&7));
     fresh.shutdown().await;
     cluster.shutdown().await;

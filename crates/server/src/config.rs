@@ -14,6 +14,7 @@
 //! advertise = "node1:8201"
 //! bootstrap = true              # exactly one node of a new cluster
 //! # join = ["node1:8201"]       # the others: any member's cluster address
+//! # non_voter = false           # join as a learner: replicates and serves reads, no vote
 //! ca = "/etc/arca/cluster-ca.pem"          # the cluster CA: node certificates only
 //! cert = "/etc/arca/node1-cluster.pem"     # names this node: DNS name node-1.arca
 //! key = "/etc/arca/node1-cluster-key.pem"
@@ -261,6 +262,9 @@ pub struct ClusterConfig {
     pub bootstrap: bool,
     #[serde(default)]
     pub join: Vec<String>,
+    /// Join as a non-voting member (learner): replicates and serves reads, no vote.
+    #[serde(default)]
+    pub non_voter: bool,
     /// The node-to-node port's own CA and this node's certificate from it. Optional in the
     /// file only so that a config written before they existed gets an error that says what to
     /// do (see [`Config::check`]), instead of serde's "missing field".
@@ -335,6 +339,9 @@ impl Config {
             return bad(
                 "cluster.bootstrap and cluster.join: set one, not both (bootstrap the first node, join the others)",
             );
+        }
+        if self.cluster.bootstrap && self.cluster.non_voter {
+            return bad("cluster.non_voter: the node that bootstraps a cluster is its first voter; set one, not both");
         }
         for (field, addr) in [("api.advertise", &self.api.advertise), ("cluster.advertise", &self.cluster.advertise)] {
             if addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {

@@ -43,7 +43,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
     let joiner = (!config.cluster.join.is_empty())
-        .then(|| tokio::spawn(join_until_member(node.clone(), config.cluster.join.clone())));
+        .then(|| tokio::spawn(join_until_member(node.clone(), config.cluster.join.clone(), !config.cluster.non_voter)));
 
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
@@ -149,15 +149,16 @@ fn check_distinct_cas(client_ca: &[u8], cluster_ca: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Asks the configured peers, in turn, to let this node join, until it is a voter. Runs in the
-/// background for the life of the process: peers may start after this node.
-async fn join_until_member(node: RaftNode, peers: Vec<String>) {
+/// Asks the configured peers, in turn, to let this node join, until it is a voter (or a
+/// member, for a non-voter). Runs in the background for the life of the process: peers may
+/// start after this node.
+async fn join_until_member(node: RaftNode, peers: Vec<String>, voter: bool) {
     let mut attempt = 0u32;
     // A node that was added as a learner but not yet promoted (say, it crashed in between)
     // asks again: both steps are idempotent.
-    while !node.is_voter() {
+    while !(if voter { node.is_voter() } else { node.is_member() }) {
         let peer = &peers[attempt as usize % peers.len()];
-        match node.join(peer).await {
+        match node.join(peer, voter).await {
             Ok(()) => return,
             Err(e) => warn!(peer, error = %e, "join failed; retrying"),
         }

@@ -186,7 +186,8 @@ impl proto::sys_server::Sys for Api {
     }
 
     async fn join(&self, req: GrpcRequest<proto::JoinRequest>) -> R<proto::JoinResponse> {
-        self.call(&req, Operation::Join { peer: req.get_ref().peer.clone() }).await?;
+        let r = req.get_ref();
+        self.call(&req, Operation::Join { peer: r.peer.clone(), non_voter: r.non_voter }).await?;
         Ok(Response::new(proto::JoinResponse {}))
     }
 

@@ -432,14 +432,10 @@ async fn mounts(ctx: &Ctx, table: MountTable) -> HttpResult {
 /// so ADDR is a member's cluster address (`https://node1:8201` or `node1:8201`), where Vault
 /// takes its API address; the TLS options are the node's `[cluster]` settings.
 async fn raft_join(ctx: &Ctx) -> HttpResult {
-    if ctx.bool("non_voter")? == Some(true) {
-        return Err(HttpError::bad_request(
-            "non_voter is not supported: an Arca node joins as a learner and becomes a voter once it has the log",
-        ));
-    }
     let given = ctx.required("leader_api_addr")?;
     let peer = given.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/');
-    ctx.call(Operation::Join { peer: peer.to_string() }).await?;
+    let non_voter = ctx.bool("non_voter")?.unwrap_or(false);
+    ctx.call(Operation::Join { peer: peer.to_string(), non_voter }).await?;
     Ok(bare(StatusCode::OK, json!({ "joined": true })))
 }
 
