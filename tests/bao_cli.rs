@@ -557,6 +557,10 @@ fn init_join_and_raft_peers() {
     joiner.refused(&["operator", "raft", "join", &format!("https://127.0.0.1:{}", c.base + 1)], "already a member");
     let members = b.ok(&["operator", "members"]);
     assert_eq!(members.matches("node-").count(), 2, "{members}");
+    let state = b.json(&["operator", "raft", "autopilot", "state"]);
+    // bao prints its own struct of the answer.
+    assert_eq!(state["Voters"].as_array().map(Vec::len), Some(2), "{state}");
+    assert_eq!((&state["Servers"]["2"]["Status"], &state["Healthy"]), (&json!("voter"), &json!(true)), "{state}");
     b.ok(&["operator", "raft", "remove-peer", "2"]);
     let peers = b.json(&["operator", "raft", "list-peers"]);
     assert_eq!(peers["data"]["config"]["servers"].as_array().unwrap().len(), 1, "{peers}");

@@ -1,5 +1,6 @@
-//! Membership an operator manages: non-voting members (learners) for read scale-out, next to a
-//! 3-voter `arca dev cluster`, started from their own configs as real `arca server` processes.
+//! Membership an operator manages: non-voting members (learners) for read scale-out, and
+//! autopilot's dead-member cleanup, next to a 3-voter `arca dev cluster`, with extra nodes
+//! started from their own configs as real `arca server` processes.
 
 mod common;
 
@@ -21,9 +22,9 @@ impl Drop for Node {
     }
 }
 
-/// Starts node `id` from node 1's config, on its own ports and data dir, joining node 1 as a
-/// non-voter.
-fn start_learner(c: &DevCluster, id: u64, api: u16) -> Node {
+/// Starts node `id` from node 1's config, on its own ports and data dir, joining node 1 (as a
+/// non-voter if `non_voter`).
+fn start_node(c: &DevCluster, id: u64, api: u16, non_voter: bool) -> Node {
     let dir = c.dir.path();
     let config = std::fs::read_to_string(c.config(1)).unwrap();
     let addr = |port: u16| format!("127.0.0.1:{port}");
@@ -32,7 +33,7 @@ fn start_learner(c: &DevCluster, id: u64, api: u16) -> Node {
         .replace(&addr(c.base + 1), &addr(api + 1))
         .replace(&dir.join("node1/").display().to_string(), &dir.join(format!("node{id}/")).display().to_string())
         .replace("node_id = 1", &format!("node_id = {id}"))
-        .replace("bootstrap = true", &format!("join = [\"{}\"]\nnon_voter = true", addr(c.base + 1)))
+        .replace("bootstrap = true", &format!("join = [\"{}\"]\nnon_voter = {non_voter}", addr(c.base + 1)))
         .replace("node1", &format!("node{id}"));
     let node_dir = dir.join(format!("node{id}"));
     std::fs::create_dir_all(&node_dir).unwrap();
@@ -46,6 +47,32 @@ fn start_learner(c: &DevCluster, id: u64, api: u16) -> Node {
         .spawn()
         .unwrap();
     Node { child, api: format!("https://127.0.0.1:{api}") }
+}
+
+fn certs_for_five(c: &DevCluster) {
+    let out = Command::new(ARCA)
+        .args(["dev", "certs", "--dir"])
+        .arg(c.dir.path().join("certs"))
+        .args(["--nodes", "node1,node2,node3,node4,node5"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+fn unseal(c: &DevCluster, node: &Node) {
+    for share in &c.shares[..3] {
+        let out = arca_at(c, &node.api, &["operator", "unseal", share]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+}
+
+fn members(c: &DevCluster) -> Vec<Value> {
+    let out = c.arca(1, &["operator", "members", "--format", "json"]);
+    serde_json::from_slice::<Value>(&out.stdout).ok().and_then(|m| m.as_array().cloned()).unwrap_or_default()
+}
+
+fn autopilot(c: &DevCluster, node: u64) -> Value {
+    serde_json::from_str(&c.ok(node, &["operator", "autopilot", "state", "--format", "json"])).unwrap()
 }
 
 fn arca_at(c: &DevCluster, api: &str, args: &[&str]) -> std::process::Output {
@@ -62,15 +89,9 @@ fn arca_at(c: &DevCluster, api: &str, args: &[&str]) -> std::process::Output {
 #[test]
 fn learners_serve_reads_without_a_vote_and_their_loss_stops_nothing() {
     let c = DevCluster::start(3);
-    let out = Command::new(ARCA)
-        .args(["dev", "certs", "--dir"])
-        .arg(c.dir.path().join("certs"))
-        .args(["--nodes", "node1,node2,node3,node4,node5"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    certs_for_five(&c);
     let base = common::free_base(2);
-    let learners = [start_learner(&c, 4, base), start_learner(&c, 5, base + 10)];
+    let learners = [start_node(&c, 4, base, true), start_node(&c, 5, base + 10, true)];
 
     // They join as non-voters, are unsealed with the cluster's shares, and then serve.
     let members = eventually(Duration::from_secs(60), || {
@@ -83,10 +104,7 @@ fn learners_serve_reads_without_a_vote_and_their_loss_stops_nothing() {
         members.as_array().unwrap().iter().filter(|m| m["voter"] == true).map(|m| m["id"].as_u64().unwrap()).collect();
     assert_eq!(voters, vec![1, 2, 3], "learners have no vote: {members}");
     for l in &learners {
-        for share in &c.shares[..3] {
-            let out = arca_at(&c, &l.api, &["operator", "unseal", share]);
-            assert!(out.status.success(), "{}", stderr(&out));
-        }
+        unseal(&c, l);
     }
 
     // Linearizable reads on a learner: a write acknowledged by the voters is read right away.
@@ -110,4 +128,56 @@ fn learners_serve_reads_without_a_vote_and_their_loss_stops_nothing() {
     }
     assert!(started.elapsed() < Duration::from_secs(10), "writes slowed by dead learners: {:?}", started.elapsed());
     assert_eq!(c.ok(2, &["kv", "get", "--field", "v", "app/after"]).trim(), "9");
+}
+
+/// Autopilot on (3 s): a 4th voter is killed and removed once it has been silent that long
+/// (3 voters are left, the configured minimum), and a fresh node replaces it under a new id.
+#[test]
+fn autopilot_removes_a_dead_voter_and_a_fresh_node_replaces_it() {
+    let c = DevCluster::start_with(
+        3,
+        "[autopilot]\ncleanup_dead_servers = true\ndead_server_last_contact_threshold_s = 3\nmin_quorum = 3\n",
+    );
+    certs_for_five(&c);
+    let base = common::free_base(2);
+    let fourth = start_node(&c, 4, base, false);
+    let four = eventually(Duration::from_secs(60), || {
+        let m = members(&c);
+        (m.len() == 4 && m.iter().all(|m| m["voter"] == true)).then_some(m)
+    });
+    assert!(four.is_some(), "node 4 did not become a voter: {:?}", members(&c));
+    unseal(&c, &fourth);
+    let leader = c.leader(1);
+    let healthy = eventually(Duration::from_secs(10), || {
+        let s = autopilot(&c, leader);
+        (s["healthy"] == true).then_some(s)
+    })
+    .expect("a healthy cluster");
+    assert_eq!(healthy["failure_tolerance"], 1, "4 voters, quorum 3: {healthy}");
+
+    // Killed: removed after the threshold; writes never stop.
+    drop(fourth);
+    let killed = Instant::now();
+    let removed = eventually(Duration::from_secs(30), || {
+        c.ok(1, &["kv", "put", "app/x", "v=1"]);
+        (members(&c).len() == 3).then_some(())
+    });
+    assert!(removed.is_some(), "autopilot did not remove the dead voter: {:?}", members(&c));
+    assert!(killed.elapsed() >= Duration::from_secs(3), "removed before the threshold: {:?}", killed.elapsed());
+    let log = c.log();
+    assert!(log.contains("autopilot: removing"), "autopilot says what it did");
+
+    // A fresh node with a new id replaces the dead one.
+    let fifth = start_node(&c, 5, base + 10, false);
+    let replaced = eventually(Duration::from_secs(60), || {
+        let m = members(&c);
+        (m.len() == 4 && m.iter().any(|m| m["id"] == 5 && m["voter"] == true)).then_some(())
+    });
+    assert!(replaced.is_some(), "node 5 did not join: {:?}", members(&c));
+    unseal(&c, &fifth);
+    let read = eventually(Duration::from_secs(10), || {
+        let out = arca_at(&c, &fifth.api, &["kv", "get", "--field", "v", "app/x"]);
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    });
+    assert_eq!(read.as_deref(), Some("1"));
 }

@@ -4,10 +4,17 @@ use std::io::IsTerminal;
 
 use arca_server::proto;
 use clap::Subcommand;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::output::print;
 use super::{CliError, CliResult, Client, Format};
+
+/// Autopilot queries.
+#[derive(Subcommand)]
+pub enum AutopilotCommand {
+    /// Each member's health, last contact and log index, and the cluster's failure tolerance.
+    State,
+}
 
 #[derive(Subcommand)]
 pub enum OperatorCommand {
@@ -29,6 +36,9 @@ pub enum OperatorCommand {
     Seal,
     /// List the cluster's members.
     Members,
+    /// Autopilot: `state` shows each member's health as the leader sees it.
+    #[command(subcommand)]
+    Autopilot(AutopilotCommand),
     /// Make the node at ARCA_ADDR join the cluster of the node at PEER (its cluster address).
     Join {
         peer: String,
@@ -163,6 +173,44 @@ pub async fn run(cmd: OperatorCommand, client: &Client, format: Format) -> CliRe
                     println!("{:<6} {:<24} {:<24} {:<8} LEADER", "ID", "API", "CLUSTER", "VOTER");
                     for m in m.members {
                         println!("{:<6} {:<24} {:<24} {:<8} {}", m.id, m.api_addr, m.raft_addr, m.voter, m.leader);
+                    }
+                }
+            }
+        }
+        OperatorCommand::Autopilot(AutopilotCommand::State) => {
+            let s = client.sys().autopilot_state(client.req(proto::AutopilotStateRequest {})).await?.into_inner();
+            let servers: Vec<Value> = s
+                .servers
+                .iter()
+                .map(|h| {
+                    let m = h.member.clone().unwrap_or_default();
+                    json!({
+                        "id": m.id, "cluster_addr": m.raft_addr, "api_addr": m.api_addr, "voter": m.voter,
+                        "leader": m.leader, "last_contact_ms": h.last_contact_ms, "last_index": h.last_index,
+                        "healthy": h.healthy,
+                    })
+                })
+                .collect();
+            match format {
+                Format::Json | Format::Jsonl => print(
+                    format,
+                    &json!({ "healthy": s.healthy, "failure_tolerance": s.failure_tolerance, "leader": s.leader,
+                             "servers": servers }),
+                ),
+                Format::Table => {
+                    let leader = s.leader.map_or("none".to_string(), |l| l.to_string());
+                    println!("healthy {}  failure tolerance {}  leader {leader}", s.healthy, s.failure_tolerance);
+                    println!(
+                        "{:<6} {:<24} {:<8} {:<8} {:<14} {:<10} HEALTHY",
+                        "ID", "CLUSTER", "VOTER", "LEADER", "LAST CONTACT", "INDEX"
+                    );
+                    for h in &s.servers {
+                        let m = h.member.clone().unwrap_or_default();
+                        let contact = h.last_contact_ms.map_or("-".to_string(), |ms| format!("{ms} ms"));
+                        println!(
+                            "{:<6} {:<24} {:<8} {:<8} {:<14} {:<10} {}",
+                            m.id, m.raft_addr, m.voter, m.leader, contact, h.last_index, h.healthy
+                        );
                     }
                 }
             }

@@ -202,6 +202,8 @@ pub enum Operation {
     TokenListAccessors,
     /// This node's metrics, Prometheus text (Vault's `sys/metrics`).
     Metrics,
+    /// Every member's health as the leader sees it (Vault's `autopilot/state`).
+    AutopilotState,
     /// What the token (or the caller) may do on each path.
     Capabilities {
         target: TokenRef,
@@ -374,6 +376,7 @@ impl Operation {
             Operation::TokenRevokeOrphan(_) => "auth/token/revoke-orphan".into(),
             Operation::TokenListAccessors => "auth/token/accessors".into(),
             Operation::Metrics => "sys/metrics".into(),
+            Operation::AutopilotState => "sys/storage/raft/autopilot/state".into(),
             Operation::Capabilities { target: TokenRef::SelfToken, .. } => "sys/capabilities-self".into(),
             Operation::Capabilities { target: TokenRef::Accessor(_), .. } => "sys/capabilities-accessor".into(),
             Operation::Capabilities { .. } => "sys/capabilities".into(),
@@ -436,6 +439,7 @@ impl Operation {
             Operation::TokenRevokeOrphan(_) => "TokenRevokeOrphan",
             Operation::TokenListAccessors => "TokenListAccessors",
             Operation::Metrics => "Metrics",
+            Operation::AutopilotState => "AutopilotState",
             Operation::Capabilities { .. } => "Capabilities",
             Operation::PolicyWrite { .. } => "PolicyWrite",
             Operation::PolicyRead { .. } => "PolicyRead",
@@ -475,6 +479,7 @@ pub enum Reply {
     Health(HealthInfo),
     /// Prometheus text exposition.
     Metrics(String),
+    Autopilot(arca_raft::AutopilotState),
     Init(InitResult),
     Leader {
         leader: Option<Member>,
@@ -654,6 +659,7 @@ impl std::fmt::Debug for Reply {
             Reply::SealStatus(_) => "SealStatus",
             Reply::Health(_) => "Health",
             Reply::Metrics(_) => "Metrics",
+            Reply::Autopilot(_) => "Autopilot",
             Reply::Init(_) => "Init",
             Reply::Leader { .. } => "Leader",
             Reply::Members(_) => "Members",

@@ -64,6 +64,8 @@ pub struct Core {
     /// Budgets of untrusted requests per source address (see `limits`).
     limiter: Arc<Limiter>,
     pub(crate) metrics: crate::metrics::Metrics,
+    /// This node's autopilot settings (its `dead_after` judges health in `AutopilotState`).
+    autopilot: arca_raft::AutopilotConfig,
 }
 
 pub(crate) fn encrypt_json<T: Serialize>(keyring: &Keyring, aad: &[u8], value: &T) -> Result<Vec<u8>> {
@@ -134,9 +136,15 @@ impl Core {
             rotation_settings: Arc::default(),
             limiter: Arc::new(Limiter::new(LimitsConfig::default())),
             metrics,
+            autopilot: arca_raft::AutopilotConfig::default(),
             #[cfg(feature = "bench-unaudited")]
             audited: true,
         }
+    }
+
+    /// The autopilot settings of this node's config file.
+    pub fn with_autopilot(self, autopilot: arca_raft::AutopilotConfig) -> Core {
+        Core { autopilot, ..self }
     }
 
     /// The rate limits of this node's config file.
@@ -693,6 +701,7 @@ impl Core {
             }
             Operation::Leader => Ok(Reply::Leader { leader: self.members().into_iter().find(|m| m.leader) }),
             Operation::Members => Ok(Reply::Members(self.members())),
+            Operation::AutopilotState => Ok(Reply::Autopilot(self.node.autopilot_state(self.autopilot.dead_after))),
             Operation::Mounts { path: None, table } => Ok(Reply::Mounts(crate::request::mounts(table))),
             Operation::Mounts { path: Some(p), .. } => crate::request::mount_serving(&p)
                 .map(|m| Reply::Mounts(vec![m]))

@@ -9,6 +9,7 @@
 //!   that work on any node (followers forward to the leader).
 
 pub mod audit_log;
+mod autopilot;
 mod command;
 mod error;
 mod network;
@@ -23,6 +24,7 @@ pub mod proto {
     tonic::include_proto!("arca.raft.v1");
 }
 
+pub use autopilot::{AutopilotConfig, AutopilotState, ServerHealth};
 pub use command::{Command, CommandResult, Guard, Op, Response, TypeConfig};
 pub use error::{Error, Result};
 pub use network::MAX_MESSAGE;

@@ -1,6 +1,8 @@
 //! The client side of the node-to-node API: openraft's `RaftNetwork` over gRPC + mutual TLS.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bincode::Options;
 use openraft::error::{
@@ -48,11 +50,16 @@ pub(crate) fn decode<T: DeserializeOwned>(m: &RaftMessage) -> std::result::Resul
 pub struct Network {
     tls: TlsConfig,
     connect_timeout: Duration,
+    /// When each peer last answered a Raft RPC (on the leader: every heartbeat), for autopilot.
+    pub(crate) contacts: Contacts,
 }
+
+/// Last answer time per peer.
+pub(crate) type Contacts = Arc<Mutex<HashMap<u64, Instant>>>;
 
 impl Network {
     pub(crate) fn new(tls: TlsConfig, connect_timeout: Duration) -> Self {
-        Network { tls, connect_timeout }
+        Network { tls, connect_timeout, contacts: Contacts::default() }
     }
 
     /// A channel to node `target` (if known) at `addr` that connects on first use and
@@ -79,7 +86,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &NodeInfo) -> Connection {
         // Building a lazy channel cannot fail on I/O; a malformed address is kept as an error
         // that every RPC reports, so a bad membership entry is visible instead of a panic.
-        Connection { target, client: self.channel(Some(target), &node.raft_addr).map_err(|e| e.to_string()) }
+        Connection {
+            target,
+            client: self.channel(Some(target), &node.raft_addr).map_err(|e| e.to_string()),
+            contacts: self.contacts.clone(),
+        }
     }
 }
 
@@ -87,6 +98,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Connection {
     target: u64,
     client: std::result::Result<RaftClient<Channel>, String>,
+    contacts: Contacts,
 }
 
 fn status_to_rpc<E: std::error::Error>(status: tonic::Status) -> RPCError<u64, NodeInfo, E> {
@@ -131,6 +143,7 @@ impl Connection {
             Method::Snapshot => client.install_snapshot(request).await,
         }
         .map_err(status_to_rpc)?;
+        self.contacts.lock().expect("contacts lock").insert(self.target, Instant::now());
         let result: std::result::Result<Resp, RaftError<u64, E>> =
             decode(reply.get_ref()).map_err(|s| RPCError::Network(NetworkError::new(&s)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))

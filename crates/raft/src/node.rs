@@ -183,6 +183,11 @@ impl RaftNode {
         &self.inner.reader
     }
 
+    /// When each peer last answered this node's Raft RPCs.
+    pub(crate) fn contacts(&self) -> std::collections::HashMap<u64, std::time::Instant> {
+        self.inner.network.contacts.lock().expect("contacts lock").clone()
+    }
+
     pub fn metrics(&self) -> RaftMetrics<u64, NodeInfo> {
         self.inner.raft.metrics().borrow().clone()
     }

@@ -38,6 +38,11 @@
 //! mirror = ""                   # "stdout" or a file: committed records as JSON lines
 //! max_batch_bytes = 1048576     # group commit: most bytes of records in one Raft entry
 //!
+//! [autopilot]                   # optional: remove members dead this long (off by default)
+//! cleanup_dead_servers = false
+//! dead_server_last_contact_threshold_s = 86400
+//! min_quorum = 3                # never fewer voters than this
+//!
 //! [limits]                      # optional; per source address (IPv6: per /64), loopback too
 //! unauthenticated_per_second = 10   # requests without a valid token (0: no limit)
 //! unauthenticated_burst = 100
@@ -83,6 +88,41 @@ pub struct Config {
     pub disable_mlock: bool,
     #[serde(default)]
     pub limits: LimitsSettings,
+    #[serde(default)]
+    pub autopilot: AutopilotSettings,
+}
+
+/// Dead-member cleanup (OpenBao's autopilot). Off by default, as in OpenBao: removing a member
+/// is for good (its id is retired), so an operator opts in and chooses the time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutopilotSettings {
+    pub cleanup_dead_servers: bool,
+    /// Seconds a member may be unreachable before it is removed.
+    pub dead_server_last_contact_threshold_s: u64,
+    /// Never remove a voter if fewer voters than this would be left.
+    pub min_quorum: usize,
+}
+
+impl Default for AutopilotSettings {
+    fn default() -> Self {
+        let d = arca_raft::AutopilotConfig::default();
+        AutopilotSettings {
+            cleanup_dead_servers: d.cleanup_dead_servers,
+            dead_server_last_contact_threshold_s: d.dead_after.as_secs(),
+            min_quorum: d.min_quorum,
+        }
+    }
+}
+
+impl AutopilotSettings {
+    pub fn config(&self) -> arca_raft::AutopilotConfig {
+        arca_raft::AutopilotConfig {
+            cleanup_dead_servers: self.cleanup_dead_servers,
+            dead_after: Duration::from_secs(self.dead_server_last_contact_threshold_s),
+            min_quorum: self.min_quorum,
+        }
+    }
 }
 
 /// What one source may cost the cluster before it is trusted, and per-token stream bounds.
@@ -338,6 +378,14 @@ impl Config {
         if self.cluster.bootstrap && !self.cluster.join.is_empty() {
             return bad(
                 "cluster.bootstrap and cluster.join: set one, not both (bootstrap the first node, join the others)",
+            );
+        }
+        if self.autopilot.cleanup_dead_servers
+            && (self.autopilot.dead_server_last_contact_threshold_s < 1 || self.autopilot.min_quorum < 3)
+        {
+            return bad(
+                "autopilot: dead_server_last_contact_threshold_s must be at least 1 and min_quorum at least 3 (fewer \
+                 voters tolerate no failure)",
             );
         }
         if self.cluster.bootstrap && self.cluster.non_voter {

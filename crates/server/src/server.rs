@@ -51,7 +51,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let core = Core::with_audit(node.clone(), config.audit.core_config())
         .with_rotation(config.rotation.settings())
         .with_limits(config.limits.core_config());
+    let core = core.with_autopilot(config.autopilot.config());
     let maintenance = tokio::spawn(core.clone().run_maintenance());
+    let autopilot = tokio::spawn(node.clone().run_autopilot(config.autopilot.config()));
     let limit_reports = tokio::spawn(core.clone().run_rate_limit_reports());
     let rotations = tokio::spawn(core.clone().run_rotations());
     let mirror = match config.audit.mirror.as_str() {
@@ -117,6 +119,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .serve_with_incoming_shutdown(crate::tls::incoming(listener, acceptor, idle), shutdown)
         .await;
     maintenance.abort();
+    autopilot.abort();
     limit_reports.abort();
     rotations.abort();
     if let Some(m) = mirror {

@@ -185,6 +185,36 @@ impl proto::sys_server::Sys for Api {
         }
     }
 
+    async fn autopilot_state(
+        &self,
+        req: GrpcRequest<proto::AutopilotStateRequest>,
+    ) -> R<proto::AutopilotStateResponse> {
+        match self.call(&req, Operation::AutopilotState).await? {
+            Reply::Autopilot(a) => Ok(Response::new(proto::AutopilotStateResponse {
+                healthy: a.healthy,
+                failure_tolerance: a.failure_tolerance as u64,
+                leader: a.leader,
+                servers: a
+                    .servers
+                    .into_iter()
+                    .map(|s| proto::ServerHealth {
+                        member: Some(proto::Member {
+                            id: s.id,
+                            raft_addr: s.raft_addr,
+                            api_addr: s.api_addr,
+                            voter: s.voter,
+                            leader: s.leader,
+                        }),
+                        last_contact_ms: s.last_contact.map(|d| d.as_millis() as u64),
+                        last_index: s.last_index,
+                        healthy: s.healthy,
+                    })
+                    .collect(),
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
     async fn join(&self, req: GrpcRequest<proto::JoinRequest>) -> R<proto::JoinResponse> {
         let r = req.get_ref();
         self.call(&req, Operation::Join { peer: r.peer.clone(), non_voter: r.non_voter }).await?;

@@ -64,6 +64,7 @@ pub(super) async fn route(ctx: &Ctx, path: &str) -> HttpResult {
         }
         (p, _) if p.starts_with("leases/") => Err(HttpError::bad_request(LEASES_INSTEAD)),
         ("storage/raft/join", Write) => raft_join(ctx).await,
+        ("storage/raft/autopilot/state", Read) => autopilot_state(ctx).await,
         ("metrics", Read) => metrics(ctx).await,
         ("ha-status", Read) => ha_status(ctx).await,
         ("key-status", Read) => key_status(ctx).await,
@@ -96,6 +97,7 @@ pub(super) async fn route(ctx: &Ctx, path: &str) -> HttpResult {
             | "storage/raft/configuration"
             | "storage/raft/remove-peer"
             | "storage/raft/join"
+            | "storage/raft/autopilot/state"
             | "metrics"
             | "ha-status"
             | "key-status"
@@ -425,6 +427,52 @@ async fn mounts(ctx: &Ctx, table: MountTable) -> HttpResult {
     let list: Map<String, Value> =
         mount_list(ctx, None, table).await?.iter().map(|m| (m.path.clone(), mount_json(m, table))).collect();
     Ok(bare(StatusCode::OK, with_data(ctx, list)))
+}
+
+/// `bao operator raft autopilot state`: each member's health as the leader sees it, in Vault's
+/// shape (ids as strings; `last_contact` as a Go duration).
+async fn autopilot_state(ctx: &Ctx) -> HttpResult {
+    let a = match ctx.call(Operation::AutopilotState).await? {
+        Reply::Autopilot(a) => a,
+        other => return Err(unexpected(other)),
+    };
+    let servers: Map<String, Value> = a
+        .servers
+        .iter()
+        .map(|s| {
+            let status = if s.leader {
+                "leader"
+            } else if s.voter {
+                "voter"
+            } else {
+                "non-voter"
+            };
+            (
+                s.id.to_string(),
+                json!({
+                    "id": s.id.to_string(),
+                    "name": arca_raft::node_name(s.id),
+                    "address": s.raft_addr,
+                    "node_status": if s.healthy { "alive" } else { "failed" },
+                    "last_contact": s.last_contact.map_or("".into(), |d| format!("{:.3}s", d.as_secs_f64())),
+                    "last_term": 0,
+                    "last_index": s.last_index,
+                    "healthy": s.healthy,
+                    "stable_since": "",
+                    "status": status,
+                    "meta": null,
+                }),
+            )
+        })
+        .collect();
+    let voters: Vec<String> = a.servers.iter().filter(|s| s.voter).map(|s| s.id.to_string()).collect();
+    Ok(ctx.data(json!({
+        "healthy": a.healthy,
+        "failure_tolerance": a.failure_tolerance,
+        "leader": a.leader.map(|l| l.to_string()).unwrap_or_default(),
+        "voters": voters,
+        "servers": servers,
+    })))
 }
 
 /// `bao operator raft join ADDR`, sent to a new node: it joins the cluster of the member at
