@@ -56,10 +56,11 @@ fn secrets_round_trip_on_every_node_and_bad_input_is_refused_clearly() {
     assert_eq!(c.arca(1, &["kv", "frobnicate"]).status.code(), Some(2), "usage errors exit 2");
     assert_eq!(c.ok(3, &["kv", "get", "--field", "password", "app/db"]).trim(), "rotated");
 
-    // The console carries Arca's own events, not openraft's routine protocol chatter.
+    // The console carries Arca's own events, not openraft's routine protocol chatter (its INFO
+    // and WARN lines; an ERROR, say an RPC timing out on a loaded machine, is still shown).
     let log = c.log();
     assert!(log.contains("arca server listening") && log.contains("node unsealed"), "{log}");
-    let chatter: Vec<&str> = log.lines().filter(|l| l.contains("openraft")).collect();
+    let chatter: Vec<&str> = log.lines().filter(|l| l.contains("openraft") && !l.contains(" ERROR ")).collect();
     assert!(chatter.is_empty(), "openraft's routine lines on the console: {chatter:#?}");
 }
 

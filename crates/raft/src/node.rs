@@ -133,9 +133,14 @@ impl RaftNode {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
-        let service = RaftServer::new(RaftService { id: config.id, raft: raft.clone(), reader: reader.clone() })
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
+        let service = RaftServer::new(RaftService {
+            id: config.id,
+            raft: raft.clone(),
+            reader: reader.clone(),
+            refusals_logged: Default::default(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
             .tls_config(config.tls.server(true))

@@ -182,7 +182,15 @@ pub(crate) struct RaftService {
     pub(crate) id: u64,
     pub(crate) raft: Raft<TypeConfig>,
     pub(crate) reader: StateReader,
+    /// When each distinct refusal was last logged, and how many repeats went unlogged since:
+    /// a removed node that keeps campaigning must not fill the members' logs.
+    pub(crate) refusals_logged: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u64)>>,
 }
+
+/// A repeated refusal is logged once per this interval (with how many repeats were not).
+const REFUSAL_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+/// Distinct refusals remembered; past this the memory starts over (it only throttles logs).
+const REFUSALS_REMEMBERED: usize = 1024;
 
 type Reply = Result<GrpcResponse<RaftMessage>, Status>;
 
@@ -197,7 +205,31 @@ fn peer_cert(request: &Request<RaftMessage>) -> Result<CertificateDer<'static>, 
 
 impl RaftService {
     fn refuse(&self, what: &str, reason: String) -> Status {
-        warn!(node = self.id, what, %reason, "refused a node-to-node request");
+        let now = std::time::Instant::now();
+        let repeats = {
+            let mut logged = self.refusals_logged.lock().expect("refusal log lock");
+            if logged.len() >= REFUSALS_REMEMBERED {
+                logged.clear();
+            }
+            match logged.entry(format!("{what}: {reason}")) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert((now, 0));
+                    Some(0)
+                }
+                std::collections::hash_map::Entry::Occupied(mut o)
+                    if now.duration_since(o.get().0) >= REFUSAL_LOG_INTERVAL =>
+                {
+                    Some(std::mem::replace(o.get_mut(), (now, 0)).1)
+                }
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    o.get_mut().1 += 1;
+                    None
+                }
+            }
+        };
+        if let Some(repeats) = repeats {
+            warn!(node = self.id, what, %reason, repeats_since_last_logged = repeats, "refused a node-to-node request");
+        }
         Status::permission_denied(format!("{what} refused: {reason}"))
     }
 

@@ -162,12 +162,23 @@ impl<C: StoreConfig> RaftLogStorage<C> for LogStore<C> {
         for entry in entries {
             batch.put_cf(cf, index_key(entry.get_log_id().index), encode(&entry));
         }
-        // The callback tells Raft these entries are durable (it may then count this node towards
-        // a quorum), so the write must be synced first.
-        let res = self.store.db.write_opt(batch, &synced()).map_err(std::io::Error::other);
-        let storage_err = res.as_ref().err().map(|e| StorageIOError::write_logs(e).into());
-        callback.log_io_completed(res);
-        storage_err.map_or(Ok(()), Err)
+        // Written (readable) now; durable once the WAL is synced. The callback tells Raft the
+        // entries are durable (it may then count this node towards a quorum), so it waits for
+        // the sync, which runs off the async workers: an fsync takes milliseconds to tens of
+        // milliseconds, and a worker blocked on it stalls every request it would have served.
+        // RocksDB orders writes, so a later truncate or append cannot overtake this one, and a
+        // sync covers every write before it.
+        if let Err(e) = self.store.db.write(batch) {
+            let e = std::io::Error::other(e);
+            let storage_err = StorageIOError::write_logs(&e).into();
+            callback.log_io_completed(Err(e));
+            return Err(storage_err);
+        }
+        let db = self.store.db.clone();
+        tokio::task::spawn_blocking(move || {
+            callback.log_io_completed(db.flush_wal(true).map_err(std::io::Error::other));
+        });
+        Ok(())
     }
 
     #[instrument(level = "debug", skip(self))]
