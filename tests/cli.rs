@@ -46,4 +46,7 @@ fn an_unreachable_node_is_a_one_line_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("error: cannot reach https://127.0.0.1:1"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // The hint fits the cause: nothing listens there (not "set ARCA_CACERT"), said once.
+    assert!(err.contains("is the node running") && !err.contains("ARCA_CACERT"), "{err}");
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
 }

@@ -84,7 +84,14 @@ fn print_records(format: Format, records: &[proto::AuditRecord]) {
             for r in records {
                 println!(
                     "{:>8}  {}  node{}  {:<16} {:<40} {:<10} {:<18} {}",
-                    r.seq, r.time_ms, r.node, r.operation, r.path, r.decision, r.outcome, r.identity
+                    r.seq,
+                    super::output::date(r.time_ms),
+                    r.node,
+                    r.operation,
+                    r.path,
+                    r.decision,
+                    r.outcome,
+                    r.identity
                 );
             }
         }

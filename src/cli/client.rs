@@ -45,18 +45,7 @@ impl Client {
             .map_err(|e| CliError::usage(format!("TLS setup for {addr}: {e}")))?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30));
-        let channel = endpoint.connect().await.map_err(|e| {
-            let mut msg = format!("cannot reach {uri}: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                msg.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            if cacert.is_none() {
-                msg.push_str(" (set ARCA_CACERT or --cacert to the cluster's CA certificate)");
-            }
-            CliError::new(msg)
-        })?;
+        let channel = endpoint.connect().await.map_err(|e| CliError::new(connect_error(&uri, &e, cacert.is_some())))?;
         Ok(Client { channel, token: token.map(str::to_string), identity: identity.is_some(), addr: uri })
     }
 
@@ -106,5 +95,42 @@ impl Client {
     /// Whether a client certificate is presented.
     pub fn has_identity(&self) -> bool {
         self.identity
+    }
+}
+
+/// One line for a failed connection: the innermost cause (transport errors nest the same
+/// message several times) and the hint that fits it, so a refused connection does not send
+/// the user after their CA file.
+fn connect_error(uri: &str, e: &tonic::transport::Error, have_ca: bool) -> String {
+    let mut causes: Vec<String> = Vec::new();
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = source {
+        let m = s.to_string();
+        if !causes.contains(&m) {
+            causes.push(m);
+        }
+        source = s.source();
+    }
+    let all = causes.join(": ").to_lowercase();
+    let cause = causes.last().cloned().unwrap_or_else(|| e.to_string());
+    let hint = if all.contains("connection refused") {
+        "nothing listens there: is the node running, and is ARCA_ADDR (--addr) right?"
+    } else if ["certificate", "unknownissuer", "invalid peer", "handshake"].iter().any(|k| all.contains(k)) {
+        if have_ca {
+            "the server's certificate is not from the CA in ARCA_CACERT (--cacert), or does not name this host"
+        } else {
+            "the server's certificate is not trusted: set ARCA_CACERT (or --cacert) to the cluster's CA certificate"
+        }
+    } else if all.contains("timed out") || all.contains("timeout") {
+        "no answer in time: check the address, the port and any firewall"
+    } else if all.contains("lookup") || all.contains("resolve") || all.contains("name or service") {
+        "the host name does not resolve"
+    } else {
+        ""
+    };
+    if hint.is_empty() {
+        format!("cannot reach {uri}: {cause}")
+    } else {
+        format!("cannot reach {uri}: {cause} ({hint})")
     }
 }

@@ -7,7 +7,7 @@ use arca_server::proto;
 use clap::Subcommand;
 use serde_json::json;
 
-use super::output::print;
+use super::output::{date, print};
 use super::{CliError, CliResult, Client, Format};
 
 #[derive(Subcommand)]
@@ -136,10 +136,9 @@ fn print_metadata(format: Format, m: &proto::SecretMetadata) {
             if m.previous_version != 0 {
                 println!("previous_version {}", m.previous_version);
             }
-            println!("\n{:<8} {:<16} {:<16} DESTROYED", "VERSION", "CREATED_MS", "DELETED_MS");
+            println!("\n{:<8} {:<21} {:<21} DESTROYED", "VERSION", "CREATED", "DELETED");
             for v in &m.versions {
-                let deleted = if v.deleted_ms == 0 { "-".to_string() } else { v.deleted_ms.to_string() };
-                println!("{:<8} {:<16} {:<16} {}", v.version, v.created_ms, deleted, v.destroyed);
+                println!("{:<8} {:<21} {:<21} {}", v.version, date(v.created_ms), date(v.deleted_ms), v.destroyed);
             }
         }
     }

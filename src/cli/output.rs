@@ -4,6 +4,17 @@ use serde_json::Value;
 
 use super::Format;
 
+/// A time in milliseconds since the epoch as a person reads it in a table: UTC, to the second
+/// (`2026-11-27T18:10:09Z`); `-` for none (0). JSON output keeps the milliseconds.
+pub fn date(ms: i64) -> String {
+    if ms == 0 {
+        return "-".into();
+    }
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
 /// Prints `value` (a JSON object or array) in the chosen format. Tables show one
 /// `key  value` line per field of an object, or one line per element of an array.
 pub fn print(format: Format, value: &Value) {

@@ -120,21 +120,21 @@ pub async fn run(cmd: RotationCommand, client: &Client, format: Format) -> CliRe
             match format {
                 Format::Table => {
                     println!(
-                        "{:<32} {:<9} {:<8} {:<8} {:>9} {:>8} {:>15} {:>15}  error",
+                        "{:<32} {:<9} {:<8} {:<8} {:>9} {:>8} {:>20} {:>20}  error",
                         "path", "rotator", "enabled", "step", "rotations", "attempts", "last_finished", "next_run"
                     );
                     for s in &list {
                         let c = s.config.clone().unwrap_or_default();
                         println!(
-                            "{:<32} {:<9} {:<8} {:<8} {:>9} {:>8} {:>15} {:>15}  {}",
+                            "{:<32} {:<9} {:<8} {:<8} {:>9} {:>8} {:>20} {:>20}  {}",
                             c.path,
                             c.rotator,
                             s.enabled,
                             if s.failed && s.step == "idle" { "failed" } else { &s.step },
                             s.rotations,
                             s.attempts,
-                            s.last_finished_ms,
-                            s.next_run_ms,
+                            super::output::date(s.last_finished_ms),
+                            super::output::date(s.next_run_ms),
                             s.last_error
                         );
                     }
