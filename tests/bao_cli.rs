@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{client_pki, eventually, fixture, DevCluster};
+use common::{client_pki, eventually, fixture, DevCluster, Formation};
 use serde_json::{json, Value};
 
 fn bao_path() -> String {
@@ -484,44 +484,12 @@ fn leases_logins_ceremonies_and_refusals() {
 fn init_join_and_raft_peers() {
     let c = DevCluster::start(1);
     let b = Bao::arca(&c, 1);
-    let dir = c.dir.path();
-    let out = Command::new(common::ARCA)
-        .args(["dev", "certs", "--dir"])
-        .arg(dir.join("certs"))
-        .args(["--nodes", "node1,node2"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let config = std::fs::read_to_string(c.config(1)).unwrap();
-    // Ports for two more nodes: base, base + 1 and base + 10, base + 11.
+    c.issue_certs(2);
+    // Ports for two more nodes: base, base + 1 and base + 10, base + 11. A second cluster (node
+    // 1 of its own) to init, and a new node 2 to join the first one.
     let base = common::free_base(2);
-    let addr = |port: u16| format!("127.0.0.1:{port}");
-    // A second cluster (node 1 of its own) to init, and a new node 2 to join the first one.
-    let mut nodes = Vec::new();
-    for (name, api) in [("fresh", base), ("joiner", base + 10)] {
-        let mut text = config
-            .replace(&addr(c.base), &addr(api))
-            .replace(&addr(c.base + 1), &addr(api + 1))
-            .replace(&dir.join("node1/data").display().to_string(), &dir.join(name).join("data").display().to_string());
-        if name == "joiner" {
-            text = text.replace("node_id = 1", "node_id = 2").replace("bootstrap = true", "").replace("node1", "node2");
-        }
-        std::fs::create_dir_all(dir.join(name)).unwrap();
-        let path = dir.join(name).join("node.toml");
-        std::fs::write(&path, text).unwrap();
-        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-        nodes.push(
-            Command::new(common::ARCA)
-                .arg("server")
-                .arg("--config")
-                .arg(&path)
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-    }
-    let _stop = KillOnDrop(nodes);
+    let _fresh_node = c.start_extra("fresh", base, Formation::OwnCluster);
+    let _joiner_node = c.start_extra("joiner", base + 10, Formation::Unjoined { id: 2 });
     let at = |port: u16| Bao { addr: format!("https://127.0.0.1:{port}"), token: String::new(), ..b.clone() };
     let (fresh, joiner) = (at(base), at(base + 10));
     let listening =
@@ -564,15 +532,4 @@ fn init_join_and_raft_peers() {
     b.ok(&["operator", "raft", "remove-peer", "2"]);
     let peers = b.json(&["operator", "raft", "list-peers"]);
     assert_eq!(peers["data"]["config"]["servers"].as_array().unwrap().len(), 1, "{peers}");
-}
-
-struct KillOnDrop(Vec<Child>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }

@@ -4,62 +4,17 @@
 
 mod common;
 
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{eventually, stderr, DevCluster, ARCA};
+use common::{eventually, stderr, DevCluster, ExtraNode, Formation, ARCA};
 use serde_json::Value;
 
-struct Node {
-    child: Child,
-    api: String,
+fn start_node(c: &DevCluster, id: u64, api: u16, non_voter: bool) -> ExtraNode {
+    c.start_extra(&format!("node{id}"), api, Formation::Join { id, non_voter })
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts node `id` from node 1's config, on its own ports and data dir, joining node 1 (as a
-/// non-voter if `non_voter`).
-fn start_node(c: &DevCluster, id: u64, api: u16, non_voter: bool) -> Node {
-    let dir = c.dir.path();
-    let config = std::fs::read_to_string(c.config(1)).unwrap();
-    let addr = |port: u16| format!("127.0.0.1:{port}");
-    let text = config
-        .replace(&addr(c.base), &addr(api))
-        .replace(&addr(c.base + 1), &addr(api + 1))
-        .replace(&dir.join("node1/").display().to_string(), &dir.join(format!("node{id}/")).display().to_string())
-        .replace("node_id = 1", &format!("node_id = {id}"))
-        .replace("bootstrap = true", &format!("join = [\"{}\"]\nnon_voter = {non_voter}", addr(c.base + 1)))
-        .replace("node1", &format!("node{id}"));
-    let node_dir = dir.join(format!("node{id}"));
-    std::fs::create_dir_all(&node_dir).unwrap();
-    std::fs::write(node_dir.join("node.toml"), text).unwrap();
-    let log = std::fs::File::create(dir.join(format!("node{id}.log"))).unwrap();
-    let child = Command::new(ARCA)
-        .args(["server", "--config"])
-        .arg(node_dir.join("node.toml"))
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Node { child, api: format!("https://127.0.0.1:{api}") }
-}
-
-fn certs_for_five(c: &DevCluster) {
-    let out = Command::new(ARCA)
-        .args(["dev", "certs", "--dir"])
-        .arg(c.dir.path().join("certs"))
-        .args(["--nodes", "node1,node2,node3,node4,node5"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-}
-
-fn unseal(c: &DevCluster, node: &Node) {
+fn unseal(c: &DevCluster, node: &ExtraNode) {
     for share in &c.shares[..3] {
         let out = arca_at(c, &node.api, &["operator", "unseal", share]);
         assert!(out.status.success(), "{}", stderr(&out));
@@ -89,7 +44,7 @@ fn arca_at(c: &DevCluster, api: &str, args: &[&str]) -> std::process::Output {
 #[test]
 fn learners_serve_reads_without_a_vote_and_their_loss_stops_nothing() {
     let c = DevCluster::start(3);
-    certs_for_five(&c);
+    c.issue_certs(5);
     let base = common::free_base(2);
     let learners = [start_node(&c, 4, base, true), start_node(&c, 5, base + 10, true)];
 
@@ -138,7 +93,7 @@ fn autopilot_removes_a_dead_voter_and_a_fresh_node_replaces_it() {
         3,
         "[autopilot]\ncleanup_dead_servers = true\ndead_server_last_contact_threshold_s = 3\nmin_quorum = 3\n",
     );
-    certs_for_five(&c);
+    c.issue_certs(5);
     let base = common::free_base(2);
     let fourth = start_node(&c, 4, base, false);
     let four = eventually(Duration::from_secs(60), || {

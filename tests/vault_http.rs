@@ -8,10 +8,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{eventually, fixture, free_base, DevCluster, ARCA};
+use common::{eventually, fixture, free_base, DevCluster, ExtraNode, Formation};
 
 fn python() -> String {
     std::env::var("ARCA_HVAC_PYTHON").expect(
@@ -20,51 +20,9 @@ fn python() -> String {
 }
 
 /// One more `arca server`, never initialized, built from node 1's configuration.
-struct FreshNode {
-    child: Child,
-    api: String,
-}
-
-impl Drop for FreshNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn fresh_node(c: &DevCluster) -> FreshNode {
+fn fresh_node(c: &DevCluster) -> ExtraNode {
     let base = free_base(1);
-    let dir = c.dir.path().join("fresh");
-    std::fs::create_dir_all(&dir).unwrap();
-    let node1 = std::fs::read_to_string(c.config(1)).unwrap();
-    let (api1, raft1) = (c.base, c.base + 1);
-    let config: String = node1
-        .lines()
-        .map(|l| {
-            // Its own cluster of one, so it keeps node 1's id: its cluster certificate names
-            // `node-1.arca`, and a node refuses a certificate that does not name its id.
-            if l.starts_with("data_dir") {
-                format!("data_dir = {:?}", dir.join("data"))
-            } else {
-                l.replace(&format!(":{api1}\""), &format!(":{base}\""))
-                    .replace(&format!(":{raft1}\""), &format!(":{}\"", base + 1))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    assert!(config.contains("bootstrap = true"), "node 1 bootstraps: {config}");
-    let path = dir.join("node.toml");
-    std::fs::write(&path, config).unwrap();
-    let log = std::fs::File::create(dir.join("server.log")).unwrap();
-    let child = Command::new(ARCA)
-        .arg("server")
-        .arg("--config")
-        .arg(&path)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let node = FreshNode { child, api: format!("https://127.0.0.1:{base}") };
+    let node = c.start_extra("fresh", base, Formation::OwnCluster);
     eventually(Duration::from_secs(30), || std::net::TcpStream::connect(("127.0.0.1", base)).ok())
         .expect("the fresh node listens");
     node

@@ -150,18 +150,93 @@ impl DevCluster {
     /// [`DevCluster::restart`] with more `arca server` arguments; its log is
     /// [`DevCluster::restart_log`].
     pub fn restart_with(&mut self, node: u64, args: &[&str]) {
-        let log = std::fs::File::create(self.restart_log(node)).unwrap();
-        let child = Command::new(ARCA)
-            .arg("server")
-            .arg("--config")
-            .arg(self.config(node))
-            .args(args)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = spawn_server(&self.config(node), args, &self.restart_log(node));
         self.extra.push(child);
     }
+
+    /// Issues development certificates for nodes 1 to `nodes` from this cluster's CAs (for
+    /// extra nodes started with [`DevCluster::start_extra`]).
+    pub fn issue_certs(&self, nodes: u64) {
+        let names: Vec<String> = (1..=nodes).map(|n| format!("node{n}")).collect();
+        let out = Command::new(ARCA)
+            .args(["dev", "certs", "--dir"])
+            .arg(self.dir.path().join("certs"))
+            .args(["--nodes", &names.join(",")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
+    /// Starts one more `arca server`, from node 1's config, with its API on `api` (cluster port
+    /// `api + 1`) and its data under DIR/`name`; its log is DIR/`name`.log. It stops when the
+    /// returned handle is dropped.
+    pub fn start_extra(&self, name: &str, api: u16, formation: Formation) -> ExtraNode {
+        let dir = self.dir.path();
+        let addr = |port: u16| format!("127.0.0.1:{port}");
+        let mut text = std::fs::read_to_string(self.config(1))
+            .unwrap()
+            .replace(&addr(self.base), &addr(api))
+            .replace(&addr(self.base + 1), &addr(api + 1))
+            .replace(&dir.join("node1/").display().to_string(), &dir.join(format!("{name}/")).display().to_string());
+        let (id, formation_line) = match formation {
+            Formation::OwnCluster => (1, "bootstrap = true".to_string()),
+            Formation::Unjoined { id } => (id, String::new()),
+            Formation::Join { id, non_voter } => {
+                (id, format!("join = [\"{}\"]\nnon_voter = {non_voter}", addr(self.base + 1)))
+            }
+        };
+        if id != 1 {
+            text = text
+                .replace("node_id = 1", &format!("node_id = {id}"))
+                .replace("bootstrap = true", &formation_line)
+                .replace("node1", &format!("node{id}"));
+        }
+        let node_dir = dir.join(name);
+        std::fs::create_dir_all(&node_dir).unwrap();
+        let config = node_dir.join("node.toml");
+        std::fs::write(&config, text).unwrap();
+        let child = spawn_server(&config, &[], &dir.join(format!("{name}.log")));
+        ExtraNode { child, api: format!("https://127.0.0.1:{api}") }
+    }
+}
+
+/// How an extra node starts.
+pub enum Formation {
+    /// A cluster of its own, never initialized. It keeps node 1's id: its cluster certificate
+    /// names `node-1.arca`, and a node refuses a certificate that does not name its id.
+    OwnCluster,
+    /// Node `id` joining this cluster through node 1 (its certificate from
+    /// [`DevCluster::issue_certs`]).
+    Join { id: u64, non_voter: bool },
+    /// Node `id` in no cluster, waiting to be told to join (`operator join`).
+    Unjoined { id: u64 },
+}
+
+/// An `arca server` a test started; killed when dropped.
+pub struct ExtraNode {
+    child: Child,
+    pub api: String,
+}
+
+impl Drop for ExtraNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `arca server --config CONFIG ARGS…`, logging to `log`.
+fn spawn_server(config: &Path, args: &[&str], log: &Path) -> Child {
+    let log = std::fs::File::create(log).unwrap();
+    Command::new(ARCA)
+        .arg("server")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start arca server")
 }
 
 impl Drop for DevCluster {

@@ -17,22 +17,22 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RequestLabels {
-    pub operation: String,
-    pub outcome: String,
+    pub operation: &'static str,
+    pub outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabel {
-    operation: String,
+    operation: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
-    outcome: String,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -56,6 +56,18 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 /// Request latencies: 0.5 ms to 16 s.
 fn request_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// Registers `metric` under `name` and returns it (a handle sharing the registered value).
+fn add<M: Metric + Clone>(r: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    r.register(name, help, metric.clone());
+    metric
+}
+
+/// [`add`] with a unit (which Prometheus appends to the name).
+fn add_in<M: Metric + Clone>(r: &mut Registry, name: &str, help: &str, unit: Unit, metric: M) -> M {
+    r.register_with_unit(name, help, unit, metric.clone());
+    metric
 }
 
 /// A node's metrics. Cheap to clone (shared).
@@ -113,112 +125,99 @@ pub(crate) struct Snapshot {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut r = Registry::with_prefix("arca");
-        let requests = Family::<RequestLabels, Counter>::default();
-        r.register("requests", "Requests handled, by operation and outcome", requests.clone());
-        let request_seconds = Family::<OperationLabel, Histogram>::new_with_constructor(request_histogram);
-        r.register_with_unit(
+        let mut registry = Registry::with_prefix("arca");
+        let r = &mut registry;
+        let requests = add(r, "requests", "Requests handled, by operation and outcome", Family::default());
+        let request_seconds = add_in(
+            r,
             "request_duration",
             "Time from a request's arrival to its reply, by operation",
             Unit::Seconds,
-            request_seconds.clone(),
+            Family::<OperationLabel, Histogram>::new_with_constructor(request_histogram),
         );
-        // 1 to 1024 items.
-        let audit_batch_items = Histogram::new(exponential_buckets(1.0, 2.0, 11));
-        r.register(
+        let audit_batch_items = add(
+            r,
             "audit_batch_items",
             "Records, outcomes and barriers per audit Raft entry",
-            audit_batch_items.clone(),
+            // 1 to 1024 items.
+            Histogram::new(exponential_buckets(1.0, 2.0, 11)),
         );
-        let audit_commit_seconds = request_histogram();
-        r.register_with_unit(
+        let audit_commit_seconds = add_in(
+            r,
             "audit_commit",
             "Time from a request's arrival until its audit record (or read barrier) is applied here",
             Unit::Seconds,
-            audit_commit_seconds.clone(),
+            request_histogram(),
         );
-        let audit_fail_closed = Counter::default();
-        r.register(
+        let audit_fail_closed = add(
+            r,
             "audit_fail_closed",
             "Requests refused because their audit record could not be committed (lost quorum, full disk)",
-            audit_fail_closed.clone(),
+            Counter::default(),
         );
-        let rotation_runs = Family::<OutcomeLabel, Counter>::default();
-        r.register(
+        let rotation_runs = add(
+            r,
             "rotation_runs",
             "Rotations this node drove to an end, by outcome (finished, failed)",
-            rotation_runs.clone(),
+            Family::default(),
         );
-        let rotation_step_failures = Counter::default();
-        r.register(
+        let rotation_step_failures = add(
+            r,
             "rotation_step_failures",
             "Rotation steps that failed here (each is retried with backoff)",
-            rotation_step_failures.clone(),
+            Counter::default(),
         );
-        let rotation_next_run = Family::<PathLabel, FloatGauge>::default();
-        r.register_with_unit(
+        let rotation_next_run = add_in(
+            r,
             "rotation_next_run",
             "Time until each configured rotation's next run (negative: overdue)",
             Unit::Seconds,
-            rotation_next_run.clone(),
+            Family::default(),
         );
-        let rotation_failing = Family::<PathLabel, Gauge>::default();
-        r.register(
-            "rotation_failing",
-            "1 when a rotation's last run gave up after max_attempts",
-            rotation_failing.clone(),
+        let rotation_failing =
+            add(r, "rotation_failing", "1 when a rotation's last run gave up after max_attempts", Family::default());
+        let raft_term = add(r, "raft_term", "The Raft term this node is in", Gauge::default());
+        let raft_leader =
+            add(r, "raft_leader", "The node id of the leader this node knows (0: none)", Gauge::default());
+        let raft_is_leader = add(r, "raft_is_leader", "1 on the leader", Gauge::default());
+        let raft_leader_changes =
+            add(r, "raft_leader_changes", "Times this node saw the leader change", Counter::default());
+        let raft_last_log_index =
+            add(r, "raft_last_log_index", "Index of the last entry in this node's log", Gauge::default());
+        let raft_commit_index = add(
+            r,
+            "raft_commit_index",
+            "On the leader: the index a quorum of voters holds (committed)",
+            Gauge::default(),
         );
-        let gauge = |r: &mut Registry, name: &str, help: &str| {
-            let g = Gauge::default();
-            r.register(name, help, g.clone());
-            g
-        };
-        let raft_term = gauge(&mut r, "raft_term", "The Raft term this node is in");
-        let raft_leader = gauge(&mut r, "raft_leader", "The node id of the leader this node knows (0: none)");
-        let raft_is_leader = gauge(&mut r, "raft_is_leader", "1 on the leader");
-        let raft_leader_changes = Counter::default();
-        r.register("raft_leader_changes", "Times this node saw the leader change", raft_leader_changes.clone());
-        let raft_last_log_index = gauge(&mut r, "raft_last_log_index", "Index of the last entry in this node's log");
-        let raft_commit_index =
-            gauge(&mut r, "raft_commit_index", "On the leader: the index a quorum of voters holds (committed)");
         let raft_applied_index =
-            gauge(&mut r, "raft_applied_index", "Index of the last entry applied to this node's state");
-        let raft_apply_lag = gauge(&mut r, "raft_apply_lag", "Entries in this node's log not yet applied");
-        let raft_replication_lag = Family::<PeerLabel, Gauge>::default();
-        r.register(
+            add(r, "raft_applied_index", "Index of the last entry applied to this node's state", Gauge::default());
+        let raft_apply_lag = add(r, "raft_apply_lag", "Entries in this node's log not yet applied", Gauge::default());
+        let raft_replication_lag = add(
+            r,
             "raft_replication_lag",
             "On the leader: entries each other member is behind the leader's log",
-            raft_replication_lag.clone(),
+            Family::default(),
         );
-        let raft_voters = gauge(&mut r, "raft_voters", "Voting members in this node's view of the membership");
-        let sealed = gauge(&mut r, "sealed", "1 while this node is sealed");
-        let storage_bytes = Family::<StorageLabels, Gauge>::default();
-        r.register_with_unit(
+        let raft_voters =
+            add(r, "raft_voters", "Voting members in this node's view of the membership", Gauge::default());
+        let sealed = add(r, "sealed", "1 while this node is sealed", Gauge::default());
+        let storage_bytes = add_in(
+            r,
             "storage",
             "RocksDB bytes per column family: kind=sst on disk, kind=memtable in memory",
             Unit::Bytes,
-            storage_bytes.clone(),
+            Family::default(),
         );
         let process = r.sub_registry_with_prefix("process");
-        let process_cpu_seconds = FloatGauge::default();
-        process.register_with_unit(
-            "cpu",
-            "User and system CPU time of this process",
-            Unit::Seconds,
-            process_cpu_seconds.clone(),
-        );
-        let process_resident_bytes = Gauge::default();
-        process.register_with_unit(
-            "resident_memory",
-            "Resident memory of this process",
-            Unit::Bytes,
-            process_resident_bytes.clone(),
-        );
-        let process_open_fds = Gauge::default();
-        process.register("open_fds", "Open file descriptors of this process", process_open_fds.clone());
+        let process_cpu_seconds =
+            add_in(process, "cpu", "User and system CPU time of this process", Unit::Seconds, FloatGauge::default());
+        let process_resident_bytes =
+            add_in(process, "resident_memory", "Resident memory of this process", Unit::Bytes, Gauge::default());
+        let process_open_fds = add(process, "open_fds", "Open file descriptors of this process", Gauge::default());
         Metrics {
             inner: Arc::new(Inner {
-                registry: Mutex::new(r),
+                registry: Mutex::new(registry),
                 requests,
                 request_seconds,
                 audit_batch_items,
@@ -248,10 +247,11 @@ impl Metrics {
         }
     }
 
-    pub fn request(&self, operation: &str, outcome: &str, seconds: f64) {
+    /// On every request: label values are static names, so recording allocates nothing.
+    pub fn request(&self, operation: &'static str, outcome: &'static str, seconds: f64) {
         let i = &self.inner;
-        i.requests.get_or_create(&RequestLabels { operation: operation.into(), outcome: outcome.into() }).inc();
-        i.request_seconds.get_or_create(&OperationLabel { operation: operation.into() }).observe(seconds);
+        i.requests.get_or_create(&RequestLabels { operation, outcome }).inc();
+        i.request_seconds.get_or_create(&OperationLabel { operation }).observe(seconds);
     }
 
     pub fn audit_batch(&self, items: usize) {
@@ -266,8 +266,8 @@ impl Metrics {
         self.inner.audit_fail_closed.inc();
     }
 
-    pub fn rotation_run(&self, outcome: &str) {
-        self.inner.rotation_runs.get_or_create(&OutcomeLabel { outcome: outcome.into() }).inc();
+    pub fn rotation_run(&self, outcome: &'static str) {
+        self.inner.rotation_runs.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     pub fn rotation_step_failed(&self) {

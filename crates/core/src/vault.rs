@@ -338,13 +338,14 @@ impl Core {
             .as_ref()
             .map(|r| r.iter().filter(|(id, _)| **id != me).map(|(id, m)| (*id, m.map_or(0, |l| l.index))).collect())
             .unwrap_or_default();
-        let rotations = match self.keyring() {
-            Ok(keyring) => self.rotation_statuses(&keyring, None).unwrap_or_default(),
-            Err(_) => Vec::new(),
+        let keyring = self.keyring().ok();
+        let rotations = match &keyring {
+            Some(keyring) => self.rotation_statuses(keyring, None).unwrap_or_default(),
+            None => Vec::new(),
         };
         let now = now_ms();
         let snapshot = crate::metrics::Snapshot {
-            sealed: self.keyring().is_err(),
+            sealed: keyring.is_none(),
             term: raft.current_term,
             leader: raft.current_leader,
             is_leader: raft.current_leader == Some(me),

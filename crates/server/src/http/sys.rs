@@ -516,8 +516,8 @@ const LEASES_INSTEAD: &str = "Arca's only leases are tokens' (KV secrets have no
 /// (`auth/token/create/<accessor>`, `auth/approle/login/<accessor>`); each call is the token
 /// operation by accessor, authorized and audited as that.
 async fn lease(ctx: &Ctx, path: &str) -> HttpResult {
-    let (action, in_url) =
-        path.trim_start_matches("leases/").split_once('/').unwrap_or((path.trim_start_matches("leases/"), ""));
+    let path = path.trim_start_matches("leases/");
+    let (action, in_url) = path.split_once('/').unwrap_or((path, ""));
     let id = if in_url.is_empty() { ctx.required("lease_id")? } else { in_url.to_string() };
     let accessor = id
         .strip_prefix("auth/")
