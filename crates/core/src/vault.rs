@@ -66,6 +66,9 @@ pub struct Core {
     pub(crate) metrics: crate::metrics::Metrics,
     /// This node's autopilot settings (its `dead_after` judges health in `AutopilotState`).
     autopilot: arca_raft::AutopilotConfig,
+    /// Held while a join is in progress: a join needs no token, so without this anyone who can
+    /// reach a new node could keep it dialling addresses many times over at once.
+    joining: Arc<tokio::sync::Mutex<()>>,
 }
 
 pub(crate) fn encrypt_json<T: Serialize>(keyring: &Keyring, aad: &[u8], value: &T) -> Result<Vec<u8>> {
@@ -137,6 +140,7 @@ impl Core {
             limiter: Arc::new(Limiter::new(LimitsConfig::default())),
             metrics,
             autopilot: arca_raft::AutopilotConfig::default(),
+            joining: Arc::default(),
             #[cfg(feature = "bench-unaudited")]
             audited: true,
         }
@@ -947,6 +951,11 @@ impl Core {
                     .into(),
             ));
         }
+        let Ok(_one_at_a_time) = self.joining.try_lock() else {
+            return Err(Error::InvalidArgument(
+                "a join is already in progress on this node; wait for its result".into(),
+            ));
+        };
         self.node
             .join(peer, voter)
             .await
