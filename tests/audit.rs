@@ -69,7 +69,7 @@ fn a_killed_nodes_records_survive_and_a_tampered_record_is_named() {
     let seq = 7u64;
     {
         let path = c.data_dir(victim).join("db");
-        let cfs = ["default", "logs", "raft", "meta", "kv", "sys", "tokens", "audit"];
+        let cfs = ["default", "logs", "raft", "meta", "kv", "sys", "tokens", "audit", "staging"];
         let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &path, cfs).expect("open the stopped node's db");
         let cf = db.cf_handle("audit").unwrap();
         let key = [&b"r/"[..], &seq.to_be_bytes()[..]].concat();

@@ -75,6 +75,7 @@ fn record_json(r: &proto::AuditRecord) -> Value {
         "identity": r.identity, "policies": r.policies, "decision": r.decision, "capability": r.capability,
         "outcome": r.outcome, "error": r.error, "duration_us": r.duration_us,
         "request_hmacs": r.request_hmacs, "response_hmacs": r.response_hmacs, "dropped": r.dropped,
+        "details": r.details,
     })
 }
 

@@ -13,6 +13,9 @@ use super::{CliError, CliResult};
 
 pub struct Client {
     channel: Channel,
+    /// For requests that may take long (backups): the same endpoint without the short
+    /// per-request timeout.
+    endpoint: Endpoint,
     token: Option<String>,
     identity: bool,
     pub addr: String,
@@ -46,7 +49,7 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30));
         let channel = endpoint.connect().await.map_err(|e| CliError::new(connect_error(&uri, &e, cacert.is_some())))?;
-        Ok(Client { channel, token: token.map(str::to_string), identity: identity.is_some(), addr: uri })
+        Ok(Client { channel, endpoint, token: token.map(str::to_string), identity: identity.is_some(), addr: uri })
     }
 
     /// A request carrying the token, if any.
@@ -62,6 +65,13 @@ impl Client {
 
     pub fn sys(&self) -> SysClient<Channel> {
         SysClient::new(self.channel.clone())
+    }
+
+    /// `sys()` on a connection whose requests may run for hours (a backup of a large vault).
+    pub async fn sys_unhurried(&self) -> CliResult<SysClient<Channel>> {
+        let endpoint = self.endpoint.clone().timeout(Duration::from_secs(24 * 3600));
+        let channel = endpoint.connect().await.map_err(|e| CliError::new(format!("{}: {e}", self.addr)))?;
+        Ok(SysClient::new(channel))
     }
 
     pub fn kv(&self) -> KvClient<Channel> {

@@ -10,6 +10,7 @@ mod operator;
 mod output;
 mod policy;
 mod rotation;
+mod snapshot;
 mod token;
 mod watch;
 

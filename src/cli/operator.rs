@@ -49,6 +49,9 @@ pub enum OperatorCommand {
     },
     /// Remove a node from the cluster.
     RemovePeer { id: u64 },
+    /// Backups: `save FILE`, `restore FILE [--force]`, `inspect FILE`.
+    #[command(subcommand)]
+    Snapshot(super::snapshot::SnapshotCommand),
     /// The generate-root ceremony on the node at ARCA_ADDR. `--init` starts it (making a
     /// one-time pad unless --otp or --pgp-key is given) and prints the nonce and the pad: keep
     /// the pad, hand the nonce to the share holders. Each runs `--nonce N` (the share is
@@ -219,6 +222,7 @@ pub async fn run(cmd: OperatorCommand, client: &Client, format: Format) -> CliRe
             client.sys().join(client.req(proto::JoinRequest { peer: peer.clone(), non_voter })).await?;
             println!("joined the cluster of {peer}");
         }
+        OperatorCommand::Snapshot(cmd) => super::snapshot::run(cmd, client, format).await?,
         OperatorCommand::RemovePeer { id } => {
             client.sys().remove_peer(client.req(proto::RemovePeerRequest { node_id: id })).await?;
             println!("removed node {id}");

@@ -160,6 +160,10 @@ pub struct AuditRecord {
     /// refused in its interval (each without a record of its own).
     #[serde(skip_serializing_if = "is_zero")]
     pub dropped: u64,
+    /// Non-secret facts about an event the cluster recorded itself (a restore: the backup and
+    /// the trail it replaced).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub details: BTreeMap<String, String>,
 }
 
 /// Longest audited text field: a longer one (a path no valid request has, an error quoting
@@ -255,7 +259,10 @@ impl AuditRecord {
     }
 
     pub(crate) fn open(keyring: &Keyring, seq: u64, ciphertext: &[u8]) -> Result<AuditRecord> {
-        let mut r: AuditRecord = crate::vault::decrypt_json(keyring, RECORD_AAD, ciphertext)?;
+        let mut r: AuditRecord = match crate::backup::system_record(ciphertext) {
+            Some(record) => record?,
+            None => crate::vault::decrypt_json(keyring, RECORD_AAD, ciphertext)?,
+        };
         r.seq = seq;
         Ok(r)
     }
@@ -295,7 +302,7 @@ pub(crate) fn outcome(e: &Error) -> &'static str {
         Error::MissingToken | Error::BadToken | Error::LoginFailed(_) => "unauthenticated",
         Error::PermissionDenied(_) => "permission_denied",
         Error::NotFound(_) => "not_found",
-        Error::CasMismatch { .. } | Error::Rotation(_) => "failed_precondition",
+        Error::CasMismatch { .. } | Error::Rotation(_) | Error::FailedPrecondition(_) => "failed_precondition",
         Error::Conflict => "aborted",
         Error::Cluster(_) | Error::JoinFailed { .. } | Error::AuditUnavailable => "unavailable",
         Error::Storage(_) | Error::Corrupt { .. } | Error::Internal(_) => "internal",

@@ -17,6 +17,10 @@ pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
 
+    /// The request is valid but the cluster is not in a state to carry it out as asked.
+    #[error("{0}")]
+    FailedPrecondition(String),
+
     #[error("unseal share rejected: {0}")]
     Share(arca_crypto::Error),
 

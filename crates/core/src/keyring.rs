@@ -103,6 +103,10 @@ pub(crate) fn follow_keyring(reader: &StateReader, sealer: Sealer, pending: Pend
         if !touched {
             return;
         }
+        if matches!(applied, Applied::Everything { .. }) {
+            // A restore may bring another audit key: derive it again on next use.
+            *sealer.audit_hasher.lock().expect("audit key lock") = None;
+        }
         let init = match r.get(Cf::Sys, INIT_KEY).map_err(Error::from).and_then(|raw| match raw {
             Some(raw) => InitRecord::parse(&raw).map(Some),
             None => Ok(None),
@@ -301,7 +305,8 @@ impl Core {
         drop(old_root);
         keyring = load_terms(self.node.reader(), &keyring)?.unwrap_or(keyring);
         let term = keyring.rotate().map_err(|e| Error::Internal(e.to_string()))?;
-        let (record, split, new_root) = InitRecord::new_root_kept(&keyring, params.shares, params.threshold)?;
+        let (record, split, new_root) =
+            InitRecord::new_root_kept(&keyring, params.shares, params.threshold, Some(init.cluster_id()))?;
         drop(keyring);
         let shares = params.hand_out(&split.iter().map(|s| s.encode()).collect::<Vec<_>>())?;
         let ops = self.publish_keyring(&record, term)?;

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod ceremony;
 mod duration;
 mod error;
@@ -28,6 +29,7 @@ mod vault;
 pub mod watch;
 
 pub use audit::{AuditCaller, AuditConfig, AuditFilter, AuditRecord};
+pub use backup::{Download, Restored, Upload};
 pub use duration::parse_duration_secs;
 pub use error::{Error, Result};
 pub use grants::GrantUse;

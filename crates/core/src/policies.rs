@@ -194,7 +194,11 @@ impl Core {
             | Operation::JwtConfigRead
             | Operation::Metrics
             | Operation::TokenLookup(TokenRef::SelfToken) => need(&[Read]),
-            Operation::Members | Operation::AutopilotState => Need { any: &[Read], sudo: true },
+            Operation::Members | Operation::AutopilotState | Operation::SnapshotSave => {
+                Need { any: &[Read], sudo: true }
+            }
+            // Replaces everything, keys included: sudo, as in Vault.
+            Operation::SnapshotRestore { .. } => Need { any: &[Update], sudo: true },
             Operation::KvList { .. } | Operation::PolicyList | Operation::RoleList { .. } => need(&[List]),
             Operation::TokenListAccessors => Need { any: &[List], sudo: true },
             // Vault: orphaning a token's children takes it out of its tree's accounting.

@@ -204,6 +204,14 @@ pub enum Operation {
     Metrics,
     /// Every member's health as the leader sees it (Vault's `autopilot/state`).
     AutopilotState,
+    /// A backup of the whole vault, streamed (Vault's `GET sys/storage/raft/snapshot`).
+    SnapshotSave,
+    /// Replaces the whole vault with a backup (Vault's `POST sys/storage/raft/snapshot`, or
+    /// `snapshot-force` to restore another cluster's backup).
+    SnapshotRestore {
+        upload: crate::backup::Upload,
+        force: bool,
+    },
     /// What the token (or the caller) may do on each path.
     Capabilities {
         target: TokenRef,
@@ -377,6 +385,10 @@ impl Operation {
             Operation::TokenListAccessors => "auth/token/accessors".into(),
             Operation::Metrics => "sys/metrics".into(),
             Operation::AutopilotState => "sys/storage/raft/autopilot/state".into(),
+            Operation::SnapshotSave | Operation::SnapshotRestore { force: false, .. } => {
+                "sys/storage/raft/snapshot".into()
+            }
+            Operation::SnapshotRestore { force: true, .. } => "sys/storage/raft/snapshot-force".into(),
             Operation::Capabilities { target: TokenRef::SelfToken, .. } => "sys/capabilities-self".into(),
             Operation::Capabilities { target: TokenRef::Accessor(_), .. } => "sys/capabilities-accessor".into(),
             Operation::Capabilities { .. } => "sys/capabilities".into(),
@@ -440,6 +452,8 @@ impl Operation {
             Operation::TokenListAccessors => "TokenListAccessors",
             Operation::Metrics => "Metrics",
             Operation::AutopilotState => "AutopilotState",
+            Operation::SnapshotSave => "SnapshotSave",
+            Operation::SnapshotRestore { .. } => "SnapshotRestore",
             Operation::Capabilities { .. } => "Capabilities",
             Operation::PolicyWrite { .. } => "PolicyWrite",
             Operation::PolicyRead { .. } => "PolicyRead",
@@ -480,6 +494,9 @@ pub enum Reply {
     /// Prometheus text exposition.
     Metrics(String),
     Autopilot(arca_raft::AutopilotState),
+    /// A backup being streamed.
+    Snapshot(crate::backup::Download),
+    Restored(crate::backup::Restored),
     Init(InitResult),
     Leader {
         leader: Option<Member>,
@@ -660,6 +677,8 @@ impl std::fmt::Debug for Reply {
             Reply::Health(_) => "Health",
             Reply::Metrics(_) => "Metrics",
             Reply::Autopilot(_) => "Autopilot",
+            Reply::Snapshot(_) => "Snapshot",
+            Reply::Restored(_) => "Restored",
             Reply::Init(_) => "Init",
             Reply::Leader { .. } => "Leader",
             Reply::Members(_) => "Members",

@@ -24,22 +24,28 @@ pub(crate) struct InitRecord {
     /// before this was kept): Vault's key-status `install_time`.
     #[serde(default)]
     pub active_term_since_ms: i64,
+    /// The cluster's name for backups, fixed at init and kept through rekeys (empty in records
+    /// written before it was kept: see [`InitRecord::cluster_id`]).
+    #[serde(default)]
+    pub cluster_id: String,
 }
 
 impl InitRecord {
     /// A fresh root key, split into `shares` with `threshold`, sealing `keyring`: the record
     /// to replicate and the shares to hand out. The root key itself is dropped (zeroized) here.
     pub fn new_root(keyring: &Keyring, shares: u8, threshold: u8) -> crate::Result<(InitRecord, Vec<Share>)> {
-        let (record, split, _root) = Self::new_root_kept(keyring, shares, threshold)?;
+        let (record, split, _root) = Self::new_root_kept(keyring, shares, threshold, None)?;
         Ok((record, split))
     }
 
     /// [`InitRecord::new_root`], also returning the new root key (for the node that rekeys,
-    /// which stays unsealed under it).
+    /// which stays unsealed under it). `cluster_id`: the cluster's (a rekey keeps it); `None`
+    /// names a new cluster after its first share set.
     pub fn new_root_kept(
         keyring: &Keyring,
         shares: u8,
         threshold: u8,
+        cluster_id: Option<String>,
     ) -> crate::Result<(InitRecord, Vec<Share>, SecretKey)> {
         let internal = |e: arca_crypto::Error| crate::Error::Internal(e.to_string());
         let root = SecretKey::generate().map_err(internal)?;
@@ -51,6 +57,7 @@ impl InitRecord {
             shares,
             sealed_keyring: keyring.seal(&root).map_err(internal)?,
             active_term_since_ms: crate::now_ms(),
+            cluster_id: cluster_id.unwrap_or_else(|| hex::encode(config.set.0)),
         };
         Ok((record, split, root))
     }
@@ -64,7 +71,18 @@ impl InitRecord {
             shares: self.shares,
             sealed_keyring: keyring.seal(root).map_err(|e| crate::Error::Internal(e.to_string()))?,
             active_term_since_ms: crate::now_ms(),
+            cluster_id: self.cluster_id.clone(),
         })
+    }
+
+    /// The cluster's id: fixed at init, or for clusters initialized before it was kept, the
+    /// share set they were initialized (or last rekeyed) with.
+    pub fn cluster_id(&self) -> String {
+        if self.cluster_id.is_empty() {
+            hex::encode(self.share_set)
+        } else {
+            self.cluster_id.clone()
+        }
     }
 
     pub fn parse(raw: &[u8]) -> crate::Result<InitRecord> {

@@ -385,7 +385,7 @@ impl Core {
         result
     }
 
-    async fn handle_recorded(&self, req: Request) -> Result<Reply> {
+    async fn handle_recorded(&self, mut req: Request) -> Result<Reply> {
         let audited = !matches!(
             req.op,
             Operation::SealStatus
@@ -428,6 +428,7 @@ impl Core {
             ..Default::default()
         };
         let login = req.op.checks_credentials();
+        req.request_id = Some(record.request_id.clone());
         pre.fill(&mut record);
         // A seal needs no quorum (it protects): it is handled first, recorded after.
         let seal = matches!(req.op, Operation::Seal);
@@ -467,6 +468,10 @@ impl Core {
         if seal {
             outcome.clone().merge_into(&mut record);
             self.batcher.commit(record.seal(&keyring)?, started).await?;
+        } else if matches!(result, Ok(Reply::Restored(_))) {
+            // The trail this request's record went into was replaced; the restored trail has
+            // its own record of the restore (see `backup`), which an outcome sealed with this
+            // keyring could not attach to.
         } else {
             self.batcher.outcome(outcome.request_id.clone(), outcome.seal(&keyring)?);
         }
@@ -655,7 +660,7 @@ impl Core {
     /// `barrier`: whether this request still needs its read barrier (an audited request had
     /// it with its record's commit).
     async fn dispatch(&self, req: Request, ctx: &mut AuditContext, barrier: bool) -> Result<Reply> {
-        let Request { token, remote, client_certs, op, .. } = req;
+        let Request { token, remote, client_certs, op, request_id } = req;
         match op {
             Operation::SealStatus => return self.seal_status().map(Reply::SealStatus),
             Operation::Health => return self.health().map(Reply::Health),
@@ -694,7 +699,14 @@ impl Core {
         let caller = self.authenticate(&keyring, token.as_deref().map(String::as_str), ctx.known.take()).await?;
         ctx.caller(&caller.info);
         self.authorize(&caller, &op, ctx)?;
-        self.execute(&keyring, &caller, op).await
+        match op {
+            Operation::SnapshotSave => self.snapshot_save(keyring),
+            Operation::SnapshotRestore { upload, force } => {
+                let id = request_id.unwrap_or_default();
+                self.snapshot_restore(&keyring, &caller, upload, force, &id, remote).await
+            }
+            op => self.execute(&keyring, &caller, op).await,
+        }
     }
 
     async fn execute(&self, keyring: &Keyring, caller: &Caller, op: Operation) -> Result<Reply> {
@@ -854,6 +866,9 @@ impl Core {
             | Operation::Login(_)
             | Operation::Rekey { .. }
             | Operation::GenerateRoot { .. } => unreachable!("handled before authentication"),
+            Operation::SnapshotSave | Operation::SnapshotRestore { .. } => {
+                unreachable!("handled in dispatch, which has the request's id")
+            }
         }
     }
 

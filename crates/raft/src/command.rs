@@ -1,5 +1,6 @@
 use std::io::Cursor;
 
+use arca_storage::backup::Record;
 use arca_storage::{Cf, StoreConfig, Transaction};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -54,6 +55,26 @@ pub enum Command {
     /// Retention: drops the audit records up to `through`, leaving a checkpoint so the rest of
     /// the chain still verifies. `decided_ms` is when the leader decided it (for the record).
     AuditTrim { through: u64, decided_ms: i64 },
+    /// Restore, step 1 (see `restore`): empties the staging area and names the restore that
+    /// fills it; chunks of any other restore are ignored from here on.
+    RestoreBegin { restore_id: String },
+    /// Restore, step 2: records of a backup (ciphertext, as the backup holds them), staged.
+    RestoreChunk {
+        restore_id: String,
+        #[serde(with = "staged_records")]
+        records: Vec<Record>,
+    },
+    /// Restore, step 3: if the staging area holds exactly `records` records whose digest is
+    /// `sha256`, they replace the data families in this one entry, and `audit_record`
+    /// (cleartext, no secrets: see `restore`) is appended to the restored audit chain.
+    /// Otherwise nothing is replaced. Either way the staging area is emptied.
+    RestoreCommit {
+        restore_id: String,
+        records: u64,
+        sha256: [u8; 32],
+        #[serde(with = "serde_bytes")]
+        audit_record: Vec<u8>,
+    },
 }
 
 /// A precondition on one key: it holds exactly the value with this SHA-256, or is absent.
@@ -110,6 +131,24 @@ mod keyed_byte_strings {
     }
 }
 
+mod staged_records {
+    use arca_storage::backup::Record;
+    use arca_storage::Cf;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_bytes::{ByteBuf, Bytes};
+
+    pub fn serialize<S: Serializer>(v: &[Record], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|(cf, k, b)| (cf, Bytes::new(k), Bytes::new(b))))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Record>, D::Error> {
+        Ok(Vec::<(Cf, ByteBuf, ByteBuf)>::deserialize(d)?
+            .into_iter()
+            .map(|(cf, k, b)| (cf, k.into_vec(), b.into_vec()))
+            .collect())
+    }
+}
+
 /// One write of a [`Command::Txn`].
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
@@ -137,6 +176,13 @@ impl std::fmt::Debug for Command {
             Command::Txn { guards, ops } => write!(f, "Txn({} guards, {} ops)", guards.len(), ops.len()),
             Command::Audit { records, .. } => write!(f, "Audit({} records)", records.len()),
             Command::AuditTrim { through, .. } => write!(f, "AuditTrim(through {through})"),
+            Command::RestoreBegin { restore_id } => write!(f, "RestoreBegin({restore_id})"),
+            Command::RestoreChunk { restore_id, records } => {
+                write!(f, "RestoreChunk({restore_id}, {} records)", records.len())
+            }
+            Command::RestoreCommit { restore_id, records, .. } => {
+                write!(f, "RestoreCommit({restore_id}, {records} records)")
+            }
         }
     }
 }
@@ -162,6 +208,16 @@ pub enum CommandResult {
     /// Audit records removed by retention.
     Trimmed {
         removed: u64,
+    },
+    /// A restore step was taken (begin, chunk), or the commit replaced the data: `records` is
+    /// the number of records staged or restored.
+    Restored {
+        records: u64,
+    },
+    /// A restore step that did nothing, and why (another restore took over, or the staged
+    /// records are not the backup's).
+    RestoreRefused {
+        reason: String,
     },
 }
 
@@ -205,6 +261,11 @@ impl StoreConfig for TypeConfig {
             }
             Command::AuditTrim { through, .. } => {
                 CommandResult::Trimmed { removed: crate::audit_log::trim(tx, *through) }
+            }
+            Command::RestoreBegin { restore_id } => crate::restore::begin(tx, restore_id),
+            Command::RestoreChunk { restore_id, records } => crate::restore::stage(tx, restore_id, records),
+            Command::RestoreCommit { restore_id, records, sha256, audit_record } => {
+                crate::restore::commit(tx, restore_id, *records, sha256, audit_record)
             }
         };
         Response { index, result }

@@ -14,6 +14,7 @@ mod command;
 mod error;
 mod network;
 mod node;
+mod restore;
 mod service;
 mod tls;
 

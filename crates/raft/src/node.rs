@@ -97,6 +97,7 @@ struct Inner {
     reader: StateReader,
     network: Network,
     timing: Timing,
+    data_dir: PathBuf,
     /// Channels for `forward`, by node id (0: not known yet) and address.
     peers: Mutex<HashMap<(u64, String), RaftClient<Channel>>>,
     server: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
@@ -168,6 +169,7 @@ impl RaftNode {
                 reader,
                 network,
                 timing: config.timing,
+                data_dir: config.data_dir.clone(),
                 peers: Mutex::new(HashMap::new()),
                 server: Mutex::new(Some((stop_tx, handle))),
             }),
@@ -184,6 +186,14 @@ impl RaftNode {
     }
 
     /// Reads this node's applied state. Pair with [`RaftNode::read_barrier`] for linearizable reads.
+    /// A directory on this node's data volume for files in transit (an uploaded backup before
+    /// it is verified and restored), created if missing.
+    pub fn scratch_dir(&self) -> std::io::Result<PathBuf> {
+        let dir = self.inner.data_dir.join("scratch");
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
     pub fn reader(&self) -> &StateReader {
         &self.inner.reader
     }

@@ -290,3 +290,62 @@ async fn raw_vote(tls: &arca_raft::TlsConfig, from: u64, target: &NodeInfo, term
     let payload = bincode::serialize(&vote).unwrap();
     RaftClient::new(channel).vote(RaftMessage { payload: payload.into() }).await.map(|_| ())
 }
+
+/// A restore replaces the data families on every member at one index, and only when the
+/// staged records are exactly the backup's; a member that was down during the restore ends
+/// with the same state once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restore_swaps_in_only_a_complete_backup_on_every_member() {
+    use arca_storage::backup::RecordDigest;
+    init_tracing();
+    let mut cluster = TestCluster::start(3, Timing::default()).await;
+    let keyring = Keyring::generate().unwrap();
+    let leader = cluster.wait_for_leader(Duration::from_secs(5)).await;
+    let node = cluster.node(leader);
+    node.write(put(&keyring, "before", b"old")).await.unwrap();
+    let absent = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.stop(absent).await;
+
+    let records: Vec<(Cf, Vec<u8>, Vec<u8>)> =
+        (0..40).map(|i| (Cf::Kv, format!("restored/{i:02}").into_bytes(), vec![i as u8; 64])).collect();
+    let mut digest = RecordDigest::default();
+    records.iter().for_each(|(cf, k, v)| digest.add(*cf, k, v));
+    let sha256 = digest.finish();
+    let step = |c: Command| {
+        let node = node.clone();
+        async move { node.write(c).await.unwrap().result }
+    };
+    let id = || "r1".to_string();
+    assert!(matches!(step(Command::RestoreBegin { restore_id: id() }).await, CommandResult::Restored { .. }));
+    // Half the records staged: the commit is refused and nothing changes.
+    let half = Command::RestoreChunk { restore_id: id(), records: records[..20].to_vec() };
+    assert!(matches!(step(half).await, CommandResult::Restored { records: 20 }));
+    let commit =
+        |n| Command::RestoreCommit { restore_id: id(), records: n, sha256, audit_record: b"restored".to_vec() };
+    assert!(matches!(step(commit(40)).await, CommandResult::RestoreRefused { .. }));
+    assert!(node.reader().get(Cf::Kv, b"before").unwrap().is_some(), "a refused commit replaced data");
+    assert!(node.reader().get(Cf::Kv, b"restored/00").unwrap().is_none());
+
+    // Staged in two chunks under a new restore (the refused commit emptied the staging area).
+    assert!(matches!(step(Command::RestoreBegin { restore_id: id() }).await, CommandResult::Restored { .. }));
+    for chunk in records.chunks(20) {
+        step(Command::RestoreChunk { restore_id: id(), records: chunk.to_vec() }).await;
+    }
+    let stale = Command::RestoreChunk { restore_id: "other".into(), records: records[..1].to_vec() };
+    assert!(matches!(step(stale).await, CommandResult::RestoreRefused { .. }));
+    assert!(matches!(step(commit(40)).await, CommandResult::Restored { records: 40 }));
+    assert!(node.reader().get(Cf::Kv, b"before").unwrap().is_none(), "the old data is gone");
+    assert_eq!(node.reader().count(Cf::Kv).unwrap(), 40);
+    assert_eq!(node.reader().count(Cf::Staging).unwrap(), 0, "the staging area is emptied");
+    let head = arca_raft::audit_log::head(node.reader());
+    assert_eq!(arca_raft::audit_log::read(node.reader(), head.seq, 1).unwrap()[0].1, b"restored");
+
+    cluster.restart(absent).await;
+    let want = node.reader().digest().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster.node(absent).reader().digest().unwrap() != want {
+        assert!(Instant::now() < deadline, "the returning member did not reach the restored state");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.shutdown().await;
+}

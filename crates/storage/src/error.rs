@@ -17,6 +17,13 @@ pub enum Error {
 
     #[error("stored data is corrupted: {0}")]
     Corrupt(String),
+
+    /// A backup file that cannot be restored; nothing was changed.
+    #[error("invalid backup: {0}")]
+    Backup(String),
+
+    #[error("cannot read or write the backup: {0}")]
+    BackupIo(std::io::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

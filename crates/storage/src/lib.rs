@@ -2,7 +2,7 @@
 //!
 //! Column families (see `Cf`): `logs` (Raft entries by index), `raft` (vote, committed,
 //! purged), `meta` (last applied log id, membership) and the *state* families `kv`, `sys`,
-//! `tokens`, `audit` that commands write. The state families only ever receive barrier
+//! `tokens`, `audit` that commands write (plus `staging`, where a restore's records gather). The state families only ever receive barrier
 //! ciphertext or one-way hashes: encryption happens before a command is proposed, in layers
 //! above this crate, so this crate never sees a plaintext secret to leak.
 //!
@@ -18,6 +18,7 @@
 // functions return it too rather than converting back and forth.
 #![allow(clippy::result_large_err)]
 
+pub mod backup;
 mod error;
 mod log_store;
 mod snapshot;
@@ -29,7 +30,7 @@ use std::io::Cursor;
 pub use error::{Error, Result};
 pub use log_store::LogStore;
 pub use state_machine::{StateMachine, Transaction};
-pub use store::{open, Applied, Cf, ChangedKey, Observer, StateReader, Store, STATE_CFS};
+pub use store::{open, Applied, Cf, ChangedKey, Observer, StateReader, Store, DATA_CFS, STATE_CFS};
 
 /// What the storage needs to know about the Raft type configuration it stores.
 ///

@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::marker::PhantomData;
 
@@ -24,17 +24,22 @@ type Membership<C> = StoredMembership<u64, <C as openraft::RaftTypeConfig>::Node
 /// just before it in the same batch.
 pub struct Transaction<'a> {
     store: &'a Store,
+    /// Families emptied by [`Transaction::clear`]: what is on disk in them no longer counts.
+    cleared: BTreeSet<Cf>,
     writes: BTreeMap<(Cf, Vec<u8>), Option<Vec<u8>>>,
+    /// Set by [`Transaction::replaced_everything`].
+    everything: bool,
 }
 
 impl<'a> Transaction<'a> {
     fn new(store: &'a Store) -> Self {
-        Transaction { store, writes: BTreeMap::new() }
+        Transaction { store, cleared: BTreeSet::new(), writes: BTreeMap::new(), everything: false }
     }
 
     pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error> {
         match self.writes.get(&(cf, key.to_vec())) {
             Some(staged) => Ok(staged.clone()),
+            None if self.cleared.contains(&cf) => Ok(None),
             None => self.store.db.get_cf(self.store.cf(cf), key),
         }
     }
@@ -47,6 +52,43 @@ impl<'a> Transaction<'a> {
         self.writes.insert((cf, key.into()), None);
     }
 
+    /// Empties a whole family (one range delete in the batch, however many keys it holds).
+    pub fn clear(&mut self, cf: Cf) {
+        self.cleared.insert(cf);
+        self.writes.retain(|(c, _), _| *c != cf);
+    }
+
+    /// Every `(key, value)` of `cf` whose key starts with `prefix`, in key order, as this
+    /// transaction would leave it.
+    pub fn scan(&self, cf: Cf, prefix: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, rocksdb::Error> {
+        let mut out = BTreeMap::new();
+        if !self.cleared.contains(&cf) {
+            let mode = IteratorMode::From(prefix, rocksdb::Direction::Forward);
+            for item in self.store.db.iterator_cf(self.store.cf(cf), mode) {
+                let (k, v) = item?;
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                out.insert(k.to_vec(), v.to_vec());
+            }
+        }
+        for ((c, k), v) in &self.writes {
+            if *c == cf && k.starts_with(prefix) {
+                match v {
+                    Some(v) => out.insert(k.clone(), v.clone()),
+                    None => out.remove(k),
+                };
+            }
+        }
+        Ok(out)
+    }
+
+    /// Marks this transaction as replacing the state wholesale (a restore): observers are told
+    /// that everything may have changed rather than given a list of keys.
+    pub fn replaced_everything(&mut self) {
+        self.everything = true;
+    }
+
     /// The keys this transaction writes in the state column families, and whether each ends
     /// up deleted.
     fn changed_keys(&self) -> Vec<ChangedKey> {
@@ -57,15 +99,25 @@ impl<'a> Transaction<'a> {
             .collect()
     }
 
-    fn into_batch(self) -> WriteBatch {
+    fn into_batch(self) -> Result<WriteBatch, rocksdb::Error> {
         let mut batch = WriteBatch::default();
+        // Range deletes first: the batch applies in order, so writes after a clear survive it.
+        for cf in &self.cleared {
+            let handle = self.store.cf(*cf);
+            if let Some(last) = self.store.db.iterator_cf(handle, IteratorMode::End).next() {
+                let (last, _) = last?;
+                let mut end = last.to_vec();
+                end.push(0);
+                batch.delete_range_cf(handle, Vec::<u8>::new(), end);
+            }
+        }
         for ((cf, key), value) in self.writes {
             match value {
                 Some(v) => batch.put_cf(self.store.cf(cf), key, v),
                 None => batch.delete_cf(self.store.cf(cf), key),
             }
         }
-        batch
+        Ok(batch)
     }
 }
 
@@ -174,11 +226,15 @@ impl<C: StoreConfig> RaftStateMachine<C> for StateMachine<C> {
         }
         tx.put(Cf::Meta, KEY_APPLIED, encode(&last_applied));
         let changed = tx.changed_keys();
+        let everything = tx.everything;
         // Not synced: the log is durable, and after a crash Raft re-applies from the persisted
         // last-applied id. Data and that id are in one batch, so nothing is applied twice.
-        self.store.db.write(tx.into_batch()).map_err(|e| StorageIOError::write_state_machine(&e))?;
-        if !changed.is_empty() {
-            let index = last_applied.map_or(0, |id| id.index);
+        let batch = tx.into_batch().map_err(|e| StorageIOError::read_state_machine(&e))?;
+        self.store.db.write(batch).map_err(|e| StorageIOError::write_state_machine(&e))?;
+        let index = last_applied.map_or(0, |id| id.index);
+        if everything {
+            self.store.notify(&Applied::Everything { index });
+        } else if !changed.is_empty() {
             self.store.notify(&Applied::Keys { index, keys: &changed });
         }
         self.last_applied = last_applied;

@@ -24,12 +24,18 @@ pub enum Cf {
     Tokens = 5,
     /// The audit trail.
     Audit = 6,
+    /// A restore in progress: the records of a backup as they arrive through Raft, swapped
+    /// into the data families in one step when the last one is in (see `arca_raft::restore`).
+    Staging = 7,
 }
 
-/// The column families that make up the replicated state: what snapshots carry and what the
-/// state digest covers.
-pub const STATE_CFS: [Cf; 4] = [Cf::Kv, Cf::Sys, Cf::Tokens, Cf::Audit];
-const ALL_CFS: [Cf; 7] = [Cf::Logs, Cf::Raft, Cf::Meta, Cf::Kv, Cf::Sys, Cf::Tokens, Cf::Audit];
+/// The vault's data: what a backup carries and what a restore replaces.
+pub const DATA_CFS: [Cf; 4] = [Cf::Kv, Cf::Sys, Cf::Tokens, Cf::Audit];
+/// The column families that make up the replicated state: what Raft snapshots carry and what
+/// the state digest covers (the data, and a restore's staging area, which must reach a node
+/// that catches up by snapshot halfway through a restore).
+pub const STATE_CFS: [Cf; 5] = [Cf::Kv, Cf::Sys, Cf::Tokens, Cf::Audit, Cf::Staging];
+const ALL_CFS: [Cf; 8] = [Cf::Logs, Cf::Raft, Cf::Meta, Cf::Kv, Cf::Sys, Cf::Tokens, Cf::Audit, Cf::Staging];
 
 impl Cf {
     pub fn name(self) -> &'static str {
@@ -41,10 +47,11 @@ impl Cf {
             Cf::Sys => "sys",
             Cf::Tokens => "tokens",
             Cf::Audit => "audit",
+            Cf::Staging => "staging",
         }
     }
 
-    pub(crate) fn from_u8(b: u8) -> Option<Cf> {
+    pub fn from_u8(b: u8) -> Option<Cf> {
         ALL_CFS.into_iter().find(|cf| *cf as u8 == b)
     }
 }
@@ -65,7 +72,8 @@ pub struct Store {
 pub enum Applied<'a> {
     /// These keys were written or deleted.
     Keys { index: u64, keys: &'a [ChangedKey] },
-    /// The whole state was replaced (a snapshot was installed): anything may have changed.
+    /// The whole state was replaced (a snapshot was installed, a backup restored): anything
+    /// may have changed.
     Everything { index: u64 },
 }
 
@@ -95,7 +103,7 @@ pub fn open<C: StoreConfig>(dir: &Path) -> Result<(LogStore<C>, StateMachine<C>)
 }
 
 impl Store {
-    fn open(dir: &Path) -> Result<Store> {
+    pub(crate) fn open(dir: &Path) -> Result<Store> {
         let snapshot_dir = dir.join("snapshots");
         std::fs::create_dir_all(&snapshot_dir)
             .map_err(|source| Error::CreateDir { path: snapshot_dir.clone(), source })?;
@@ -136,7 +144,7 @@ impl Store {
 /// Reads applied state. Each `apply` commits atomically, so a read never sees half a command.
 #[derive(Clone)]
 pub struct StateReader {
-    store: Store,
+    pub(crate) store: Store,
 }
 
 impl StateReader {

@@ -35,6 +35,7 @@ fn record(r: AuditRecord) -> proto::AuditRecord {
         request_hmacs: r.request_hmacs.into_iter().collect(),
         response_hmacs: r.response_hmacs.into_iter().collect(),
         dropped: r.dropped,
+        details: r.details.into_iter().collect(),
     }
 }
 

@@ -4,6 +4,7 @@
 mod audit;
 mod identity;
 mod rotation;
+mod snapshot;
 mod watch;
 
 use arca_core::ceremony::{self, CeremonyStatus, CeremonyStep, GenerateRootParams, RekeyParams};
@@ -21,9 +22,10 @@ pub(crate) fn status(e: CoreError) -> Status {
         CoreError::Sealed | CoreError::Cluster(_) | CoreError::JoinFailed { .. } | CoreError::AuditUnavailable => {
             Status::unavailable(msg)
         }
-        CoreError::NotInitialized | CoreError::CasMismatch { .. } | CoreError::Rotation(_) => {
-            Status::failed_precondition(msg)
-        }
+        CoreError::NotInitialized
+        | CoreError::CasMismatch { .. }
+        | CoreError::Rotation(_)
+        | CoreError::FailedPrecondition(_) => Status::failed_precondition(msg),
         CoreError::AlreadyInitialized => Status::already_exists(msg),
         CoreError::InvalidArgument(_) | CoreError::Share(_) => Status::invalid_argument(msg),
         CoreError::MissingToken | CoreError::BadToken | CoreError::LoginFailed(_) => Status::unauthenticated(msg),
@@ -219,6 +221,19 @@ impl proto::sys_server::Sys for Api {
         let r = req.get_ref();
         self.call(&req, Operation::Join { peer: r.peer.clone(), non_voter: r.non_voter }).await?;
         Ok(Response::new(proto::JoinResponse {}))
+    }
+
+    type SnapshotSaveStream = snapshot::SaveStream;
+
+    async fn snapshot_save(&self, req: GrpcRequest<proto::SnapshotSaveRequest>) -> R<Self::SnapshotSaveStream> {
+        Api::snapshot_save(self, req).await
+    }
+
+    async fn snapshot_restore(
+        &self,
+        req: GrpcRequest<tonic::Streaming<proto::SnapshotChunk>>,
+    ) -> R<proto::SnapshotRestoreResponse> {
+        Api::snapshot_restore(self, req).await
     }
 
     async fn remove_peer(&self, req: GrpcRequest<proto::RemovePeerRequest>) -> R<proto::RemovePeerResponse> {

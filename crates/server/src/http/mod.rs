@@ -8,6 +8,7 @@
 
 mod auth;
 mod kv;
+mod snapshot;
 mod sys;
 
 use std::collections::HashMap;
@@ -264,6 +265,7 @@ impl From<CoreError> for HttpError {
             | CoreError::InvalidArgument(_)
             | CoreError::Share(_)
             | CoreError::LoginFailed(_)
+            | CoreError::FailedPrecondition(_)
             | CoreError::Rotation(_) => StatusCode::BAD_REQUEST,
             // Vault answers a missing or invalid token with 403, like a denied one.
             CoreError::MissingToken | CoreError::BadToken | CoreError::PermissionDenied(_) => StatusCode::FORBIDDEN,
@@ -406,7 +408,11 @@ async fn handle(axum::extract::State(core): axum::extract::State<Core>, req: axu
             return Err(HttpError::new(StatusCode::METHOD_NOT_ALLOWED, format!("unsupported method {}", parts.method)));
         };
         let Some(route) = path.strip_prefix("/v1/") else { return Err(HttpError::no_route(&path)) };
-        let body = json_body(&parts.headers, verb, body).await?;
+        // A backup is the body itself, streamed: not JSON, and not held under the JSON limit.
+        let (body, raw) = match snapshot::is_snapshot_route(route) {
+            Some(_) => (Value::Object(Default::default()), Some(body)),
+            None => (json_body(&parts.headers, verb, body).await?, None),
+        };
         let ctx = Ctx {
             core: core.clone(),
             seen: seen.clone(),
@@ -418,7 +424,9 @@ async fn handle(axum::extract::State(core): axum::extract::State<Core>, req: axu
             query,
             body,
         };
-        if let Some(rest) = route.strip_prefix("sys/") {
+        if let (Some(force), Some(raw)) = (snapshot::is_snapshot_route(route), raw) {
+            snapshot::route(&ctx, force, raw).await
+        } else if let Some(rest) = route.strip_prefix("sys/") {
             sys::route(&ctx, rest).await
         } else if let Some(rest) = route.strip_prefix("secret/") {
             kv::route(&ctx, rest).await

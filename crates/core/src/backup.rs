@@ -1,0 +1,280 @@
+//! Backup and restore (`arca operator snapshot save|restore`, Vault's
+//! `sys/storage/raft/snapshot`): the core's side. The file format is `arca_storage::backup`;
+//! the replicated restore is `arca_raft`'s `Restore*` commands.
+//!
+//! * **Save** runs on any unsealed member after the read barrier, so the copy holds every
+//!   write acknowledged before the request began; it streams from one RocksDB snapshot.
+//! * **Restore** writes the upload to the node's scratch directory, checks the whole file
+//!   before anything is proposed (framing, sizes, checksums, gzip trailer), refuses a backup
+//!   of another cluster, or one whose checksums this keyring did not seal, unless forced, and
+//!   then replicates the records in chunks and swaps them in with one committed entry.
+//!   Nothing of the running state changes until that entry applies, and then it changes on
+//!   every member at the same index.
+//! * **Afterwards** every member holds the backup's init record: a member whose root key
+//!   opens the restored keyring (a rollback on the same cluster) carries on; every other one
+//!   seals itself (`keyring::follow_keyring`) and is unsealed with the backup cluster's shares.
+//!   Tokens, policies, rotation schedules and the audit trail are the backup's.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arca_crypto::Keyring;
+use arca_raft::{Command, CommandResult};
+use arca_storage::backup::{self, BackupMeta};
+use futures::{Stream, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::audit::{AuditCaller, AuditRecord};
+use crate::tokens::Caller;
+use crate::{now_ms, Core, Error, Reply, Result};
+
+/// AAD of `SHA256SUMS.sealed`.
+const SUMS_AAD: &[u8] = b"sys/storage/raft/snapshot/SHA256SUMS";
+/// Records per replicated chunk, by bytes (well under the Raft message limit).
+const CHUNK_BYTES: usize = 1024 * 1024;
+/// Bytes of the download buffered before they are handed to the front.
+const DOWNLOAD_PIECE: usize = 256 * 1024;
+/// The prefix that marks a cleartext audit record written by the cluster itself (see
+/// `arca_raft`'s restore module); barrier ciphertext never starts with it.
+pub(crate) const SYSTEM_RECORD_PREFIX: &[u8] = b"arca-system-record/1\n";
+
+/// The body of a restore request, as the front receives it.
+pub struct Upload(pub Pin<Box<dyn Stream<Item = std::result::Result<Vec<u8>, String>> + Send>>);
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Upload")
+    }
+}
+
+/// A backup on its way to the client: pieces of the file, or the error that cut it short (the
+/// front must then fail the transfer, never end it as if complete).
+pub struct Download(pub mpsc::Receiver<std::result::Result<Vec<u8>, String>>);
+
+/// What a restore did.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    pub meta: BackupMeta,
+    /// This node sealed itself: the restored keyring is another root key's (unseal every node
+    /// with the shares of the cluster the backup came from).
+    pub sealed: bool,
+}
+
+/// Hands what `export` writes to the front in pieces; fails once the front has gone away.
+struct ChannelWriter {
+    tx: mpsc::Sender<std::result::Result<Vec<u8>, String>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let piece = std::mem::replace(&mut self.buf, Vec::with_capacity(DOWNLOAD_PIECE));
+        self.tx.blocking_send(Ok(piece)).map_err(|_| std::io::ErrorKind::BrokenPipe.into())
+    }
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= DOWNLOAD_PIECE {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// Deletes the uploaded file however the restore ends.
+struct ScratchFile(PathBuf);
+
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Core {
+    /// `SnapshotSave`, after the read barrier and authorization.
+    pub(crate) fn snapshot_save(&self, keyring: Arc<Keyring>) -> Result<Reply> {
+        let init = self.init_record()?.ok_or(Error::NotInitialized)?;
+        let meta = BackupMeta {
+            format: backup::FORMAT,
+            cluster_id: init.cluster_id(),
+            keyring_term: keyring.active_term(),
+            index: 0,
+            raft_term: 0,
+            created_ms: now_ms(),
+            node: self.node.id(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            records: 0,
+            state_bytes: 0,
+            state_sha256: String::new(),
+        };
+        let (tx, rx) = mpsc::channel(4);
+        let reader = self.node.reader().clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(DOWNLOAD_PIECE) };
+            let seal = |sums: &[u8]| keyring.encrypt(SUMS_AAD, sums).unwrap_or_default();
+            match backup::export(&reader, meta, seal, &mut out).and_then(|m| {
+                std::io::Write::flush(&mut out).map_err(arca_storage::Error::BackupIo)?;
+                Ok(m)
+            }) {
+                Ok(meta) => info!(index = meta.index, records = meta.records, "backup streamed"),
+                Err(e) => {
+                    warn!(error = %e, "backup cut short");
+                    let _ = tx.blocking_send(Err(format!("the backup could not be completed: {e}")));
+                }
+            }
+        });
+        Ok(Reply::Snapshot(Download(rx)))
+    }
+
+    /// `SnapshotRestore`, after authorization. `request_id` and `remote` go into the record
+    /// that the restored audit trail gets.
+    pub(crate) async fn snapshot_restore(
+        &self,
+        keyring: &Keyring,
+        caller: &Caller,
+        mut upload: Upload,
+        force: bool,
+        request_id: &str,
+        remote: Option<std::net::SocketAddr>,
+    ) -> Result<Reply> {
+        let internal = |what: &str, e: &dyn std::fmt::Display| Error::Internal(format!("{what}: {e}"));
+        let dir = self.node.scratch_dir().map_err(|e| internal("cannot create the scratch directory", &e))?;
+        let scratch = ScratchFile(dir.join(format!("restore-{request_id}.tar.gz")));
+        let mut file =
+            tokio::fs::File::create(&scratch.0).await.map_err(|e| internal("cannot store the uploaded backup", &e))?;
+        while let Some(piece) = upload.0.next().await {
+            let piece = piece.map_err(|e| Error::InvalidArgument(format!("the backup upload failed: {e}")))?;
+            file.write_all(&piece).await.map_err(|e| internal("cannot store the uploaded backup", &e))?;
+        }
+        file.sync_all().await.map_err(|e| internal("cannot store the uploaded backup", &e))?;
+        drop(file);
+
+        let path = scratch.0.clone();
+        let inspected = tokio::task::spawn_blocking(move || backup::inspect(&path))
+            .await
+            .map_err(|e| internal("checking the backup", &e))?
+            .map_err(refused_backup)?;
+        let meta = inspected.meta;
+        let init = self.init_record()?.ok_or(Error::NotInitialized)?;
+        let ours = init.cluster_id();
+        if !force {
+            if meta.cluster_id != ours {
+                return Err(Error::FailedPrecondition(format!(
+                    "the backup is of cluster {}, this is cluster {ours}: restoring it replaces this cluster's data and \
+                     keys, after which every node must be unsealed with the backup cluster's shares. To do that, \
+                     restore with --force (Vault: sys/storage/raft/snapshot-force)",
+                    meta.cluster_id
+                )));
+            }
+            let sealed_by_us = keyring
+                .decrypt(SUMS_AAD, &inspected.sealed)
+                .is_ok_and(|sums| sums.as_slice() == inspected.sums.as_slice());
+            if !sealed_by_us {
+                return Err(Error::FailedPrecondition(
+                    "the backup names this cluster, but its checksums were not sealed by this cluster's keyring: it \
+                     was not made by this cluster or was altered. Restore it with --force only if you trust it"
+                        .into(),
+                ));
+            }
+        }
+        let sha256: [u8; 32] = hex::decode(&meta.state_sha256)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| Error::InvalidArgument("the backup's meta.json has a malformed state_sha256".into()))?;
+
+        let restore_id = crate::audit::request_id()?;
+        info!(%restore_id, backup_index = meta.index, records = meta.records, force, "restoring a backup");
+        self.restore_step(Command::RestoreBegin { restore_id: restore_id.clone() }).await?;
+        let (tx, mut rx) = mpsc::channel(2);
+        let path = scratch.0.clone();
+        let reading = tokio::task::spawn_blocking(move || {
+            backup::read_records(&path, CHUNK_BYTES, |chunk| {
+                tx.blocking_send(chunk).map_err(|_| arca_storage::Error::Backup("the restore was abandoned".into()))
+            })
+        });
+        while let Some(records) = rx.recv().await {
+            self.restore_step(Command::RestoreChunk { restore_id: restore_id.clone(), records }).await?;
+        }
+        reading.await.map_err(|e| internal("reading the backup", &e))?.map_err(refused_backup)?;
+
+        let head = arca_raft::audit_log::head(self.node.reader());
+        let record = AuditRecord {
+            time_ms: now_ms(),
+            request_id: request_id.to_string(),
+            node: self.node.id(),
+            remote: remote.map(|r| r.to_string()).unwrap_or_default(),
+            operation: "SnapshotRestore".into(),
+            path: "sys/storage/raft/snapshot".into(),
+            // The accessor stays out: this record is not encrypted.
+            caller: AuditCaller { accessor: String::new(), ..AuditCaller::of(&caller.info) },
+            decision: "allowed".into(),
+            capability: "update".into(),
+            outcome: "ok".into(),
+            details: [
+                ("backup_cluster_id", meta.cluster_id.clone()),
+                ("backup_keyring_term", meta.keyring_term.to_string()),
+                ("backup_index", meta.index.to_string()),
+                ("backup_created_ms", meta.created_ms.to_string()),
+                ("backup_records", meta.records.to_string()),
+                ("backup_state_sha256", meta.state_sha256.clone()),
+                ("replaced_cluster_id", ours),
+                ("replaced_audit_head_seq", head.seq.to_string()),
+                ("replaced_audit_head_hash", hex::encode(head.hash)),
+                ("forced", force.to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+            ..Default::default()
+        };
+        let audit_record =
+            [SYSTEM_RECORD_PREFIX, &serde_json::to_vec(&record).map_err(|e| internal("audit", &e))?].concat();
+        let commit = Command::RestoreCommit { restore_id, records: meta.records, sha256, audit_record };
+        self.restore_step(commit).await?;
+        let sealed = self.keyring().is_err();
+        warn!(
+            backup_index = meta.index,
+            records = meta.records,
+            sealed,
+            "backup restored: the vault's data was replaced"
+        );
+        Ok(Reply::Restored(Restored { meta, sealed }))
+    }
+
+    async fn restore_step(&self, command: Command) -> Result<()> {
+        match self.node.write(command).await?.result {
+            CommandResult::Restored { .. } => Ok(()),
+            CommandResult::RestoreRefused { reason } => {
+                Err(Error::FailedPrecondition(format!("the restore did not take place: {reason}")))
+            }
+            other => Err(Error::Internal(format!("unexpected result of a restore step: {other:?}"))),
+        }
+    }
+}
+
+fn refused_backup(e: arca_storage::Error) -> Error {
+    match e {
+        arca_storage::Error::Backup(m) => {
+            Error::InvalidArgument(format!("the backup file was refused, nothing was changed: {m}"))
+        }
+        other => Error::Storage(other),
+    }
+}
+
+/// A record the cluster wrote itself (cleartext), if `raw` is one.
+pub(crate) fn system_record(raw: &[u8]) -> Option<Result<AuditRecord>> {
+    let json = raw.strip_prefix(SYSTEM_RECORD_PREFIX)?;
+    Some(serde_json::from_slice(json).map_err(|e| Error::Corrupt { path: "sys/audit".into(), reason: e.to_string() }))
+}
