@@ -6,6 +6,7 @@ use arca_server::proto;
 use arca_storage::backup::{self, BackupMeta};
 use clap::Subcommand;
 use serde_json::json;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::output::print;
@@ -92,9 +93,13 @@ async fn inspect(file: &Path) -> CliResult<BackupMeta> {
 async fn save(client: &Client, file: &Path) -> CliResult<BackupMeta> {
     let partial = PathBuf::from(format!("{}.partial", file.display()));
     let io = |e: std::io::Error| CliError::new(format!("{}: {e}", partial.display()));
-    let mut out = tokio::fs::File::create(&partial).await.map_err(io)?;
     let sys = client.sys_unhurried().await?;
+    // Only once the server has accepted the request: a refusal leaves no file behind.
     let mut stream = sys.clone().snapshot_save(client.req(proto::SnapshotSaveRequest {})).await?.into_inner();
+    let _ = tokio::fs::remove_file(&partial).await;
+    // New, owner-only (never through a link someone left at that name).
+    let mut out =
+        tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&partial).await.map_err(io)?;
     let result = async {
         while let Some(chunk) = stream.message().await? {
             out.write_all(&chunk.data).await.map_err(io)?;
@@ -106,6 +111,11 @@ async fn save(client: &Client, file: &Path) -> CliResult<BackupMeta> {
     match result {
         Ok(meta) => {
             tokio::fs::rename(&partial, file).await.map_err(|e| CliError::new(format!("{}: {e}", file.display())))?;
+            // The rename itself durable: a crash now leaves the whole backup at FILE.
+            let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
             Ok(meta)
         }
         Err(e) => {

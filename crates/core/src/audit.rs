@@ -267,6 +267,17 @@ impl AuditRecord {
         Ok(r)
     }
 
+    /// What a listing shows for a record this keyring cannot open.
+    pub(crate) fn unreadable(seq: u64, e: &Error) -> AuditRecord {
+        AuditRecord {
+            seq,
+            operation: "unreadable".into(),
+            outcome: "invalid".into(),
+            error: format!("this record does not open under the cluster's keyring: {e}"),
+            ..Default::default()
+        }
+    }
+
     /// Opens a record and merges its outcome, if that has arrived (`unknown` otherwise: the
     /// serving node may have died between the record and the outcome).
     pub(crate) fn open_with_outcome(

@@ -28,8 +28,10 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::audit::{AuditCaller, AuditRecord};
+use crate::seal::{InitRecord, Seal, INIT_KEY};
 use crate::tokens::Caller;
 use crate::{now_ms, Core, Error, Reply, Result};
+use arca_storage::Cf;
 
 /// AAD of `SHA256SUMS.sealed`.
 const SUMS_AAD: &[u8] = b"sys/storage/raft/snapshot/SHA256SUMS";
@@ -37,6 +39,14 @@ const SUMS_AAD: &[u8] = b"sys/storage/raft/snapshot/SHA256SUMS";
 const CHUNK_BYTES: usize = 1024 * 1024;
 /// Bytes of the download buffered before they are handed to the front.
 const DOWNLOAD_PIECE: usize = 256 * 1024;
+/// The largest backup a node restores (its records, and the upload). The swap at the end holds
+/// the records in memory on every node (as a Raft snapshot install does), so this bounds what a
+/// restore can ask of each node's memory; vaults are far smaller (100 000 secrets with history
+/// take tens of MiB).
+const MAX_RESTORE_BYTES: u64 = 256 * 1024 * 1024;
+/// One restore at a time in this process: each holds an upload on disk and a swap in memory.
+static RESTORING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The prefix that marks a cleartext audit record written by the cluster itself (see
 /// `arca_raft`'s restore module); barrier ciphertext never starts with it.
 pub(crate) const SYSTEM_RECORD_PREFIX: &[u8] = b"arca-system-record/1\n";
@@ -123,7 +133,7 @@ impl Core {
         let reader = self.node.reader().clone();
         tokio::task::spawn_blocking(move || {
             let mut out = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(DOWNLOAD_PIECE) };
-            let seal = |sums: &[u8]| keyring.encrypt(SUMS_AAD, sums).unwrap_or_default();
+            let seal = |sums: &[u8]| keyring.encrypt(SUMS_AAD, sums).map_err(|e| e.to_string());
             match backup::export(&reader, meta, seal, &mut out).and_then(|m| {
                 std::io::Write::flush(&mut out).map_err(arca_storage::Error::BackupIo)?;
                 Ok(m)
@@ -138,8 +148,8 @@ impl Core {
         Ok(Reply::Snapshot(Download(rx)))
     }
 
-    /// `SnapshotRestore`, after authorization. `request_id` and `remote` go into the record
-    /// that the restored audit trail gets.
+    /// `SnapshotRestore`, after authorization. `request_id` goes into the record that the
+    /// restored audit trail gets.
     pub(crate) async fn snapshot_restore(
         &self,
         keyring: &Keyring,
@@ -147,15 +157,24 @@ impl Core {
         mut upload: Upload,
         force: bool,
         request_id: &str,
-        remote: Option<std::net::SocketAddr>,
     ) -> Result<Reply> {
         let internal = |what: &str, e: &dyn std::fmt::Display| Error::Internal(format!("{what}: {e}"));
+        let Ok(_one_at_a_time) = RESTORING.try_lock() else {
+            return Err(Error::FailedPrecondition("another restore is running on this node; wait for it".into()));
+        };
         let dir = self.node.scratch_dir().map_err(|e| internal("cannot create the scratch directory", &e))?;
         let scratch = ScratchFile(dir.join(format!("restore-{request_id}.tar.gz")));
         let mut file =
             tokio::fs::File::create(&scratch.0).await.map_err(|e| internal("cannot store the uploaded backup", &e))?;
+        let mut received = 0u64;
         while let Some(piece) = upload.0.next().await {
             let piece = piece.map_err(|e| Error::InvalidArgument(format!("the backup upload failed: {e}")))?;
+            received += piece.len() as u64;
+            if received > MAX_RESTORE_BYTES {
+                return Err(Error::InvalidArgument(format!(
+                    "the backup is over the {MAX_RESTORE_BYTES}-byte limit of a restore; nothing was changed"
+                )));
+            }
             file.write_all(&piece).await.map_err(|e| internal("cannot store the uploaded backup", &e))?;
         }
         file.sync_all().await.map_err(|e| internal("cannot store the uploaded backup", &e))?;
@@ -167,6 +186,25 @@ impl Core {
             .map_err(|e| internal("checking the backup", &e))?
             .map_err(refused_backup)?;
         let meta = inspected.meta;
+        if meta.state_bytes > MAX_RESTORE_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "the backup holds {} bytes of records, over the {MAX_RESTORE_BYTES}-byte limit of a restore; nothing \
+                 was changed",
+                meta.state_bytes
+            )));
+        }
+        // Without an init record the cluster would be left uninitialized, open to anyone's init.
+        let path = scratch.0.clone();
+        let theirs = tokio::task::spawn_blocking(move || backup::find_record(&path, Cf::Sys, INIT_KEY))
+            .await
+            .map_err(|e| internal("reading the backup", &e))?
+            .map_err(refused_backup)?
+            .ok_or_else(|| {
+                Error::InvalidArgument(
+                    "the backup has no init record (sys/core/init): it is not a vault's backup".into(),
+                )
+            })
+            .and_then(|raw| InitRecord::parse(&raw))?;
         let init = self.init_record()?.ok_or(Error::NotInitialized)?;
         let ours = init.cluster_id();
         if !force {
@@ -188,6 +226,18 @@ impl Core {
                         .into(),
                 ));
             }
+            let root = match &*self.sealer().seal.lock().expect("seal lock") {
+                Seal::Unsealed { root, .. } => root.clone(),
+                Seal::Sealed(_) => return Err(Error::Sealed),
+            };
+            if Keyring::unseal(&root, &theirs.sealed_keyring).is_err() {
+                return Err(Error::FailedPrecondition(
+                    "the backup was taken before this cluster was rekeyed: its keyring opens only with the unseal \
+                     shares from before the rekey, so restoring it seals every node until those are given. Restore \
+                     it with --force only if you hold those shares"
+                        .into(),
+                ));
+            }
         }
         let sha256: [u8; 32] = hex::decode(&meta.state_sha256)
             .ok()
@@ -195,17 +245,49 @@ impl Core {
             .ok_or_else(|| Error::InvalidArgument("the backup's meta.json has a malformed state_sha256".into()))?;
 
         let restore_id = crate::audit::request_id()?;
-        info!(%restore_id, backup_index = meta.index, records = meta.records, force, "restoring a backup");
+        info!(
+            %restore_id, %request_id, accessor = %caller.info.accessor, backup_index = meta.index,
+            records = meta.records, force, "restoring a backup"
+        );
         self.restore_step(Command::RestoreBegin { restore_id: restore_id.clone() }).await?;
+        let replicated = self.replicate_restore(&scratch.0, &restore_id, &meta, sha256, request_id, force, ours).await;
+        if replicated.is_err() {
+            // Drop what was staged (it would otherwise sit in every node's state and snapshots).
+            let _ = self.node.write(Command::RestoreAbort { restore_id }).await;
+        }
+        replicated?;
+        let sealed = self.keyring().is_err();
+        warn!(
+            backup_index = meta.index,
+            records = meta.records,
+            sealed,
+            "backup restored: the vault's data was replaced"
+        );
+        Ok(Reply::Restored(Restored { meta, sealed }))
+    }
+
+    /// Stages the verified backup's records through Raft and commits the swap.
+    #[allow(clippy::too_many_arguments)]
+    async fn replicate_restore(
+        &self,
+        file: &std::path::Path,
+        restore_id: &str,
+        meta: &BackupMeta,
+        sha256: [u8; 32],
+        request_id: &str,
+        force: bool,
+        ours: String,
+    ) -> Result<()> {
+        let internal = |what: &str, e: &dyn std::fmt::Display| Error::Internal(format!("{what}: {e}"));
         let (tx, mut rx) = mpsc::channel(2);
-        let path = scratch.0.clone();
+        let path = file.to_path_buf();
         let reading = tokio::task::spawn_blocking(move || {
             backup::read_records(&path, CHUNK_BYTES, |chunk| {
                 tx.blocking_send(chunk).map_err(|_| arca_storage::Error::Backup("the restore was abandoned".into()))
             })
         });
         while let Some(records) = rx.recv().await {
-            self.restore_step(Command::RestoreChunk { restore_id: restore_id.clone(), records }).await?;
+            self.restore_step(Command::RestoreChunk { restore_id: restore_id.to_string(), records }).await?;
         }
         reading.await.map_err(|e| internal("reading the backup", &e))?.map_err(refused_backup)?;
 
@@ -214,11 +296,11 @@ impl Core {
             time_ms: now_ms(),
             request_id: request_id.to_string(),
             node: self.node.id(),
-            remote: remote.map(|r| r.to_string()).unwrap_or_default(),
             operation: "SnapshotRestore".into(),
             path: "sys/storage/raft/snapshot".into(),
-            // The accessor stays out: this record is not encrypted.
-            caller: AuditCaller { accessor: String::new(), ..AuditCaller::of(&caller.info) },
+            // Who it was stays out (this record is not encrypted): the request id leads to the
+            // serving node's log, which names the caller.
+            caller: AuditCaller::default(),
             decision: "allowed".into(),
             capability: "update".into(),
             outcome: "ok".into(),
@@ -241,16 +323,9 @@ impl Core {
         };
         let audit_record =
             [SYSTEM_RECORD_PREFIX, &serde_json::to_vec(&record).map_err(|e| internal("audit", &e))?].concat();
-        let commit = Command::RestoreCommit { restore_id, records: meta.records, sha256, audit_record };
-        self.restore_step(commit).await?;
-        let sealed = self.keyring().is_err();
-        warn!(
-            backup_index = meta.index,
-            records = meta.records,
-            sealed,
-            "backup restored: the vault's data was replaced"
-        );
-        Ok(Reply::Restored(Restored { meta, sealed }))
+        let commit =
+            Command::RestoreCommit { restore_id: restore_id.to_string(), records: meta.records, sha256, audit_record };
+        self.restore_step(commit).await
     }
 
     async fn restore_step(&self, command: Command) -> Result<()> {

@@ -282,8 +282,12 @@ impl Core {
             // Records are in commit order, so times rise (up to clock skew between nodes): the
             // first young record ends the scan. Bounded per round.
             for (seq, raw) in arca_raft::audit_log::read(reader, through + 1, 10_000)? {
-                if AuditRecord::open(&keyring, seq, &raw)?.time_ms >= cutoff {
-                    break;
+                match AuditRecord::open(&keyring, seq, &raw) {
+                    Ok(r) if r.time_ms >= cutoff => break,
+                    Ok(_) => {}
+                    // Unreadable under this keyring (see `AuditRecord::unreadable`): its age is
+                    // unknown, and keeping it forever would stop retention at it.
+                    Err(e) => warn!(seq, error = %e, "an unreadable audit record is trimmed with its neighbours"),
                 }
                 through = seq;
             }
@@ -619,7 +623,10 @@ impl Core {
             let done = page.len() < PAGE;
             for (seq, raw) in page {
                 from = seq + 1;
-                let record = AuditRecord::open_with_outcome(keyring, self.node.reader(), seq, &raw)?;
+                // One record this keyring cannot open (written under another cluster's keys by a
+                // request that raced a restore) must not hide the rest of the trail.
+                let record = AuditRecord::open_with_outcome(keyring, self.node.reader(), seq, &raw)
+                    .unwrap_or_else(|e| AuditRecord::unreadable(seq, &e));
                 if filter.matches(&record) {
                     out.push(record);
                     if out.len() >= filter.limit() {
@@ -703,7 +710,7 @@ impl Core {
             Operation::SnapshotSave => self.snapshot_save(keyring),
             Operation::SnapshotRestore { upload, force } => {
                 let id = request_id.unwrap_or_default();
-                self.snapshot_restore(&keyring, &caller, upload, force, &id, remote).await
+                self.snapshot_restore(&keyring, &caller, upload, force, &id).await
             }
             op => self.execute(&keyring, &caller, op).await,
         }

@@ -75,6 +75,8 @@ pub enum Command {
         #[serde(with = "serde_bytes")]
         audit_record: Vec<u8>,
     },
+    /// A restore that failed halfway: its staged records are dropped, if it is still current.
+    RestoreAbort { restore_id: String },
 }
 
 /// A precondition on one key: it holds exactly the value with this SHA-256, or is absent.
@@ -183,6 +185,7 @@ impl std::fmt::Debug for Command {
             Command::RestoreCommit { restore_id, records, .. } => {
                 write!(f, "RestoreCommit({restore_id}, {records} records)")
             }
+            Command::RestoreAbort { restore_id } => write!(f, "RestoreAbort({restore_id})"),
         }
     }
 }
@@ -267,6 +270,7 @@ impl StoreConfig for TypeConfig {
             Command::RestoreCommit { restore_id, records, sha256, audit_record } => {
                 crate::restore::commit(tx, restore_id, *records, sha256, audit_record)
             }
+            Command::RestoreAbort { restore_id } => crate::restore::abort(tx, restore_id),
         };
         Response { index, result }
     }

@@ -12,6 +12,7 @@ pub mod audit_log;
 mod autopilot;
 mod command;
 mod error;
+mod faults;
 mod network;
 mod node;
 mod restore;
@@ -28,6 +29,7 @@ pub mod proto {
 pub use autopilot::{AutopilotConfig, AutopilotState, ServerHealth};
 pub use command::{Command, CommandResult, Guard, Op, Response, TypeConfig};
 pub use error::{Error, Result};
+pub use faults::Faults;
 pub use network::MAX_MESSAGE;
 pub use node::{NodeConfig, NodeInfo, RaftNode, Timing};
 pub use openraft;

@@ -82,6 +82,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub tls: TlsConfig,
     pub timing: Timing,
+    /// Injected network faults (tests); a server's is empty.
+    pub faults: crate::Faults,
 }
 
 /// A running node. Cheap to clone; [`RaftNode::shutdown`] stops it.
@@ -131,6 +133,8 @@ impl RaftNode {
             .await
             .map_err(|e| Error::Fatal(e.to_string()))?;
 
+        // Files a dead process left in transit (see `scratch_dir`).
+        let _ = std::fs::remove_dir_all(config.data_dir.join("scratch"));
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
@@ -139,6 +143,7 @@ impl RaftNode {
             raft: raft.clone(),
             reader: reader.clone(),
             refusals_logged: Default::default(),
+            faults: config.faults.clone(),
         })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
@@ -187,7 +192,8 @@ impl RaftNode {
 
     /// Reads this node's applied state. Pair with [`RaftNode::read_barrier`] for linearizable reads.
     /// A directory on this node's data volume for files in transit (an uploaded backup before
-    /// it is verified and restored), created if missing.
+    /// it is verified and restored), created if missing. Emptied when the node starts: what
+    /// is there then was left by a process that died.
     pub fn scratch_dir(&self) -> std::io::Result<PathBuf> {
         let dir = self.inner.data_dir.join("scratch");
         std::fs::create_dir_all(&dir)?;

@@ -27,6 +27,9 @@ use arca_storage::{Cf, Transaction, DATA_CFS};
 use crate::CommandResult;
 
 const ID_KEY: &[u8] = b"id";
+/// The id of the last restore that committed, so a commit resent after a lost reply is
+/// answered as done instead of refused.
+const DONE_KEY: &[u8] = b"done";
 const RECORD_PREFIX: u8 = b'r';
 
 fn staged_key(cf: Cf, key: &[u8]) -> Vec<u8> {
@@ -72,6 +75,9 @@ pub(crate) fn commit(
     audit_record: &[u8],
 ) -> CommandResult {
     if !is_current(tx, restore_id) {
+        if matches!(tx.get(Cf::Staging, DONE_KEY), Ok(Some(done)) if done == restore_id.as_bytes()) {
+            return CommandResult::Restored { records };
+        }
         return refused("another restore started since this one; nothing was replaced");
     }
     // A read fault here refuses on this node alone; the proposer's node reports it, and the
@@ -105,6 +111,15 @@ pub(crate) fn commit(
         tx.put(cf, &key[2..], value);
     }
     crate::audit_log::append(tx, &format!("restore/{restore_id}"), &[audit_record.to_vec()]);
+    tx.put(Cf::Staging, DONE_KEY, restore_id.as_bytes());
     tx.replaced_everything();
     CommandResult::Restored { records }
+}
+
+pub(crate) fn abort(tx: &mut Transaction<'_>, restore_id: &str) -> CommandResult {
+    if !is_current(tx, restore_id) {
+        return refused("not the current restore");
+    }
+    tx.clear(Cf::Staging);
+    CommandResult::Restored { records: 0 }
 }

@@ -185,6 +185,7 @@ pub(crate) struct RaftService {
     /// When each distinct refusal was last logged, and how many repeats went unlogged since:
     /// a removed node that keeps campaigning must not fill the members' logs.
     pub(crate) refusals_logged: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u64)>>,
+    pub(crate) faults: crate::Faults,
 }
 
 /// A repeated refusal is logged once per this interval (with how many repeats were not).
@@ -204,6 +205,12 @@ fn peer_cert(request: &Request<RaftMessage>) -> Result<CertificateDer<'static>, 
 }
 
 impl RaftService {
+    /// Whether an injected network fault stops this message (see `faults`).
+    async fn arrive(&self, request: &Request<RaftMessage>) -> Result<(), Status> {
+        let cert = request.peer_certs().and_then(|chain| chain.first().cloned());
+        self.faults.arrive(self.id, |id| cert.as_ref().is_some_and(|c| cert_names_node(c, id))).await
+    }
+
     fn refuse(&self, what: &str, reason: String) -> Status {
         let now = std::time::Instant::now();
         let repeats = {
@@ -279,6 +286,7 @@ impl RaftService {
 impl raft_server::Raft for RaftService {
     #[instrument(level = "trace", skip_all, fields(node = self.id))]
     async fn append_entries(&self, request: Request<RaftMessage>) -> Reply {
+        self.arrive(&request).await?;
         let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> = decode(request.get_ref())?;
         self.check_raft_sender(&request, &rpc.vote, "append entries")?;
         Ok(GrpcResponse::new(encode(&self.raft.append_entries(rpc).await)))
@@ -286,6 +294,7 @@ impl raft_server::Raft for RaftService {
 
     #[instrument(level = "debug", skip_all, fields(node = self.id))]
     async fn vote(&self, request: Request<RaftMessage>) -> Reply {
+        self.arrive(&request).await?;
         let rpc: openraft::raft::VoteRequest<u64> = decode(request.get_ref())?;
         self.check_raft_sender(&request, &rpc.vote, "vote")?;
         Ok(GrpcResponse::new(encode(&self.raft.vote(rpc).await)))
@@ -293,6 +302,7 @@ impl raft_server::Raft for RaftService {
 
     #[instrument(level = "debug", skip_all, fields(node = self.id))]
     async fn install_snapshot(&self, request: Request<RaftMessage>) -> Reply {
+        self.arrive(&request).await?;
         let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> = decode(request.get_ref())?;
         self.check_raft_sender(&request, &rpc.vote, "install snapshot")?;
         Ok(GrpcResponse::new(encode(&self.raft.install_snapshot(rpc).await)))
@@ -300,6 +310,7 @@ impl raft_server::Raft for RaftService {
 
     #[instrument(level = "debug", skip_all, fields(node = self.id))]
     async fn forward(&self, request: Request<RaftMessage>) -> Reply {
+        self.arrive(&request).await?;
         let req: LeaderRequest = decode(request.get_ref())?;
         self.check_forwarder(&request, &req)?;
         tracing::debug!(?req, "forwarded request");

@@ -69,6 +69,7 @@ pub fn node_config(id: u64, listen: SocketAddr, dir: &std::path::Path, tls: TlsC
         data_dir: dir.to_path_buf(),
         tls,
         timing,
+        faults: Default::default(),
     }
 }
 
@@ -76,6 +77,8 @@ pub fn node_config(id: u64, listen: SocketAddr, dir: &std::path::Path, tls: TlsC
 pub struct TestCluster {
     pub ca: TestCa,
     pub timing: Timing,
+    /// The network between the nodes: partition, lose and delay messages (see `Faults`).
+    pub faults: crate::Faults,
     configs: BTreeMap<u64, NodeConfig>,
     nodes: BTreeMap<u64, RaftNode>,
     _dirs: Vec<TempDir>,
@@ -85,11 +88,18 @@ impl TestCluster {
     /// Starts `n` nodes, bootstraps node 1 and adds the others as voters.
     pub async fn start(n: u64, timing: Timing) -> TestCluster {
         let ca = TestCa::new("arca test cluster CA");
-        let mut cluster =
-            TestCluster { ca, timing, configs: BTreeMap::new(), nodes: BTreeMap::new(), _dirs: Vec::new() };
+        let mut cluster = TestCluster {
+            ca,
+            timing,
+            faults: crate::Faults::default(),
+            configs: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            _dirs: Vec::new(),
+        };
         for id in 1..=n {
             let dir = TempDir::new().expect("temp dir");
-            let cfg = node_config(id, free_addr(), dir.path(), cluster.ca.node_cert(id), cluster.timing.clone());
+            let mut cfg = node_config(id, free_addr(), dir.path(), cluster.ca.node_cert(id), cluster.timing.clone());
+            cfg.faults = cluster.faults.clone();
             cluster._dirs.push(dir);
             cluster.configs.insert(id, cfg);
             cluster.restart(id).await;

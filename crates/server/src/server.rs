@@ -32,6 +32,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         data_dir: config.data_dir.clone(),
         tls: cluster_tls,
         timing: config.timing(),
+        faults: Default::default(),
     })
     .await?;
 

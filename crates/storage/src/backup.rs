@@ -116,7 +116,7 @@ impl RecordDigest {
 pub fn export(
     reader: &StateReader,
     mut meta: BackupMeta,
-    seal: impl FnOnce(&[u8]) -> Vec<u8>,
+    seal: impl FnOnce(&[u8]) -> std::result::Result<Vec<u8>, String>,
     out: impl Write,
 ) -> Result<BackupMeta> {
     let store = &reader.store;
@@ -157,7 +157,7 @@ pub fn export(
     let mut state = RecordReader { records: Box::new(records()), buf: Vec::new(), pos: 0 };
     append(STATE, meta.state_bytes, &mut (&mut state).take(meta.state_bytes)).map_err(io_err)?;
     append(SUMS, sums.len() as u64, &mut sums.as_bytes()).map_err(io_err)?;
-    let sealed = seal(sums.as_bytes());
+    let sealed = seal(sums.as_bytes()).map_err(|e| invalid(format!("sealing SHA256SUMS failed: {e}")))?;
     append(SEALED, sealed.len() as u64, &mut sealed.as_slice()).map_err(io_err)?;
     let mut gz = tar.into_inner().map_err(io_err)?;
     gz.try_finish().map_err(io_err)?;
@@ -219,15 +219,17 @@ pub struct Inspected {
 pub fn inspect(path: &Path) -> Result<Inspected> {
     let file = File::open(path).map_err(io_err)?;
     let mut archive = tar::Archive::new(GzDecoder::new(BufReader::new(file)));
-    let mut entries = archive.entries().map_err(not_backup)?;
+    // Raw entries: extension headers (PAX, GNU long names) are not interpreted, so one cannot
+    // make this read a huge header into memory; a backup has none, and any is refused below.
+    let mut entries = archive.entries().map_err(not_backup)?.raw(true);
     let mut next = |name: &str| -> Result<tar::Entry<'_, GzDecoder<BufReader<File>>>> {
         let entry = entries
             .next()
             .ok_or_else(|| invalid(format!("the backup ends before its {name} member: the file is truncated")))?
             .map_err(not_backup)?;
         let found = entry.path().map_err(not_backup)?.to_string_lossy().into_owned();
-        if found != name {
-            return Err(invalid(format!("expected the member {name}, found {found:?}: not an Arca backup")));
+        if found != name || !entry.header().entry_type().is_file() {
+            return Err(invalid(format!("expected the file {name}, found {found:?}: not an Arca backup")));
         }
         Ok(entry)
     };
@@ -288,19 +290,21 @@ pub fn inspect(path: &Path) -> Result<Inspected> {
 pub fn read_records(path: &Path, chunk_bytes: usize, mut f: impl FnMut(Vec<Record>) -> Result<()>) -> Result<()> {
     let file = File::open(path).map_err(io_err)?;
     let mut archive = tar::Archive::new(GzDecoder::new(BufReader::new(file)));
-    for entry in archive.entries().map_err(not_backup)? {
+    for entry in archive.entries().map_err(not_backup)?.raw(true) {
         let mut entry = entry.map_err(not_backup)?;
         if entry.path().map_err(not_backup)?.to_str() != Some(STATE) {
             continue;
         }
         let (mut chunk, mut size) = (Vec::new(), 0);
         parse_records(&mut entry, |cf, key, value| {
-            size += key.len() + value.len() + 9;
-            chunk.push((cf, key.to_vec(), value.to_vec()));
-            if size >= chunk_bytes {
+            let bytes = key.len() + value.len() + 9;
+            // Sent before it would pass `chunk_bytes`: a chunk is at most that or one record.
+            if size + bytes > chunk_bytes && !chunk.is_empty() {
                 size = 0;
                 f(std::mem::take(&mut chunk))?;
             }
+            size += bytes;
+            chunk.push((cf, key.to_vec(), value.to_vec()));
             Ok(())
         })?;
         if !chunk.is_empty() {
@@ -309,6 +313,19 @@ pub fn read_records(path: &Path, chunk_bytes: usize, mut f: impl FnMut(Vec<Recor
         return Ok(());
     }
     Err(invalid("the backup has no state.bin member"))
+}
+
+/// The value of one record of a backup that passed [`inspect`] (the init record, say), if it
+/// has it.
+pub fn find_record(path: &Path, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    let mut found = None;
+    read_records(path, 1024 * 1024, |chunk| {
+        if found.is_none() {
+            found = chunk.into_iter().find(|(c, k, _)| *c == cf && k == key).map(|(_, _, v)| v);
+        }
+        Ok(())
+    })?;
+    Ok(found)
 }
 
 fn not_backup(e: io::Error) -> Error {
@@ -345,9 +362,10 @@ fn parse_records(r: &mut impl Read, mut f: impl FnMut(Cf, &[u8], &[u8]) -> Resul
     }
 }
 
-/// Largest key or value a record may have (a stored value is far smaller; this only stops a
-/// hostile length from allocating gigabytes).
-const MAX_FIELD: usize = 64 * 1024 * 1024;
+/// Largest key or value a record may have.
+/// Larger than any record Arca stores (a secret version is at most 512 KiB), and small enough
+/// that a chunk of records (see [`read_records`]) always fits one Raft message.
+const MAX_FIELD: usize = 4 * 1024 * 1024;
 
 fn read_field(r: &mut impl Read, out: &mut Vec<u8>) -> Result<()> {
     let cut = |e: io::Error| match e.kind() {
@@ -413,7 +431,7 @@ mod tests {
 
     fn save(store: &Store, path: &Path) -> BackupMeta {
         let file = File::create(path).unwrap();
-        export(&store.reader(), meta(), |sums| [b"sealed:", sums].concat(), file).unwrap()
+        export(&store.reader(), meta(), |sums| Ok([b"sealed:", sums].concat()), file).unwrap()
     }
 
     #[test]
@@ -427,8 +445,11 @@ mod tests {
         assert_eq!(seen.meta, written);
         assert!(seen.sealed.starts_with(b"sealed:") && seen.sealed.ends_with(&seen.sums));
         let mut all = Vec::new();
+        assert_eq!(find_record(&path, Cf::Sys, b"k00003").unwrap(), Some(vec![3u8; 300]));
+        assert_eq!(find_record(&path, Cf::Sys, b"absent").unwrap(), None);
         read_records(&path, 64 * 1024, |chunk| {
             assert!(!chunk.is_empty());
+            assert!(chunk.iter().map(|(_, k, v)| k.len() + v.len() + 9).sum::<usize>() <= 64 * 1024);
             all.extend(chunk);
             Ok(())
         })
