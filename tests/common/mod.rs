@@ -19,6 +19,8 @@ pub struct DevCluster {
     pub shares: Vec<String>,
     child: Child,
     extra: Vec<Child>,
+    /// The `extra` index of each node's current process, once a test restarted it.
+    restarted: std::collections::BTreeMap<u64, usize>,
 }
 
 fn ports_free(base: u16, nodes: u16) -> bool {
@@ -55,8 +57,16 @@ impl DevCluster {
             .stderr(log)
             .spawn()
             .expect("start arca dev cluster");
-        let mut cluster =
-            DevCluster { dir, base, ca: PathBuf::new(), token: String::new(), shares: vec![], child, extra: vec![] };
+        let mut cluster = DevCluster {
+            dir,
+            base,
+            ca: PathBuf::new(),
+            token: String::new(),
+            shares: vec![],
+            child,
+            extra: vec![],
+            restarted: Default::default(),
+        };
         let env = cluster.dir.path().join("env");
         let deadline = Instant::now() + Duration::from_secs(120);
         while !env.exists() {
@@ -152,6 +162,44 @@ impl DevCluster {
     pub fn restart_with(&mut self, node: u64, args: &[&str]) {
         let child = spawn_server(&self.config(node), args, &self.restart_log(node));
         self.extra.push(child);
+        self.restarted.insert(node, self.extra.len() - 1);
+    }
+
+    /// `kill -9` of the node's current process (the first one, or the one a restart started),
+    /// returning once it is gone.
+    pub fn kill9(&mut self, node: u64) {
+        match self.restarted.get(&node) {
+            Some(&i) => {
+                let _ = self.extra[i].kill();
+                let _ = self.extra[i].wait();
+            }
+            None => {
+                let pid = self.pid(node);
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // Gone once `arca dev cluster` reaped it, or it is a zombie (dead, not yet reaped).
+                let alive = || {
+                    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+                };
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while alive() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+
+    /// Restarts a stopped node and unseals it with the threshold of shares; returns once it
+    /// reports unsealed.
+    pub fn restart_unsealed(&mut self, node: u64) {
+        self.restart(node);
+        eventually(Duration::from_secs(60), || {
+            self.arca_with_token(node, None, &["status"]).status.success().then_some(())
+        })
+        .unwrap_or_else(|| panic!("node {node} did not answer after its restart"));
+        for share in &self.shares[..3] {
+            self.ok(node, &["operator", "unseal", share]);
+        }
     }
 
     /// Issues development certificates for nodes 1 to `nodes` from this cluster's CAs (for

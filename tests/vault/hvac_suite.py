@@ -109,7 +109,7 @@ def kv_v2():
     assert v1["data"]["version"] == 1
     v2 = kv.create_or_update_secret(path="app/db", secret={"user": "app", "password": "two"}, cas=1)
     assert v2["data"]["version"] == 2
-    # A CAS mismatch is 412 (hvac has no class of its own for 412: UnexpectedError).
+    # A CAS mismatch is 400, as in Vault (hvac raises InvalidRequest).
     bad = raises(exceptions.VaultError, kv.create_or_update_secret, path="app/db", secret={"x": "y"}, cas=1)
     assert "check-and-set" in str(bad), bad
     r = requests.post(
@@ -118,7 +118,7 @@ def kv_v2():
         headers={"X-Vault-Token": ROOT},
         verify=CA,
     )
-    assert r.status_code == 412 and "check-and-set" in r.json()["errors"][0], r.text
+    assert r.status_code == 400 and "check-and-set" in r.json()["errors"][0], r.text
 
     read = kv.read_secret_version(path="app/db", raise_on_deleted_version=True)
     assert read["data"]["data"] == {"user": "app", "password": "two"}

@@ -46,8 +46,8 @@ pub struct Operation<I, O> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Linearizable,
-    /// No order exists. `stuck_at` is an operation the search could never get past (the
-    /// first completed one that no explanation reaches), to start reading the history from.
+    /// No order exists. `stuck_at` is the completed operation that the longest explanation
+    /// found could not get past: where to start reading the history.
     NotLinearizable {
         stuck_at: usize,
     },
@@ -113,6 +113,8 @@ pub fn check<M: Model>(model: &M, history: &[Operation<M::Input, M::Output>]) ->
     let mut state = model.init();
     let mut entry = next[head];
     let mut steps = 0u64;
+    // The completed operation that the longest explanation found could not get past.
+    let (mut deepest, mut stuck_at) = (0, 0);
     while next[head] != head {
         steps += 1;
         if steps > STEP_BUDGET {
@@ -121,22 +123,35 @@ pub fn check<M: Model>(model: &M, history: &[Operation<M::Input, M::Output>]) ->
         let e = events[entry];
         if !e.is_return {
             let op = &history[e.op];
-            if let Some(after) = model.step(&state, &op.input, &op.output) {
-                linearized[e.op / 64] |= 1 << (e.op % 64);
-                if cache.insert((linearized.clone(), after.clone())) {
-                    stack.push((e.op, std::mem::replace(&mut state, after)));
-                    unlink(&mut next, &mut prev, call_at[e.op]);
-                    unlink(&mut next, &mut prev, return_at[e.op]);
-                    entry = next[head];
-                    continue;
+            match model.step(&state, &op.input, &op.output) {
+                // An operation with an unknown outcome that would change nothing here need not
+                // be placed here: leaving it pending explains as much (it may never happen).
+                Some(after) if op.ret.is_none() && after == state => {}
+                Some(after) => {
+                    linearized[e.op / 64] |= 1 << (e.op % 64);
+                    if cache.insert((linearized.clone(), after.clone())) {
+                        stack.push((e.op, std::mem::replace(&mut state, after)));
+                        unlink(&mut next, &mut prev, call_at[e.op]);
+                        unlink(&mut next, &mut prev, return_at[e.op]);
+                        entry = next[head];
+                        continue;
+                    }
+                    linearized[e.op / 64] &= !(1 << (e.op % 64));
                 }
-                linearized[e.op / 64] &= !(1 << (e.op % 64));
+                None => {}
             }
             entry = next[entry];
+        } else if history[e.op].ret.is_none() {
+            // Returns of unknown outcomes sort last: every completed operation is placed, and the
+            // ones still pending may simply never have happened.
+            return Verdict::Linearizable;
         } else {
             // An operation completed before any explanation linearized it: undo the last choice.
+            if stack.len() >= deepest {
+                (deepest, stuck_at) = (stack.len(), e.op);
+            }
             let Some((op, before)) = stack.pop() else {
-                return Verdict::NotLinearizable { stuck_at: e.op };
+                return Verdict::NotLinearizable { stuck_at };
             };
             state = before;
             linearized[op / 64] &= !(1 << (op % 64));
@@ -357,6 +372,28 @@ mod tests {
         let (verdict, key) = check_kv(&h);
         assert!(matches!(verdict, Verdict::NotLinearizable { .. }));
         assert_eq!(key.as_deref(), Some("y"));
+    }
+
+    #[test]
+    fn many_unknown_outcomes_are_decided() {
+        // Clients whose requests time out around a crash: 12 unknown writes and 40 unknown
+        // check-and-set writes (which could not have succeeded), all concurrent, between
+        // acknowledged ones. Unknown writes that all overlap are the checker's hard case: the
+        // search is exponential in how many of them are pending at once.
+        let mut h = vec![op(0, 0, Some(5), w("v1"), KvOutput::Written(1))];
+        for i in 0..52u64 {
+            let input =
+                if i % 4 == 0 { w(&format!("lost{i}")) } else { KvInput::Cas { value: format!("x{i}"), cas: 99 } };
+            h.push(op(1 + i as usize % 5, 10 + i, None, input, KvOutput::Unknown));
+        }
+        // One of the unknown writes did happen: version 2 is lost20.
+        h.push(op(9, 500, Some(510), KvInput::Read, read(2, "lost20")));
+        h.push(op(9, 520, Some(530), w("v3"), KvOutput::Written(3)));
+        h.push(op(9, 540, Some(550), KvInput::Read, read(3, "v3")));
+        assert_eq!(check(&Kv, &h), Verdict::Linearizable);
+        // But an acknowledged write cannot vanish among them.
+        h.push(op(9, 560, Some(570), KvInput::Read, read(2, "lost20")));
+        assert!(matches!(check(&Kv, &h), Verdict::NotLinearizable { .. }));
     }
 
     #[test]

@@ -270,7 +270,8 @@ impl From<CoreError> for HttpError {
             // Vault answers a missing or invalid token with 403, like a denied one.
             CoreError::MissingToken | CoreError::BadToken | CoreError::PermissionDenied(_) => StatusCode::FORBIDDEN,
             CoreError::NotFound(_) => StatusCode::NOT_FOUND,
-            CoreError::CasMismatch { .. } => StatusCode::PRECONDITION_FAILED,
+            // As Vault: a check-and-set mismatch is a 400 whose message says so.
+            CoreError::CasMismatch { .. } => StatusCode::BAD_REQUEST,
             CoreError::Conflict => StatusCode::CONFLICT,
             CoreError::Storage(_) | CoreError::Corrupt { .. } | CoreError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
