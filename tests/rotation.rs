@@ -263,3 +263,78 @@ fn a_failing_function_leaks_nothing_it_printed() {
         assert!(!text.contains("LEAKED"), "a rotator's output leaked: {text}");
     }
 }
+
+const PG_ADMIN: (&str, &str) = ("arca_test_admin", "arca-test-admin");
+
+/// Runs SQL as the test admin, or logs in as `user`: `Err` carries the SQLSTATE.
+fn pg(user: &str, password: &str, sql: &str) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut config = tokio_postgres::Config::new();
+        config.host("127.0.0.1").port(5432).dbname("postgres").user(user).password(password);
+        config.connect_timeout(Duration::from_secs(5));
+        let (client, conn) = config.connect(tokio_postgres::NoTls).await.map_err(|e| sqlstate(&e))?;
+        tokio::spawn(conn);
+        client.batch_execute(sql).await.map_err(|e| sqlstate(&e))
+    })
+}
+
+fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code().map_or_else(|| e.to_string(), |c| c.code().to_string())
+}
+
+/// Issue 16, scenario 9: the PostgreSQL single-user rotation with its leader killed (-9)
+/// between `set` (the database has the new password) and `finish` (the vault calls it
+/// current). The role is held at zero connections so that `test` cannot pass until the test
+/// lets it: the kill provably falls between the two. A new leader completes the rotation once,
+/// and the database's password is the vault's `current`.
+#[test]
+fn postgres_rotation_completes_once_when_its_leader_is_killed_between_set_and_finish() {
+    let mut c = DevCluster::start(3);
+    let admin = |sql: &str| pg(PG_ADMIN.0, PG_ADMIN.1, sql).expect("PostgreSQL as arca_test_admin");
+    admin("DROP ROLE IF EXISTS arca_killed_leader");
+    admin("CREATE ROLE arca_killed_leader LOGIN PASSWORD 'first-password' CONNECTION LIMIT 0");
+    c.ok(1, &["kv", "put", "db/admin", &format!("username={}", PG_ADMIN.0), &format!("password={}", PG_ADMIN.1)]);
+    c.ok(1, &["kv", "put", "db/app", "username=arca_killed_leader", "password=first-password"]);
+    let params = ["--param", "admin=db/admin", "--param", "strategy=single", "--param", "username=arca_killed_leader"];
+    let set = ["rotation", "set", "db/app", "--rotator", "postgres", "--every", "1h", "--max-attempts", "30"];
+    c.ok(1, &[&set[..], &params[..]].concat());
+    c.ok(1, &["rotation", "now", "db/app"]);
+
+    // `set` ran: the old password is refused (28P01); the pending one is right, and only the
+    // connection limit (53300) keeps `test` from passing.
+    let pending = eventually(Duration::from_secs(20), || {
+        let s = status(&c, "db/app");
+        if s["step"] != "set" {
+            return None;
+        }
+        let pending = c.ok(1, &["kv", "get", "db/app", "--stage", "pending", "--field", "password"]).trim().to_string();
+        let old = pg("arca_killed_leader", "first-password", "SELECT 1");
+        let new = pg("arca_killed_leader", &pending, "SELECT 1");
+        (old == Err("28P01".into()) && new == Err("53300".into())).then_some(pending)
+    })
+    .unwrap_or_else(|| panic!("the rotation did not stop between set and finish: {}", status(&c, "db/app")));
+    assert_eq!(status(&c, "db/app")["rotations"], 0, "finished before the kill");
+
+    let leader = c.leader(1);
+    c.kill9(leader);
+    admin("ALTER ROLE arca_killed_leader CONNECTION LIMIT -1");
+    let survivor = if leader == 1 { 2 } else { 1 };
+    let finished = eventually(Duration::from_secs(60), || {
+        let out = c.arca(survivor, &["rotation", "status", "db/app", "--format", "json"]);
+        let s: serde_json::Value = serde_json::from_slice::<Vec<_>>(&out.stdout).ok()?.remove(0);
+        (s["rotations"] == 1 && s["step"] == "idle").then_some(s)
+    })
+    .expect("the new leader finishes the rotation");
+    assert_eq!(finished["failed"], false, "{finished}");
+
+    // Once: one new version, holding the password `set` gave the database.
+    let meta: serde_json::Value =
+        serde_json::from_str(&c.ok(survivor, &["kv", "metadata", "get", "db/app", "--format", "json"])).unwrap();
+    assert_eq!(meta["current_version"], 2, "{meta}");
+    let current = c.ok(survivor, &["kv", "get", "db/app", "--field", "password"]).trim().to_string();
+    assert_eq!(current, pending, "current is not the password set before the kill");
+    pg("arca_killed_leader", &current, "SELECT 1").expect("the database takes the vault's current password");
+    assert_eq!(pg("arca_killed_leader", "first-password", "SELECT 1"), Err("28P01".into()));
+    c.restart_unsealed(leader);
+}

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arca_check::{check_kv, KvInput, KvOperation, KvOutput, Operation as Op, Verdict};
-use arca_core::{AuditConfig, AuditFilter, Core, Error, Operation, Reply, Request, SecretData};
+use arca_core::{AuditConfig, AuditFilter, Core, Error, Operation, Reply, Request, SecretData, TokenCreate, WatchKind};
 use arca_raft::testing::TestCluster;
 use arca_raft::Timing;
 use zeroize::Zeroizing;
@@ -37,7 +37,11 @@ struct Vault {
 
 impl Vault {
     async fn start() -> Vault {
-        let cluster = TestCluster::start(3, Timing::default()).await;
+        Vault::start_with(Timing::default()).await
+    }
+
+    async fn start_with(timing: Timing) -> Vault {
+        let cluster = TestCluster::start(3, timing).await;
         cluster.wait_for_leader(Duration::from_secs(10)).await;
         let audit = AuditConfig { deadline: AUDIT_DEADLINE, ..AuditConfig::default() };
         let cores: BTreeMap<u64, Core> =
@@ -390,5 +394,71 @@ async fn concurrent_cas_writes_have_exactly_one_winner() {
             panic!("read")
         };
         assert_eq!(version.version, current + 1, "no second version for one CAS");
+    }
+}
+
+/// Scenario 7: a node cut off while the cluster moves on far enough that the leader purges the
+/// log it would need catches up by snapshot, and then holds the same vault as the others: the
+/// same state, the policy written meanwhile compiled, the token created meanwhile valid, the
+/// keyring term added meanwhile loaded (it reads a secret written under it), and a watch open on
+/// it was told to start over (`Reset`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_catches_up_by_snapshot_holds_the_same_vault() {
+    let timing = Timing { snapshot_every: 300, keep_logs: 30, ..Timing::default() };
+    let vault = Vault::start_with(timing).await;
+    let leader = vault.leader();
+    let behind = (1..=3).find(|n| *n != leader).unwrap();
+    let mut events = vault.cores[&behind].watch(Some(Zeroizing::new(vault.token.clone())), vec!["hot/".into()], None);
+    let before = vault.cluster.node(behind).metrics().last_applied.map_or(0, |l| l.index);
+    vault.cluster.faults.isolate(behind, &[1, 2, 3]);
+
+    let hcl = "path \"secret/data/hot/*\" { capabilities = [\"read\"] }";
+    vault.call(leader, Operation::PolicyWrite { name: "reader".into(), text: hcl.into() }).await.unwrap();
+    let create = TokenCreate { policies: vec!["reader".into()], ..Default::default() };
+    let Reply::TokenCreated { token: reader, .. } = vault.call(leader, Operation::TokenCreate(create)).await.unwrap()
+    else {
+        panic!("token create")
+    };
+    let Reply::Term(term) = vault.call(leader, Operation::KeyringRotate).await.unwrap() else { panic!("rotate") };
+    vault.call(leader, put("hot/a", "under the new term", None)).await.unwrap();
+    for i in 0..200 {
+        vault.call(leader, put(&format!("bulk/{i}"), "x", None)).await.unwrap();
+    }
+    let purged = vault.cluster.node(leader).metrics().purged.map_or(0, |l| l.index);
+    assert!(purged > before, "the leader kept the log the cut-off node needs (purged {purged}, it has {before})");
+
+    vault.cluster.faults.heal();
+    let target = vault.cluster.node(leader).metrics().last_applied.unwrap().index;
+    let node = vault.cluster.node(behind);
+    node.wait_applied(target).await.expect("the cut-off node catches up");
+    let snapshot = node.metrics().snapshot.expect("it installed a snapshot");
+    assert!(snapshot.index > before, "snapshot at {snapshot:?}");
+    let digests: Vec<[u8; 32]> = vault.cluster.running().map(|n| n.reader().digest().unwrap()).collect();
+    assert!(digests.iter().all(|d| *d == digests[0]), "the nodes' states differ");
+
+    // The token from the meantime reads under the policy from the meantime, on that node, a
+    // secret encrypted under the keyring term from the meantime; and may do no more.
+    let as_reader = |op| {
+        let mut req = Request::new(Some(reader.clone()), op);
+        req.request_id = None;
+        vault.cores[&behind].handle(req)
+    };
+    match as_reader(Operation::KvGet { path: "hot/a".into(), version: None }).await {
+        Ok(Reply::KvSecret { data, .. }) => assert_eq!(data.0["v"], "under the new term"),
+        other => panic!("the reader token on the caught-up node: {other:?}"),
+    }
+    let denied = as_reader(put("hot/a", "no", None)).await;
+    assert!(matches!(denied, Err(Error::PermissionDenied(_))), "{denied:?}");
+    let Reply::Keyring(info) = vault.call(behind, Operation::KeyringStatus).await.unwrap() else { panic!("status") };
+    assert_eq!(info.active_term, term);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, events.recv()).await {
+            Ok(Some(Ok(e))) if e.kind == WatchKind::Reset => break,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("the watch on the caught-up node saw no Reset: {other:?}"),
+        }
     }
 }
