@@ -30,6 +30,7 @@ struct Vault {
     cluster: TestCluster,
     cores: BTreeMap<u64, Core>,
     token: String,
+    shares: Vec<String>,
     started: Instant,
     /// The writes that gave each hot secret its first version: the start of every history.
     seeds: Vec<KvOperation>,
@@ -57,8 +58,14 @@ impl Vault {
                 core.handle(Request::new(None, Operation::Unseal { share, reset: false })).await.unwrap();
             }
         }
-        let mut vault =
-            Vault { cluster, cores, token: init.root_token.to_string(), started: Instant::now(), seeds: vec![] };
+        let mut vault = Vault {
+            cluster,
+            cores,
+            token: init.root_token.to_string(),
+            shares: init.shares.iter().map(|s| s.to_string()).collect(),
+            started: Instant::now(),
+            seeds: vec![],
+        };
         for key in KEYS {
             let call = vault.now();
             let Reply::KvWritten { version, .. } = vault.call(1, put(key, "initial", None)).await.expect("seed") else {
@@ -179,17 +186,34 @@ async fn run_load<F: std::future::Future<Output = ()>>(
     faults: F,
 ) -> Arc<History> {
     let history = Arc::new(History::default());
+    run_load_on(vault, &history, &[1, 2, 3], clients, duration, faults).await;
+    history
+}
+
+/// Clients spread over `nodes` for `duration` (adding to `history`), while `faults` runs;
+/// returns what `faults` returned.
+async fn run_load_on<T, F: std::future::Future<Output = T>>(
+    vault: &Arc<Vault>,
+    history: &Arc<History>,
+    nodes: &[u64],
+    clients: usize,
+    duration: Duration,
+    faults: F,
+) -> T {
     let until = Instant::now() + duration;
     let mut tasks = Vec::new();
-    for id in 0..clients {
-        let node = 1 + (id as u64 % 3);
+    // Client ids stay distinct across phases, so every written value is.
+    static NEXT_CLIENT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let first = NEXT_CLIENT.fetch_add(clients, std::sync::atomic::Ordering::Relaxed);
+    for i in 0..clients {
+        let (node, id) = (nodes[i % nodes.len()], first + i);
         tasks.push(tokio::spawn(client(vault.clone(), history.clone(), id, node, until, 20_000)));
     }
-    faults.await;
+    let out = faults.await;
     for t in tasks {
         t.await.expect("client task");
     }
-    history
+    out
 }
 
 fn assert_linearizable(vault: &Vault, history: &History) {
@@ -461,4 +485,81 @@ async fn a_node_that_catches_up_by_snapshot_holds_the_same_vault() {
             other => panic!("the watch on the caught-up node saw no Reset: {other:?}"),
         }
     }
+}
+
+/// A node started outside the test cluster (a new member), with its core, unsealed. Its data
+/// directory lives as long as the returned guard.
+async fn add_member(vault: &Vault, id: u64) -> (arca_raft::RaftNode, Core, tempfile::TempDir) {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut cfg = arca_raft::testing::node_config(
+        id,
+        arca_raft::testing::free_addr(),
+        dir.path(),
+        vault.cluster.ca.node_cert(id),
+        vault.cluster.timing.clone(),
+    );
+    cfg.faults = vault.cluster.faults.clone();
+    let node = arca_raft::RaftNode::start(cfg).await.expect("start the new node");
+    let peer = vault.cluster.config(1).info.raft_addr.clone();
+    node.join(&peer, true).await.expect("the new node joins under load");
+    let core = Core::with_audit(node.clone(), AuditConfig { deadline: AUDIT_DEADLINE, ..AuditConfig::default() });
+    for share in &vault.shares {
+        let share = Zeroizing::new(share.clone());
+        core.handle(Request::new(None, Operation::Unseal { share, reset: false })).await.expect("unseal the new node");
+    }
+    (node, core, dir)
+}
+
+fn acked_writes(history: &History) -> usize {
+    history.0.lock().unwrap().iter().filter(|r| matches!(r.op.1.output, KvOutput::Written(_))).count()
+}
+
+/// Scenario 6: membership changes while clients read and write: a 4th node joins, a node is
+/// removed, a dead node is replaced by a fresh one. Writes are acknowledged in every phase
+/// (quorum kept), the whole history is linearizable (no acknowledged write lost), and the
+/// nodes that joined serve linearizable reads once caught up (closing reads on each member).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn membership_changes_under_load_lose_nothing() {
+    let mut vault = Vault::start().await;
+    let history = Arc::new(History::default());
+    let phase = Duration::from_secs(4);
+
+    // A: a 4th node joins while nodes 1-3 serve.
+    let shared = Arc::new(vault);
+    let (node4, core4, _dir4) = run_load_on(&shared, &history, &[1, 2, 3], 6, phase, add_member(&shared, 4)).await;
+    let after_a = acked_writes(&history);
+    assert!(after_a > 0, "no write acknowledged while node 4 joined");
+    vault = Arc::into_inner(shared).expect("clients are done");
+    vault.cores.insert(4, core4);
+
+    // B: node 2 is removed while nodes 1, 3 and 4 serve.
+    let shared = Arc::new(vault);
+    let remove = async {
+        shared.cluster.node(1).remove(2).await.expect("remove node 2");
+    };
+    run_load_on(&shared, &history, &[1, 3, 4], 6, phase, remove).await;
+    let after_b = acked_writes(&history);
+    assert!(after_b > after_a, "no write acknowledged while node 2 was removed");
+
+    // C: node 3 dies; it is removed and a fresh node 5 takes its place while 1 and 4 serve.
+    let replace = async {
+        shared.cluster.node(3).shutdown().await;
+        shared.cluster.node(1).remove(3).await.expect("remove the dead node 3");
+        add_member(&shared, 5).await
+    };
+    let (node5, core5, _dir5) = run_load_on(&shared, &history, &[1, 4], 6, phase, replace).await;
+    assert!(acked_writes(&history) > after_b, "no write acknowledged while node 3 was replaced");
+    vault = Arc::into_inner(shared).expect("clients are done");
+    vault.cores.insert(5, core5);
+    vault.cores.remove(&2);
+    vault.cores.remove(&3);
+
+    // Closing reads on every member, the new ones included.
+    let shared = Arc::new(vault);
+    run_load_on(&shared, &history, &[1, 4, 5], 3, Duration::from_secs(1), async {}).await;
+    let members: Vec<u64> = node5.metrics().membership_config.membership().voter_ids().collect();
+    assert_eq!(members, vec![1, 4, 5], "the voters after the changes");
+    assert_linearizable(&shared, &history);
+    node4.shutdown().await;
+    node5.shutdown().await;
 }
