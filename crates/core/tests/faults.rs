@@ -108,6 +108,9 @@ struct Recorded {
     request_id: String,
     /// How long the client waited for its answer (failed requests too).
     took: Duration,
+    /// A read that failed: it changed nothing and is left out of the history, but it shows
+    /// that the client asked.
+    failed_read: bool,
     op: KvOperation,
 }
 
@@ -117,7 +120,8 @@ struct History(Mutex<Vec<Recorded>>);
 impl History {
     fn ops(&self, vault: &Vault) -> Vec<KvOperation> {
         let recorded = self.0.lock().unwrap();
-        vault.seeds.iter().cloned().chain(recorded.iter().map(|r| r.op.clone())).collect()
+        let ops = recorded.iter().filter(|r| !r.failed_read).map(|r| r.op.clone());
+        vault.seeds.iter().cloned().chain(ops).collect()
     }
 }
 
@@ -161,8 +165,8 @@ async fn client(vault: Arc<Vault>, history: Arc<History>, id: usize, node: u64, 
                 seen.insert(key, current);
                 (KvOutput::CasMismatch, Some(ret))
             }
-            // A failed read changed nothing: it is left out.
-            (KvInput::Read, Err(_)) => continue,
+            // A failed read changed nothing (see `Recorded::failed_read`).
+            (KvInput::Read, Err(_)) => (KvOutput::Unknown, None),
             // A failed write may or may not have taken effect (its commit may land later).
             (_, Err(_)) => (KvOutput::Unknown, None),
             (_, Ok(other)) => panic!("unexpected reply {other:?}"),
@@ -171,6 +175,7 @@ async fn client(vault: Arc<Vault>, history: Arc<History>, id: usize, node: u64, 
             node,
             request_id,
             took: Duration::from_nanos(vault.now() - call),
+            failed_read: matches!((&input, &output), (KvInput::Read, KvOutput::Unknown)),
             op: (key.to_string(), Op { client: id, call, ret, input, output }),
         });
         // Keep the histories small enough to check: a few hundred operations per key.
