@@ -92,8 +92,16 @@ impl Vault {
         self.cores[&node].handle(req).await
     }
 
-    fn leader(&self) -> u64 {
-        self.cluster.running().find_map(|n| n.current_leader()).expect("a leader")
+    /// The leader some node knows of, waiting (bounded) through an election.
+    async fn leader(&self) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(l) = self.cluster.running().find_map(|n| n.current_leader()) {
+                return l;
+            }
+            assert!(Instant::now() < deadline, "no node knows a leader after 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -270,7 +278,7 @@ async fn assert_audited_once_everywhere(vault: &Vault, history: &History) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_isolated_leader_serves_nothing_and_the_majority_goes_on() {
     let vault = Arc::new(Vault::start().await);
-    let old = vault.leader();
+    let old = vault.leader().await;
     let cut = Duration::from_secs(if soak() { 20 } else { 5 });
     let (mut cut_at, mut healed_at) = (0, 0);
     let faults = async {
@@ -284,7 +292,7 @@ async fn an_isolated_leader_serves_nothing_and_the_majority_goes_on() {
         vault.cluster.faults.heal();
     };
     let history = run_load(&vault, 6, cut + Duration::from_secs(4), faults).await;
-    let new = vault.leader();
+    let new = vault.leader().await;
     assert_ne!(new, old, "the majority elected another leader");
 
     {
@@ -322,7 +330,7 @@ async fn an_isolated_leader_serves_nothing_and_the_majority_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_isolated_follower_fails_closed_within_the_deadline() {
     let vault = Arc::new(Vault::start().await);
-    let leader = vault.leader();
+    let leader = vault.leader().await;
     let follower = (1..=3).find(|n| *n != leader).unwrap();
     let (mut cut_at, mut healed_at) = (0, 0);
     let faults = async {
@@ -376,7 +384,7 @@ async fn flapping_partitions_with_loss_and_delay_stay_linearizable() {
             match round % 3 {
                 0 => f.isolate(node, &[1, 2, 3]),
                 1 => f.block(node, 1 + (node % 3)),
-                _ => f.partition(&[vault.leader()], &[node]),
+                _ => f.partition(&[vault.leader().await], &[node]),
             }
             tokio::time::sleep(Duration::from_millis(700)).await;
             f.heal_partitions();
@@ -435,7 +443,7 @@ async fn concurrent_cas_writes_have_exactly_one_winner() {
 async fn a_node_that_catches_up_by_snapshot_holds_the_same_vault() {
     let timing = Timing { snapshot_every: 300, keep_logs: 30, ..Timing::default() };
     let vault = Vault::start_with(timing).await;
-    let leader = vault.leader();
+    let leader = vault.leader().await;
     let behind = (1..=3).find(|n| *n != leader).unwrap();
     let mut events = vault.cores[&behind].watch(Some(Zeroizing::new(vault.token.clone())), vec!["hot/".into()], None);
     let before = vault.cluster.node(behind).metrics().last_applied.map_or(0, |l| l.index);
