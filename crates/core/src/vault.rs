@@ -1083,19 +1083,30 @@ impl Core {
             let current = self.read_meta(keyring, path)?;
             let raw = current.as_ref().map(|(_, r)| r.clone());
             let (meta, mut ops, out) = decide(current.map(|(m, _)| m))?;
-            // Kept by value: the stored bytes are compared with it after a lost race.
             let sealed_meta = encrypt_json(keyring, &kv::meta_aad(path), &meta)?;
-            ops.push(Op::Put { cf: Cf::Kv, key: kv::meta_key(path), value: sealed_meta.clone() });
+            ops.push(Op::Put { cf: Cf::Kv, key: kv::meta_key(path), value: sealed_meta });
             let guards = vec![Guard::unchanged(Cf::Kv, kv::meta_key(path), raw.as_deref())];
+            // Every value written is a fresh ciphertext (random nonce): finding any of them
+            // stored proves this transaction applied (it applies whole or not at all).
+            let puts: Vec<(Cf, Vec<u8>, Vec<u8>)> = ops
+                .iter()
+                .filter_map(|op| match op {
+                    Op::Put { cf, key, value } => Some((*cf, key.clone(), value.clone())),
+                    Op::Delete { .. } => None,
+                })
+                .collect();
             if self.node.write(Command::Txn { guards, ops }).await?.result == CommandResult::Applied {
                 return Ok(out);
             }
             // A forwarded write whose reply was lost is resent: it applies once and the resend
-            // fails its guard. The metadata ciphertext has a fresh nonce, so if the stored bytes
-            // are exactly ours, this write is the one that landed. Otherwise another writer won:
-            // catch up and decide again.
+            // fails its guard. If any value it wrote is stored, this write is the one that landed,
+            // even if another writer has since moved the metadata on (found by the kill -9 test:
+            // comparing only the metadata wrote such a write a second time, as a new version).
+            // Otherwise another writer won: catch up and decide again.
             self.node.read_barrier().await?;
-            if self.node.reader().get(Cf::Kv, &kv::meta_key(path))?.as_deref() == Some(sealed_meta.as_slice()) {
+            let reader = self.node.reader();
+            let landed = puts.iter().map(|(cf, k, v)| Ok(reader.get(*cf, k)?.as_deref() == Some(v.as_slice())));
+            if landed.collect::<Result<Vec<bool>>>()?.into_iter().any(|l| l) {
                 return Ok(out);
             }
         }
