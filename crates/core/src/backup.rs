@@ -158,7 +158,6 @@ impl Core {
         force: bool,
         request_id: &str,
     ) -> Result<Reply> {
-        let internal = |what: &str, e: &dyn std::fmt::Display| Error::Internal(format!("{what}: {e}"));
         let Ok(_one_at_a_time) = RESTORING.try_lock() else {
             return Err(Error::FailedPrecondition("another restore is running on this node; wait for it".into()));
         };
@@ -181,10 +180,12 @@ impl Core {
         drop(file);
 
         let path = scratch.0.clone();
-        let inspected = tokio::task::spawn_blocking(move || backup::inspect(&path))
-            .await
-            .map_err(|e| internal("checking the backup", &e))?
-            .map_err(refused_backup)?;
+        // The init record is found in the same pass that checks the file.
+        let (inspected, init_raw) =
+            tokio::task::spawn_blocking(move || backup::inspect_finding(&path, Some((Cf::Sys, INIT_KEY))))
+                .await
+                .map_err(|e| internal("checking the backup", &e))?
+                .map_err(refused_backup)?;
         let meta = inspected.meta;
         if meta.state_bytes > MAX_RESTORE_BYTES {
             return Err(Error::InvalidArgument(format!(
@@ -194,11 +195,7 @@ impl Core {
             )));
         }
         // Without an init record the cluster would be left uninitialized, open to anyone's init.
-        let path = scratch.0.clone();
-        let theirs = tokio::task::spawn_blocking(move || backup::find_record(&path, Cf::Sys, INIT_KEY))
-            .await
-            .map_err(|e| internal("reading the backup", &e))?
-            .map_err(refused_backup)?
+        let theirs = init_raw
             .ok_or_else(|| {
                 Error::InvalidArgument(
                     "the backup has no init record (sys/core/init): it is not a vault's backup".into(),
@@ -278,7 +275,6 @@ impl Core {
         force: bool,
         ours: String,
     ) -> Result<()> {
-        let internal = |what: &str, e: &dyn std::fmt::Display| Error::Internal(format!("{what}: {e}"));
         let (tx, mut rx) = mpsc::channel(2);
         let path = file.to_path_buf();
         let reading = tokio::task::spawn_blocking(move || {
@@ -337,6 +333,11 @@ impl Core {
             other => Err(Error::Internal(format!("unexpected result of a restore step: {other:?}"))),
         }
     }
+}
+
+/// A failure of this node (disk, task), naming what it was doing.
+fn internal(what: &str, e: &dyn std::fmt::Display) -> Error {
+    Error::Internal(format!("{what}: {e}"))
 }
 
 fn refused_backup(e: arca_storage::Error) -> Error {

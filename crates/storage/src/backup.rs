@@ -217,6 +217,13 @@ pub struct Inspected {
 /// the sizes and checksums `meta.json` and `SHA256SUMS` state, and the gzip trailer (so a
 /// truncated file fails). Nothing is kept in memory but the small members.
 pub fn inspect(path: &Path) -> Result<Inspected> {
+    inspect_finding(path, None).map(|(inspected, _)| inspected)
+}
+
+/// [`inspect`], also returning the value of the record at `want` (family, key) if the backup
+/// has it: found in the same pass, so the file is read once.
+pub fn inspect_finding(path: &Path, want: Option<(Cf, &[u8])>) -> Result<(Inspected, Option<Vec<u8>>)> {
+    let mut found = None;
     let file = File::open(path).map_err(io_err)?;
     let mut archive = tar::Archive::new(GzDecoder::new(BufReader::new(file)));
     // Raw entries: extension headers (PAX, GNU long names) are not interpreted, so one cannot
@@ -254,6 +261,9 @@ pub fn inspect(path: &Path) -> Result<Inspected> {
                 return Err(invalid("state.bin records are out of order or repeated"));
             }
             last = Some(position);
+            if found.is_none() && want.is_some_and(|(c, k)| c == cf && k == key) {
+                found = Some(value.to_vec());
+            }
             digest.add(cf, key, value);
             Ok(())
         })?;
@@ -282,7 +292,7 @@ pub fn inspect(path: &Path) -> Result<Inspected> {
     }
     // The gzip trailer (CRC and length) is checked only once the stream is read to its end.
     io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(not_backup)?;
-    Ok(Inspected { meta, sums, sealed })
+    Ok((Inspected { meta, sums, sealed }, found))
 }
 
 /// Streams the records of a backup file that passed [`inspect`] in chunks of about
@@ -315,17 +325,10 @@ pub fn read_records(path: &Path, chunk_bytes: usize, mut f: impl FnMut(Vec<Recor
     Err(invalid("the backup has no state.bin member"))
 }
 
-/// The value of one record of a backup that passed [`inspect`] (the init record, say), if it
-/// has it.
+/// The value of one record of a backup (the init record, say), if it has it; the file is
+/// checked as [`inspect`] checks it.
 pub fn find_record(path: &Path, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
-    let mut found = None;
-    read_records(path, 1024 * 1024, |chunk| {
-        if found.is_none() {
-            found = chunk.into_iter().find(|(c, k, _)| *c == cf && k == key).map(|(_, _, v)| v);
-        }
-        Ok(())
-    })?;
-    Ok(found)
+    inspect_finding(path, Some((cf, key))).map(|(_, found)| found)
 }
 
 fn not_backup(e: io::Error) -> Error {

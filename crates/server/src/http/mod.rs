@@ -410,8 +410,8 @@ async fn handle(axum::extract::State(core): axum::extract::State<Core>, req: axu
         };
         let Some(route) = path.strip_prefix("/v1/") else { return Err(HttpError::no_route(&path)) };
         // A backup is the body itself, streamed: not JSON, and not held under the JSON limit.
-        let (body, raw) = match snapshot::is_snapshot_route(route) {
-            Some(_) => (Value::Object(Default::default()), Some(body)),
+        let (body, snapshot) = match snapshot::is_snapshot_route(route) {
+            Some(force) => (Value::Object(Default::default()), Some((force, body))),
             None => (json_body(&parts.headers, verb, body).await?, None),
         };
         let ctx = Ctx {
@@ -425,7 +425,7 @@ async fn handle(axum::extract::State(core): axum::extract::State<Core>, req: axu
             query,
             body,
         };
-        if let (Some(force), Some(raw)) = (snapshot::is_snapshot_route(route), raw) {
+        if let Some((force, raw)) = snapshot {
             snapshot::route(&ctx, force, raw).await
         } else if let Some(rest) = route.strip_prefix("sys/") {
             sys::route(&ctx, rest).await
