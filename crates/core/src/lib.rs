@@ -52,3 +52,22 @@ pub use watch::{WatchEvent, WatchKind};
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
+
+/// Entry points for the fuzz targets in `fuzz/` (built only with `--cfg fuzzing`, which
+/// cargo-fuzz sets).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    use arca_crypto::{Keyring, SecretKey};
+
+    /// An audit record read back from the log: as stored (a restore's cleartext system record
+    /// or ciphertext), and arbitrary plaintext sealed under the keyring, so the decoder behind
+    /// the AEAD is reached too.
+    pub fn audit_record(data: &[u8]) {
+        let keyring = Keyring::from_key(1, SecretKey::from_slice(&[5u8; 32]).expect("a 32-byte key")).expect("keyring");
+        let _ = crate::audit::AuditRecord::open(&keyring, 1, data);
+        if let Ok(sealed) = keyring.encrypt(crate::audit::RECORD_AAD, data) {
+            let _ = crate::audit::AuditRecord::open(&keyring, 1, &sealed);
+        }
+    }
+}

@@ -34,3 +34,21 @@ pub use network::MAX_MESSAGE;
 pub use node::{NodeConfig, NodeInfo, RaftNode, Timing};
 pub use openraft;
 pub use tls::{node_name, TlsConfig};
+
+/// Entry points for the fuzz targets in `fuzz/` (built only with `--cfg fuzzing`, which
+/// cargo-fuzz sets).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::proto::RaftMessage;
+
+    /// A node-to-node message as the Raft service decodes it, as each of the four kinds.
+    pub fn node_message(payload: &[u8]) {
+        let m = RaftMessage { payload: payload.to_vec().into() };
+        let _ = crate::network::decode::<openraft::raft::AppendEntriesRequest<crate::TypeConfig>>(&m);
+        let _ = crate::network::decode::<openraft::raft::VoteRequest<u64>>(&m);
+        let _ = crate::network::decode::<openraft::raft::InstallSnapshotRequest<crate::TypeConfig>>(&m);
+        let _ = crate::network::decode::<crate::service::LeaderRequest>(&m);
+        let _ = crate::network::decode::<Result<crate::service::LeaderReply, crate::service::LeaderError>>(&m);
+    }
+}

@@ -16,4 +16,7 @@ pub use arca_proto as proto;
 
 pub use config::Config;
 pub use error::{Error, Result};
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub use server::fuzzing;
 pub use server::{run, wait_for_signal};

@@ -73,30 +73,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         config.limits.watch_streams_per_token,
         config.limits.audit_tails_per_token,
     ));
-    let api = Api { core, streams };
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| Error::Serve(e.to_string()))?;
     let acceptor = crate::tls::acceptor(&tls)?;
     info!(api = %config.api.listen, cluster = %config.cluster.listen, node = config.node_id, "arca server listening (sealed)");
-    let core = api.core.clone();
-    // Every message decoded on the client port is bounded like an HTTP body (tonic's default
-    // is 4 MiB): a request's size is what an unauthenticated caller controls.
-    const MAX: usize = crate::limits::MAX_GRPC_MESSAGE_BYTES;
-    let grpc = tonic::service::Routes::builder()
-        .add_service(proto::sys_server::SysServer::new(api.clone()).max_decoding_message_size(MAX))
-        .add_service(proto::kv_server::KvServer::new(api.clone()).max_decoding_message_size(MAX))
-        .add_service(proto::token_server::TokenServer::new(api.clone()).max_decoding_message_size(MAX))
-        .add_service(proto::policy_server::PolicyServer::new(api.clone()).max_decoding_message_size(MAX))
-        .add_service(proto::auth_server::AuthServer::new(api.clone()).max_decoding_message_size(MAX))
-        .add_service(proto::audit_server::AuditServer::new(api.clone()).max_decoding_message_size(MAX))
-        .add_service(proto::rotation_server::RotationServer::new(api.clone()).max_decoding_message_size(MAX))
-        .add_service(proto::watch_server::WatchServer::new(api).max_decoding_message_size(MAX))
-        .add_service(reflection)
-        .clone()
-        .routes()
-        .into_axum_router();
+    let routes = client_routes(core, streams)?;
     // One port, two fronts: gRPC (HTTP/2) and the Vault-compatible HTTP API (HTTP/1.1 or 2),
     // told apart by content type.
     // Idle connections: a connection silent for `idle_timeout` is closed (tls.rs); HTTP/2
@@ -116,7 +95,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .accept_http1(true)
         .http2_keepalive_interval(Some(idle / 3))
         .http2_keepalive_timeout(Some(idle / 3))
-        .add_routes(tonic::service::Routes::from(crate::http::serve_both(grpc, core)))
+        .add_routes(tonic::service::Routes::from(routes))
         .serve_with_incoming_shutdown(crate::tls::incoming(listener, acceptor, idle), shutdown)
         .await;
     maintenance.abort();
@@ -132,6 +111,49 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     node.shutdown().await;
     served.map_err(|e| Error::Serve(e.to_string()))
+}
+
+/// Everything the client port serves, gRPC and the Vault HTTP API, before TLS and HTTP/2
+/// settings. Also the fuzz targets' way in (`fuzzing`).
+fn client_routes(core: Core, streams: std::sync::Arc<crate::limits::StreamSlots>) -> Result<axum::Router> {
+    let api = Api { core, streams };
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Serve(e.to_string()))?;
+    let core = api.core.clone();
+    // Every message decoded on the client port is bounded like an HTTP body (tonic's default
+    // is 4 MiB): a request's size is what an unauthenticated caller controls.
+    const MAX: usize = crate::limits::MAX_GRPC_MESSAGE_BYTES;
+    let grpc = tonic::service::Routes::builder()
+        .add_service(proto::sys_server::SysServer::new(api.clone()).max_decoding_message_size(MAX))
+        .add_service(proto::kv_server::KvServer::new(api.clone()).max_decoding_message_size(MAX))
+        .add_service(proto::token_server::TokenServer::new(api.clone()).max_decoding_message_size(MAX))
+        .add_service(proto::policy_server::PolicyServer::new(api.clone()).max_decoding_message_size(MAX))
+        .add_service(proto::auth_server::AuthServer::new(api.clone()).max_decoding_message_size(MAX))
+        .add_service(proto::audit_server::AuditServer::new(api.clone()).max_decoding_message_size(MAX))
+        .add_service(proto::rotation_server::RotationServer::new(api.clone()).max_decoding_message_size(MAX))
+        .add_service(proto::watch_server::WatchServer::new(api).max_decoding_message_size(MAX))
+        .add_service(reflection)
+        .clone()
+        .routes()
+        .into_axum_router();
+    Ok(crate::http::serve_both(grpc, core))
+}
+
+/// Entry points for the fuzz targets in `fuzz/` (built only with `--cfg fuzzing`).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The client port's routes over `core`, with the default stream limits.
+    pub fn client_routes(core: arca_core::Core) -> crate::Result<axum::Router> {
+        let limits = crate::config::LimitsSettings::default();
+        let streams = std::sync::Arc::new(crate::limits::StreamSlots::new(
+            limits.watch_streams_per_token,
+            limits.audit_tails_per_token,
+        ));
+        super::client_routes(core, streams)
+    }
 }
 
 /// The same CA in `tls.ca` and `cluster.ca` (under two file names) would let the client-facing

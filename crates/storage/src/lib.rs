@@ -47,3 +47,21 @@ pub trait StoreConfig:
     /// The response recorded for entries that carry no command (blank and membership entries).
     fn empty_response(index: u64) -> Self::R;
 }
+
+/// Entry points for the fuzz targets in `fuzz/` (built only with `--cfg fuzzing`, which
+/// cargo-fuzz sets): the parsers of bytes that arrive from peers and operators.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// A Raft snapshot as a peer sends it.
+    pub fn snapshot(data: &[u8]) {
+        let _ = crate::snapshot::parse(data);
+    }
+
+    /// A backup file as an operator uploads it for a restore.
+    pub fn backup(file: &std::path::Path) {
+        if crate::backup::inspect(file).is_ok() {
+            let _ = crate::backup::read_records(file, 64 * 1024, |_| Ok(()));
+        }
+    }
+}
