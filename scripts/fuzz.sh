@@ -7,7 +7,8 @@
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 #
-# Installs cargo-fuzz from crates.io if missing. Corpora and crash artifacts stay under
+# An input that takes over 25 s is a failure too (libFuzzer's -timeout): a parser that can be
+# made to spin is a denial of service. Installs cargo-fuzz from crates.io if missing. Corpora and crash artifacts stay under
 # fuzz/corpus and fuzz/artifacts; a crash stops the run with the reproducing input's path.
 # RocksDB's C++ is not rebuilt for the fuzz build (about 30 min here): the library the
 # ordinary build made (under CARGO_TARGET_DIR, default ~/.cache/arca/target) is linked instead.
@@ -42,7 +43,7 @@ for t in "${targets[@]}"; do
   echo "== $t for ${seconds}s"
   status=0
   "$bin/$t" "corpus/$t" -artifact_prefix="artifacts/$t/" -max_total_time="$seconds" -print_final_stats=1 \
-    -detect_leaks=0 -rss_limit_mb=4096 >"$log" 2>&1 || status=$?
+    -detect_leaks=0 -rss_limit_mb=4096 -timeout=25 >"$log" 2>&1 || status=$?
   grep -E '^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)|^Done ' "$log" || tail -5 "$log"
   if [ "$status" -ne 0 ]; then
     echo "$t failed (exit $status); crash inputs: $(ls "artifacts/$t" 2>/dev/null | tr '\n' ' ')" >&2

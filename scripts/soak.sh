@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The fault scenarios (issue 16) in a loop: network partitions, loss and delay in-process
-# (crates/core/tests/faults.rs), kill -9 of real nodes (tests/crash.rs), the PostgreSQL rotation
+# (crates/core/tests/faults.rs), partitions between real node processes through TCP proxies
+# (tests/partition.rs), kill -9 of real nodes (tests/crash.rs), the PostgreSQL rotation
 # whose leader is killed between set and finish, restore through Raft, and the checker's own
 # tests. Stops at the first failure, keeping its output; prints each round's time.
 #
@@ -13,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-20}
 if [ "${2:-}" = --long ]; then export ARCA_SOAK=1; fi
-filter='binary(faults) | binary(crash) | package(arca-check) | test(postgres_rotation_completes_once) | test(a_restore_swaps_in)'
+filter='binary(faults) | binary(crash) | binary(partition) | package(arca-check) | test(postgres_rotation_completes_once) | test(a_restore_swaps_in)'
 cargo nextest run --workspace --no-run
 log=$(mktemp -t arca-soak.XXXXXX)
 started=$(date +%s)

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod history;
+pub mod proxy;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -24,14 +27,17 @@ pub struct DevCluster {
 }
 
 fn ports_free(base: u16, nodes: u16) -> bool {
-    (0..nodes).all(|i| (0..2).all(|off| TcpListener::bind(("127.0.0.1", base + 10 * i + off)).is_ok()))
+    (0..nodes).all(|i| (0..3).all(|off| TcpListener::bind(("127.0.0.1", base + 10 * i + off)).is_ok()))
 }
 
-/// A base port whose node ports (base + 10i, base + 10i + 1) are all free right now.
+/// A base port whose node ports (base + 10i, base + 10i + 1, and + 2 for a node behind a
+/// proxy) are all free right now. The range (20000–31990) stays below Linux's ephemeral ports
+/// (32768 and up), so a client's outgoing connection cannot take a port a node is about to
+/// bind.
 pub fn free_base(nodes: u16) -> u16 {
     let seed = std::process::id() as u16;
     (0..200u16)
-        .map(|i| 20_000 + ((seed.wrapping_mul(7919).wrapping_add(i * 97)) % 4000) * 10)
+        .map(|i| 20_000 + ((seed.wrapping_mul(7919).wrapping_add(i * 97)) % 1200) * 10)
         .find(|&b| ports_free(b, nodes))
         .expect("no free port range on loopback")
 }
@@ -200,6 +206,39 @@ impl DevCluster {
         for share in &self.shares[..3] {
             self.ok(node, &["operator", "unseal", share]);
         }
+    }
+
+    /// Puts a TCP proxy in front of every node's cluster port ([`proxy`]), so the test can cut
+    /// links between the processes: every node is killed, its config changed to listen on
+    /// its cluster port + 1 and dial peers from its own loopback address, the proxies start on
+    /// the old ports (the addresses the membership holds), and the nodes restart unsealed.
+    pub fn route_through_proxies(&mut self, rt: &tokio::runtime::Runtime) -> proxy::Links {
+        let links = proxy::Links::default();
+        let nodes: Vec<u64> = (1..=3).collect();
+        for &node in &nodes {
+            self.kill9(node);
+        }
+        for &node in &nodes {
+            let port = self.base + 10 * (node as u16 - 1) + 1;
+            let text = std::fs::read_to_string(self.config(node)).unwrap();
+            let listen = format!("[cluster]\nlisten = \"127.0.0.1:{port}\"");
+            assert!(text.contains(&listen), "unexpected config:\n{text}");
+            let text = text.replace(
+                &listen,
+                &format!(
+                    "[cluster]\nsource_address = \"{}\"\nlisten = \"127.0.0.1:{}\"",
+                    proxy::source_address(node),
+                    port + 1
+                ),
+            );
+            std::fs::write(self.config(node), text).unwrap();
+            let addr = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+            rt.spawn(proxy::serve(addr(port), addr(port + 1), node, links.clone()));
+        }
+        for &node in &nodes {
+            self.restart_unsealed(node);
+        }
+        links
     }
 
     /// Issues development certificates for nodes 1 to `nodes` from this cluster's CAs (for

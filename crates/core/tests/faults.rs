@@ -591,3 +591,93 @@ async fn membership_changes_under_load_lose_nothing() {
     node4.shutdown().await;
     node5.shutdown().await;
 }
+
+/// A core for a node (re)started outside [`Vault::start`], unsealed.
+async fn unsealed_core(vault: &Vault, node: arca_raft::RaftNode) -> Core {
+    let core = Core::with_audit(node, AuditConfig { deadline: AUDIT_DEADLINE, ..AuditConfig::default() });
+    for share in &vault.shares {
+        let share = Zeroizing::new(share.clone());
+        core.handle(Request::new(None, Operation::Unseal { share, reset: false })).await.expect("unseal");
+    }
+    core
+}
+
+/// Scenario 6, stale data directories, under load throughout.
+/// A: a node down while the cluster moved on far enough to purge the log it needs comes back
+/// from its old directory, catches up by snapshot and serves linearizable reads.
+/// B: a node removed while it was down comes back from its old directory still believing it
+/// is a voter. Its peers answer no member but their own, so it disrupts nothing (it never
+/// leads, writes go on), serves no read and acknowledges no write, and its request to join
+/// again is refused: a removed id is never admitted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_back_with_stale_data_disrupt_nothing() {
+    let timing = Timing { snapshot_every: 300, keep_logs: 30, ..Timing::default() };
+    let mut vault = Vault::start_with(timing).await;
+    let history = Arc::new(History::default());
+    let leader = vault.leader().await;
+    let others: Vec<u64> = (1..=3).filter(|&n| n != leader).collect();
+    let (stale, removed) = (others[0], others[1]);
+
+    // A: `stale` is down while the others take load and enough writes to purge its log.
+    let before = vault.cluster.node(stale).metrics().last_applied.map_or(0, |l| l.index);
+    // The stopped node's core goes with it: it holds the node's storage open.
+    vault.cores.remove(&stale);
+    vault.cluster.stop(stale).await;
+    let shared = Arc::new(vault);
+    let bulk = async {
+        for i in 0..200 {
+            shared.call(leader, put(&format!("bulk/{i}"), "x", None)).await.expect("bulk write");
+        }
+    };
+    run_load_on(&shared, &history, &[leader, removed], 4, Duration::from_secs(3), bulk).await;
+    let mut vault = Arc::into_inner(shared).expect("clients are done");
+    let purged = vault.cluster.node(leader).metrics().purged.map_or(0, |l| l.index);
+    assert!(purged > before, "the leader kept the log the stopped node needs (purged {purged}, it has {before})");
+    let node = vault.cluster.restart(stale).await;
+    let core = unsealed_core(&vault, node.clone()).await;
+    vault.cores.insert(stale, core);
+    let target = vault.cluster.node(leader).metrics().last_applied.unwrap().index;
+    node.wait_applied(target).await.expect("the returning node catches up");
+    assert!(node.metrics().snapshot.is_some_and(|s| s.index > before), "it caught up without a snapshot");
+    let shared = Arc::new(vault);
+    run_load_on(&shared, &history, &[1, 2, 3], 6, Duration::from_secs(2), async {}).await;
+    let mut vault = Arc::into_inner(shared).expect("clients are done");
+
+    // B: `removed` is removed while down, then comes back from its old directory.
+    vault.cores.remove(&removed);
+    vault.cluster.stop(removed).await;
+    vault.cluster.node(leader).remove(removed).await.expect("remove the stopped node");
+    let node = vault.cluster.restart(removed).await;
+    let core = unsealed_core(&vault, node.clone()).await;
+    vault.cores.insert(removed, core);
+    let acked_before = acked_writes(&history);
+    let phase_b = history.0.lock().unwrap().len();
+    let shared = Arc::new(vault);
+    let rejoin = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let peer = shared.cluster.config(leader).info.raft_addr.clone();
+        node.join(&peer, true).await
+    };
+    let joined = run_load_on(&shared, &history, &[1, 2, 3], 6, Duration::from_secs(4), rejoin).await;
+    let refused = joined.expect_err("a removed node was admitted again").to_string();
+    assert!(refused.contains("never admitted again"), "{refused}");
+    assert!(acked_writes(&history) > acked_before, "no write acknowledged while the removed node was back");
+    let (asked, served) = {
+        let recorded = history.0.lock().unwrap();
+        let on_removed: Vec<_> = recorded[phase_b..].iter().filter(|r| r.node == removed).collect();
+        (on_removed.len(), on_removed.iter().filter(|r| r.op.1.ret.is_some()).count())
+    };
+    assert!(asked > 0, "no client asked the removed node");
+    assert_eq!(served, 0, "the removed node answered {served} requests");
+    assert!(shared.cluster.running().all(|n| n.current_leader() != Some(removed)), "the removed node leads");
+    let voters: Vec<u64> = shared.cluster.node(leader).metrics().membership_config.membership().voter_ids().collect();
+    assert_eq!(voters, others_than(removed), "the voters after the removed node came back");
+
+    // Closing reads on the members.
+    run_load_on(&shared, &history, &others_than(removed), 3, Duration::from_secs(1), async {}).await;
+    assert_linearizable(&shared, &history);
+}
+
+fn others_than(node: u64) -> Vec<u64> {
+    (1..=3).filter(|&n| n != node).collect()
+}

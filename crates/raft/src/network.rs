@@ -50,6 +50,7 @@ pub(crate) fn decode<T: DeserializeOwned>(m: &RaftMessage) -> std::result::Resul
 pub struct Network {
     tls: TlsConfig,
     connect_timeout: Duration,
+    source_address: Option<std::net::IpAddr>,
     /// When each peer last answered a Raft RPC (on the leader: every heartbeat), for autopilot.
     pub(crate) contacts: Contacts,
 }
@@ -58,8 +59,8 @@ pub struct Network {
 pub(crate) type Contacts = Arc<Mutex<HashMap<u64, Instant>>>;
 
 impl Network {
-    pub(crate) fn new(tls: TlsConfig, connect_timeout: Duration) -> Self {
-        Network { tls, connect_timeout, contacts: Contacts::default() }
+    pub(crate) fn new(tls: TlsConfig, connect_timeout: Duration, source_address: Option<std::net::IpAddr>) -> Self {
+        Network { tls, connect_timeout, source_address, contacts: Contacts::default() }
     }
 
     /// A channel to node `target` (if known) at `addr` that connects on first use and
@@ -71,6 +72,7 @@ impl Network {
             .tls_config(self.tls.client(target))
             .map_err(|e| bad(e.to_string()))?
             .connect_timeout(self.connect_timeout)
+            .local_address(self.source_address)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_while_idle(true);

@@ -84,6 +84,9 @@ pub struct NodeConfig {
     pub timing: Timing,
     /// Injected network faults (tests); a server's is empty.
     pub faults: crate::Faults,
+    /// The local address of connections to peers (`None`: the system chooses), for hosts
+    /// whose firewall tells cluster traffic by its source.
+    pub source_address: Option<std::net::IpAddr>,
 }
 
 /// A running node. Cheap to clone; [`RaftNode::shutdown`] stops it.
@@ -128,7 +131,7 @@ impl RaftNode {
 
         let (log_store, state_machine) = arca_storage::open::<TypeConfig>(&config.data_dir)?;
         let reader = state_machine.reader();
-        let network = Network::new(config.tls.clone(), t.connect_timeout);
+        let network = Network::new(config.tls.clone(), t.connect_timeout, config.source_address);
         let raft = Raft::new(config.id, Arc::new(raft_config), network.clone(), log_store, state_machine)
             .await
             .map_err(|e| Error::Fatal(e.to_string()))?;

@@ -70,6 +70,7 @@ pub fn node_config(id: u64, listen: SocketAddr, dir: &std::path::Path, tls: TlsC
         tls,
         timing,
         faults: Default::default(),
+        source_address: None,
     }
 }
 

@@ -15,6 +15,7 @@
 //! bootstrap = true              # exactly one node of a new cluster
 //! # join = ["node1:8201"]       # the others: any member's cluster address
 //! # non_voter = false           # join as a learner: replicates and serves reads, no vote
+//! # source_address = "10.0.0.5" # the local address of connections to peers (default: any)
 //! ca = "/etc/arca/cluster-ca.pem"          # the cluster CA: node certificates only
 //! cert = "/etc/arca/node1-cluster.pem"     # names this node: DNS name node-1.arca
 //! key = "/etc/arca/node1-cluster-key.pem"
@@ -305,6 +306,10 @@ pub struct ClusterConfig {
     /// Join as a non-voting member (learner): replicates and serves reads, no vote.
     #[serde(default)]
     pub non_voter: bool,
+    /// The local IP address of this node's connections to its peers (default: the system's
+    /// choice), for hosts with several addresses whose firewall rules go by source.
+    #[serde(default)]
+    pub source_address: Option<std::net::IpAddr>,
     /// The node-to-node port's own CA and this node's certificate from it. Optional in the
     /// file only so that a config written before they existed gets an error that says what to
     /// do (see [`Config::check`]), instead of serde's "missing field".

@@ -33,6 +33,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tls: cluster_tls,
         timing: config.timing(),
         faults: Default::default(),
+        source_address: config.cluster.source_address,
     })
     .await?;
 
