@@ -171,8 +171,9 @@ fn every_token_returned_while_the_leader_is_killed_works_on_the_new_leader() {
     let c = DevCluster::start(3);
     let leader = c.leader(1);
     let followers: Vec<u64> = (1..=3).filter(|&n| n != leader).collect();
-    let issued = Arc::new(Mutex::new(Vec::<String>::new()));
+    let issued = Arc::new(Mutex::new(Vec::<(Instant, String)>::new()));
     let deadline = Instant::now() + Duration::from_secs(20);
+    let mut killed_at = None;
     std::thread::scope(|s| {
         for (i, node) in followers.iter().cycle().take(4).enumerate() {
             let (c, issued) = (&c, issued.clone());
@@ -196,16 +197,27 @@ fn every_token_returned_while_the_leader_is_killed_works_on_the_new_leader() {
                     );
                     if out.status.success() {
                         let v = json(&String::from_utf8(out.stdout).unwrap());
-                        issued.lock().unwrap().push(v["token"].as_str().unwrap().to_string());
+                        let token = v["token"].as_str().unwrap().to_string();
+                        issued.lock().unwrap().push((Instant::now(), token));
                     }
                 }
             });
         }
         // Kill the leader while the creations are in flight.
-        std::thread::sleep(Duration::from_millis(700));
+        // Once some tokens came back (bounded), so the kill lands among the creations.
+        eventually(Duration::from_secs(10), || (issued.lock().unwrap().len() >= 5).then_some(()))
+            .expect("no token issued before the kill");
         unsafe { libc::kill(c.pid(leader), libc::SIGKILL) };
+        killed_at = Some(Instant::now());
     });
-    let issued = issued.lock().unwrap().clone();
+    let killed_at = killed_at.unwrap();
+    let issued: Vec<String> = {
+        let issued = issued.lock().unwrap();
+        // The failover happened under the workload: creations succeeded on both sides of it.
+        let after = issued.iter().filter(|(at, _)| *at > killed_at).count();
+        assert!(after > 0, "no token was issued after the leader was killed");
+        issued.iter().map(|(_, t)| t.clone()).collect()
+    };
     assert!(issued.len() >= 20, "only {} tokens issued", issued.len());
     let new_leader = eventually(Duration::from_secs(10), || {
         let out = c.arca(followers[0], &["operator", "members", "--format", "json"]);

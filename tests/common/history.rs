@@ -189,7 +189,6 @@ pub async fn client(id: usize, target: Target, http: bool, started: Instant, unt
     }
 }
 
-
 /// Where a client of node `node` of `c` sends its requests.
 pub fn target(c: &DevCluster, node: u64) -> Target {
     let port = c.base + 10 * (node as u16 - 1);
@@ -204,7 +203,9 @@ pub fn spawn_clients(
     until: Instant,
     history: &Arc<History>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..6).map(|id| rt.spawn(client(id, target(c, 1 + id as u64 % 3), id >= 4, started, until, history.clone()))).collect()
+    (0..6)
+        .map(|id| rt.spawn(client(id, target(c, 1 + id as u64 % 3), id >= 4, started, until, history.clone())))
+        .collect()
 }
 
 /// Reads every hot key on every node (retrying for up to 30 s while a node comes back): with

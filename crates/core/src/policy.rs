@@ -483,10 +483,7 @@ mod tests {
         assert!(err.contains("nested more than 8 deep"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
         // Brackets inside strings do not count, and a real policy's depth is allowed.
-        let ok = format!(
-            "path \"secret/data/{}\" {{ capabilities = [\"read\"] }}",
-            "[".repeat(20)
-        );
+        let ok = format!("path \"secret/data/{}\" {{ capabilities = [\"read\"] }}", "[".repeat(20));
         Policy::parse("fine", &ok).unwrap();
     }
 

@@ -195,12 +195,25 @@ async fn retention_trims_to_a_checkpoint_that_still_verifies_and_the_mirror_sees
     let v = Vault::start_with(config).await;
     let mirrored = Shared::default();
     let mirror = tokio::spawn(v.cores[1].clone().mirror_audit(Box::new(mirrored.clone())));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let puts = || {
+        let text = String::from_utf8(mirrored.0.lock().unwrap().clone()).unwrap();
+        text.lines().filter(|l| l.contains("\"KvPut\"")).count()
+    };
+    // The mirror starts at the head it first sees: requests until it shows one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while mirrored.0.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the mirror wrote nothing in 10 s");
+        let _ = call(&v.cores[1], Some(&v.root), Operation::TokenLookup(TokenRef::SelfToken)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for i in 0..20 {
         v.root(i % 3, Operation::KvPut { path: format!("r/{i}"), data: data(&[("v", SECRET)]), cas: None }).await;
     }
-    // The mirror polls every 200 ms; let it see the records before retention removes them.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The mirror polls; it must have seen every record before retention removes them.
+    while puts() < 20 {
+        assert!(std::time::Instant::now() < deadline, "the mirror shows {} of 20 writes", puts());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let leader = v.leader_core().await;
     let head_before = leader.audit_head();
     assert!(leader.apply_audit_retention().await.unwrap() >= 15);

@@ -177,7 +177,12 @@ async fn no_plaintext_reaches_any_file_of_any_data_dir() {
         node.read_barrier().await.unwrap();
         node.raft().trigger().snapshot().await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A triggered snapshot is built in the background: wait (bounded) for every node's file.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !(1..=3).all(|id| cluster.config(id).data_dir.join("snapshots/current").exists()) {
+        assert!(std::time::Instant::now() < deadline, "not every node wrote a snapshot within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for node in cluster.running() {
         node.reader().flush().unwrap();
     }
