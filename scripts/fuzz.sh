@@ -8,7 +8,9 @@
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 #
 # An input that takes over 25 s is a failure too (libFuzzer's -timeout): a parser that can be
-# made to spin is a denial of service. Installs cargo-fuzz from crates.io if missing. Corpora and crash artifacts stay under
+# made to spin is a denial of service.
+#
+# Installs cargo-fuzz from crates.io if missing. Corpora and crash artifacts stay under
 # fuzz/corpus and fuzz/artifacts; a crash stops the run with the reproducing input's path.
 # RocksDB's C++ is not rebuilt for the fuzz build (about 30 min here): the library the
 # ordinary build made (under CARGO_TARGET_DIR, default ~/.cache/arca/target) is linked instead.
