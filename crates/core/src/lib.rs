@@ -40,8 +40,8 @@ pub use logins::SECRET_ID_PREFIX;
 pub use path::{validate_path, validate_prefix, MAX_PATH_BYTES};
 pub use policy::{DEFAULT_POLICY, ROOT_POLICY};
 pub use request::{
-    mounts, HealthInfo, InitResult, Member, Mount, MountTable, Operation, Reply, Request, SealStatus, SecretData,
-    TokenCreate, TokenRef,
+    mounts, HealthInfo, InitResult, Member, Mount, MountTable, Need, OpClass, Operation, Reply, Request, SealStatus,
+    SecretData, Spec, TokenCreate, TokenRef,
 };
 pub use token::{AuthSource, TokenInfo, DEFAULT_MAX_TTL_MS, TOKEN_PREFIX};
 pub use vault::{Core, Rejection};

@@ -20,7 +20,7 @@ use tracing::error;
 
 use crate::audit::AuditContext;
 use crate::policy::{Capability, Caps, Policy, PolicySet, DEFAULT_POLICY, DEFAULT_POLICY_HCL, ROOT_POLICY};
-use crate::request::{MountTable, TokenRef};
+use crate::request::{Need, OpClass};
 use crate::seal::Seal;
 use crate::tokens::Caller;
 use crate::{Core, Error, Operation, Result};
@@ -144,17 +144,6 @@ pub(crate) fn recompile_policies(set: &RwLock<PolicySet>, reader: &StateReader, 
     *guard = load_all(reader, keyring);
 }
 
-/// What an operation needs: the capability on its logical path (any one of `any`), plus sudo
-/// on the operations Vault marks as root-protected.
-struct Need {
-    any: &'static [Capability],
-    sudo: bool,
-}
-
-const fn need(any: &'static [Capability]) -> Need {
-    Need { any, sudo: false }
-}
-
 impl Core {
     pub(crate) fn capabilities(&self, policies: &[String], path: &str) -> Caps {
         self.policies.read().expect("policy lock").capabilities(policies.iter().map(String::as_str), path)
@@ -173,88 +162,22 @@ impl Core {
         })
     }
 
-    /// Default deny: the caller's policies must grant the operation's capability on its path.
-    /// The error names the path and the capability, never the policies' contents.
-    pub(crate) fn authorize(&self, caller: &Caller, op: &Operation, ctx: &mut AuditContext) -> Result<()> {
-        use Capability::*;
-        const CREATE_OR_UPDATE: &[Capability] = &[Create, Update];
-        let n = match op {
-            // Vault: listing audit devices needs sudo.
-            Operation::Mounts { table: MountTable::Audit, .. } => Need { any: &[Read], sudo: true },
-            Operation::KvGet { .. }
-            | Operation::KvGetStage { .. }
-            | Operation::Watch { .. }
-            | Operation::RotationStatus { path: Some(_) }
-            | Operation::KvMetadata { .. }
-            | Operation::Leader
-            | Operation::Mounts { .. }
-            | Operation::PolicyRead { .. }
-            | Operation::RoleRead { .. }
-            | Operation::AppRoleRoleId { .. }
-            | Operation::JwtConfigRead
-            | Operation::Metrics
-            | Operation::TokenLookup(TokenRef::SelfToken) => need(&[Read]),
-            Operation::Members | Operation::AutopilotState | Operation::SnapshotSave => {
-                Need { any: &[Read], sudo: true }
-            }
-            // Replaces everything, keys included: sudo, as in Vault.
-            Operation::SnapshotRestore { .. } => Need { any: &[Update], sudo: true },
-            Operation::KvList { .. } | Operation::PolicyList | Operation::RoleList { .. } => need(&[List]),
-            Operation::TokenListAccessors => Need { any: &[List], sudo: true },
-            // Vault: orphaning a token's children takes it out of its tree's accounting.
-            Operation::TokenRevokeOrphan(_) => Need { any: &[Update], sudo: true },
-            Operation::Seal | Operation::RemovePeer { .. } => Need { any: &[Update], sudo: true },
-            Operation::KvDelete { versions, .. } if versions.is_empty() => need(&[Delete]),
-            Operation::PolicyDelete { .. } | Operation::RoleDelete { .. } | Operation::KvDeleteMetadata { .. } => {
-                need(&[Delete])
-            }
-            // Vault: create for a new entry, update for an existing one. Which one applies is
-            // decided where the write is guarded (`kv_put`), not from a read that may be stale.
-            Operation::KvPut { .. } => need(CREATE_OR_UPDATE),
-            Operation::PolicyWrite { .. } | Operation::RoleWrite(_) => need(CREATE_OR_UPDATE),
-            Operation::KvPatch { .. }
-            | Operation::KvDelete { .. }
-            | Operation::KvUndelete { .. }
-            | Operation::KvDestroy { .. }
-            | Operation::KvSetMetadata { .. }
-            | Operation::TokenCreate(_)
-            | Operation::TokenLookup(_)
-            | Operation::TokenRenew { .. }
-            | Operation::TokenRevoke(_)
-            | Operation::Capabilities { .. }
-            | Operation::AppRoleSecretId { .. }
-            | Operation::JwtConfigWrite(_) => need(&[Update]),
-            Operation::AuditList { .. } | Operation::AuditVerify { .. } | Operation::AuditUnusedGrants { .. } => {
-                Need { any: &[Read], sudo: true }
-            }
-            Operation::AuditHash { .. } => Need { any: &[Update], sudo: true },
-            Operation::RotationStatus { path: None } | Operation::RotationFunctionList => need(&[List, Read]),
-            Operation::RotationSet(_) | Operation::RotationDisable { .. } | Operation::RotationNow { .. } => {
-                need(CREATE_OR_UPDATE)
-            }
-            // Registering code that the nodes will run: sudo.
-            Operation::RotationFunctionRegister { .. } | Operation::KeyringRotate => {
-                Need { any: &[Update], sudo: true }
-            }
-            Operation::KeyringStatus => need(&[Read]),
-            Operation::SealStatus
-            | Operation::Health
-            | Operation::Unseal { .. }
-            | Operation::Init { .. }
-            | Operation::Join { .. }
-            | Operation::Login(_)
-            | Operation::Rekey { .. }
-            | Operation::GenerateRoot { .. } => return Ok(()),
-        };
-        ctx.capability = n.any.iter().map(|c| c.name()).collect::<Vec<_>>().join("|");
-        if n.sudo {
-            ctx.capability.push_str("+sudo");
-        }
-        let path = op.logical_path();
-        let caps = self.capabilities(&caller.info.policies, &path);
+    /// Default deny: the caller's policies must grant `n` (the operation's row in the
+    /// table, `Operation::spec`) on its `path`. The error names the path and the capability,
+    /// never the policies' contents.
+    pub(crate) fn authorize(
+        &self,
+        caller: &Caller,
+        op: &Operation,
+        path: &str,
+        n: Need,
+        ctx: &mut AuditContext,
+    ) -> Result<()> {
+        ctx.capability = n.describe();
+        let caps = self.capabilities(&caller.info.policies, path);
         let missing = if !n.any.iter().any(|c| caps.has(*c)) {
             Some(n.any.iter().map(|c| format!("'{c}'")).collect::<Vec<_>>().join(" or "))
-        } else if n.sudo && !caps.has(Sudo) {
+        } else if n.sudo && !caps.has(Capability::Sudo) {
             Some("'sudo'".into())
         } else {
             None
@@ -281,6 +204,19 @@ impl Core {
         }
         ctx.decision = "allowed".into();
         Ok(())
+    }
+
+    /// [`Core::authorize`] on the operation's own row of the table. An operation that is not
+    /// token-bearing has no grant to check, so no token allows it here (fail closed).
+    pub(crate) fn authorize_op(&self, caller: &Caller, op: &Operation, ctx: &mut AuditContext) -> Result<()> {
+        let spec = op.spec();
+        match spec.class {
+            OpClass::Token(need) => self.authorize(caller, op, &spec.path, need, ctx),
+            OpClass::Unaudited | OpClass::Credentials => Err(Error::PermissionDenied(format!(
+                "{} is not authorized by a token's policies",
+                spec.path
+            ))),
+        }
     }
 
     pub(crate) async fn write_policy(&self, name: &str, text: &str) -> Result<()> {

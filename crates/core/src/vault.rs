@@ -9,7 +9,7 @@ use arca_raft::{Command, CommandResult, Guard, Op, RaftNode};
 use arca_storage::Cf;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tracing::{info, instrument, warn};
+use tracing::{info, instrument, warn, Instrument};
 use zeroize::Zeroizing;
 
 use crate::audit::{cap, AuditConfig, AuditContext, AuditFilter, AuditOutcome, AuditRecord, Batcher, AUDIT_KEY};
@@ -17,7 +17,7 @@ use crate::ceremony::{Ceremony, GenerateRootParams, RekeyParams};
 use crate::kv::{self, SecretMetadata, VersionMetadata, MAX_VALUE_BYTES};
 use crate::limits::{Class, Limiter, LimitsConfig, Refusal, Ticket};
 use crate::policy::{Capability, Caps, PolicySet};
-use crate::request::TokenRef;
+use crate::request::{OpClass, Spec, TokenRef};
 use crate::seal::{InitRecord, PendingRoot, Seal, Sealer, INIT_KEY};
 use crate::token;
 use crate::token::TokenInfo;
@@ -377,10 +377,13 @@ impl Core {
     /// Handles one request end to end, and audits it: the reply leaves only once the request's
     /// audit record is committed (see `audit`). Seal status, health, unseal and init are not
     /// audited (a sealed node has no audit key; unseal attempts go to the node's log only).
-    #[instrument(level = "info", skip_all, fields(node = self.node.id(), op = req.op.name(), path = %cap(&req.op.logical_path()), remote = ?req.remote))]
     pub async fn handle(&self, req: Request) -> Result<Reply> {
-        let (started, operation) = (std::time::Instant::now(), req.op.name());
-        let result = self.handle_recorded(req).await;
+        // The operation's row in the table (`Operation::spec`) decides everything below: its
+        // name and path for the span, metrics and record, and whether and how it is authorized.
+        let spec = req.op.spec();
+        let span = tracing::info_span!("handle", node = self.node.id(), op = spec.name, path = %cap(&spec.path), remote = ?req.remote);
+        let (started, operation) = (std::time::Instant::now(), spec.name);
+        let result = self.handle_recorded(req, spec).instrument(span).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => crate::audit::outcome(e),
@@ -389,26 +392,19 @@ impl Core {
         result
     }
 
-    async fn handle_recorded(&self, mut req: Request) -> Result<Reply> {
-        let audited = !matches!(
-            req.op,
-            Operation::SealStatus
-                | Operation::Health
-                | Operation::Unseal { .. }
-                | Operation::Init { .. }
-                | Operation::Join { .. }
-        );
+    async fn handle_recorded(&self, mut req: Request, spec: Spec) -> Result<Reply> {
+        let audited = spec.class != OpClass::Unaudited;
         #[cfg(feature = "bench-unaudited")]
         let audited = audited && self.audited;
         if !audited {
-            return self.dispatch(req, &mut AuditContext::default(), true).await.inspect_err(log_failure);
+            return self.dispatch(req, &spec, &mut AuditContext::default(), true).await.inspect_err(log_failure);
         }
         let keyring = self.keyring()?;
         // The decision as this node sees it now (read-only: no use of a use-limited token is
         // taken). It goes into the record, whose commit is then the read barrier; the request is
         // decided again on the current state right after, and the outcome says what happened.
         let mut pre = AuditContext::default();
-        let known = self.precheck(&keyring, &req, &mut pre);
+        let known = self.precheck(&keyring, &req, &spec, &mut pre);
         // Bounded cost before trust: an untrusted request over its source's budget is refused
         // here, before any record is built or replicated; it is only counted.
         let remote = req.remote;
@@ -426,8 +422,8 @@ impl Core {
             },
             node: self.node.id(),
             remote: req.remote.map(|r| r.to_string()).unwrap_or_default(),
-            operation: req.op.name().to_string(),
-            path: cap(&req.op.logical_path()).into_owned(),
+            operation: spec.name.to_string(),
+            path: cap(&spec.path).into_owned(),
             request_hmacs: crate::audit::request_hmacs(&hasher, &req),
             ..Default::default()
         };
@@ -441,7 +437,7 @@ impl Core {
             self.batcher.commit(record.seal(&keyring)?, started).await?;
         }
         let mut ctx = AuditContext { known, ..Default::default() };
-        let result = self.dispatch(req, &mut ctx, false).await;
+        let result = self.dispatch(req, &spec, &mut ctx, false).await;
         // A refusal decided inside the operation (a write judged create or update on the state
         // it is guarded on) is a denial, whatever authorization saw before it.
         if matches!(result, Err(Error::PermissionDenied(_))) && ctx.decision == "allowed" {
@@ -553,7 +549,13 @@ impl Core {
     /// The caller and the decision on this node's current state, without side effects. Returns
     /// the token record it decrypted, so authentication after the barrier can skip decrypting
     /// it again when it is unchanged.
-    fn precheck(&self, keyring: &Keyring, req: &Request, ctx: &mut AuditContext) -> Option<(Vec<u8>, TokenInfo)> {
+    fn precheck(
+        &self,
+        keyring: &Keyring,
+        req: &Request,
+        spec: &Spec,
+        ctx: &mut AuditContext,
+    ) -> Option<(Vec<u8>, TokenInfo)> {
         if req.op.checks_credentials() {
             ctx.decision = "none".into();
             return None;
@@ -561,7 +563,9 @@ impl Core {
         ctx.decision = "unauthenticated".into();
         let (raw, caller) = self.stored_caller(keyring, req.token.as_deref())?;
         ctx.caller(&caller.info);
-        let _ = self.authorize(&caller, &req.op, ctx);
+        if let OpClass::Token(need) = spec.class {
+            let _ = self.authorize(&caller, &req.op, &spec.path, need, ctx);
+        }
         Some((raw, caller.info))
     }
 
@@ -584,8 +588,9 @@ impl Core {
     pub fn still_allowed(&self, token: Option<&Zeroizing<String>>, op: Operation) -> Result<()> {
         let keyring = self.keyring()?;
         let mut ctx = AuditContext::default();
-        let path = op.logical_path();
-        self.precheck(&keyring, &Request::new(token.cloned(), op), &mut ctx);
+        let spec = op.spec();
+        self.precheck(&keyring, &Request::new(token.cloned(), op), &spec, &mut ctx);
+        let path = spec.path;
         match ctx.decision.as_str() {
             "allowed" => Ok(()),
             "unauthenticated" => Err(Error::PermissionDenied(
@@ -664,18 +669,18 @@ impl Core {
         Ok(hasher)
     }
 
+    /// Routes a request by its class (its row in the table): unaudited ones to
+    /// `execute_unaudited`, self-authenticating ones to `execute_with_credentials`, and every
+    /// other one through authentication and authorization of its token to `execute`.
     /// `barrier`: whether this request still needs its read barrier (an audited request had
     /// it with its record's commit).
-    async fn dispatch(&self, req: Request, ctx: &mut AuditContext, barrier: bool) -> Result<Reply> {
+    async fn dispatch(&self, req: Request, spec: &Spec, ctx: &mut AuditContext, barrier: bool) -> Result<Reply> {
+        let need = match spec.class {
+            OpClass::Unaudited => return self.execute_unaudited(req.op).await,
+            OpClass::Credentials => None,
+            OpClass::Token(need) => Some(need),
+        };
         let Request { token, remote, client_certs, op, request_id } = req;
-        match op {
-            Operation::SealStatus => return self.seal_status().map(Reply::SealStatus),
-            Operation::Health => return self.health().map(Reply::Health),
-            Operation::Unseal { share, reset } => return self.unseal(&share, reset).await.map(Reply::SealStatus),
-            Operation::Init { shares, threshold } => return self.init(shares, threshold).await.map(Reply::Init),
-            Operation::Join { peer, non_voter } => return self.join(&peer, !non_voter).await.map(|()| Reply::Done),
-            _ => {}
-        }
         let keyring = self.keyring()?;
         // The read barrier: the next group commit through the leader, applied here, makes this
         // node current, so the token check and any read below see every write that completed
@@ -685,39 +690,65 @@ impl Core {
         if barrier && !matches!(op, Operation::Seal) {
             self.batcher.barrier(std::time::Instant::now()).await?;
         }
-        let op = match op {
-            Operation::Login(creds) => {
-                ctx.decision = "none".into();
-                let (token, info) = self.login(&keyring, creds, remote, &client_certs).await?;
-                ctx.caller(&info);
-                return Ok(Reply::TokenCreated { token, info });
-            }
-            Operation::GenerateRoot(step) => {
-                ctx.decision = "none".into();
-                return self.generate_root(&keyring, step).await;
-            }
-            Operation::Rekey(step) => {
-                ctx.decision = "none".into();
-                return self.rekey(step).await;
-            }
-            op => op,
+        let Some(need) = need else {
+            ctx.decision = "none".into();
+            return self.execute_with_credentials(&keyring, op, remote, &client_certs, ctx).await;
         };
         ctx.decision = "unauthenticated".into();
         let caller = self.authenticate(&keyring, token.as_deref().map(String::as_str), ctx.known.take()).await?;
         ctx.caller(&caller.info);
-        self.authorize(&caller, &op, ctx)?;
+        self.authorize(&caller, &op, &spec.path, need, ctx)?;
+        self.execute(&keyring, &caller, op, request_id).await
+    }
+
+    /// The operations a sealed node, or one in no cluster, serves: no token, no record.
+    async fn execute_unaudited(&self, op: Operation) -> Result<Reply> {
         match op {
-            Operation::SnapshotSave => self.snapshot_save(keyring),
-            Operation::SnapshotRestore { upload, force } => {
-                let id = request_id.unwrap_or_default();
-                self.snapshot_restore(&keyring, &caller, upload, force, &id).await
-            }
-            op => self.execute(&keyring, &caller, op).await,
+            Operation::SealStatus => self.seal_status().map(Reply::SealStatus),
+            Operation::Health => self.health().map(Reply::Health),
+            Operation::Unseal { share, reset } => self.unseal(&share, reset).await.map(Reply::SealStatus),
+            Operation::Init { shares, threshold } => self.init(shares, threshold).await.map(Reply::Init),
+            Operation::Join { peer, non_voter } => self.join(&peer, !non_voter).await.map(|()| Reply::Done),
+            other => Err(misrouted(&other)),
         }
     }
 
-    async fn execute(&self, keyring: &Keyring, caller: &Caller, op: Operation) -> Result<Reply> {
+    /// The operations whose request carries its own proof (a login's credentials, a
+    /// ceremony's shares and nonce); audited like every other.
+    async fn execute_with_credentials(
+        &self,
+        keyring: &Keyring,
+        op: Operation,
+        remote: Option<std::net::SocketAddr>,
+        client_certs: &[Vec<u8>],
+        ctx: &mut AuditContext,
+    ) -> Result<Reply> {
         match op {
+            Operation::Login(creds) => {
+                let (token, info) = self.login(keyring, creds, remote, client_certs).await?;
+                ctx.caller(&info);
+                Ok(Reply::TokenCreated { token, info })
+            }
+            Operation::GenerateRoot(step) => self.generate_root(keyring, step).await,
+            Operation::Rekey(step) => self.rekey(step).await,
+            other => Err(misrouted(&other)),
+        }
+    }
+
+    /// The token-bearing operations, once the caller is authenticated and authorized.
+    async fn execute(
+        &self,
+        keyring: &Arc<Keyring>,
+        caller: &Caller,
+        op: Operation,
+        request_id: Option<String>,
+    ) -> Result<Reply> {
+        match op {
+            Operation::SnapshotSave => self.snapshot_save(keyring.clone()),
+            Operation::SnapshotRestore { upload, force } => {
+                let id = request_id.unwrap_or_default();
+                self.snapshot_restore(keyring, caller, upload, force, &id).await
+            }
             Operation::Seal => {
                 self.sealer().seal();
                 warn!("node sealed by request");
@@ -865,17 +896,14 @@ impl Core {
                     .map(Reply::Keyring)
             }
             Operation::AuditHash { value } => Ok(Reply::Hash(self.audit_hasher(keyring).await?.hash(value.as_bytes()))),
-            Operation::SealStatus
+            other @ (Operation::SealStatus
             | Operation::Health
             | Operation::Unseal { .. }
             | Operation::Init { .. }
             | Operation::Join { .. }
             | Operation::Login(_)
             | Operation::Rekey { .. }
-            | Operation::GenerateRoot { .. } => unreachable!("handled before authentication"),
-            Operation::SnapshotSave | Operation::SnapshotRestore { .. } => {
-                unreachable!("handled in dispatch, which has the request's id")
-            }
+            | Operation::GenerateRoot { .. }) => Err(misrouted(&other)),
         }
     }
 
@@ -1317,6 +1345,13 @@ pub(crate) fn kv_meta_op(keyring: &Keyring, path: &str, meta: &SecretMetadata) -
 pub(crate) fn kv_data_op(keyring: &Keyring, path: &str, version: u64, plain: &[u8]) -> Result<Op> {
     let value = keyring.encrypt(&kv::data_aad(path, version), plain).map_err(|e| Error::Internal(e.to_string()))?;
     Ok(Op::Put { cf: Cf::Kv, key: kv::data_key(path, version), value })
+}
+
+/// An operation that reached a handler its class does not route to. `dispatch` routes by the
+/// table, so this is a bug; it fails closed instead of panicking a worker.
+fn misrouted(op: &Operation) -> Error {
+    tracing::error!(op = op.name(), "an operation reached a handler its class does not route to");
+    Error::Internal(format!("{} was routed to the wrong handler", op.name()))
 }
 
 fn not_found(path: &str) -> Error {

@@ -330,7 +330,7 @@ impl Core {
         };
         for prefix in prefixes {
             let op = Operation::Watch { prefix: prefix.clone() };
-            if self.authorize(&caller, &op, &mut AuditContext::default()).is_err() {
+            if self.authorize_op(&caller, &op, &mut AuditContext::default()).is_err() {
                 return Ok(Err(prefix.clone()));
             }
         }
@@ -352,7 +352,7 @@ impl Core {
             return Ok(None);
         }
         let read = Operation::KvGet { path: path.clone(), version: None };
-        if self.authorize(caller, &read, &mut AuditContext::default()).is_err() {
+        if self.authorize_op(caller, &read, &mut AuditContext::default()).is_err() {
             return Ok(None);
         }
         // The state now, which may be past this change: `current_version` is a hint, the event

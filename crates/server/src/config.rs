@@ -29,6 +29,8 @@
 //! heartbeat_ms = 75
 //! election_min_ms = 250
 //! election_max_ms = 500
+//! leader_timeout_ms = 5000      # longest a request waits for a leader (election, forwarding)
+//! apply_timeout_ms = 5000       # longest it waits for this node to apply its committed write
 //!
 //! [audit]                       # optional
 //! flush_interval_ms = 2         # group commit: longest a record waits for company
@@ -340,6 +342,10 @@ pub struct RaftTiming {
     pub heartbeat_ms: u64,
     pub election_min_ms: u64,
     pub election_max_ms: u64,
+    /// The longest a request waits for a leader to be elected or to answer a forward.
+    pub leader_timeout_ms: u64,
+    /// The longest a request waits for this node to apply what it committed.
+    pub apply_timeout_ms: u64,
 }
 
 impl Default for RaftTiming {
@@ -349,6 +355,8 @@ impl Default for RaftTiming {
             heartbeat_ms: t.heartbeat.as_millis() as u64,
             election_min_ms: t.election_min.as_millis() as u64,
             election_max_ms: t.election_max.as_millis() as u64,
+            leader_timeout_ms: t.leader_timeout.as_millis() as u64,
+            apply_timeout_ms: t.apply_timeout.as_millis() as u64,
         }
     }
 }
@@ -406,6 +414,11 @@ impl Config {
         if r.heartbeat_ms == 0 || r.election_min_ms <= r.heartbeat_ms || r.election_max_ms <= r.election_min_ms {
             return bad("raft: need 0 < heartbeat_ms < election_min_ms < election_max_ms");
         }
+        // A wait for a leader shorter than an election would fail every request made during a
+        // routine failover.
+        if r.leader_timeout_ms <= r.election_max_ms || r.apply_timeout_ms == 0 {
+            return bad("raft: need leader_timeout_ms > election_max_ms and apply_timeout_ms > 0");
+        }
         self.rotation.settings().check().map_err(|e| Error::Config(format!("rotation: {e}")))?;
         self.limits.check()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
@@ -446,6 +459,8 @@ impl Config {
             heartbeat: Duration::from_millis(self.raft.heartbeat_ms),
             election_min: Duration::from_millis(self.raft.election_min_ms),
             election_max: Duration::from_millis(self.raft.election_max_ms),
+            leader_timeout: Duration::from_millis(self.raft.leader_timeout_ms),
+            apply_timeout: Duration::from_millis(self.raft.apply_timeout_ms),
             ..Default::default()
         }
     }
@@ -497,6 +512,8 @@ key = "n-key.pem"
             (GOOD.replace("listen = \"127.0.0.1:8200\"", "listen = \"nope\""), "listen"),
             (GOOD.replace("[tls]", "[tls]\nextra = 1"), "extra"),
             (format!("{GOOD}\n[raft]\nheartbeat_ms = 900"), "raft"),
+            (format!("{GOOD}\n[raft]\nleader_timeout_ms = 400"), "leader_timeout_ms"),
+            (format!("{GOOD}\n[raft]\napply_timeout_ms = 0"), "apply_timeout_ms"),
             (GOOD.replace("ca = \"cluster-ca.pem\"\n", ""), "cluster.ca, cluster.cert, cluster.key: required"),
             (GOOD.replace("key = \"n-cluster-key.pem\"\n", ""), "never tls.ca"),
             (GOOD.replace("cluster-ca.pem", "ca.pem"), "must not be the client-facing tls.ca"),
