@@ -1,64 +1,83 @@
 #!/usr/bin/env python3
-"""Import circles between the top-level modules of a crate.
+"""Import circles between the modules of a crate.
 
     scripts/module-cycles.py [CRATE_SRC] [--check]
 
-Reads every `crate::<module>` reference (in `use` lines and in paths) of the crate's source,
-builds the graph "module A refers to module B" between top-level modules (`vault.rs`,
-`rotation/…` is `rotation`), and prints each strongly connected component of more than one
-module: a set of modules that import one another in a circle. With --check it exits 1 when
-there is one. CRATE_SRC defaults to crates/core/src.
+Every file is a module (`vault.rs` is `vault`, `policy/store.rs` is `policy::store`,
+`token/mod.rs` is `token`). A module depends on another when its code (comments and
+`#[cfg(test)]` modules left out) names it: `crate::kv::…`, `super::…`, a child's items
+re-exported with `pub use child::…`, or a name the crate root re-exports (`crate::Core` is a
+reference to `vault`). Prints each strongly connected component of more than one module: a set
+of modules that import one another in a circle. With --check it exits 1 when there is one.
+CRATE_SRC defaults to crates/core/src.
 
 Why a script and not `cargo modules`: it needs no extra tool and no build (cargo-modules
-compiles the crate, and with it RocksDB), and a textual `crate::x` reference is exactly what
-a reader follows. It does not see `super::` references into a sibling, which the crates avoid
-across top-level modules.
+compiles the crate, and with it RocksDB), and a textual reference is what a reader follows.
 """
 import pathlib
 import re
 import sys
 
-REF = re.compile(r"\bcrate::(?:\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+PATH = re.compile(r"\b(crate|super)::((?:[A-Za-z_][A-Za-z0-9_]*::)*)(?:\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+CHILD_USE = re.compile(r"^\s*pub(?:\([a-z]+\))? use ([a-z_][a-z0-9_]*)::", re.M)
 
 
-def module_of(src: pathlib.Path, file: pathlib.Path) -> str:
-    rel = file.relative_to(src)
-    name = rel.parts[0]
-    return name[:-3] if name.endswith(".rs") else name
+def module_name(src: pathlib.Path, file: pathlib.Path) -> str:
+    parts = list(file.relative_to(src).with_suffix("").parts)
+    if parts[-1] in ("mod", "lib", "main"):
+        parts = parts[:-1]
+    return "::".join(parts)
 
 
-def reexports(src: pathlib.Path) -> dict:
-    """Names the crate root re-exports (`pub use vault::{Core, ...}`), by the module they live in:
-    `crate::Core` is a reference to `vault`."""
-    lib = src / "lib.rs"
-    if not lib.exists():
-        return {}
-    out = {}
-    for module, group, single in re.findall(r"pub use ([a-z_][a-z0-9_]*)::(?:\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))", lib.read_text()):
-        for name in ([single] if single else group.split(",")):
-            name = name.strip().split(" as ")[-1].strip()
-            if name:
-                out[name] = module
-    return out
+def code_of(file: pathlib.Path) -> str:
+    text = file.read_text().split("#[cfg(test)]")[0]
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//"))
 
 
 def graph(src: pathlib.Path) -> dict:
-    modules = {module_of(src, f) for f in src.rglob("*.rs")} - {"lib", "main"}
-    names = reexports(src)
+    files = {module_name(src, f): f for f in src.rglob("*.rs")}
+    modules = set(files) - {""}
+    root_names = {}
+    if "" in files:
+        for module, group, single in re.findall(
+            r"pub use ([a-z_][a-z0-9_:]*?)::(?:\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))", code_of(files[""])
+        ):
+            for name in [single] if single else group.split(","):
+                name = name.strip().split(" as ")[-1].strip()
+                if name:
+                    root_names[name] = module
+
+    def resolve(segments: list) -> str:
+        """The longest prefix of `segments` that is a module of the crate."""
+        for n in range(len(segments), 0, -1):
+            candidate = "::".join(segments[:n])
+            if candidate in modules:
+                return candidate
+        return ""
+
     edges = {m: set() for m in modules}
-    for f in src.rglob("*.rs"):
-        here = module_of(src, f)
-        if here not in edges:
-            continue
-        text = f.read_text()
-        # Test modules may reach anywhere; they are not part of the dependency structure.
-        text = text.split("#[cfg(test)]")[0]
-        for group, single in REF.findall(text):
-            refs = [single] if single else [n.strip().split("::")[0] for n in group.split(",")]
-            for n in refs:
-                n = names.get(n, n)
-                if n in modules and n != here:
-                    edges[here].add(n)
+    for here in modules:
+        code = code_of(files[here])
+        parent = here.rsplit("::", 1)[0] if "::" in here else ""
+        is_dir_module = files[here].name == "mod.rs"
+        for base, prefix, group, single in PATH.findall(code):
+            start = [] if base == "crate" else (parent.split("::") if parent else [])
+            if base == "super" and is_dir_module:
+                start = here.split("::")[:-1]
+            mids = [p for p in prefix.split("::") if p]
+            tails = [single] if single else [t.strip().split("::")[0] for t in group.split(",") if t.strip()]
+            for tail in tails:
+                segments = start + mids + [tail]
+                target = resolve(segments)
+                if not target and len(segments) == 1:
+                    target = resolve(root_names.get(tail, "").split("::"))
+                if target and target != here and not here.startswith(target + "::"):
+                    edges[here].add(target)
+        if is_dir_module:
+            for child in CHILD_USE.findall(code):
+                target = resolve(here.split("::") + [child])
+                if target and target != here:
+                    edges[here].add(target)
     return edges
 
 
@@ -107,7 +126,7 @@ def main() -> int:
             inner = sorted(edges[m] & set(comp))
             print(f"  {m} -> {', '.join(inner)}")
     if not found:
-        print(f"no import circles between the {len(edges)} top-level modules of {src}")
+        print(f"no import circles between the {len(edges)} modules of {src}")
     return 1 if found and "--check" in sys.argv else 0
 
 

@@ -219,15 +219,15 @@ impl AuditOutcome {
     /// Sealed with its request id in the AAD: an outcome moved to another record's slot does
     /// not open there.
     pub(crate) fn seal(&self, keyring: &Keyring) -> Result<Vec<u8>> {
-        crate::vault::encrypt_json(keyring, &outcome_aad(&self.request_id), self)
+        crate::codec::encrypt_json(keyring, &outcome_aad(&self.request_id), self)
     }
 
     /// Opens the outcome stored for `request_id`, and refuses one that belongs to another
     /// request. Outcomes written before the AAD named the request open with the old AAD, and
     /// the id inside them must still match.
     fn open(keyring: &Keyring, request_id: &str, raw: &[u8]) -> Result<AuditOutcome> {
-        let o: AuditOutcome = crate::vault::decrypt_json(keyring, &outcome_aad(request_id), raw)
-            .or_else(|_| crate::vault::decrypt_json(keyring, OUTCOME_AAD, raw))?;
+        let o: AuditOutcome = crate::codec::decrypt_json(keyring, &outcome_aad(request_id), raw)
+            .or_else(|_| crate::codec::decrypt_json(keyring, OUTCOME_AAD, raw))?;
         if o.request_id != request_id {
             return Err(Error::Corrupt {
                 path: format!("sys/audit/outcome/{request_id}"),
@@ -255,13 +255,13 @@ impl AuditOutcome {
 
 impl AuditRecord {
     pub(crate) fn seal(&self, keyring: &Keyring) -> Result<Vec<u8>> {
-        crate::vault::encrypt_json(keyring, RECORD_AAD, self)
+        crate::codec::encrypt_json(keyring, RECORD_AAD, self)
     }
 
     pub(crate) fn open(keyring: &Keyring, seq: u64, ciphertext: &[u8]) -> Result<AuditRecord> {
         let mut r: AuditRecord = match crate::backup::system_record(ciphertext) {
             Some(record) => record?,
-            None => crate::vault::decrypt_json(keyring, RECORD_AAD, ciphertext)?,
+            None => crate::codec::decrypt_json(keyring, RECORD_AAD, ciphertext)?,
         };
         r.seq = seq;
         Ok(r)

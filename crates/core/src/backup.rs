@@ -29,7 +29,7 @@ use tracing::{info, warn};
 
 use crate::audit::{AuditCaller, AuditRecord};
 use crate::seal::{InitRecord, Seal, INIT_KEY};
-use crate::tokens::Caller;
+use crate::token::store::Caller;
 use crate::{now_ms, Core, Error, Reply, Result};
 use arca_storage::Cf;
 

@@ -7,9 +7,9 @@ use arca_crypto::Keyring;
 use arca_storage::Cf;
 
 use crate::auth::Method;
+use crate::codec::decrypt_json;
 use crate::policy::{priority, Capability, ROOT_POLICY};
 use crate::token::TokenInfo;
-use crate::vault::decrypt_json;
 use crate::{AuditFilter, Core, Result};
 
 /// One rule × capability of one policy, and whether any request in the window used it.

@@ -7,28 +7,28 @@
 
 pub mod audit;
 pub mod auth;
+mod authz;
 pub mod backup;
 pub mod ceremony;
+mod codec;
 mod duration;
 mod error;
 mod grants;
 mod keyring;
 mod kv;
 pub mod limits;
-mod logins;
 mod metrics;
 mod path;
-mod policies;
 pub mod policy;
 mod request;
 pub mod rotation;
 mod seal;
 mod token;
-mod tokens;
 mod vault;
 pub mod watch;
 
 pub use audit::{AuditCaller, AuditConfig, AuditFilter, AuditRecord};
+pub use auth::login::SECRET_ID_PREFIX;
 pub use backup::{Download, Restored, Upload};
 pub use duration::parse_duration_secs;
 pub use error::{Error, Result};
@@ -36,7 +36,6 @@ pub use grants::GrantUse;
 pub use keyring::{KeyringInfo, RewrapState};
 pub use kv::{MetadataSettings, SecretMetadata, Stage, VersionMetadata, DEFAULT_MAX_VERSIONS, MAX_VALUE_BYTES};
 pub use limits::LimitsConfig;
-pub use logins::SECRET_ID_PREFIX;
 pub use path::{validate_path, validate_prefix, MAX_PATH_BYTES};
 pub use policy::{DEFAULT_POLICY, ROOT_POLICY};
 pub use request::{

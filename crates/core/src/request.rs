@@ -471,7 +471,9 @@ impl Operation {
             Operation::JwtConfigWrite(_) => ("JwtConfigWrite", "auth/jwt/config".into(), UPDATE),
             Operation::JwtConfigRead => ("JwtConfigRead", "auth/jwt/config".into(), READ),
             Operation::Login(c) => ("Login", format!("auth/{}/login", c.method().name()), Credentials),
-            Operation::GenerateRoot(step) => ("GenerateRoot", format!("sys/generate-root/{}", step.name()), Credentials),
+            Operation::GenerateRoot(step) => {
+                ("GenerateRoot", format!("sys/generate-root/{}", step.name()), Credentials)
+            }
             Operation::Rekey(step) => ("Rekey", format!("sys/rekey/{}", step.name()), Credentials),
             Operation::AuditList(_) => ("AuditList", "sys/audit/list".into(), READ_SUDO),
             Operation::AuditVerify { .. } => ("AuditVerify", "sys/audit/verify".into(), READ_SUDO),
@@ -949,11 +951,19 @@ mod table {
             assert_eq!(op.logical_path(), spec.path);
             seen.insert(spec.name);
             let roots = ["sys/", "secret/", "auth/"];
-            assert!(roots.iter().any(|r| spec.path.starts_with(r)), "{shown}: path {:?} outside sys/, secret/, auth/", spec.path);
+            assert!(
+                roots.iter().any(|r| spec.path.starts_with(r)),
+                "{shown}: path {:?} outside sys/, secret/, auth/",
+                spec.path
+            );
             assert!(!spec.path.contains("//") && !spec.path.ends_with('/'), "{shown}: malformed path {:?}", spec.path);
             assert!(!shown.contains(SECRET), "Debug of {} prints a secret: {shown}", spec.name);
             assert_eq!(spec.class == OpClass::Unaudited, unaudited.contains(spec.name), "{shown}: audited or not");
-            assert_eq!(spec.class == OpClass::Credentials, credentials.contains(spec.name), "{shown}: self-authenticating or not");
+            assert_eq!(
+                spec.class == OpClass::Credentials,
+                credentials.contains(spec.name),
+                "{shown}: self-authenticating or not"
+            );
             if op.checks_credentials() {
                 assert_eq!(spec.class, OpClass::Credentials, "{shown} is charged as a login but checks a token");
             }
@@ -994,9 +1004,13 @@ mod table {
             let OpClass::Token(need) = spec.class else { continue };
             let audit_devices = matches!(op, Operation::Mounts { table: MountTable::Audit, .. });
             assert_eq!(need.sudo, sudo.contains(spec.name) || audit_devices, "{op:?}: sudo or not");
-            let writes = ["Put", "Patch", "Write", "Delete", "Destroy", "Create", "Revoke", "Set", "Rotate", "Register"];
+            let writes =
+                ["Put", "Patch", "Write", "Delete", "Destroy", "Create", "Revoke", "Set", "Rotate", "Register"];
             if writes.iter().any(|w| spec.name.contains(w)) {
-                assert!(!need.any.contains(&Capability::Read) && !need.any.contains(&Capability::List), "{op:?}: a write allowed by read or list");
+                assert!(
+                    !need.any.contains(&Capability::Read) && !need.any.contains(&Capability::List),
+                    "{op:?}: a write allowed by read or list"
+                );
             }
         }
     }

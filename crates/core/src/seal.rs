@@ -131,7 +131,7 @@ impl Sealer {
         *self.audit_hasher.lock().expect("audit key lock") = None;
         *self.root_generation.lock().expect("generate-root lock") = None;
         *self.rekey.lock().expect("rekey lock") = None;
-        *self.policies.write().expect("policy lock") = crate::policies::sealed_set();
+        *self.policies.write().expect("policy lock") = crate::policy::store::sealed_set();
         self.epoch.send_modify(|e| *e = e.wrapping_add(1));
     }
 }

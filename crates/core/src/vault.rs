@@ -3,12 +3,11 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::codec::{decrypt_json, encrypt_json};
 use arca_crypto::shamir::ShareCollector;
 use arca_crypto::{AuditHasher, Keyring, SecretKey};
 use arca_raft::{Command, CommandResult, Guard, Op, RaftNode};
 use arca_storage::Cf;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use tracing::{info, instrument, warn, Instrument};
 use zeroize::Zeroizing;
 
@@ -20,8 +19,8 @@ use crate::policy::{Capability, Caps, PolicySet};
 use crate::request::{OpClass, Spec, TokenRef};
 use crate::seal::{InitRecord, PendingRoot, Seal, Sealer, INIT_KEY};
 use crate::token;
+use crate::token::store::{Caller, NewToken};
 use crate::token::TokenInfo;
-use crate::tokens::{Caller, NewToken};
 use crate::{
     now_ms, validate_path, validate_prefix, Error, HealthInfo, InitResult, Member, Operation, Reply, Request, Result,
     SealStatus, SecretData,
@@ -71,25 +70,6 @@ pub struct Core {
     joining: Arc<tokio::sync::Mutex<()>>,
 }
 
-pub(crate) fn encrypt_json<T: Serialize>(keyring: &Keyring, aad: &[u8], value: &T) -> Result<Vec<u8>> {
-    let plain = Zeroizing::new(serde_json::to_vec(value).map_err(|e| Error::Internal(e.to_string()))?);
-    keyring.encrypt(aad, &plain).map_err(|e| Error::Internal(e.to_string()))
-}
-
-pub(crate) fn decrypt_json<T: DeserializeOwned>(keyring: &Keyring, aad: &[u8], record: &[u8]) -> Result<T> {
-    let corrupt = |reason: String| Error::Corrupt { path: String::from_utf8_lossy(aad).into_owned(), reason };
-    let plain = keyring.decrypt(aad, record).map_err(|e| corrupt(e.to_string()))?;
-    // Only where and what kind: serde's message can quote the decrypted plaintext.
-    serde_json::from_slice(&plain).map_err(|e| {
-        corrupt(format!(
-            "the decrypted record does not decode ({:?} error at line {} column {})",
-            e.classify(),
-            e.line(),
-            e.column()
-        ))
-    })
-}
-
 impl Core {
     /// A core over a started node, with the default audit settings. The node starts sealed,
     /// whatever its data directory holds. Must be called within a Tokio runtime.
@@ -109,7 +89,7 @@ impl Core {
                 seen.leader_seen(leader);
             }
         });
-        let policies = Arc::new(RwLock::new(crate::policies::sealed_set()));
+        let policies = Arc::new(RwLock::new(crate::policy::store::sealed_set()));
         let sealer = Sealer {
             seal: Arc::new(Mutex::new(Seal::Sealed(None))),
             audit_hasher: Arc::new(Mutex::new(None)),
@@ -122,7 +102,7 @@ impl Core {
         crate::keyring::follow_keyring(node.reader(), sealer.clone(), pending_root.clone());
         // After the keyring's observer: a policy written under a term added in the same batch
         // decrypts.
-        crate::policies::follow_policies(node.reader(), sealer.seal.clone(), policies.clone());
+        crate::policy::store::follow_policies(node.reader(), sealer.seal.clone(), policies.clone());
         let feed = crate::watch::Feed::start(node.reader());
         Core {
             feed,
@@ -1075,7 +1055,7 @@ impl Core {
                         // Compiled before anyone can see the node unsealed, so no request is
                         // judged against the sealed node's (empty) policy set. The policy
                         // observer never holds the policy lock while taking this one.
-                        crate::policies::recompile_policies(&self.policies, self.node.reader(), &keyring);
+                        crate::policy::store::recompile_policies(&self.policies, self.node.reader(), &keyring);
                         *seal = Seal::Unsealed { keyring: Arc::new(keyring), root: Arc::new(root) };
                         info!("node unsealed");
                     }
@@ -1423,15 +1403,6 @@ pub struct Rejection {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A record that decrypts but does not decode must not quote what it decrypted to.
-    #[test]
-    fn decode_errors_never_quote_the_plaintext() {
-        let keyring = Keyring::generate().unwrap();
-        let sealed = encrypt_json(&keyring, b"p", &"hunter2-the-secret").unwrap();
-        let e = decrypt_json::<u64>(&keyring, b"p", &sealed).unwrap_err().to_string();
-        assert!(e.contains("does not decode") && !e.contains("hunter2"), "{e}");
-    }
 
     #[test]
     fn a_request_debug_prints_no_token() {

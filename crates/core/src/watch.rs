@@ -20,7 +20,7 @@ use tracing::debug;
 use zeroize::Zeroizing;
 
 use crate::audit::AuditContext;
-use crate::tokens::Caller;
+use crate::token::store::Caller;
 use crate::{kv, Core, Error, Operation, Result};
 
 /// Changes a node remembers for watchers that reconnect.
@@ -191,7 +191,7 @@ fn changes_of(keys: &[ChangedKey]) -> Vec<Change> {
                     Some(v) => seen.removed = seen.removed.max(Some(v)),
                 }
             }
-            Cf::Sys => access |= crate::policies::is_policy_key(&c.key),
+            Cf::Sys => access |= crate::policy::store::is_policy_key(&c.key),
             // A token created, renewed or used changes nothing for watchers; one removed
             // (revoked, expired and purged, used up) may be a watcher's.
             Cf::Tokens => access |= c.deleted,

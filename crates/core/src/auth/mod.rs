@@ -8,6 +8,8 @@
 pub mod approle;
 pub mod cert;
 pub mod jwt;
+/// Logins (the `Core` side of every method) and `generate-root`.
+pub(crate) mod login;
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;

@@ -32,9 +32,10 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, instrument, warn};
 
 use crate::audit::{AuditCaller, AuditRecord};
+use crate::codec::{decrypt_json, encrypt_json};
 use crate::kv::{self, SecretMetadata};
 use crate::policy::Capability;
-use crate::vault::{decrypt_json, encrypt_json, kv_data_op, kv_meta_op};
+use crate::vault::{kv_data_op, kv_meta_op};
 use crate::{now_ms, validate_path, Core, Error, Result, SecretData};
 
 const CONFIG_PREFIX: &str = "rotation/config/";

@@ -140,6 +140,9 @@ pub(crate) fn valid_accessor(accessor: &str) -> Result<()> {
     }
 }
 
+/// The token store: create, authenticate, renew, revoke, purge.
+pub(crate) mod store;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,10 +9,10 @@ use arca_storage::Cf;
 use tracing::{debug, info, instrument};
 use zeroize::Zeroizing;
 
+use crate::codec::{decrypt_json, encrypt_json};
 use crate::policy::{DEFAULT_POLICY, ROOT_POLICY};
 use crate::request::{TokenCreate, TokenRef};
 use crate::token::{self, AuthSource, TokenInfo, DEFAULT_MAX_TTL_MS};
-use crate::vault::{decrypt_json, encrypt_json};
 use crate::{now_ms, Core, Error, Result};
 
 /// Most tokens one revocation removes (a token and all its descendants).

@@ -13,9 +13,9 @@ use zeroize::Zeroizing;
 use crate::auth::approle::{self, SecretIdInfo};
 use crate::auth::{login_failed, Credentials, JwtConfig, Method, RoleConfig};
 use crate::ceremony::{self, CeremonyStep, GenerateRootParams, Stepped};
+use crate::codec::{decrypt_json, encrypt_json};
+use crate::token::store::NewToken;
 use crate::token::{self, AuthSource, TokenInfo};
-use crate::tokens::NewToken;
-use crate::vault::{decrypt_json, encrypt_json};
 use crate::{now_ms, Core, Error, Reply, Result};
 
 /// Sys key of the JWT method's configuration.
