@@ -17,6 +17,8 @@ ARCA_BAO="$(./scripts/bao-setup.sh)"
 export ARCA_BAO
 
 cargo fmt --all -- --check
+# arca-core's modules import one another in one direction only (ARCHITECTURE.md, "arca-core").
+python3 scripts/module-cycles.py --check
 # The compose file is valid for docker-compose too (it is run for real with podman below).
 docker-compose -f docker-compose.yml config -q
 cargo clippy --workspace --all-targets --locked -- -D warnings

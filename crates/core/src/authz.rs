@@ -6,7 +6,7 @@
 use crate::audit::AuditContext;
 use crate::policy::{Capability, Caps};
 use crate::request::{Need, OpClass};
-use crate::token::store::Caller;
+use crate::token::Caller;
 use crate::{Core, Error, Operation, Result};
 
 impl Core {

@@ -21,7 +21,7 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use base64::Engine as _;
 use zeroize::Zeroizing;
 
-use crate::seal::InitRecord;
+use crate::init::InitRecord;
 use crate::{Error, Result};
 
 /// How long a ceremony may sit without a share before a new start may replace it.

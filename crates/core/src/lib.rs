@@ -13,16 +13,21 @@ pub mod ceremony;
 mod codec;
 mod duration;
 mod error;
+mod execute;
 mod grants;
+mod init;
 mod keyring;
 mod kv;
+mod lifecycle;
 pub mod limits;
 mod metrics;
 mod path;
+mod pipeline;
 pub mod policy;
 mod request;
 pub mod rotation;
 mod seal;
+mod text;
 mod token;
 mod vault;
 pub mod watch;
@@ -34,17 +39,23 @@ pub use duration::parse_duration_secs;
 pub use error::{Error, Result};
 pub use grants::GrantUse;
 pub use keyring::{KeyringInfo, RewrapState};
-pub use kv::{MetadataSettings, SecretMetadata, Stage, VersionMetadata, DEFAULT_MAX_VERSIONS, MAX_VALUE_BYTES};
+pub use kv::{
+    MetadataSettings, SecretData, SecretMetadata, Stage, VersionMetadata, DEFAULT_MAX_VERSIONS, MAX_VALUE_BYTES,
+};
 pub use limits::LimitsConfig;
 pub use path::{validate_path, validate_prefix, MAX_PATH_BYTES};
+pub use pipeline::Rejection;
 pub use policy::{DEFAULT_POLICY, ROOT_POLICY};
 pub use request::{
     mounts, HealthInfo, InitResult, Member, Mount, MountTable, Need, OpClass, Operation, Reply, Request, SealStatus,
-    SecretData, Spec, TokenCreate, TokenRef,
+    Spec, TokenCreate, TokenRef,
 };
 pub use token::{AuthSource, TokenInfo, DEFAULT_MAX_TTL_MS, TOKEN_PREFIX};
-pub use vault::{Core, Rejection};
+pub use vault::Core;
 pub use watch::{WatchEvent, WatchKind};
+
+/// How often a guarded write is re-decided after losing a race before giving up.
+pub(crate) const MAX_TXN_ATTEMPTS: usize = 16;
 
 /// Milliseconds since the Unix epoch, decided by the node that proposes a write (apply never
 /// reads a clock).

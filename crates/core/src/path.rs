@@ -10,7 +10,7 @@ pub const MAX_PATH_BYTES: usize = 512;
 pub fn validate_path(path: &str) -> Result<()> {
     // A path over the limit is quoted cut: errors are returned, logged and audited.
     let bad =
-        |rule: &str| Err(Error::InvalidArgument(format!("invalid secret path {:?}: {rule}", crate::audit::cap(path))));
+        |rule: &str| Err(Error::InvalidArgument(format!("invalid secret path {:?}: {rule}", crate::text::cap(path))));
     if path.is_empty() {
         return bad("the path is empty");
     }

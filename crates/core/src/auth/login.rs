@@ -14,7 +14,10 @@ use crate::auth::approle::{self, SecretIdInfo};
 use crate::auth::{login_failed, Credentials, JwtConfig, Method, RoleConfig};
 use crate::ceremony::{self, CeremonyStep, GenerateRootParams, Stepped};
 use crate::codec::{decrypt_json, encrypt_json};
-use crate::token::store::NewToken;
+use std::collections::BTreeMap;
+
+use crate::policy::DEFAULT_POLICY;
+use crate::token::NewToken;
 use crate::token::{self, AuthSource, TokenInfo};
 use crate::{now_ms, Core, Error, Reply, Result};
 
@@ -159,7 +162,7 @@ impl Core {
                     match role.verify(client_certs, now) {
                         Ok(id) => {
                             let auth = AuthSource { method: "cert".into(), role: name, identity: id.common_name };
-                            return self.write_token(keyring, NewToken::login(&role.token, auth), vec![], vec![]).await;
+                            return self.write_token(keyring, login_token(&role.token, auth), vec![], vec![]).await;
                         }
                         Err(e) => why = e,
                     }
@@ -175,7 +178,7 @@ impl Core {
                     .ok_or_else(|| login_failed(Method::Jwt, "JWT verification keys are not configured"))?;
                 let identity = r.verify(&config, &jwt).map_err(|e| login_failed(Method::Jwt, e))?;
                 let auth = AuthSource { method: "jwt".into(), role, identity };
-                self.write_token(keyring, NewToken::login(&r.token, auth), vec![], vec![]).await
+                self.write_token(keyring, login_token(&r.token, auth), vec![], vec![]).await
             }
         }
     }
@@ -188,7 +191,7 @@ impl Core {
         remote: Option<SocketAddr>,
     ) -> Result<(Zeroizing<String>, TokenInfo)> {
         let invalid = || login_failed(Method::AppRole, "invalid role_id or secret_id (unknown, expired or used up)");
-        for _ in 0..crate::vault::MAX_TXN_ATTEMPTS {
+        for _ in 0..crate::MAX_TXN_ATTEMPTS {
             let name = self.node.reader().get(Cf::Sys, &approle::role_id_key(role_id))?.ok_or_else(invalid)?;
             let name = String::from_utf8_lossy(&name).into_owned();
             let role = self.approle(keyring, &name).map_err(|_| invalid())?;
@@ -213,7 +216,7 @@ impl Core {
             };
             let guards = vec![Guard::unchanged(Cf::Sys, key.clone(), Some(&raw))];
             let auth = AuthSource { method: "approle".into(), role: name.clone(), identity: name };
-            match self.write_token(keyring, NewToken::login(&role.token, auth), guards, vec![op]).await {
+            match self.write_token(keyring, login_token(&role.token, auth), guards, vec![op]).await {
                 Err(Error::Conflict) => {
                     self.node.read_barrier().await?;
                 }
@@ -249,4 +252,27 @@ impl Core {
 fn uuid_like() -> Result<String> {
     let h = token::random_id(16)?;
     Ok(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
+}
+
+/// A token a login hands out: an orphan with the role's policies plus `default`.
+pub(crate) fn login_token(params: &crate::auth::TokenParams, auth: AuthSource) -> NewToken {
+    let mut policies = params.policies.clone();
+    if !policies.iter().any(|p| p == DEFAULT_POLICY) {
+        policies.push(DEFAULT_POLICY.into());
+    }
+    // Sorted, as every other token's (and as Vault lists them).
+    policies.sort();
+    policies.dedup();
+    NewToken {
+        policies,
+        ttl_ms: (params.ttl_secs > 0).then(|| params.ttl_secs as i64 * 1000),
+        max_ttl_ms: (params.max_ttl_secs > 0).then(|| params.max_ttl_secs as i64 * 1000),
+        display_name: format!("{}-{}", auth.method, auth.role),
+        meta: BTreeMap::new(),
+        parent: None,
+        renewable: true,
+        num_uses: params.num_uses,
+        auth,
+        root: false,
+    }
 }

@@ -469,6 +469,18 @@ pub fn decide<'a>(rules: impl Iterator<Item = &'a Rule>, path: &str) -> Caps {
     best.map_or(Caps::NONE, |(_, c)| c)
 }
 
+/// The built-in `default` policy, compiled.
+pub(crate) fn builtin_default() -> Policy {
+    Policy::parse(DEFAULT_POLICY, DEFAULT_POLICY_HCL).expect("the built-in default policy parses")
+}
+
+/// What a sealed node holds: the built-in default policy only.
+pub(crate) fn sealed_set() -> PolicySet {
+    let mut set = PolicySet::default();
+    set.insert(builtin_default());
+    set
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};

@@ -3,6 +3,8 @@
 //! every node at apply time). Authorization, which puts a policy set and an operation's row of
 //! the table together, is `crate::authz`.
 
+/// The `sys/policy` operations.
+mod admin;
 mod lang;
 pub(crate) mod store;
 

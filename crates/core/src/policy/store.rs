@@ -14,22 +14,16 @@
 use std::sync::{Arc, Mutex, RwLock};
 
 use arca_crypto::Keyring;
-use arca_raft::{Command, Op};
 use arca_storage::{Applied, Cf, StateReader};
 use tracing::error;
 
-use crate::policy::{Policy, PolicySet, DEFAULT_POLICY, DEFAULT_POLICY_HCL, ROOT_POLICY};
+use crate::policy::{builtin_default, sealed_set, Policy, PolicySet, DEFAULT_POLICY};
 use crate::seal::Seal;
-use crate::{Core, Error, Result};
 
 const POLICY_PREFIX: &[u8] = b"policy/";
 
-fn policy_key(name: &str) -> Vec<u8> {
+pub(super) fn policy_key(name: &str) -> Vec<u8> {
     [POLICY_PREFIX, name.as_bytes()].concat()
-}
-
-fn builtin_default() -> Policy {
-    Policy::parse(DEFAULT_POLICY, DEFAULT_POLICY_HCL).expect("the built-in default policy parses")
 }
 
 /// Loads (or reloads) one policy from storage into `set`. Anything that does not decrypt under
@@ -67,13 +61,6 @@ fn reload(set: &mut PolicySet, reader: &StateReader, keyring: &Keyring, name: &s
             set.remove(name);
         }
     }
-}
-
-/// What a sealed node holds: the built-in default policy only.
-pub(crate) fn sealed_set() -> PolicySet {
-    let mut set = PolicySet::default();
-    set.insert(builtin_default());
-    set
 }
 
 fn load_all(reader: &StateReader, keyring: &Keyring) -> PolicySet {
@@ -139,47 +126,4 @@ pub(crate) fn follow_policies(reader: &StateReader, seal: Arc<Mutex<Seal>>, set:
 pub(crate) fn recompile_policies(set: &RwLock<PolicySet>, reader: &StateReader, keyring: &Keyring) {
     let mut guard = set.write().expect("policy lock");
     *guard = load_all(reader, keyring);
-}
-
-impl Core {
-    pub(crate) async fn write_policy(&self, name: &str, text: &str) -> Result<()> {
-        if name == ROOT_POLICY {
-            return Err(Error::InvalidArgument("the root policy is built in and cannot be changed".into()));
-        }
-        Policy::parse(name, text)?;
-        let key = policy_key(name);
-        let value = self.keyring()?.encrypt(&key, text.as_bytes()).map_err(|e| Error::Internal(e.to_string()))?;
-        let ops = vec![Op::Put { cf: Cf::Sys, key, value }];
-        self.node.write(Command::Txn { guards: vec![], ops }).await?;
-        Ok(())
-    }
-
-    pub(crate) fn read_policy(&self, name: &str) -> Result<String> {
-        crate::policy::validate_name(name)?;
-        if name == ROOT_POLICY {
-            return Ok("# Built in: every capability on every path.\n".into());
-        }
-        let set = self.policies.read().expect("policy lock");
-        set.get(name).map(|p| p.text.clone()).ok_or_else(|| Error::NotFound(format!("no policy named {name:?}")))
-    }
-
-    pub(crate) fn list_policies(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.policies.read().expect("policy lock").names().map(str::to_string).collect();
-        names.push(ROOT_POLICY.into());
-        names.sort();
-        names
-    }
-
-    pub(crate) async fn delete_policy(&self, name: &str) -> Result<()> {
-        crate::policy::validate_name(name)?;
-        if name == ROOT_POLICY || name == DEFAULT_POLICY {
-            return Err(Error::InvalidArgument(format!("the {name} policy is built in and cannot be deleted")));
-        }
-        if self.node.reader().get(Cf::Sys, &policy_key(name))?.is_none() {
-            return Err(Error::NotFound(format!("no policy named {name:?}")));
-        }
-        let ops = vec![Op::Delete { cf: Cf::Sys, key: policy_key(name) }];
-        self.node.write(Command::Txn { guards: vec![], ops }).await?;
-        Ok(())
-    }
 }

@@ -140,6 +140,71 @@ pub(crate) fn valid_accessor(accessor: &str) -> Result<()> {
     }
 }
 
+/// The authenticated caller.
+pub(crate) struct Caller {
+    pub key: Vec<u8>,
+    pub info: TokenInfo,
+}
+
+/// Everything decided about a token before it is written.
+pub(crate) struct NewToken {
+    pub policies: Vec<String>,
+    pub ttl_ms: Option<i64>,
+    pub max_ttl_ms: Option<i64>,
+    pub display_name: String,
+    pub meta: BTreeMap<String, String>,
+    /// Accessor, storage key and expiry of the parent; `None` for orphans.
+    pub parent: Option<(String, Vec<u8>, Option<i64>)>,
+    pub renewable: bool,
+    pub num_uses: u32,
+    pub auth: AuthSource,
+    /// A root token: no expiry.
+    pub root: bool,
+}
+
+impl NewToken {
+    /// A root token: every capability, no expiry, no parent.
+    pub fn root(method: &str) -> NewToken {
+        NewToken {
+            policies: vec![ROOT_POLICY.into()],
+            ttl_ms: None,
+            max_ttl_ms: None,
+            display_name: "root".into(),
+            meta: BTreeMap::new(),
+            parent: None,
+            renewable: false,
+            num_uses: 0,
+            auth: AuthSource { method: method.into(), ..Default::default() },
+            root: true,
+        }
+    }
+
+    pub(crate) fn into_info(self, accessor: String, now: i64) -> TokenInfo {
+        let cap = |v: i64| v.min(DEFAULT_MAX_TTL_MS);
+        let max_ttl = cap(self.max_ttl_ms.unwrap_or(DEFAULT_MAX_TTL_MS));
+        let ttl = self.ttl_ms.map_or(max_ttl, |t| t.min(max_ttl));
+        let parent_expiry = self.parent.as_ref().and_then(|(_, _, e)| *e);
+        // A child never outlives its parent: it would be revoked with it anyway.
+        let bound = |t: i64| parent_expiry.map_or(t, |p| t.min(p));
+        let (expires_ms, max_expires_ms) =
+            if self.root { (None, None) } else { (Some(bound(now + ttl)), Some(bound(now + max_ttl))) };
+        TokenInfo {
+            accessor,
+            policies: self.policies,
+            display_name: self.display_name,
+            meta: self.meta,
+            created_ms: now,
+            expires_ms,
+            ttl_ms: ttl,
+            max_expires_ms,
+            renewable: self.renewable && !self.root,
+            uses_left: (self.num_uses > 0).then_some(self.num_uses),
+            parent: self.parent.map(|(a, _, _)| a),
+            auth: self.auth,
+        }
+    }
+}
+
 /// The token store: create, authenticate, renew, revoke, purge.
 pub(crate) mod store;
 

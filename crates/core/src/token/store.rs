@@ -1,8 +1,6 @@
 //! The token store: create (child, orphan or login), authenticate (expiry, use counts), renew,
 //! revoke with descendants, and the leader's purge of expired tokens.
 
-use std::collections::BTreeMap;
-
 use arca_crypto::Keyring;
 use arca_raft::{Command, CommandResult, Guard, Op};
 use arca_storage::Cf;
@@ -12,7 +10,7 @@ use zeroize::Zeroizing;
 use crate::codec::{decrypt_json, encrypt_json};
 use crate::policy::{DEFAULT_POLICY, ROOT_POLICY};
 use crate::request::{TokenCreate, TokenRef};
-use crate::token::{self, AuthSource, TokenInfo, DEFAULT_MAX_TTL_MS};
+use crate::token::{self, AuthSource, Caller, NewToken, TokenInfo};
 use crate::{now_ms, Core, Error, Result};
 
 /// Most tokens one revocation removes (a token and all its descendants).
@@ -23,94 +21,6 @@ const REVOKE_ROUNDS: usize = 8;
 const PURGE_BATCH: usize = 256;
 /// Sys key recording the last purge (its decision time travels in the command).
 const PURGE_KEY: &[u8] = b"token/last-purge";
-
-/// The authenticated caller.
-pub(crate) struct Caller {
-    pub key: Vec<u8>,
-    pub info: TokenInfo,
-}
-
-/// Everything decided about a token before it is written.
-pub(crate) struct NewToken {
-    pub policies: Vec<String>,
-    pub ttl_ms: Option<i64>,
-    pub max_ttl_ms: Option<i64>,
-    pub display_name: String,
-    pub meta: BTreeMap<String, String>,
-    /// Accessor, storage key and expiry of the parent; `None` for orphans.
-    pub parent: Option<(String, Vec<u8>, Option<i64>)>,
-    pub renewable: bool,
-    pub num_uses: u32,
-    pub auth: AuthSource,
-    /// A root token: no expiry.
-    pub root: bool,
-}
-
-impl NewToken {
-    /// A token a login hands out: an orphan with the role's policies plus `default`.
-    pub fn login(params: &crate::auth::TokenParams, auth: AuthSource) -> NewToken {
-        let mut policies = params.policies.clone();
-        if !policies.iter().any(|p| p == DEFAULT_POLICY) {
-            policies.push(DEFAULT_POLICY.into());
-        }
-        // Sorted, as every other token's (and as Vault lists them).
-        policies.sort();
-        policies.dedup();
-        NewToken {
-            policies,
-            ttl_ms: (params.ttl_secs > 0).then(|| params.ttl_secs as i64 * 1000),
-            max_ttl_ms: (params.max_ttl_secs > 0).then(|| params.max_ttl_secs as i64 * 1000),
-            display_name: format!("{}-{}", auth.method, auth.role),
-            meta: BTreeMap::new(),
-            parent: None,
-            renewable: true,
-            num_uses: params.num_uses,
-            auth,
-            root: false,
-        }
-    }
-
-    /// A root token: every capability, no expiry, no parent.
-    pub fn root(method: &str) -> NewToken {
-        NewToken {
-            policies: vec![ROOT_POLICY.into()],
-            ttl_ms: None,
-            max_ttl_ms: None,
-            display_name: "root".into(),
-            meta: BTreeMap::new(),
-            parent: None,
-            renewable: false,
-            num_uses: 0,
-            auth: AuthSource { method: method.into(), ..Default::default() },
-            root: true,
-        }
-    }
-
-    pub(crate) fn into_info(self, accessor: String, now: i64) -> TokenInfo {
-        let cap = |v: i64| v.min(DEFAULT_MAX_TTL_MS);
-        let max_ttl = cap(self.max_ttl_ms.unwrap_or(DEFAULT_MAX_TTL_MS));
-        let ttl = self.ttl_ms.map_or(max_ttl, |t| t.min(max_ttl));
-        let parent_expiry = self.parent.as_ref().and_then(|(_, _, e)| *e);
-        // A child never outlives its parent: it would be revoked with it anyway.
-        let bound = |t: i64| parent_expiry.map_or(t, |p| t.min(p));
-        let (expires_ms, max_expires_ms) =
-            if self.root { (None, None) } else { (Some(bound(now + ttl)), Some(bound(now + max_ttl))) };
-        TokenInfo {
-            accessor,
-            policies: self.policies,
-            display_name: self.display_name,
-            meta: self.meta,
-            created_ms: now,
-            expires_ms,
-            ttl_ms: ttl,
-            max_expires_ms,
-            renewable: self.renewable && !self.root,
-            uses_left: (self.num_uses > 0).then_some(self.num_uses),
-            parent: self.parent.map(|(a, _, _)| a),
-            auth: self.auth,
-        }
-    }
-}
 
 impl Core {
     /// Writes a new token, with `guards`/`ops` of the caller in the same command (a login
@@ -229,7 +139,7 @@ impl Core {
             return Err(Error::BadToken);
         }
         let key = token::storage_key(token);
-        for _ in 0..crate::vault::MAX_TXN_ATTEMPTS {
+        for _ in 0..crate::MAX_TXN_ATTEMPTS {
             let raw = self.node.reader().get(Cf::Tokens, &key)?.ok_or(Error::BadToken)?;
             let mut info: TokenInfo = match known.take() {
                 Some((seen, info)) if seen == raw => info,
@@ -299,7 +209,7 @@ impl Core {
         target: &TokenRef,
         increment_ms: Option<i64>,
     ) -> Result<TokenInfo> {
-        for _ in 0..crate::vault::MAX_TXN_ATTEMPTS {
+        for _ in 0..crate::MAX_TXN_ATTEMPTS {
             let (key, raw, mut info) = self.resolve(keyring, caller, target)?;
             let expires = info.renewed_expiry(now_ms(), increment_ms)?;
             if expires == info.expires_ms {
@@ -391,7 +301,7 @@ impl Core {
         let reader = self.node.reader().clone();
         let prefix = token::children_prefix(&info.accessor);
         let (mut deleted, mut orphaned) = (false, 0);
-        for _ in 0..crate::vault::MAX_TXN_ATTEMPTS {
+        for _ in 0..crate::MAX_TXN_ATTEMPTS {
             let (mut guards, mut ops) = (Vec::new(), Vec::new());
             if !deleted {
                 guards.push(Guard::unchanged(Cf::Tokens, key.clone(), Some(&raw)));

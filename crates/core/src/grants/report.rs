@@ -1,27 +1,7 @@
-//! `arca audit unused-grants`: which policy rules no request used in a window, and who holds
-//! them — the report an operator needs to remove stale permissions.
+//! The unused-grants report: policy rules no request used since a time, and who holds them.
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use arca_crypto::Keyring;
-use arca_storage::Cf;
-
-use crate::auth::Method;
-use crate::codec::decrypt_json;
-use crate::policy::{priority, Capability, ROOT_POLICY};
-use crate::token::TokenInfo;
-use crate::{AuditFilter, Core, Result};
-
-/// One rule × capability of one policy, and whether any request in the window used it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GrantUse {
-    pub policy: String,
-    pub pattern: String,
-    pub capability: String,
-    pub used: bool,
-    /// Token accessors and `<method>/<role>` names holding this policy.
-    pub holders: Vec<String>,
-}
+use super::*;
+use crate::Core;
 
 impl Core {
     pub(crate) fn unused_grants(&self, keyring: &Keyring, since_ms: i64) -> Result<Vec<GrantUse>> {

@@ -7,9 +7,38 @@
 
 use std::collections::BTreeMap;
 
+use arca_crypto::Keyring;
+use arca_raft::Op;
+use arca_storage::Cf;
+use zeroize::{Zeroize, Zeroizing};
+
 use serde::{Deserialize, Serialize};
 
+use crate::codec::encrypt_json;
 use crate::{Error, Result};
+
+/// The KV v2 engine (`Core`'s reads and guarded writes of secrets).
+pub(crate) mod engine;
+
+/// A secret's key/value pairs. Zeroized when dropped; `Debug` shows only the key count.
+#[derive(Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct SecretData(pub BTreeMap<String, String>);
+
+impl Drop for SecretData {
+    fn drop(&mut self) {
+        for (mut k, mut v) in std::mem::take(&mut self.0) {
+            k.zeroize();
+            v.zeroize();
+        }
+    }
+}
+
+impl std::fmt::Debug for SecretData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretData({} keys, values redacted)", self.0.len())
+    }
+}
 
 /// Versions kept per secret unless configured otherwise.
 pub const DEFAULT_MAX_VERSIONS: u32 = 10;
@@ -138,7 +167,7 @@ impl MetadataSettings {
             if k.is_empty() || k.len() > MAX_CUSTOM_METADATA_KEY_BYTES {
                 return Err(invalid(format!(
                     "custom_metadata key {:?} must be 1 to {MAX_CUSTOM_METADATA_KEY_BYTES} bytes",
-                    crate::audit::cap(k)
+                    crate::text::cap(k)
                 )));
             }
             match v {
@@ -331,6 +360,57 @@ pub(crate) fn children<'a>(prefix: &str, paths: impl Iterator<Item = &'a str>) -
         }
     }
     out
+}
+
+/// Refuses a write without check-and-set to a secret whose metadata requires it.
+pub(crate) fn require_cas(meta: Option<&SecretMetadata>, cas: Option<u64>) -> Result<()> {
+    if meta.is_some_and(|m| m.cas_required) && cas.is_none() {
+        return Err(Error::InvalidArgument(
+            "check-and-set parameter required for this call: this secret has cas_required set; send options.cas \
+             (the version you read, or 0 to create)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A secret's value as stored (before encryption), refused when over the size limit.
+pub(crate) fn encode_value(data: &SecretData) -> Result<Zeroizing<Vec<u8>>> {
+    let plain = Zeroizing::new(serde_json::to_vec(data).map_err(|e| Error::Internal(e.to_string()))?);
+    if plain.len() > MAX_VALUE_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "secret value is {} bytes, over the {MAX_VALUE_BYTES}-byte limit",
+            plain.len()
+        )));
+    }
+    Ok(plain)
+}
+
+/// Adds a version holding `plain` to `meta` (checked against `cas`): the ops that write it and
+/// drop the versions it pushes out.
+pub(crate) fn new_version(
+    keyring: &Keyring,
+    path: &str,
+    meta: &mut SecretMetadata,
+    plain: &[u8],
+    cas: Option<u64>,
+    now: i64,
+) -> Result<(Vec<Op>, VersionMetadata)> {
+    let (version, pruned) = meta.add_version(cas, now)?;
+    let mut ops = vec![kv_data_op(keyring, path, version.version, plain)?];
+    ops.extend(pruned.into_iter().map(|v| Op::Delete { cf: Cf::Kv, key: data_key(path, v) }));
+    Ok((ops, version))
+}
+
+/// The write of a secret's metadata, encrypted and bound to its path.
+pub(crate) fn kv_meta_op(keyring: &Keyring, path: &str, meta: &SecretMetadata) -> Result<Op> {
+    Ok(Op::Put { cf: Cf::Kv, key: meta_key(path), value: encrypt_json(keyring, &meta_aad(path), meta)? })
+}
+
+/// The write of one version's data (its JSON), encrypted and bound to its path and version.
+pub(crate) fn kv_data_op(keyring: &Keyring, path: &str, version: u64, plain: &[u8]) -> Result<Op> {
+    let value = keyring.encrypt(&data_aad(path, version), plain).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(Op::Put { cf: Cf::Kv, key: data_key(path, version), value })
 }
 
 #[cfg(test)]

@@ -1,0 +1,221 @@
+//! The group-commit queue: each node batches its records, barriers and outcomes into one
+//! `Command::Audit` at a time, and a request waits for its record's commit (fail closed).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arca_raft::{Command, RaftNode};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tracing::warn;
+
+use crate::{Error, Result};
+
+/// The least time a record gets to commit, however long its request took.
+const MIN_COMMIT_WINDOW: Duration = Duration::from_millis(500);
+
+/// Group-commit and fail-closed settings of one node.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditConfig {
+    /// Longest a record waits for more records to share its Raft entry.
+    pub flush_interval: Duration,
+    /// Most records in one entry.
+    pub max_batch: usize,
+    /// Most bytes of records and outcomes in one entry (a single larger item goes alone).
+    pub max_batch_bytes: usize,
+    /// Batches in flight at once.
+    pub max_in_flight: usize,
+    /// A request whose record is not committed within this fails with "audit log unavailable".
+    pub deadline: Duration,
+    /// Retention, applied by the leader: records older than this are trimmed.
+    pub retention_max_age: Option<Duration>,
+    /// Retention: at most this many records are kept.
+    pub retention_max_records: Option<u64>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            flush_interval: Duration::from_millis(2),
+            max_batch: 512,
+            max_batch_bytes: 1024 * 1024,
+            max_in_flight: 4,
+            deadline: Duration::from_secs(5),
+            retention_max_age: None,
+            retention_max_records: None,
+        }
+    }
+}
+
+/// What a request puts in the queue.
+enum Item {
+    /// A record; the request waits for its commit.
+    Record(Vec<u8>),
+    /// A read barrier: the request waits for the next batch's commit.
+    Barrier,
+    /// The outcome of an earlier record (request id, ciphertext); nobody waits for it.
+    Outcome(String, Vec<u8>),
+}
+
+type Pending = (Item, Option<oneshot::Sender<std::result::Result<(), String>>>);
+
+impl Item {
+    /// Bytes this item adds to a batch's Raft entry.
+    fn size(&self) -> usize {
+        match self {
+            Item::Record(r) => r.len(),
+            Item::Barrier => 0,
+            Item::Outcome(id, o) => id.len() + o.len(),
+        }
+    }
+}
+
+/// Adds `p` to `batch` unless that would take it over `max_bytes` (an empty batch takes
+/// anything); returns `p` back if it has to wait for the next batch.
+fn add(batch: &mut Vec<Pending>, bytes: &mut usize, max_bytes: usize, p: Pending) -> Option<Pending> {
+    let size = p.0.size();
+    if !batch.is_empty() && *bytes + size > max_bytes {
+        return Some(p);
+    }
+    *bytes += size;
+    batch.push(p);
+    None
+}
+
+/// This node's group-commit queue.
+#[derive(Clone)]
+pub(crate) struct Batcher {
+    queue: mpsc::Sender<Pending>,
+    deadline: Duration,
+    metrics: crate::metrics::Metrics,
+}
+
+impl Batcher {
+    pub fn start(node: RaftNode, config: AuditConfig, metrics: crate::metrics::Metrics) -> Batcher {
+        let (queue, rx) = mpsc::channel(config.max_batch * 8);
+        tokio::spawn(run(node, config, rx, metrics.clone()));
+        Batcher { queue, deadline: config.deadline, metrics }
+    }
+
+    /// Commits one sealed record; returns once it is applied on this node. The deadline counts
+    /// from `started` (the request's arrival), so a request that already waited for a lost
+    /// quorum fails promptly; a record always gets at least `MIN_COMMIT_WINDOW`.
+    pub async fn commit(&self, record: Vec<u8>, started: std::time::Instant) -> Result<()> {
+        self.enqueue(Item::Record(record), started).await
+    }
+
+    /// Queues the outcome of a committed record; it rides the next batch and nobody waits for
+    /// it (it is not on the reply path). If the node dies first, the record stays, outcome
+    /// `unknown`: the attempt is on record either way.
+    pub fn outcome(&self, request_id: String, ciphertext: Vec<u8>) {
+        if self.queue.try_send((Item::Outcome(request_id, ciphertext), None)).is_err() {
+            warn!("audit queue full: an outcome is dropped (its record is committed)");
+        }
+    }
+
+    /// The read barrier: returns once a batch proposed after this call is committed and applied
+    /// on this node, so everything committed before the call is visible here (linearizable
+    /// reads on any node). Concurrent requests share one commit, instead of one leader round
+    /// trip each.
+    pub async fn barrier(&self, started: std::time::Instant) -> Result<()> {
+        self.enqueue(Item::Barrier, started).await
+    }
+
+    async fn enqueue(&self, item: Item, started: std::time::Instant) -> Result<()> {
+        let (done, wait) = oneshot::channel();
+        let committed = async {
+            self.queue.send((item, Some(done))).await.map_err(|_| "the audit queue is closed".to_string())?;
+            wait.await.map_err(|_| "the audit batch was dropped".to_string())?
+        };
+        let window = self.deadline.saturating_sub(started.elapsed()).max(MIN_COMMIT_WINDOW);
+        match tokio::time::timeout(window, committed).await {
+            Ok(Ok(())) => {
+                self.metrics.audit_commit(started.elapsed().as_secs_f64());
+                return Ok(());
+            }
+            Ok(Err(why)) => warn!(error = %why, "audit record not committed; failing the request closed"),
+            Err(_) => {
+                warn!(deadline = ?self.deadline, "audit record not committed in time; failing the request closed")
+            }
+        }
+        self.metrics.audit_fail_closed();
+        Err(Error::AuditUnavailable)
+    }
+}
+
+async fn run(node: RaftNode, config: AuditConfig, mut rx: mpsc::Receiver<Pending>, metrics: crate::metrics::Metrics) {
+    let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
+    // An item that did not fit the previous batch's byte budget opens the next one.
+    let mut carried: Option<Pending> = None;
+    loop {
+        let first = match carried.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let (mut batch, mut bytes) = (Vec::new(), 0);
+        add(&mut batch, &mut bytes, config.max_batch_bytes, first);
+        // Whatever is already queued goes along.
+        while batch.len() < config.max_batch && carried.is_none() {
+            match rx.try_recv() {
+                Ok(p) => carried = add(&mut batch, &mut bytes, config.max_batch_bytes, p),
+                Err(_) => break,
+            }
+        }
+        // With a batch already on its way, wait a little for company: one entry for many
+        // requests is what keeps audited throughput close to unaudited.
+        if in_flight.available_permits() < config.max_in_flight {
+            let until = tokio::time::Instant::now() + config.flush_interval;
+            while batch.len() < config.max_batch && carried.is_none() {
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(p)) => carried = add(&mut batch, &mut bytes, config.max_batch_bytes, p),
+                    _ => break,
+                }
+            }
+        }
+        metrics.audit_batch(batch.len());
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let node = node.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (mut records, mut outcomes, mut waiters) = (Vec::new(), Vec::new(), Vec::new());
+            for (item, waiter) in batch {
+                match item {
+                    Item::Record(r) => records.push(r),
+                    Item::Outcome(id, o) => outcomes.push((id, o)),
+                    Item::Barrier => {}
+                }
+                waiters.extend(waiter);
+            }
+            let command = if records.is_empty() && outcomes.is_empty() {
+                Command::Noop
+            } else {
+                Command::Audit { batch_id: crate::token::random_id(16).unwrap_or_default(), records, outcomes }
+            };
+            let result = node.write(command).await.map(|_| ()).map_err(|e| e.to_string());
+            for w in waiters {
+                let _ = w.send(result.clone());
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_bounded_by_bytes() {
+        let (mut batch, mut bytes) = (Vec::new(), 0);
+        let item = |n: usize| (Item::Record(vec![0; n]), None);
+        // An empty batch takes even an oversized item; then items go in while they fit.
+        assert!(add(&mut batch, &mut bytes, 100, item(150)).is_none());
+        let (mut batch2, mut bytes2) = (Vec::new(), 0);
+        assert!(add(&mut batch2, &mut bytes2, 100, item(60)).is_none());
+        assert!(add(&mut batch2, &mut bytes2, 100, (Item::Barrier, None)).is_none());
+        assert!(add(&mut batch2, &mut bytes2, 100, item(40)).is_none());
+        assert!(add(&mut batch2, &mut bytes2, 100, item(1)).is_some(), "over the byte budget: next batch");
+        assert_eq!((batch.len(), batch2.len(), bytes2), (1, 3, 100));
+    }
+}

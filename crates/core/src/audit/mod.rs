@@ -1,0 +1,33 @@
+//! The audit trail: one record per request, committed through Raft before the response leaves.
+//!
+//! * A record names who (auth method, accessor, identity, policies, remote address), what
+//!   (operation, Vault logical path), the decision and the outcome. Sensitive values (tokens,
+//!   secret ids, JWTs, unseal shares, secret data in requests and replies) appear only as
+//!   `hmac-sha256:<hex>` under the cluster audit key, which lives behind the barrier.
+//! * The record (who, what, the decision) is committed *before* the request is handled: each
+//!   node batches its records into one `Command::Audit` (group commit): a batch is sent at once
+//!   when none is in flight, otherwise it collects for up to `flush_interval` or `max_batch`
+//!   records. If the record is not committed and applied on this node within `deadline`, the
+//!   request fails with "audit log unavailable" without being handled: fail closed.
+//! * That commit is also the request's read barrier: once applied here, this node has every
+//!   write that completed before the request arrived (linearizable reads on any node), so a
+//!   request costs one shared commit, not one for the barrier and one for the record.
+//! * The outcome (status, error, duration, HMACs of the reply) is attached to the record by
+//!   request id in a later batch, off the reply path.
+//! * Records are barrier-encrypted before they are proposed; apply numbers and chains them
+//!   (`arca_raft::audit_log`).
+
+mod batcher;
+pub(crate) mod hmac;
+mod record;
+/// `Core`'s reading of the committed trail.
+mod trail;
+
+pub use crate::text::{cap, MAX_AUDIT_FIELD_BYTES};
+pub use batcher::AuditConfig;
+pub(crate) use batcher::Batcher;
+/// The fuzz targets seal records the way the pipeline does (`crate::fuzzing`).
+#[cfg(fuzzing)]
+pub(crate) use record::RECORD_AAD;
+pub(crate) use record::{outcome, AuditContext, AuditOutcome, AUDIT_KEY, SYSTEM_RECORD_PREFIX};
+pub use record::{request_id, AuditCaller, AuditFilter, AuditRecord};

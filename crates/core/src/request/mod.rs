@@ -1,0 +1,9 @@
+//! The transport-agnostic request and reply types, and the operation table.
+
+mod operation;
+mod reply;
+mod table;
+
+pub use operation::{Operation, Request, TokenCreate, TokenRef};
+pub use reply::{mount_serving, mounts, HealthInfo, InitResult, Member, Mount, MountTable, Reply, SealStatus};
+pub use table::{Need, OpClass, Spec};
