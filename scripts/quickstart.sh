@@ -8,6 +8,14 @@ dir="${1:-./arca-dev}"
 
 ./scripts/ensure-apt-packages.sh clang libclang-dev
 
-echo "building arca (about 15 minutes the first time, mostly RocksDB)"
-cargo build --release --locked --bin arca
-exec "${CARGO_TARGET_DIR:-target}/release/arca" dev cluster --nodes 3 --dir "$dir"
+# The dev profile, as the tests build it: RocksDB's C++ (most of a cold build) is compiled once
+# and ./scripts/test.sh reuses it. A release build has its own copy of that C++ and would
+# compile it a second time; the request path's hot dependencies are optimized in the dev
+# profile already (Cargo.toml), and production images build --release (Dockerfile).
+# ARCA_RELEASE=1 builds --release instead.
+profile=debug
+flags=()
+if [ "${ARCA_RELEASE:-}" = 1 ]; then profile=release; flags=(--release); fi
+echo "building arca (about 20 minutes the first time on 2 cores, mostly RocksDB's C++)"
+cargo build "${flags[@]}" --locked --bin arca
+exec "${CARGO_TARGET_DIR:-target}/$profile/arca" dev cluster --nodes 3 --dir "$dir"
