@@ -18,6 +18,7 @@ export ARCA_BAO
 
 cargo fmt --all -- --check
 # arca-core's modules import one another in one direction only (ARCHITECTURE.md, "arca-core").
+python3 scripts/module-cycles.py --self-test
 python3 scripts/module-cycles.py --check
 # The compose file is valid for docker-compose too (it is run for real with podman below).
 docker-compose -f docker-compose.yml config -q

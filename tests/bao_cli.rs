@@ -5,6 +5,9 @@
 //! its `-format=json` output must have the same keys. What Arca does not do is refused with an
 //! error that says what it does instead.
 //!
+//! Why one file of about 500 lines: the table of everyday commands and the harness that runs them
+//! on both servers belong together.
+//!
 //! Needs `bao`: `scripts/bao-setup.sh` installs it and `scripts/test.sh` exports its path as
 //! `ARCA_BAO`.
 

@@ -6,6 +6,9 @@
 //! data directories barely grow, and the audit trail holds aggregated `RateLimited` records whose
 //! counts add up to exactly the refusals the attacker saw.
 //!
+//! Why one file of about 500 lines: one attack and its acceptance run, with the harness both share
+//! (the attacker, the legitimate client and the measurements).
+//!
 //! Also: requests refused by the fronts are audited (and limited) like any other, per-token
 //! stream bounds, and idle connections closed after the handshake.
 //!

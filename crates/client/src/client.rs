@@ -1,4 +1,8 @@
 //! [`Client`]: connections to the members, authentication and token lifecycle, retries.
+//!
+//! Why one file of about 650 lines: connection, failover, login and token renewal are one state
+//! machine around one `Client` (620 lines with the KV calls that use it); split with the
+//! CLI's move onto the SDK (issue 20).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -12,6 +12,7 @@ pub mod backup;
 pub mod ceremony;
 mod codec;
 mod duration;
+mod duties;
 mod error;
 mod execute;
 mod grants;
@@ -47,8 +48,8 @@ pub use path::{validate_path, validate_prefix, MAX_PATH_BYTES};
 pub use pipeline::Rejection;
 pub use policy::{DEFAULT_POLICY, ROOT_POLICY};
 pub use request::{
-    mounts, HealthInfo, InitResult, Member, Mount, MountTable, Need, OpClass, Operation, Reply, Request, SealStatus,
-    Spec, TokenCreate, TokenRef,
+    mounts, HealthInfo, InitResult, KvSecret, KvWritten, Member, Mount, MountTable, Need, OpClass, Operation, Reply,
+    Request, SealStatus, SecretIdIssued, Spec, TokenCreate, TokenCreated, TokenRef,
 };
 pub use token::{AuthSource, TokenInfo, DEFAULT_MAX_TTL_MS, TOKEN_PREFIX};
 pub use vault::Core;

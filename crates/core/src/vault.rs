@@ -20,9 +20,6 @@ use crate::policy::PolicySet;
 use crate::seal::{PendingRoot, Seal, Sealer};
 use crate::{now_ms, Error, Result};
 
-/// How often the leader looks for expired tokens.
-const PURGE_INTERVAL: Duration = Duration::from_secs(5);
-
 /// The vault on one node: its seal state and the replicated state behind the barrier.
 #[derive(Clone)]
 pub struct Core {
@@ -217,22 +214,6 @@ impl Core {
     #[cfg(feature = "bench-unaudited")]
     pub fn unaudited(node: RaftNode) -> Core {
         Core { audited: false, ..Core::new(node) }
-    }
-
-    /// Background duties of the leader, until the task is dropped: purging expired tokens and
-    /// applying audit retention.
-    pub async fn run_maintenance(self) {
-        let mut tick = tokio::time::interval(PURGE_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = self.purge_expired().await {
-                warn!(error = %e, "purging expired tokens failed; retrying later");
-            }
-            if let Err(e) = self.apply_audit_retention().await {
-                warn!(error = %e, "audit retention failed; retrying later");
-            }
-        }
     }
 
     /// Leader only: trims the audit log to the configured age and count with one committed

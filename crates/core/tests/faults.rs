@@ -5,6 +5,9 @@
 //! every history is checked for linearizability (`arca_check`), and every acknowledged request
 //! must have exactly one audit record on every node afterwards.
 //!
+//! Why one file of about 700 lines: the fault scenarios share one cluster harness, the clients and
+//! the history checks.
+//!
 //! The short versions run in the default suite. `ARCA_SOAK=1` lengthens every scenario (60 s of
 //! flapping partitions, as the issue asks) for the soak loop in `scripts/soak.sh`.
 

@@ -48,7 +48,7 @@ async fn read(core: &Core, root: &str, path: &str, version: Option<u64>) -> Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rotate_then_rewrap_leaves_every_version_readable_and_no_record_on_the_old_term() {
     let mut v = Vault::start().await;
-    let engines: Vec<_> = v.cores.iter().map(|c| tokio::spawn(c.clone().run_rotations())).collect();
+    let engines: Vec<_> = v.cores.iter().map(|c| tokio::spawn(c.clone().run_leader_duties())).collect();
     // More records than one rewrap batch, several versions each, and tokens.
     for i in 0..120 {
         for ver in 1..=3 {

@@ -2,6 +2,9 @@
 //! schedules on the leader only, the `command` rotator's refusals and failures, and the
 //! `postgres` rotator against a real PostgreSQL (`scripts/postgres-setup.sh` starts it and
 //! creates the admin role these tests use to create their own roles).
+//!
+//! Why one file of about 550 lines: the rotation scenarios share one cluster harness and
+//! PostgreSQL set-up.
 
 mod common;
 
@@ -29,9 +32,9 @@ fn config(path: &str, rotator: RotatorKind, params: &[(&str, &str)], every_ms: u
     }
 }
 
-/// Starts the rotation engine on every node, as the server does.
+/// Starts the leader duties (rotation runs among them) on every node, as the server does.
 fn engines(v: &Vault) -> Vec<tokio::task::JoinHandle<()>> {
-    v.cores.iter().map(|c| tokio::spawn(c.clone().run_rotations())).collect()
+    v.cores.iter().map(|c| tokio::spawn(c.clone().run_leader_duties())).collect()
 }
 
 async fn status(v: &Vault, path: &str) -> RotationStatus {

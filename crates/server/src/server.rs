@@ -54,10 +54,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .with_rotation(config.rotation.settings())
         .with_limits(config.limits.core_config());
     let core = core.with_autopilot(config.autopilot.config());
-    let maintenance = tokio::spawn(core.clone().run_maintenance());
+    let duties = tokio::spawn(core.clone().run_leader_duties());
     let autopilot = tokio::spawn(node.clone().run_autopilot(config.autopilot.config()));
     let limit_reports = tokio::spawn(core.clone().run_rate_limit_reports());
-    let rotations = tokio::spawn(core.clone().run_rotations());
     let mirror = match config.audit.mirror.as_str() {
         "" => None,
         "stdout" => Some(tokio::spawn(core.clone().mirror_audit(Box::new(std::io::stdout())))),
@@ -99,10 +98,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .add_routes(tonic::service::Routes::from(routes))
         .serve_with_incoming_shutdown(crate::tls::incoming(listener, acceptor, idle), shutdown)
         .await;
-    maintenance.abort();
+    duties.abort();
     autopilot.abort();
     limit_reports.abort();
-    rotations.abort();
     if let Some(m) = mirror {
         m.abort();
     }

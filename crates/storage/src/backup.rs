@@ -1,6 +1,9 @@
 //! Backup files: a consistent, point-in-time copy of the vault's data for disaster recovery
 //! (`arca operator snapshot save`, Vault's `sys/storage/raft/snapshot`).
 //!
+//! Why one file of about 500 lines: the format's writer and its reader check each other's every
+//! field, and read best side by side (400 lines of code, 110 of tests).
+//!
 //! A backup is a gzip-compressed tar archive, so that standard tools can look into it and
 //! Vault's clients accept it (`bao operator raft snapshot save` insists on a gzipped tar whose
 //! last member is `SHA256SUMS.sealed`). Its members, in this order:

@@ -28,13 +28,22 @@ impl Core {
         drop(keyring);
         let guards = vec![Guard::unchanged(Cf::Sys, INIT_KEY, Some(&raw))];
         let ops = self.publish_keyring(&record, term)?;
-        match self.node.write(Command::Txn { guards, ops }).await?.result {
-            CommandResult::Applied => {
-                info!(term, "keyring rotated; rewrap of older records started");
-                Ok(term)
+        let ours = serde_json::to_vec(&record).map_err(|e| Error::Internal(e.to_string()))?;
+        let applied = match self.node.write(Command::Txn { guards, ops }).await?.result {
+            CommandResult::Applied => true,
+            // A forward resent after a lost reply fails its guard when its first copy applied.
+            // The stored record is then exactly ours (the keyring was sealed with a fresh
+            // nonce), and the rotation did happen: say so rather than report a conflict.
+            _ => {
+                self.node.read_barrier().await?;
+                self.node.reader().get(Cf::Sys, INIT_KEY)?.as_deref() == Some(ours.as_slice())
             }
-            _ => Err(Error::Conflict),
+        };
+        if !applied {
+            return Err(Error::Conflict);
         }
+        info!(term, "keyring rotated; rewrap of older records started");
+        Ok(term)
     }
 
     /// The writes that store a new sealed keyring whose active term is `term`: the init
@@ -152,10 +161,11 @@ impl Core {
         // root instead of sealing it.
         *self.pending_root.lock().expect("pending root lock") = Some((record.share_set, Arc::new(new_root)));
         let applied = match self.node.write(Command::Txn { guards, ops }).await {
-            Ok(resp) => resp.result == CommandResult::Applied,
-            // The reply was lost, not necessarily the write: the shares exist only here, so
-            // look before dropping them.
-            Err(_) => {
+            Ok(resp) if resp.result == CommandResult::Applied => true,
+            // The reply was lost, not necessarily the write, or a forward resent after a lost
+            // reply failed its guard because its first copy applied: the shares exist only
+            // here, so look before dropping them (the share set is random per split).
+            _ => {
                 let _ = self.node.read_barrier().await;
                 let stored = self.node.reader().get(Cf::Sys, INIT_KEY)?;
                 stored.and_then(|raw| InitRecord::parse(&raw).ok()).is_some_and(|i| i.share_set == record.share_set)

@@ -1,5 +1,8 @@
 //! Path policies in Vault's HCL syntax, and the matcher that decides every request.
 //!
+//! Why one file of about 550 lines: the parser and the matcher share the pattern type and the
+//! decision rules (480 lines of code); the rest is tests.
+//!
 //! A policy is a list of rules `path "<pattern>" { capabilities = [...] }`. Patterns are exact
 //! paths, may end in `*` (prefix glob) and may contain `+` segments (exactly one segment).
 //!

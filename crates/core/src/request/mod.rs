@@ -5,5 +5,8 @@ mod reply;
 mod table;
 
 pub use operation::{Operation, Request, TokenCreate, TokenRef};
-pub use reply::{mount_serving, mounts, HealthInfo, InitResult, Member, Mount, MountTable, Reply, SealStatus};
+pub use reply::{
+    mount_serving, mounts, HealthInfo, InitResult, KvSecret, KvWritten, Member, Mount, MountTable, Reply, SealStatus,
+    SecretIdIssued, TokenCreated,
+};
 pub use table::{Need, OpClass, Spec};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use zeroize::Zeroizing;
 
 use crate::auth::RoleConfig;
-use crate::{SecretData, SecretMetadata, TokenInfo, VersionMetadata};
+use crate::{Error, Result, SecretData, SecretMetadata, TokenInfo, VersionMetadata};
 
 /// What a request produced. `Debug` names the variant only: replies carry tokens and secrets.
 pub enum Reply {
@@ -222,5 +222,183 @@ impl std::fmt::Debug for Reply {
             Reply::Rekey { .. } => "Rekey",
         };
         write!(f, "Reply::{name}")
+    }
+}
+
+/// A reply of another kind than the operation gives: a bug in the core or a front, reported as
+/// an internal error (never a panic).
+fn mismatch(expected: &str, got: &Reply) -> Error {
+    Error::Internal(format!("expected a {expected} reply, got {got:?}"))
+}
+
+/// `Reply::into_*`: each operation's reply as its own type, so a front takes what it asked for
+/// instead of matching on every kind of reply.
+macro_rules! accessors {
+    ($($name:ident -> $variant:ident($ty:ty);)*) => {
+        impl Reply {
+            $(
+                #[doc = concat!("The value of a `", stringify!($variant), "` reply.")]
+                pub fn $name(self) -> Result<$ty> {
+                    match self {
+                        Reply::$variant(v) => Ok(v),
+                        other => Err(mismatch(stringify!($variant), &other)),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+accessors! {
+    into_seal_status -> SealStatus(SealStatus);
+    into_health -> Health(HealthInfo);
+    into_metrics -> Metrics(String);
+    into_autopilot -> Autopilot(arca_raft::AutopilotState);
+    into_snapshot -> Snapshot(crate::backup::Download);
+    into_restored -> Restored(crate::backup::Restored);
+    into_init -> Init(InitResult);
+    into_members -> Members(Vec<Member>);
+    into_mounts -> Mounts(Vec<Mount>);
+    into_kv_keys -> KvKeys(Vec<String>);
+    into_kv_metadata -> KvMetadata(SecretMetadata);
+    into_token -> Token(TokenInfo);
+    into_accessors -> Accessors(Vec<String>);
+    into_capabilities -> Capabilities(Vec<(String, Vec<String>)>);
+    into_names -> Names(Vec<String>);
+    into_role -> Role(RoleConfig);
+    into_role_id -> RoleId(String);
+    into_jwt_config -> JwtConfig(crate::auth::JwtConfig);
+    into_audit_records -> AuditRecords(Vec<crate::audit::AuditRecord>);
+    into_hash -> Hash(String);
+    into_grants -> Grants(Vec<crate::GrantUse>);
+    into_rotations -> Rotations(Vec<crate::rotation::RotationStatus>);
+    into_functions -> Functions(Vec<(String, String)>);
+    into_term -> Term(u32);
+    into_keyring -> Keyring(crate::keyring::KeyringInfo);
+}
+
+/// A written version, and the secret's custom metadata.
+pub struct KvWritten {
+    pub version: VersionMetadata,
+    pub custom_metadata: BTreeMap<String, String>,
+}
+
+/// A secret's value at one version, that version, and the secret's custom metadata.
+pub struct KvSecret {
+    pub data: SecretData,
+    pub version: VersionMetadata,
+    pub custom_metadata: BTreeMap<String, String>,
+}
+
+/// A new token and what it holds.
+pub struct TokenCreated {
+    pub token: Zeroizing<String>,
+    pub info: TokenInfo,
+}
+
+/// A new AppRole secret id.
+pub struct SecretIdIssued {
+    pub secret_id: Zeroizing<String>,
+    pub accessor: String,
+    pub expires_ms: Option<i64>,
+}
+
+impl Reply {
+    /// An operation that answers with nothing but success.
+    pub fn into_done(self) -> Result<()> {
+        match self {
+            Reply::Done => Ok(()),
+            other => Err(mismatch("Done", &other)),
+        }
+    }
+
+    /// The leader, if one is known.
+    pub fn into_leader(self) -> Result<Option<Member>> {
+        match self {
+            Reply::Leader { leader } => Ok(leader),
+            other => Err(mismatch("Leader", &other)),
+        }
+    }
+
+    pub fn into_kv_written(self) -> Result<KvWritten> {
+        match self {
+            Reply::KvWritten { version, custom_metadata } => Ok(KvWritten { version, custom_metadata }),
+            other => Err(mismatch("KvWritten", &other)),
+        }
+    }
+
+    pub fn into_kv_secret(self) -> Result<KvSecret> {
+        match self {
+            Reply::KvSecret { data, version, custom_metadata } => Ok(KvSecret { data, version, custom_metadata }),
+            other => Err(mismatch("KvSecret", &other)),
+        }
+    }
+
+    pub fn into_token_created(self) -> Result<TokenCreated> {
+        match self {
+            Reply::TokenCreated { token, info } => Ok(TokenCreated { token, info }),
+            other => Err(mismatch("TokenCreated", &other)),
+        }
+    }
+
+    /// A policy's name and text.
+    pub fn into_policy(self) -> Result<(String, String)> {
+        match self {
+            Reply::Policy { name, text } => Ok((name, text)),
+            other => Err(mismatch("Policy", &other)),
+        }
+    }
+
+    pub fn into_secret_id(self) -> Result<SecretIdIssued> {
+        match self {
+            Reply::SecretId { secret_id, accessor, expires_ms } => {
+                Ok(SecretIdIssued { secret_id, accessor, expires_ms })
+            }
+            other => Err(mismatch("SecretId", &other)),
+        }
+    }
+
+    /// A generate-root ceremony's state, and the encoded token once it completed.
+    pub fn into_generate_root(self) -> Result<(crate::ceremony::CeremonyStatus, Option<String>)> {
+        match self {
+            Reply::GenerateRoot { status, encoded_token } => Ok((status, encoded_token)),
+            other => Err(mismatch("GenerateRoot", &other)),
+        }
+    }
+
+    /// The node that verified its chain, and what it found.
+    pub fn into_audit_verification(self) -> Result<(u64, arca_raft::audit_log::Verification)> {
+        match self {
+            Reply::AuditVerification { node, verification } => Ok((node, verification)),
+            other => Err(mismatch("AuditVerification", &other)),
+        }
+    }
+
+    /// A rekey ceremony's state, and the new shares once it completed.
+    pub fn into_rekey(self) -> Result<(crate::ceremony::CeremonyStatus, Vec<Zeroizing<String>>)> {
+        match self {
+            Reply::Rekey { status, shares } => Ok((status, shares)),
+            other => Err(mismatch("Rekey", &other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_taken_as_another_kind_is_an_internal_error_naming_both() {
+        assert_eq!(Reply::Term(3).into_term().unwrap(), 3);
+        assert!(Reply::Done.into_done().is_ok());
+        let secret_id = Zeroizing::new("must-not-print".to_string());
+        let e = Reply::SecretId { secret_id, accessor: "a".into(), expires_ms: None }.into_kv_keys().unwrap_err();
+        match e {
+            Error::Internal(m) => {
+                assert!(m.contains("KvKeys") && m.contains("SecretId"), "{m}");
+                assert!(!m.contains("must-not-print"), "the message quotes the reply's secret id: {m}");
+            }
+            other => panic!("expected an internal error, got {other:?}"),
+        }
     }
 }

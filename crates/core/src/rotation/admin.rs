@@ -61,57 +61,31 @@ impl Core {
         if !(100..=MAX_BACKOFF_MS).contains(&config.backoff_ms) {
             return Err(Error::InvalidArgument("backoff must be 100ms to 1h".into()));
         }
-        self.validate_rotator(&config)?;
+        self.validate_rotator(keyring, &config)?;
         let path = config.path.clone();
         let (mut state, raw) = self.rotation_state(keyring, &path)?;
         if state.step == Step::Idle {
             state.next_run_ms = config.schedule.next_after(now_ms(), config.window.as_ref());
         }
+        let sealed = encrypt_json(keyring, &config_key(&path), &config)?;
         let ops = vec![
-            Op::Put { cf: Cf::Sys, value: encrypt_json(keyring, &config_key(&path), &config)?, key: config_key(&path) },
+            Op::Put { cf: Cf::Sys, value: sealed.clone(), key: config_key(&path) },
             self.put_state(keyring, &path, &state)?,
         ];
         if !self.commit_guarded(&path, raw.as_deref(), None, ops).await? {
-            return Err(Error::Conflict);
+            // A forward resent after a lost reply fails its guard when its first copy applied;
+            // the stored configuration is then exactly ours (a fresh nonce).
+            self.node.read_barrier().await?;
+            if self.node.reader().get(Cf::Sys, &config_key(&path))?.as_deref() != Some(sealed.as_slice()) {
+                return Err(Error::Conflict);
+            }
         }
         Ok(())
     }
 
-    pub(super) fn validate_rotator(&self, config: &RotationConfig) -> Result<()> {
-        let p = &config.params;
-        match config.rotator {
-            RotatorKind::Random => random::Policy::from_params(p).map(|_| ()),
-            RotatorKind::Postgres => {
-                postgres::validate(&self.rotation_settings, p)?;
-                validate_path(&p["admin"])
-            }
-            RotatorKind::Command => {
-                let name = p.get("function").ok_or_else(|| {
-                    Error::InvalidArgument(
-                        "command rotator: 'function' (a registered function's name) is required".into(),
-                    )
-                })?;
-                command::valid_name(name)?;
-                if self.node.reader().get(Cf::Sys, &function_key(name))?.is_none() {
-                    return Err(Error::InvalidArgument(format!(
-                        "function {name:?} is not registered: 'arca rotation function register {name} --sha256 …'"
-                    )));
-                }
-                duration_param(p, "timeout", DEFAULT_CALL_TIMEOUT).map(|_| ())
-            }
-            RotatorKind::Webhook => {
-                let url =
-                    p.get("url").ok_or_else(|| Error::InvalidArgument("webhook rotator: 'url' is required".into()))?;
-                webhook::allowed(&self.rotation_settings, url)?;
-                let key = p.get("signing_key").ok_or_else(|| {
-                    Error::InvalidArgument(
-                        "webhook rotator: 'signing_key' (KV path of the HMAC key) is required".into(),
-                    )
-                })?;
-                validate_path(key)?;
-                duration_param(p, "timeout", DEFAULT_CALL_TIMEOUT).map(|_| ())
-            }
-        }
+    pub(super) fn validate_rotator(&self, keyring: &Keyring, config: &RotationConfig) -> Result<()> {
+        let view = super::engine::View { core: self, keyring };
+        super::rotator::rotator(config.rotator).validate(&config.params, &self.rotation_settings, &view)
     }
 
     /// Updates a secret's state through `change`, guarded; for operator actions.

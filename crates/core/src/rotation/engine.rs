@@ -1,7 +1,7 @@
 //! The rotation engine, driven by the leader: due runs, and each run as committed steps
 //! (`Step`), so a new leader resumes a run where the old one left.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use arca_crypto::Keyring;
@@ -9,19 +9,11 @@ use arca_raft::Op;
 use arca_storage::Cf;
 use tracing::{info, instrument, warn};
 
+use super::rotator::{rotator, RotatorStep, StepInput, VaultView};
 use super::*;
 use crate::audit::{AuditCaller, AuditRecord};
 use crate::kv::{self, kv_data_op, kv_meta_op, SecretMetadata};
 use crate::{now_ms, Core, Error, Result, SecretData};
-
-fn value_of(output: &serde_json::Value) -> Result<Option<SecretData>> {
-    match output.get("value") {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value::<BTreeMap<String, String>>(v.clone())
-            .map(|m| Some(SecretData(m)))
-            .map_err(|_| Error::Rotation("the rotator's 'value' must be an object of strings".into())),
-    }
-}
 
 /// What one engine pass found to do for a secret.
 enum Outcome {
@@ -34,41 +26,27 @@ enum Outcome {
 }
 
 impl Core {
-    /// The rotation engine, until the task is dropped. Every node runs it; only the leader
-    /// acts. One task per secret at a time.
-    pub async fn run_rotations(self) {
-        let running: Arc<Mutex<HashSet<String>>> = Arc::default();
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if self.node.current_leader() != Some(self.node.id()) {
+    /// Starts a run of every rotation not already running on this node (each as its own task,
+    /// stopped if the node seals: its steps are committed, so the next unsealed leader resumes).
+    pub(crate) fn start_due_rotations(&self, running: &Arc<Mutex<HashSet<String>>>) -> Result<()> {
+        // Subscribed before the keys are taken: a seal from here on stops the work below,
+        // which drops its keys with it.
+        let sealed = self.seal_epoch.subscribe();
+        let keyring = self.keyring()?;
+        for path in self.rotation_paths()? {
+            if !running.lock().expect("rotation set").insert(path.clone()) {
                 continue;
             }
-            // Subscribed before the keys are taken: a seal from here on stops the work below,
-            // which drops its keys with it.
-            let sealed = self.seal_epoch.subscribe();
-            let (Ok(keyring), Ok(paths)) = (self.keyring(), self.rotation_paths()) else { continue };
-            // The vault's own rewrap after `operator rotate` advances here too, one bounded
-            // batch per tick.
-            if let Some(Err(e)) = crate::seal::until_sealed(sealed.clone(), self.rewrap_step(&keyring)).await {
-                warn!(error = %e, "keyring rewrap step failed; retrying next tick");
-            }
-            for path in paths {
-                if !running.lock().expect("rotation set").insert(path.clone()) {
-                    continue;
+            let (core, keyring, running, sealed) = (self.clone(), keyring.clone(), running.clone(), sealed.clone());
+            tokio::spawn(async move {
+                if crate::seal::until_sealed(sealed, core.drive(&keyring, &path)).await.is_none() {
+                    info!(path = %path, "rotation stopped: the node sealed");
                 }
-                let (core, keyring, running, sealed) = (self.clone(), keyring.clone(), running.clone(), sealed.clone());
-                tokio::spawn(async move {
-                    if crate::seal::until_sealed(sealed, core.drive(&keyring, &path)).await.is_none() {
-                        // Steps are committed commands: the next unsealed leader resumes.
-                        info!(path = %path, "rotation stopped: the node sealed");
-                    }
-                    drop(keyring);
-                    running.lock().expect("rotation set").remove(&path);
-                });
-            }
+                drop(keyring);
+                running.lock().expect("rotation set").remove(&path);
+            });
         }
+        Ok(())
     }
 
     /// Advances one secret's rotation as far as it can go now.
@@ -102,7 +80,7 @@ impl Core {
         if !due {
             return Ok(Outcome::Idle);
         }
-        let step = state.step.next_name();
+        let step = state.step.next().name();
         // Authority is checked when a run starts. A run already past `create` finishes: stopping
         // it between `set` and `finish` would leave the target on a value no version holds.
         let authority = if state.step == Step::Idle { self.rotation_authority(keyring, &config) } else { Ok(()) };
@@ -164,7 +142,7 @@ impl Core {
         };
         match state.step {
             Step::Idle => {
-                let pending = self.rotator_call(keyring, config, "create", None, current.as_ref()).await?;
+                let pending = self.rotator_call(keyring, config, RotatorStep::Create, None, current.as_ref()).await?;
                 let pending = match pending {
                     Some(v) => v,
                     None => random::create(&config.params, current.as_ref())?,
@@ -201,8 +179,7 @@ impl Core {
                     .pending_version
                     .ok_or_else(|| Error::Internal("rotation state lost its pending version".into()))?;
                 let pending = self.version_data(keyring, path, version)?;
-                let name = state.step.next_name();
-                self.rotator_call(keyring, config, name, Some(&pending), current.as_ref()).await?;
+                self.rotator_call(keyring, config, state.step.next(), Some(&pending), current.as_ref()).await?;
                 let mut next = RotationState { retry_at_ms: None, ..state.clone() };
                 let mut ops = Vec::new();
                 let mut meta_guard = None;
@@ -234,7 +211,7 @@ impl Core {
                 ops.push(self.put_state(keyring, path, &next)?);
                 let ok = self.commit_guarded(path, raw, meta_guard.as_ref().map(|m| Some(m.as_slice())), ops).await?;
                 if ok {
-                    info!(path, step = name, rotation = %state.rotation_id, "rotation step committed");
+                    info!(path, step = state.step.next().name(), rotation = %state.rotation_id, "rotation step committed");
                     if next.rotations > state.rotations {
                         self.metrics.rotation_run("finished");
                     }
@@ -298,64 +275,20 @@ impl Core {
         &self,
         keyring: &Keyring,
         config: &RotationConfig,
-        step: &str,
+        step: RotatorStep,
         pending: Option<&SecretData>,
         current: Option<&SecretData>,
     ) -> Result<Option<SecretData>> {
-        let p = &config.params;
-        match config.rotator {
-            RotatorKind::Random => match step {
-                "create" => random::create(p, current).map(Some),
-                _ => Ok(None),
-            },
-            RotatorKind::Postgres => {
-                let pending = || pending.ok_or_else(|| Error::Internal("no pending value".into()));
-                match step {
-                    "create" => postgres::create(p, current).map(Some),
-                    "set" => {
-                        let admin = self.current_data(keyring, &p["admin"]).map_err(|e| {
-                            Error::Rotation(format!("the admin credential at {} cannot be read: {e}", p["admin"]))
-                        })?;
-                        postgres::set(&self.rotation_settings, p, &admin, pending()?).await.map(|_| None)
-                    }
-                    "test" => postgres::test(&self.rotation_settings, p, pending()?).await.map(|_| None),
-                    _ => Ok(None),
-                }
-            }
-            RotatorKind::Command | RotatorKind::Webhook => {
-                let input = serde_json::json!({
-                    "step": step,
-                    "path": config.path,
-                    "pending": pending.map(|d| &d.0),
-                    "current": current.map(|d| &d.0),
-                });
-                let timeout = duration_param(p, "timeout", DEFAULT_CALL_TIMEOUT)?;
-                let output = if config.rotator == RotatorKind::Command {
-                    let name = &p["function"];
-                    let raw = self
-                        .node
-                        .reader()
-                        .get(Cf::Sys, &function_key(name))?
-                        .ok_or_else(|| Error::Rotation(format!("function {name:?} is no longer registered")))?;
-                    let f: command::Function =
-                        serde_json::from_slice(&raw).map_err(|e| Error::Internal(e.to_string()))?;
-                    command::run(self.rotation_settings.functions_dir.as_deref(), name, &f.sha256, timeout, &input)
-                        .await?
-                } else {
-                    let key_data = self.current_data(keyring, &p["signing_key"]).map_err(|e| {
-                        Error::Rotation(format!("the webhook signing key at {} cannot be read: {e}", p["signing_key"]))
-                    })?;
-                    let key = key_data.0.get("key").ok_or_else(|| {
-                        Error::Rotation(format!("the secret at {} has no field 'key'", p["signing_key"]))
-                    })?;
-                    let body = zeroize::Zeroizing::new(
-                        serde_json::to_vec(&input).map_err(|e| Error::Internal(e.to_string()))?,
-                    );
-                    webhook::post(&self.rotation_settings, &p["url"], key.as_bytes(), timeout, body.to_vec()).await?
-                };
-                value_of(&output)
-            }
-        }
+        let view = View { core: self, keyring };
+        let input = StepInput {
+            path: &config.path,
+            params: &config.params,
+            pending,
+            current,
+            settings: &self.rotation_settings,
+            vault: &view,
+        };
+        rotator(config.rotator).step(step, input).await
     }
 
     fn current_data(&self, keyring: &Keyring, path: &str) -> Result<SecretData> {
@@ -398,6 +331,25 @@ impl Core {
                 }
             }
             Err(e) => warn!(error = %e, "cannot seal a rotation audit record"),
+        }
+    }
+}
+
+/// What a rotator may read: the vault's current state, as the engine sees it.
+pub(super) struct View<'a> {
+    pub core: &'a Core,
+    pub keyring: &'a Keyring,
+}
+
+impl VaultView for View<'_> {
+    fn secret(&self, path: &str) -> Result<SecretData> {
+        self.core.current_data(self.keyring, path)
+    }
+
+    fn function(&self, name: &str) -> Result<Option<command::Function>> {
+        match self.core.node.reader().get(Cf::Sys, &function_key(name))? {
+            Some(raw) => serde_json::from_slice(&raw).map(Some).map_err(|e| Error::Internal(e.to_string())),
+            None => Ok(None),
         }
     }
 }

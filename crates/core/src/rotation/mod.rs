@@ -22,6 +22,8 @@ mod command;
 mod engine;
 mod postgres;
 mod random;
+/// The rotators behind one trait.
+mod rotator;
 mod webhook;
 
 use std::collections::BTreeMap;
@@ -37,8 +39,6 @@ use crate::{now_ms, Error, Result};
 
 const CONFIG_PREFIX: &str = "rotation/config/";
 const STATE_PREFIX: &str = "rotation/state/";
-/// How often the leader looks for due rotations.
-const TICK: Duration = Duration::from_millis(200);
 /// Longest wait between retries, whatever the backoff doubles to.
 const MAX_BACKOFF_MS: u64 = 3_600_000;
 /// Default timeout of one `command` or `webhook` call.
@@ -228,11 +228,7 @@ const MAX_INTERVAL_MS: u64 = 100 * 366 * 86_400_000;
 /// token it later runs with, must hold all of them.
 pub(crate) fn grants_needed(config: &RotationConfig) -> Vec<(String, &'static [Capability])> {
     let mut needs = target_grants(&config.path);
-    let reads = match config.rotator {
-        RotatorKind::Postgres => config.params.get("admin"),
-        RotatorKind::Webhook => config.params.get("signing_key"),
-        RotatorKind::Random | RotatorKind::Command => None,
-    };
+    let reads = rotator::rotator(config.rotator).reads().iter().filter_map(|param| config.params.get(*param));
     needs.extend(reads.map(|p| (format!("secret/data/{p}"), &[Capability::Read][..])));
     needs
 }
@@ -255,13 +251,13 @@ pub enum Step {
 }
 
 impl Step {
-    /// The step that runs next from here.
-    fn next_name(self) -> &'static str {
+    /// The rotator's step that runs next from here.
+    fn next(self) -> rotator::RotatorStep {
         match self {
-            Step::Idle => "create",
-            Step::Created => "set",
-            Step::Set => "test",
-            Step::Tested => "finish",
+            Step::Idle => rotator::RotatorStep::Create,
+            Step::Created => rotator::RotatorStep::Set,
+            Step::Set => rotator::RotatorStep::Test,
+            Step::Tested => rotator::RotatorStep::Finish,
         }
     }
 }

@@ -8,7 +8,7 @@ use futures::Stream;
 use tonic::{Request as GrpcRequest, Response, Status};
 use zeroize::Zeroizing;
 
-use super::{status, unexpected, Api, R};
+use super::{status, Api, R};
 use crate::proto;
 
 /// How often a following tail looks for newly committed records.
@@ -41,10 +41,8 @@ fn record(r: AuditRecord) -> proto::AuditRecord {
 
 impl Api {
     async fn records<T>(&self, req: &GrpcRequest<T>, filter: AuditFilter) -> Result<Vec<AuditRecord>, Status> {
-        match self.call(req, Operation::AuditList(filter)).await? {
-            Reply::AuditRecords(records) => Ok(records),
-            other => Err(unexpected(other)),
-        }
+        let records = self.call_as(req, Operation::AuditList(filter), Reply::into_audit_records).await?;
+        Ok(records)
     }
 }
 
@@ -92,42 +90,40 @@ impl proto::audit_server::Audit for Api {
 
     async fn verify(&self, req: GrpcRequest<proto::VerifyAuditRequest>) -> R<proto::VerifyAuditResponse> {
         let upto = req.get_ref().upto_seq;
-        match self.call(&req, Operation::AuditVerify { upto: (upto != 0).then_some(upto) }).await? {
-            Reply::AuditVerification { node, verification: v } => Ok(Response::new(proto::VerifyAuditResponse {
-                node_id: node,
-                head_seq: v.head.seq,
-                head_hash: hex(&v.head.hash),
-                checked: v.checked,
-                first_bad_seq: v.first_bad.unwrap_or(0),
-            })),
-            other => Err(unexpected(other)),
-        }
+        let (node, v) = self
+            .call_as(&req, Operation::AuditVerify { upto: (upto != 0).then_some(upto) }, Reply::into_audit_verification)
+            .await?;
+        Ok(Response::new(proto::VerifyAuditResponse {
+            node_id: node,
+            head_seq: v.head.seq,
+            head_hash: hex(&v.head.hash),
+            checked: v.checked,
+            first_bad_seq: v.first_bad.unwrap_or(0),
+        }))
     }
 
     async fn unused_grants(&self, req: GrpcRequest<proto::UnusedGrantsRequest>) -> R<proto::UnusedGrantsResponse> {
-        match self.call(&req, Operation::AuditUnusedGrants { since_ms: req.get_ref().since_ms }).await? {
-            Reply::Grants(grants) => Ok(Response::new(proto::UnusedGrantsResponse {
-                grants: grants
-                    .into_iter()
-                    .map(|g| proto::GrantUse {
-                        policy: g.policy,
-                        pattern: g.pattern,
-                        capability: g.capability,
-                        used: g.used,
-                        holders: g.holders,
-                    })
-                    .collect(),
-            })),
-            other => Err(unexpected(other)),
-        }
+        let grants = self
+            .call_as(&req, Operation::AuditUnusedGrants { since_ms: req.get_ref().since_ms }, Reply::into_grants)
+            .await?;
+        Ok(Response::new(proto::UnusedGrantsResponse {
+            grants: grants
+                .into_iter()
+                .map(|g| proto::GrantUse {
+                    policy: g.policy,
+                    pattern: g.pattern,
+                    capability: g.capability,
+                    used: g.used,
+                    holders: g.holders,
+                })
+                .collect(),
+        }))
     }
 
     async fn hash(&self, req: GrpcRequest<proto::HashRequest>) -> R<proto::HashResponse> {
         let op = Operation::AuditHash { value: Zeroizing::new(req.get_ref().value.clone()) };
-        match self.call(&req, op).await? {
-            Reply::Hash(hash) => Ok(Response::new(proto::HashResponse { hash })),
-            other => Err(unexpected(other)),
-        }
+        let hash = self.call_as(&req, op, Reply::into_hash).await?;
+        Ok(Response::new(proto::HashResponse { hash }))
     }
 }
 

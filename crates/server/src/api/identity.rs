@@ -8,7 +8,7 @@ use arca_core::{Operation, Reply, TokenCreate, TokenRef};
 use tonic::{Request as GrpcRequest, Response, Status};
 use zeroize::Zeroizing;
 
-use super::{unexpected, Api, R};
+use super::{Api, R};
 use crate::proto;
 
 fn token_info(t: arca_core::TokenInfo) -> proto::TokenInfo {
@@ -44,19 +44,14 @@ fn secs(s: u64) -> Option<Duration> {
 
 impl Api {
     async fn token_reply<T>(&self, req: &GrpcRequest<T>, op: Operation) -> R<proto::TokenInfo> {
-        match self.call(req, op).await? {
-            Reply::Token(t) => Ok(Response::new(token_info(t))),
-            other => Err(unexpected(other)),
-        }
+        let t = self.call_as(req, op, Reply::into_token).await?;
+        Ok(Response::new(token_info(t)))
     }
 
     async fn login<T>(&self, req: &GrpcRequest<T>, creds: Credentials) -> R<proto::LoginResponse> {
-        match self.call(req, Operation::Login(creds)).await? {
-            Reply::TokenCreated { token, info } => {
-                Ok(Response::new(proto::LoginResponse { token: token.to_string(), info: Some(token_info(info)) }))
-            }
-            other => Err(unexpected(other)),
-        }
+        let arca_core::TokenCreated { token, info } =
+            self.call_as(req, Operation::Login(creds), Reply::into_token_created).await?;
+        Ok(Response::new(proto::LoginResponse { token: token.to_string(), info: Some(token_info(info)) }))
     }
 
     async fn done<T, U: Default>(&self, req: &GrpcRequest<T>, op: Operation) -> R<U> {
@@ -65,10 +60,8 @@ impl Api {
     }
 
     async fn role<T>(&self, req: &GrpcRequest<T>, method: Method, name: &str) -> Result<RoleConfig, Status> {
-        match self.call(req, Operation::RoleRead { method, name: name.to_string() }).await? {
-            Reply::Role(r) => Ok(r),
-            other => Err(unexpected(other)),
-        }
+        let r = self.call_as(req, Operation::RoleRead { method, name: name.to_string() }, Reply::into_role).await?;
+        Ok(r)
     }
 }
 
@@ -87,12 +80,8 @@ impl proto::token_server::Token for Api {
             renewable: r.renewable.unwrap_or(true),
             num_uses: r.num_uses,
         });
-        match self.call(&req, op).await? {
-            Reply::TokenCreated { token, info } => {
-                Ok(Response::new(proto::CreateTokenResponse { token: token.to_string(), info: Some(token_info(info)) }))
-            }
-            other => Err(unexpected(other)),
-        }
+        let arca_core::TokenCreated { token, info } = self.call_as(&req, op, Reply::into_token_created).await?;
+        Ok(Response::new(proto::CreateTokenResponse { token: token.to_string(), info: Some(token_info(info)) }))
     }
 
     async fn lookup(&self, req: GrpcRequest<proto::TokenTarget>) -> R<proto::TokenInfo> {
@@ -117,24 +106,20 @@ impl proto::token_server::Token for Api {
     }
 
     async fn list_accessors(&self, req: GrpcRequest<proto::ListAccessorsRequest>) -> R<proto::ListAccessorsResponse> {
-        match self.call(&req, Operation::TokenListAccessors).await? {
-            Reply::Accessors(accessors) => Ok(Response::new(proto::ListAccessorsResponse { accessors })),
-            other => Err(unexpected(other)),
-        }
+        let accessors = self.call_as(&req, Operation::TokenListAccessors, Reply::into_accessors).await?;
+        Ok(Response::new(proto::ListAccessorsResponse { accessors }))
     }
 
     async fn capabilities(&self, req: GrpcRequest<proto::CapabilitiesRequest>) -> R<proto::CapabilitiesResponse> {
         let r = req.get_ref();
         let op = Operation::Capabilities { target: target(r.target.as_ref()), paths: r.paths.clone() };
-        match self.call(&req, op).await? {
-            Reply::Capabilities(caps) => Ok(Response::new(proto::CapabilitiesResponse {
-                paths: caps
-                    .into_iter()
-                    .map(|(path, capabilities)| proto::PathCapabilities { path, capabilities })
-                    .collect(),
-            })),
-            other => Err(unexpected(other)),
-        }
+        let caps = self.call_as(&req, op, Reply::into_capabilities).await?;
+        Ok(Response::new(proto::CapabilitiesResponse {
+            paths: caps
+                .into_iter()
+                .map(|(path, capabilities)| proto::PathCapabilities { path, capabilities })
+                .collect(),
+        }))
     }
 }
 
@@ -146,17 +131,14 @@ impl proto::policy_server::Policy for Api {
     }
 
     async fn read(&self, req: GrpcRequest<proto::ReadPolicyRequest>) -> R<proto::PolicyDocument> {
-        match self.call(&req, Operation::PolicyRead { name: req.get_ref().name.clone() }).await? {
-            Reply::Policy { name, text } => Ok(Response::new(proto::PolicyDocument { name, policy: text })),
-            other => Err(unexpected(other)),
-        }
+        let (name, text) =
+            self.call_as(&req, Operation::PolicyRead { name: req.get_ref().name.clone() }, Reply::into_policy).await?;
+        Ok(Response::new(proto::PolicyDocument { name, policy: text }))
     }
 
     async fn list(&self, req: GrpcRequest<proto::ListPoliciesRequest>) -> R<proto::ListPoliciesResponse> {
-        match self.call(&req, Operation::PolicyList).await? {
-            Reply::Names(names) => Ok(Response::new(proto::ListPoliciesResponse { names })),
-            other => Err(unexpected(other)),
-        }
+        let names = self.call_as(&req, Operation::PolicyList, Reply::into_names).await?;
+        Ok(Response::new(proto::ListPoliciesResponse { names }))
     }
 
     async fn delete(&self, req: GrpcRequest<proto::DeletePolicyRequest>) -> R<proto::DeletePolicyResponse> {
@@ -240,21 +222,21 @@ impl proto::auth_server::Auth for Api {
     }
 
     async fn read_role_id(&self, req: GrpcRequest<proto::RoleName>) -> R<proto::RoleIdResponse> {
-        match self.call(&req, Operation::AppRoleRoleId { name: req.get_ref().name.clone() }).await? {
-            Reply::RoleId(role_id) => Ok(Response::new(proto::RoleIdResponse { role_id })),
-            other => Err(unexpected(other)),
-        }
+        let role_id = self
+            .call_as(&req, Operation::AppRoleRoleId { name: req.get_ref().name.clone() }, Reply::into_role_id)
+            .await?;
+        Ok(Response::new(proto::RoleIdResponse { role_id }))
     }
 
     async fn generate_secret_id(&self, req: GrpcRequest<proto::RoleName>) -> R<proto::SecretIdResponse> {
-        match self.call(&req, Operation::AppRoleSecretId { name: req.get_ref().name.clone() }).await? {
-            Reply::SecretId { secret_id, accessor, expires_ms } => Ok(Response::new(proto::SecretIdResponse {
-                secret_id: secret_id.to_string(),
-                accessor,
-                expires_ms: expires_ms.unwrap_or(0),
-            })),
-            other => Err(unexpected(other)),
-        }
+        let arca_core::SecretIdIssued { secret_id, accessor, expires_ms } = self
+            .call_as(&req, Operation::AppRoleSecretId { name: req.get_ref().name.clone() }, Reply::into_secret_id)
+            .await?;
+        Ok(Response::new(proto::SecretIdResponse {
+            secret_id: secret_id.to_string(),
+            accessor,
+            expires_ms: expires_ms.unwrap_or(0),
+        }))
     }
 
     async fn write_cert_role(&self, req: GrpcRequest<proto::CertRole>) -> R<proto::WriteRoleResponse> {
@@ -319,20 +301,14 @@ impl proto::auth_server::Auth for Api {
     }
 
     async fn read_jwt_config(&self, req: GrpcRequest<proto::ReadJwtConfigRequest>) -> R<proto::JwtConfig> {
-        match self.call(&req, Operation::JwtConfigRead).await? {
-            Reply::JwtConfig(c) => {
-                Ok(Response::new(proto::JwtConfig { pem_keys: c.pem_keys, jwks: c.jwks, bound_issuer: c.bound_issuer }))
-            }
-            other => Err(unexpected(other)),
-        }
+        let c = self.call_as(&req, Operation::JwtConfigRead, Reply::into_jwt_config).await?;
+        Ok(Response::new(proto::JwtConfig { pem_keys: c.pem_keys, jwks: c.jwks, bound_issuer: c.bound_issuer }))
     }
 
     async fn list_roles(&self, req: GrpcRequest<proto::ListRolesRequest>) -> R<proto::ListRolesResponse> {
         let method = method(req.get_ref().method)?;
-        match self.call(&req, Operation::RoleList { method }).await? {
-            Reply::Names(names) => Ok(Response::new(proto::ListRolesResponse { names })),
-            other => Err(unexpected(other)),
-        }
+        let names = self.call_as(&req, Operation::RoleList { method }, Reply::into_names).await?;
+        Ok(Response::new(proto::ListRolesResponse { names }))
     }
 
     async fn delete_role(&self, req: GrpcRequest<proto::DeleteRoleRequest>) -> R<proto::DeleteRoleResponse> {

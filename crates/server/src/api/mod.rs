@@ -66,10 +66,16 @@ impl Api {
         };
         self.core.handle(request).await.map_err(status)
     }
-}
 
-pub(crate) fn unexpected(reply: Reply) -> Status {
-    Status::internal(format!("unexpected reply {reply:?}"))
+    /// Runs `op` and takes its reply as `into` (one of `Reply::into_*`) gives it.
+    async fn call_as<T, R>(
+        &self,
+        req: &GrpcRequest<T>,
+        op: Operation,
+        into: fn(Reply) -> arca_core::Result<R>,
+    ) -> Result<R, Status> {
+        into(self.call(req, op).await?).map_err(status)
+    }
 }
 
 fn u8_arg(v: u32, name: &str) -> Result<u8, Status> {
@@ -123,98 +129,80 @@ impl proto::sys_server::Sys for Api {
             shares: u8_arg(req.get_ref().shares, "shares")?,
             threshold: u8_arg(req.get_ref().threshold, "threshold")?,
         };
-        match self.call(&req, op).await? {
-            Reply::Init(i) => Ok(Response::new(proto::InitResponse {
-                shares: i.shares.iter().map(|s| s.to_string()).collect(),
-                threshold: i.threshold.into(),
-                root_token: i.root_token.to_string(),
-            })),
-            other => Err(unexpected(other)),
-        }
+        let i = self.call_as(&req, op, Reply::into_init).await?;
+        Ok(Response::new(proto::InitResponse {
+            shares: i.shares.iter().map(|s| s.to_string()).collect(),
+            threshold: i.threshold.into(),
+            root_token: i.root_token.to_string(),
+        }))
     }
 
     async fn unseal(&self, req: GrpcRequest<proto::UnsealRequest>) -> R<proto::SealStatusResponse> {
         let op = Operation::Unseal { share: Zeroizing::new(req.get_ref().share.clone()), reset: req.get_ref().reset };
-        match self.call(&req, op).await? {
-            Reply::SealStatus(s) => Ok(Response::new(seal_status(s))),
-            other => Err(unexpected(other)),
-        }
+        let s = self.call_as(&req, op, Reply::into_seal_status).await?;
+        Ok(Response::new(seal_status(s)))
     }
 
     async fn seal(&self, req: GrpcRequest<proto::SealRequest>) -> R<proto::SealStatusResponse> {
         self.call(&req, Operation::Seal).await?;
-        match self.call(&req, Operation::SealStatus).await? {
-            Reply::SealStatus(s) => Ok(Response::new(seal_status(s))),
-            other => Err(unexpected(other)),
-        }
+        let s = self.call_as(&req, Operation::SealStatus, Reply::into_seal_status).await?;
+        Ok(Response::new(seal_status(s)))
     }
 
     async fn seal_status(&self, req: GrpcRequest<proto::SealStatusRequest>) -> R<proto::SealStatusResponse> {
-        match self.call(&req, Operation::SealStatus).await? {
-            Reply::SealStatus(s) => Ok(Response::new(seal_status(s))),
-            other => Err(unexpected(other)),
-        }
+        let s = self.call_as(&req, Operation::SealStatus, Reply::into_seal_status).await?;
+        Ok(Response::new(seal_status(s)))
     }
 
     async fn health(&self, req: GrpcRequest<proto::HealthRequest>) -> R<proto::HealthResponse> {
-        match self.call(&req, Operation::Health).await? {
-            Reply::Health(h) => Ok(Response::new(proto::HealthResponse {
-                initialized: h.initialized,
-                sealed: h.sealed,
-                node_id: h.node_id,
-                leader_id: h.leader_id.unwrap_or(0),
-                is_leader: h.is_leader,
-                applied_index: h.applied_index,
-                version: env!("CARGO_PKG_VERSION").into(),
-            })),
-            other => Err(unexpected(other)),
-        }
+        let h = self.call_as(&req, Operation::Health, Reply::into_health).await?;
+        Ok(Response::new(proto::HealthResponse {
+            initialized: h.initialized,
+            sealed: h.sealed,
+            node_id: h.node_id,
+            leader_id: h.leader_id.unwrap_or(0),
+            is_leader: h.is_leader,
+            applied_index: h.applied_index,
+            version: env!("CARGO_PKG_VERSION").into(),
+        }))
     }
 
     async fn leader(&self, req: GrpcRequest<proto::LeaderRequest>) -> R<proto::LeaderResponse> {
-        match self.call(&req, Operation::Leader).await? {
-            Reply::Leader { leader } => Ok(Response::new(proto::LeaderResponse { leader: leader.map(member) })),
-            other => Err(unexpected(other)),
-        }
+        let leader = self.call_as(&req, Operation::Leader, Reply::into_leader).await?;
+        Ok(Response::new(proto::LeaderResponse { leader: leader.map(member) }))
     }
 
     async fn members(&self, req: GrpcRequest<proto::MembersRequest>) -> R<proto::MembersResponse> {
-        match self.call(&req, Operation::Members).await? {
-            Reply::Members(m) => {
-                Ok(Response::new(proto::MembersResponse { members: m.into_iter().map(member).collect() }))
-            }
-            other => Err(unexpected(other)),
-        }
+        let m = self.call_as(&req, Operation::Members, Reply::into_members).await?;
+        Ok(Response::new(proto::MembersResponse { members: m.into_iter().map(member).collect() }))
     }
 
     async fn autopilot_state(
         &self,
         req: GrpcRequest<proto::AutopilotStateRequest>,
     ) -> R<proto::AutopilotStateResponse> {
-        match self.call(&req, Operation::AutopilotState).await? {
-            Reply::Autopilot(a) => Ok(Response::new(proto::AutopilotStateResponse {
-                healthy: a.healthy,
-                failure_tolerance: a.failure_tolerance as u64,
-                leader: a.leader,
-                servers: a
-                    .servers
-                    .into_iter()
-                    .map(|s| proto::ServerHealth {
-                        member: Some(proto::Member {
-                            id: s.id,
-                            raft_addr: s.raft_addr,
-                            api_addr: s.api_addr,
-                            voter: s.voter,
-                            leader: s.leader,
-                        }),
-                        last_contact_ms: s.last_contact.map(|d| d.as_millis() as u64),
-                        last_index: s.last_index,
-                        healthy: s.healthy,
-                    })
-                    .collect(),
-            })),
-            other => Err(unexpected(other)),
-        }
+        let a = self.call_as(&req, Operation::AutopilotState, Reply::into_autopilot).await?;
+        Ok(Response::new(proto::AutopilotStateResponse {
+            healthy: a.healthy,
+            failure_tolerance: a.failure_tolerance as u64,
+            leader: a.leader,
+            servers: a
+                .servers
+                .into_iter()
+                .map(|s| proto::ServerHealth {
+                    member: Some(proto::Member {
+                        id: s.id,
+                        raft_addr: s.raft_addr,
+                        api_addr: s.api_addr,
+                        voter: s.voter,
+                        leader: s.leader,
+                    }),
+                    last_contact_ms: s.last_contact.map(|d| d.as_millis() as u64),
+                    last_index: s.last_index,
+                    healthy: s.healthy,
+                })
+                .collect(),
+        }))
     }
 
     async fn join(&self, req: GrpcRequest<proto::JoinRequest>) -> R<proto::JoinResponse> {
@@ -245,34 +233,28 @@ impl proto::sys_server::Sys for Api {
         let r = req.get_ref();
         let params = || GenerateRootParams::from_fields(&r.otp, &r.pgp_key).map_err(status);
         let op = Operation::GenerateRoot(ceremony_step(r.action, &r.nonce, &r.share, params)?);
-        match self.call(&req, op).await? {
-            Reply::GenerateRoot { status, encoded_token } => Ok(Response::new(proto::GenerateRootResponse {
-                status: Some(ceremony_status(status)),
-                encoded_token: encoded_token.unwrap_or_default(),
-            })),
-            other => Err(unexpected(other)),
-        }
+        let (status, encoded_token) = self.call_as(&req, op, Reply::into_generate_root).await?;
+        Ok(Response::new(proto::GenerateRootResponse {
+            status: Some(ceremony_status(status)),
+            encoded_token: encoded_token.unwrap_or_default(),
+        }))
     }
 
     async fn rotate(&self, req: GrpcRequest<proto::RotateRequest>) -> R<proto::RotateResponse> {
-        match self.call(&req, Operation::KeyringRotate).await? {
-            Reply::Term(term) => Ok(Response::new(proto::RotateResponse { term })),
-            other => Err(unexpected(other)),
-        }
+        let term = self.call_as(&req, Operation::KeyringRotate, Reply::into_term).await?;
+        Ok(Response::new(proto::RotateResponse { term }))
     }
 
     async fn key_status(&self, req: GrpcRequest<proto::KeyStatusRequest>) -> R<proto::KeyStatusResponse> {
-        match self.call(&req, Operation::KeyringStatus).await? {
-            Reply::Keyring(k) => Ok(Response::new(proto::KeyStatusResponse {
-                terms: k.terms,
-                active_term: k.active_term,
-                rewrap_target_term: k.rewrap.as_ref().map_or(0, |r| r.target_term),
-                rewrap_done: k.rewrap.as_ref().is_some_and(|r| r.done),
-                rewrapped: k.rewrap.as_ref().map_or(0, |r| r.rewrapped),
-                records_on_old_terms: k.records_on_old_terms,
-            })),
-            other => Err(unexpected(other)),
-        }
+        let k = self.call_as(&req, Operation::KeyringStatus, Reply::into_keyring).await?;
+        Ok(Response::new(proto::KeyStatusResponse {
+            terms: k.terms,
+            active_term: k.active_term,
+            rewrap_target_term: k.rewrap.as_ref().map_or(0, |r| r.target_term),
+            rewrap_done: k.rewrap.as_ref().is_some_and(|r| r.done),
+            rewrapped: k.rewrap.as_ref().map_or(0, |r| r.rewrapped),
+            records_on_old_terms: k.records_on_old_terms,
+        }))
     }
 
     async fn rekey(&self, req: GrpcRequest<proto::RekeyRequest>) -> R<proto::RekeyResponse> {
@@ -285,13 +267,11 @@ impl proto::sys_server::Sys for Api {
             })
         };
         let op = Operation::Rekey(ceremony_step(r.action, &r.nonce, &r.share, params)?);
-        match self.call(&req, op).await? {
-            Reply::Rekey { status, shares } => Ok(Response::new(proto::RekeyResponse {
-                status: Some(ceremony_status(status)),
-                shares: shares.iter().map(|s| s.to_string()).collect(),
-            })),
-            other => Err(unexpected(other)),
-        }
+        let (status, shares) = self.call_as(&req, op, Reply::into_rekey).await?;
+        Ok(Response::new(proto::RekeyResponse {
+            status: Some(ceremony_status(status)),
+            shares: shares.iter().map(|s| s.to_string()).collect(),
+        }))
     }
 }
 
@@ -336,10 +316,8 @@ impl proto::kv_server::Kv for Api {
             data: SecretData(r.data.clone().into_iter().collect()),
             cas: r.cas,
         };
-        match self.call(&req, op).await? {
-            Reply::KvWritten { version: v, .. } => Ok(Response::new(version(v))),
-            other => Err(unexpected(other)),
-        }
+        let arca_core::KvWritten { version: v, .. } = self.call_as(&req, op, Reply::into_kv_written).await?;
+        Ok(Response::new(version(v)))
     }
 
     async fn get(&self, req: GrpcRequest<proto::GetRequest>) -> R<proto::GetResponse> {
@@ -349,20 +327,17 @@ impl proto::kv_server::Kv for Api {
         } else {
             Operation::KvGetStage { path: r.path.clone(), stage: r.stage.parse().map_err(status)? }
         };
-        match self.call(&req, op).await? {
-            Reply::KvSecret { data, version: v, .. } => Ok(Response::new(proto::GetResponse {
-                data: data.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                metadata: Some(version(v)),
-            })),
-            other => Err(unexpected(other)),
-        }
+        let arca_core::KvSecret { data, version: v, .. } = self.call_as(&req, op, Reply::into_kv_secret).await?;
+        Ok(Response::new(proto::GetResponse {
+            data: data.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            metadata: Some(version(v)),
+        }))
     }
 
     async fn list(&self, req: GrpcRequest<proto::ListRequest>) -> R<proto::ListResponse> {
-        match self.call(&req, Operation::KvList { prefix: req.get_ref().prefix.clone() }).await? {
-            Reply::KvKeys(keys) => Ok(Response::new(proto::ListResponse { keys })),
-            other => Err(unexpected(other)),
-        }
+        let keys =
+            self.call_as(&req, Operation::KvList { prefix: req.get_ref().prefix.clone() }, Reply::into_kv_keys).await?;
+        Ok(Response::new(proto::ListResponse { keys }))
     }
 
     async fn delete(&self, req: GrpcRequest<proto::VersionsRequest>) -> R<proto::SecretMetadata> {
@@ -398,9 +373,7 @@ impl proto::kv_server::Kv for Api {
 
 impl Api {
     async fn meta_reply<T>(&self, req: &GrpcRequest<T>, op: Operation) -> R<proto::SecretMetadata> {
-        match self.call(req, op).await? {
-            Reply::KvMetadata(m) => Ok(Response::new(metadata(m))),
-            other => Err(unexpected(other)),
-        }
+        let m = self.call_as(req, op, Reply::into_kv_metadata).await?;
+        Ok(Response::new(metadata(m)))
     }
 }

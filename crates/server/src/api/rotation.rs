@@ -4,7 +4,7 @@ use arca_core::rotation::{RotationConfig, RotationStatus, Schedule, Window};
 use arca_core::{Operation, Reply};
 use tonic::{Request as GrpcRequest, Response, Status};
 
-use super::{status, unexpected, Api, R};
+use super::{status, Api, R};
 use crate::proto;
 
 /// Defaults for what a request leaves at zero.
@@ -77,10 +77,8 @@ fn status_to(s: RotationStatus) -> proto::RotationStatus {
 
 impl Api {
     async fn ack<T>(&self, req: &GrpcRequest<T>, op: Operation) -> R<proto::RotationAck> {
-        match self.call(req, op).await? {
-            Reply::Done => Ok(Response::new(proto::RotationAck {})),
-            other => Err(unexpected(other)),
-        }
+        self.call_as(req, op, Reply::into_done).await?;
+        Ok(Response::new(proto::RotationAck {}))
     }
 }
 
@@ -101,12 +99,8 @@ impl proto::rotation_server::Rotation for Api {
 
     async fn status(&self, req: GrpcRequest<proto::RotationPath>) -> R<proto::RotationStatusList> {
         let path = Some(req.get_ref().path.clone()).filter(|p| !p.is_empty());
-        match self.call(&req, Operation::RotationStatus { path }).await? {
-            Reply::Rotations(list) => {
-                Ok(Response::new(proto::RotationStatusList { rotations: list.into_iter().map(status_to).collect() }))
-            }
-            other => Err(unexpected(other)),
-        }
+        let list = self.call_as(&req, Operation::RotationStatus { path }, Reply::into_rotations).await?;
+        Ok(Response::new(proto::RotationStatusList { rotations: list.into_iter().map(status_to).collect() }))
     }
 
     async fn register_function(&self, req: GrpcRequest<proto::RotationFunction>) -> R<proto::RotationAck> {
@@ -116,11 +110,9 @@ impl proto::rotation_server::Rotation for Api {
     }
 
     async fn list_functions(&self, req: GrpcRequest<proto::RotationAck>) -> R<proto::RotationFunctionList> {
-        match self.call(&req, Operation::RotationFunctionList).await? {
-            Reply::Functions(list) => Ok(Response::new(proto::RotationFunctionList {
-                functions: list.into_iter().map(|(name, sha256)| proto::RotationFunction { name, sha256 }).collect(),
-            })),
-            other => Err(unexpected(other)),
-        }
+        let list = self.call_as(&req, Operation::RotationFunctionList, Reply::into_functions).await?;
+        Ok(Response::new(proto::RotationFunctionList {
+            functions: list.into_iter().map(|(name, sha256)| proto::RotationFunction { name, sha256 }).collect(),
+        }))
     }
 }

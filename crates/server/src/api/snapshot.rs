@@ -6,7 +6,7 @@ use arca_core::{Download, Operation, Reply, Upload};
 use futures::{Stream, StreamExt};
 use tonic::{Request as GrpcRequest, Response, Status, Streaming};
 
-use super::{unexpected, Api, R};
+use super::{Api, R};
 use crate::proto;
 
 pub(crate) type SaveStream = Pin<Box<dyn Stream<Item = Result<proto::SnapshotChunk, Status>> + Send>>;
@@ -25,10 +25,8 @@ pub(crate) fn chunks(download: Download) -> SaveStream {
 
 impl Api {
     pub(crate) async fn snapshot_save(&self, req: GrpcRequest<proto::SnapshotSaveRequest>) -> R<SaveStream> {
-        match self.call(&req, Operation::SnapshotSave).await? {
-            Reply::Snapshot(download) => Ok(Response::new(chunks(download))),
-            other => Err(unexpected(other)),
-        }
+        let download = self.call_as(&req, Operation::SnapshotSave, Reply::into_snapshot).await?;
+        Ok(Response::new(chunks(download)))
     }
 
     pub(crate) async fn snapshot_restore(
@@ -43,16 +41,14 @@ impl Api {
         let rest = stream.map(|m| m.map(|c| c.data).map_err(|s| s.message().to_string()));
         let upload = Upload(Box::pin(futures::stream::once(async move { Ok(first.data) }).chain(rest)));
         let req = GrpcRequest::from_parts(metadata, extensions, ());
-        match self.call(&req, Operation::SnapshotRestore { upload, force }).await? {
-            Reply::Restored(r) => Ok(Response::new(proto::SnapshotRestoreResponse {
-                cluster_id: r.meta.cluster_id,
-                keyring_term: r.meta.keyring_term,
-                index: r.meta.index,
-                created_ms: r.meta.created_ms,
-                records: r.meta.records,
-                sealed: r.sealed,
-            })),
-            other => Err(unexpected(other)),
-        }
+        let r = self.call_as(&req, Operation::SnapshotRestore { upload, force }, Reply::into_restored).await?;
+        Ok(Response::new(proto::SnapshotRestoreResponse {
+            cluster_id: r.meta.cluster_id,
+            keyring_term: r.meta.keyring_term,
+            index: r.meta.index,
+            created_ms: r.meta.created_ms,
+            records: r.meta.records,
+            sealed: r.sealed,
+        }))
     }
 }

@@ -7,7 +7,7 @@ use futures::Stream;
 use tonic::{Request as GrpcRequest, Response, Status};
 use tracing::info_span;
 
-use super::{status, unexpected, Api, R};
+use super::{status, Api, R};
 use crate::proto;
 
 /// Most prefixes one stream may watch: each is authorized and audited on its own.
@@ -53,10 +53,7 @@ impl proto::watch_server::Watch for Api {
         // Each prefix is opened like a read of it: authorized (read on secret/data/<prefix>)
         // and audited. The events that follow are re-authorized one by one by the core.
         for prefix in &prefixes {
-            match self.call(&req, Operation::Watch { prefix: prefix.clone() }).await? {
-                Reply::Done => {}
-                other => return Err(unexpected(other)),
-            }
+            self.call_as(&req, Operation::Watch { prefix: prefix.clone() }, Reply::into_done).await?;
         }
         let span = info_span!("watch", prefixes = prefixes.len(), after = ?req.get_ref().after_seq);
         let _entered = span.enter();

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
 use super::kv::time;
-use super::{no_content, unexpected, Ctx, HttpError, HttpResult, Verb};
+use super::{no_content, Ctx, HttpError, HttpResult, Verb};
 
 pub(super) async fn route(ctx: &Ctx, path: &str) -> HttpResult {
     use Verb::*;
@@ -99,10 +99,9 @@ fn lookup_json(token: Option<&str>, info: &TokenInfo) -> Value {
 }
 
 async fn login(ctx: &Ctx, creds: Credentials) -> HttpResult {
-    match ctx.call(Operation::Login(creds)).await? {
-        Reply::TokenCreated { token, info } => Ok(ctx.auth(auth_block(Some(&token), &info))),
-        other => Err(unexpected(other)),
-    }
+    let arca_core::TokenCreated { token, info } =
+        ctx.call_as(Operation::Login(creds), Reply::into_token_created).await?;
+    Ok(ctx.auth(auth_block(Some(&token), &info)))
 }
 
 fn target(ctx: &Ctx, action: &str) -> Result<Option<TokenRef>, HttpError> {
@@ -132,19 +131,15 @@ async fn token(ctx: &Ctx, path: &str) -> HttpResult {
         ("lookup-self", Read | Write) | ("lookup" | "lookup-accessor", Write) => {
             let Some(target) = target(ctx, whose)? else { return Err(HttpError::no_route(path)) };
             let named = named(ctx, &target);
-            match ctx.call(Operation::TokenLookup(target)).await? {
-                Reply::Token(info) => Ok(ctx.data(lookup_json(named.as_deref(), &info))),
-                other => Err(unexpected(other)),
-            }
+            let info = ctx.call_as(Operation::TokenLookup(target), Reply::into_token).await?;
+            Ok(ctx.data(lookup_json(named.as_deref(), &info)))
         }
         ("renew" | "renew-self" | "renew-accessor", Write) => {
             let Some(target) = target(ctx, whose)? else { return Err(HttpError::no_route(path)) };
             let named = named(ctx, &target);
             let increment = ctx.duration_secs("increment")?.filter(|s| *s > 0).map(Duration::from_secs);
-            match ctx.call(Operation::TokenRenew { target, increment }).await? {
-                Reply::Token(info) => Ok(ctx.auth(auth_block(named.as_deref(), &info))),
-                other => Err(unexpected(other)),
-            }
+            let info = ctx.call_as(Operation::TokenRenew { target, increment }, Reply::into_token).await?;
+            Ok(ctx.auth(auth_block(named.as_deref(), &info)))
         }
         ("revoke-orphan", Write) => {
             let target = TokenRef::Token(Zeroizing::new(ctx.required("token")?));
@@ -193,28 +188,30 @@ async fn create_token(ctx: &Ctx, orphan: bool) -> HttpResult {
         num_uses: u32::try_from(ctx.uint("num_uses")?.unwrap_or(0))
             .map_err(|_| HttpError::bad_request("num_uses is too large"))?,
     };
-    match ctx.call(Operation::TokenCreate(spec)).await? {
-        Reply::TokenCreated { token, info } => Ok(ctx.auth(auth_block(Some(&token), &info))),
-        other => Err(unexpected(other)),
-    }
+    let arca_core::TokenCreated { token, info } =
+        ctx.call_as(Operation::TokenCreate(spec), Reply::into_token_created).await?;
+    Ok(ctx.auth(auth_block(Some(&token), &info)))
 }
 
 async fn approle_role(ctx: &Ctx, path: &str) -> HttpResult {
     use Verb::*;
     if path.is_empty() {
         return match ctx.verb {
-            List => match ctx.call(Operation::RoleList { method: Method::AppRole }).await? {
-                Reply::Names(keys) => Ok(ctx.data(json!({ "keys": keys }))),
-                other => Err(unexpected(other)),
-            },
+            List => {
+                let keys = ctx.call_as(Operation::RoleList { method: Method::AppRole }, Reply::into_names).await?;
+                Ok(ctx.data(json!({ "keys": keys })))
+            }
             verb => Err(HttpError::unsupported(verb, "auth/approle/role")),
         };
     }
     let (name, sub) = path.split_once('/').unwrap_or((path, ""));
     let name = name.to_string();
     match (sub, ctx.verb) {
-        ("", Read) => match ctx.call(Operation::RoleRead { method: Method::AppRole, name: name.clone() }).await? {
-            Reply::Role(RoleConfig::AppRole(r)) => Ok(ctx.data(json!({
+        ("", Read) => match ctx
+            .call_as(Operation::RoleRead { method: Method::AppRole, name: name.clone() }, Reply::into_role)
+            .await?
+        {
+            RoleConfig::AppRole(r) => Ok(ctx.data(json!({
                 "bind_secret_id": true,
                 "secret_id_bound_cidrs": r.bound_cidrs,
                 "secret_id_num_uses": r.secret_id_num_uses,
@@ -231,8 +228,7 @@ async fn approle_role(ctx: &Ctx, path: &str) -> HttpResult {
                 "token_bound_cidrs": [],
                 "local_secret_ids": false,
             }))),
-            Reply::Role(_) => Err(HttpError::bad_request(format!("{name} is not an AppRole role"))),
-            other => Err(unexpected(other)),
+            _ => Err(HttpError::bad_request(format!("{name} is not an AppRole role"))),
         },
         ("", Write) => {
             if ctx.bool("bind_secret_id")? == Some(false) {
@@ -264,19 +260,20 @@ async fn approle_role(ctx: &Ctx, path: &str) -> HttpResult {
             ctx.call(Operation::RoleWrite(RoleConfig::AppRole(role))).await.map(|_| no_content())
         }
         ("", Delete) => ctx.call(Operation::RoleDelete { method: Method::AppRole, name }).await.map(|_| no_content()),
-        ("role-id", Read) => match ctx.call(Operation::AppRoleRoleId { name }).await? {
-            Reply::RoleId(role_id) => Ok(ctx.data(json!({ "role_id": role_id }))),
-            other => Err(unexpected(other)),
-        },
-        ("secret-id", Write) => match ctx.call(Operation::AppRoleSecretId { name }).await? {
-            Reply::SecretId { secret_id, accessor, expires_ms } => Ok(ctx.data(json!({
+        ("role-id", Read) => {
+            let role_id = ctx.call_as(Operation::AppRoleRoleId { name }, Reply::into_role_id).await?;
+            Ok(ctx.data(json!({ "role_id": role_id })))
+        }
+        ("secret-id", Write) => {
+            let arca_core::SecretIdIssued { secret_id, accessor, expires_ms } =
+                ctx.call_as(Operation::AppRoleSecretId { name }, Reply::into_secret_id).await?;
+            Ok(ctx.data(json!({
                 "secret_id": secret_id.as_str(),
                 "secret_id_accessor": accessor,
                 "secret_id_ttl": secs_until(expires_ms),
                 "secret_id_num_uses": 0,
-            }))),
-            other => Err(unexpected(other)),
-        },
+            })))
+        }
         ("" | "role-id" | "secret-id", verb) => Err(HttpError::unsupported(verb, &format!("auth/approle/role/{path}"))),
         _ => Err(HttpError::no_route(&format!("auth/approle/role/{path}"))),
     }

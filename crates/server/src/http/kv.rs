@@ -3,12 +3,13 @@
 use std::collections::BTreeMap;
 
 use arca_core::{
-    MetadataSettings, MountTable, Operation, Reply, SecretData, SecretMetadata, VersionMetadata, DEFAULT_MAX_VERSIONS,
+    KvSecret, MetadataSettings, MountTable, Operation, Reply, SecretData, SecretMetadata, VersionMetadata,
+    DEFAULT_MAX_VERSIONS,
 };
 use axum::http::StatusCode;
 use serde_json::{json, Map, Value};
 
-use super::{no_content, unexpected, Ctx, HttpError, HttpResult, Verb};
+use super::{no_content, Ctx, HttpError, HttpResult, Verb};
 
 pub(super) async fn route(ctx: &Ctx, path: &str) -> HttpResult {
     use Verb::*;
@@ -33,21 +34,21 @@ pub(super) async fn route(ctx: &Ctx, path: &str) -> HttpResult {
         ("destroy", Write) => {
             ctx.call(Operation::KvDestroy { path: secret, versions: versions(ctx)? }).await.map(|_| no_content())
         }
-        ("metadata", Read) => match ctx.call(Operation::KvMetadata { path: secret }).await? {
-            Reply::KvMetadata(m) => Ok(ctx.data(metadata_json(&m))),
-            other => Err(unexpected(other)),
-        },
+        ("metadata", Read) => {
+            let m = ctx.call_as(Operation::KvMetadata { path: secret }, Reply::into_kv_metadata).await?;
+            Ok(ctx.data(metadata_json(&m)))
+        }
         ("metadata", Write) => write_metadata(ctx, secret, false).await,
         ("metadata", Patch) => write_metadata(ctx, secret, true).await,
         ("metadata", Delete) => ctx.call(Operation::KvDeleteMetadata { path: secret }).await.map(|_| no_content()),
-        ("metadata", List) => match ctx.call(Operation::KvList { prefix: folder(secret) }).await? {
+        ("metadata", List) => {
+            let keys = ctx.call_as(Operation::KvList { prefix: folder(secret) }, Reply::into_kv_keys).await?;
             // Vault answers an empty listing with 404.
-            Reply::KvKeys(keys) if keys.is_empty() => {
-                Err(HttpError::new(StatusCode::NOT_FOUND, "no keys under this prefix"))
+            if keys.is_empty() {
+                return Err(HttpError::new(StatusCode::NOT_FOUND, "no keys under this prefix"));
             }
-            Reply::KvKeys(keys) => Ok(ctx.data(json!({ "keys": keys }))),
-            other => Err(unexpected(other)),
-        },
+            Ok(ctx.data(json!({ "keys": keys })))
+        }
         ("data" | "delete" | "undelete" | "destroy" | "metadata", verb) => {
             Err(HttpError::unsupported(verb, &format!("secret/{path}")))
         }
@@ -133,17 +134,14 @@ async fn read(ctx: &Ctx, path: String) -> HttpResult {
         None | Some("") | Some("0") => None,
         Some(v) => Some(v.parse::<u64>().map_err(|_| HttpError::bad_request(format!("invalid version {v:?}")))?),
     };
-    match ctx.call(Operation::KvGet { path, version }).await? {
-        Reply::KvSecret { data, version, custom_metadata } => {
-            let values: Map<String, Value> = data.0.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-            let mut metadata = version_json(&version);
-            if !custom_metadata.is_empty() {
-                metadata["custom_metadata"] = json!(custom_metadata);
-            }
-            Ok(ctx.data(json!({ "data": values, "metadata": metadata })))
-        }
-        other => Err(unexpected(other)),
+    let KvSecret { data, version, custom_metadata } =
+        ctx.call_as(Operation::KvGet { path, version }, Reply::into_kv_secret).await?;
+    let values: Map<String, Value> = data.0.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    let mut metadata = version_json(&version);
+    if !custom_metadata.is_empty() {
+        metadata["custom_metadata"] = json!(custom_metadata);
     }
+    Ok(ctx.data(json!({ "data": values, "metadata": metadata })))
 }
 
 /// The `data` object of a write: Arca stores string values, so anything else is refused by
@@ -178,10 +176,8 @@ fn cas(ctx: &Ctx) -> Result<Option<u64>, HttpError> {
 }
 
 async fn put(ctx: &Ctx, path: String, data: BTreeMap<String, String>, cas: Option<u64>) -> HttpResult {
-    match ctx.call(Operation::KvPut { path, data: SecretData(data), cas }).await? {
-        Reply::KvWritten { version, custom_metadata } => Ok(ctx.data(version_with_labels(&version, custom_metadata))),
-        other => Err(unexpected(other)),
-    }
+    let w = ctx.call_as(Operation::KvPut { path, data: SecretData(data), cas }, Reply::into_kv_written).await?;
+    Ok(ctx.data(version_with_labels(&w.version, w.custom_metadata)))
 }
 
 async fn write(ctx: &Ctx, path: String) -> HttpResult {
@@ -205,10 +201,9 @@ async fn patch(ctx: &Ctx, path: String) -> HttpResult {
             None => remove.push(k),
         }
     }
-    match ctx.call(Operation::KvPatch { path, set: SecretData(set), remove, cas: cas(ctx)? }).await? {
-        Reply::KvWritten { version, custom_metadata } => Ok(ctx.data(version_with_labels(&version, custom_metadata))),
-        other => Err(unexpected(other)),
-    }
+    let op = Operation::KvPatch { path, set: SecretData(set), remove, cas: cas(ctx)? };
+    let w = ctx.call_as(op, Reply::into_kv_written).await?;
+    Ok(ctx.data(version_with_labels(&w.version, w.custom_metadata)))
 }
 
 /// The `versions` field: numbers, numeric strings (the bao/vault CLI sends `["4"]`) or one

@@ -118,6 +118,11 @@ impl Ctx {
         self.core.handle(request).await.map_err(HttpError::from)
     }
 
+    /// Runs `op` and takes its reply as `into` (one of `Reply::into_*`) gives it.
+    pub async fn call_as<T>(&self, op: Operation, into: fn(Reply) -> arca_core::Result<T>) -> Result<T, HttpError> {
+        Ok(into(self.call(op).await?)?)
+    }
+
     /// The caller's token, for replies that name it back (Vault's `lookup-self`, `renew-self`).
     pub fn token(&self) -> Option<&str> {
         self.token.as_deref().map(String::as_str)
@@ -319,11 +324,6 @@ fn outcome_name(status: StatusCode) -> &'static str {
 }
 
 pub(crate) type HttpResult = Result<Response, HttpError>;
-
-/// An unexpected reply from the core: a bug, reported without detail.
-pub(crate) fn unexpected(reply: Reply) -> HttpError {
-    HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected reply {reply:?}"))
-}
 
 fn token(headers: &HeaderMap) -> Option<Zeroizing<String>> {
     let from = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);

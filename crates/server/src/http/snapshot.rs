@@ -7,7 +7,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use futures::StreamExt;
 
-use super::{no_content, unexpected, Ctx, HttpError, HttpResult, Verb};
+use super::{no_content, Ctx, HttpError, HttpResult, Verb};
 
 /// The snapshot routes; `None` for every other path (routed as JSON requests).
 pub(crate) fn is_snapshot_route(route: &str) -> Option<bool> {
@@ -30,10 +30,7 @@ pub(crate) async fn route(ctx: &Ctx, force: bool, body: Body) -> HttpResult {
 }
 
 async fn save(ctx: &Ctx) -> HttpResult {
-    let download = match ctx.call(Operation::SnapshotSave).await? {
-        Reply::Snapshot(d) => d,
-        other => return Err(unexpected(other)),
-    };
+    let download = ctx.call_as(Operation::SnapshotSave, Reply::into_snapshot).await?;
     // An error from the core aborts the body: the client sees a failed transfer, never a
     // short file that looks complete.
     let stream = futures::stream::unfold(download.0, |mut rx| async move {
@@ -45,8 +42,8 @@ async fn save(ctx: &Ctx) -> HttpResult {
 
 async fn restore(ctx: &Ctx, force: bool, body: Body) -> HttpResult {
     let pieces = body.into_data_stream().map(|piece| piece.map(|b| b.to_vec()).map_err(|e| e.to_string()));
-    match ctx.call(Operation::SnapshotRestore { upload: Upload(Box::pin(pieces)), force }).await? {
-        Reply::Restored(_) => Ok(no_content()),
-        other => Err(unexpected(other)),
-    }
+    let _ = ctx
+        .call_as(Operation::SnapshotRestore { upload: Upload(Box::pin(pieces)), force }, Reply::into_restored)
+        .await?;
+    Ok(no_content())
 }
