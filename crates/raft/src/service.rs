@@ -97,6 +97,12 @@ pub(crate) async fn execute_on_leader(
         LeaderRequest::ReadIndex => match raft.get_read_log_id().await {
             Ok((read, _applied)) => Ok(LeaderReply::ReadIndex(read.map_or(0, |l| l.index))),
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => Err(from_forward(f)),
+            // The leader did not hear from a quorum in time: cut off, or on a machine too loaded
+            // to answer heartbeats promptly. Not a refusal of the request: `on_leader` asks again
+            // (here or at a new leader) until its deadline, and fails with no leader after it.
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_))) => {
+                Err(LeaderError::NotLeader { leader: None })
+            }
             Err(other) => Err(LeaderError::Failed(other.to_string())),
         },
         LeaderRequest::AddLearner { id, node, wait } => {
