@@ -350,6 +350,14 @@ impl Core {
         }
     }
 
+    /// Whether `key` holds exactly `ours` on current state (after a read barrier): how a write
+    /// whose guard failed learns that a resent copy of it had already applied. `ours` is unique
+    /// (sealed with a fresh nonce), so no other write could have stored it.
+    pub(crate) async fn landed(&self, cf: Cf, key: &[u8], ours: &[u8]) -> Result<bool> {
+        self.node.read_barrier().await?;
+        Ok(self.node.reader().get(cf, key)?.as_deref() == Some(ours))
+    }
+
     pub(crate) fn init_record(&self) -> Result<Option<InitRecord>> {
         let Some(raw) = self.node.reader().get(Cf::Sys, INIT_KEY)? else { return Ok(None) };
         serde_json::from_slice(&raw)

@@ -34,10 +34,7 @@ impl Core {
             // A forward resent after a lost reply fails its guard when its first copy applied.
             // The stored record is then exactly ours (the keyring was sealed with a fresh
             // nonce), and the rotation did happen: say so rather than report a conflict.
-            _ => {
-                self.node.read_barrier().await?;
-                self.node.reader().get(Cf::Sys, INIT_KEY)?.as_deref() == Some(ours.as_slice())
-            }
+            _ => self.landed(Cf::Sys, INIT_KEY, &ours).await?,
         };
         if !applied {
             return Err(Error::Conflict);

@@ -75,8 +75,7 @@ impl Core {
         if !self.commit_guarded(&path, raw.as_deref(), None, ops).await? {
             // A forward resent after a lost reply fails its guard when its first copy applied;
             // the stored configuration is then exactly ours (a fresh nonce).
-            self.node.read_barrier().await?;
-            if self.node.reader().get(Cf::Sys, &config_key(&path))?.as_deref() != Some(sealed.as_slice()) {
+            if !self.landed(Cf::Sys, &config_key(&path), &sealed).await? {
                 return Err(Error::Conflict);
             }
         }

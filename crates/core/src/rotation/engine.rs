@@ -292,8 +292,7 @@ impl Core {
     }
 
     fn current_data(&self, keyring: &Keyring, path: &str) -> Result<SecretData> {
-        let (meta, _) =
-            self.read_meta(keyring, path)?.ok_or_else(|| Error::NotFound(format!("no secret at {path}")))?;
+        let (meta, _) = self.read_meta(keyring, path)?.ok_or_else(|| crate::kv::engine::not_found(path))?;
         let v = meta.readable(None)?.version;
         self.version_data(keyring, path, v)
     }

@@ -51,8 +51,7 @@ impl Core {
             _ => {
                 // A resent forward whose first copy applied fails its guards the second time;
                 // the stored record is then exactly ours (fresh nonce).
-                self.node.read_barrier().await?;
-                if self.node.reader().get(Cf::Tokens, &key)?.as_deref() == Some(sealed.as_slice()) {
+                if self.landed(Cf::Tokens, &key, &sealed).await? {
                     return Ok((secret, info));
                 }
                 Err(match parent {
@@ -222,8 +221,7 @@ impl Core {
             if self.node.write(Command::Txn { guards, ops }).await?.result == CommandResult::Applied {
                 return Ok(info);
             }
-            self.node.read_barrier().await?;
-            if self.node.reader().get(Cf::Tokens, &key)?.as_deref() == Some(value.as_slice()) {
+            if self.landed(Cf::Tokens, &key, &value).await? {
                 return Ok(info);
             }
         }
