@@ -41,7 +41,23 @@ fn an_invalid_config_exits_2_naming_the_field() {
 
 #[test]
 fn an_unreachable_node_is_a_one_line_error() {
-    let out = arca(&["--addr", "https://127.0.0.1:1", "status"]);
+    let dir = tempfile::TempDir::new().unwrap();
+    let certs = dir.path().to_str().unwrap();
+    assert!(arca(&["dev", "certs", "--dir", certs, "--nodes", "node1"]).status.success());
+    let ca = dir.path().join("ca.pem");
+    assert!(ca.exists(), "dev certs writes ca.pem");
+
+    // No CA: said before anything is sent.
+    let out = Command::new(env!("CARGO_BIN_EXE_arca"))
+        .args(["--addr", "https://127.0.0.1:1", "status"])
+        .env_remove("ARCA_CACERT")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no CA certificate: set ARCA_CACERT"), "{err}");
+
+    let out = arca(&["--addr", "https://127.0.0.1:1", "--cacert", ca.to_str().unwrap(), "status"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("error: cannot reach https://127.0.0.1:1"), "{err}");

@@ -126,7 +126,7 @@ fn tokens_are_renewed_and_replaced_by_a_new_login_at_their_max_ttl() {
         }
         assert!(accessors.len() >= 2, "a new login replaced the token at its max TTL: {accessors:?}");
         let now = app.lookup_self().await.unwrap();
-        assert!(now.expires_ms > first.expires_ms, "renewed or replaced");
+        assert!(now.expires > first.expires, "renewed or replaced");
     });
 }
 
@@ -267,9 +267,9 @@ fn a_watch_needs_read_on_what_it_watches() {
     runtime().block_on(async {
         let app = client(&c, 1, Auth::app_role(role_id, secret_id)).await;
         let err = app.watch(["other/"]).await.err().expect("watching what the token cannot read is refused");
-        assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
+        assert_eq!(err.code(), Some(arca_client::Code::PermissionDenied), "{err}");
         let err = app.watch(Vec::<String>::new()).await.err().unwrap();
-        assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
+        assert_eq!(err.code(), Some(arca_client::Code::InvalidArgument), "{err}");
 
         // Losing the policy ends an open watch with an event naming the prefix.
         let mut watcher = app.watch(["app/"]).await.unwrap();
@@ -290,16 +290,21 @@ fn a_watch_needs_read_on_what_it_watches() {
     assert!(denied.is_some_and(|out| out.contains("secret/data/other/")));
 }
 
+/// The CLI is built on the SDK: with several members in ARCA_ADDR, `arca watch` resumes on
+/// another one when its member dies (missing no change), cluster commands fail over, and
+/// commands about one node (status, unseal) never land on another.
 #[test]
-fn arca_watch_prints_changes_as_they_commit() {
+fn arca_watch_resumes_on_another_member_and_commands_fail_over() {
     use std::io::BufRead;
-    let c = DevCluster::start(3);
+    let mut c = DevCluster::start(3);
+    let both = format!("{},{}", c.api(3), c.api(2));
     let mut child = std::process::Command::new(common::ARCA)
         .args(["watch", "app/", "--format", "jsonl"])
-        .env("ARCA_ADDR", c.api(3))
+        .env("ARCA_ADDR", &both)
         .env("ARCA_CACERT", &c.ca)
         .env("ARCA_TOKEN", &c.token)
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -311,16 +316,47 @@ fn arca_watch_prints_changes_as_they_commit() {
             }
         }
     });
+    let next_written = || {
+        (0..20)
+            .filter_map(|_| rx.recv_timeout(Duration::from_secs(10)).ok())
+            .map(|l| serde_json::from_str::<serde_json::Value>(&l).unwrap())
+            .find(|e| e["kind"] == "WRITTEN")
+    };
     let first: serde_json::Value = serde_json::from_str(&rx.recv_timeout(Duration::from_secs(10)).unwrap()).unwrap();
     assert_eq!(first["kind"], "PROGRESS");
     c.ok(1, &["kv", "put", "app/cli", "k=v"]);
-    let written = (0..10)
-        .filter_map(|_| rx.recv_timeout(Duration::from_secs(10)).ok())
-        .map(|l| serde_json::from_str::<serde_json::Value>(&l).unwrap())
-        .find(|e| e["kind"] == "WRITTEN")
-        .expect("a WRITTEN event");
+    let written = next_written().expect("a WRITTEN event");
     assert_eq!((written["path"].as_str(), written["version"].as_u64()), (Some("app/cli"), Some(1)));
     assert!(!written.to_string().contains("\"v\""), "events carry no values");
+
+    // The watch's member dies; the next change arrives through the other one.
+    c.kill9(3);
+    c.ok(1, &["kv", "put", "app/cli", "k=w"]);
+    let resumed = next_written().expect("the watch resumed on node 2");
+    assert_eq!((resumed["path"].as_str(), resumed["version"].as_u64()), (Some("app/cli"), Some(2)));
+    assert!(resumed["seq"].as_u64() > written["seq"].as_u64());
     let _ = child.kill();
     let _ = child.wait();
+
+    // A cluster command goes past the dead first member...
+    let cli = |addr: &str, args: &[&str]| {
+        std::process::Command::new(common::ARCA)
+            .args(args)
+            .env("ARCA_ADDR", addr)
+            .env("ARCA_CACERT", &c.ca)
+            .env("ARCA_TOKEN", &c.token)
+            .env("HOME", c.home())
+            .output()
+            .unwrap()
+    };
+    let dead_first = format!("{},{}", c.api(3), c.api(1));
+    let got = cli(&dead_first, &["kv", "get", "app/cli", "--field", "k"]);
+    assert!(got.status.success(), "{}", common::stderr(&got));
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "w");
+    // ...a command about one node does not: the status asked for is node 3's.
+    let status = cli(&dead_first, &["status"]);
+    let err = common::stderr(&status);
+    assert_eq!(status.status.code(), Some(1), "{err}");
+    assert!(err.starts_with(&format!("error: cannot reach {}", c.api(3))), "{err}");
+    assert!(err.contains("is the node running") && err.trim().lines().count() == 1, "{err}");
 }

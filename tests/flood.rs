@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arca_client::proto;
+use arca_client::raw::proto;
 use arca_client::{Auth, Client, Which};
 use common::{eventually, DevCluster};
 use rustls::pki_types::pem::PemObject;

@@ -1,9 +1,8 @@
 //! `arca audit …`.
 
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arca_server::proto;
+use arca_client::raw::proto;
 use clap::Subcommand;
 use serde_json::{json, Value};
 
@@ -100,14 +99,7 @@ fn print_records(format: Format, records: &[proto::AuditRecord]) {
     }
 }
 
-pub async fn run(
-    cmd: AuditCommand,
-    client: &Client,
-    format: Format,
-    cacert: Option<&Path>,
-    token: Option<&str>,
-) -> CliResult {
-    let mut audit = client.audit();
+pub async fn run(cmd: AuditCommand, client: &Client, format: Format) -> CliResult {
     match cmd {
         AuditCommand::List { since, until, path, accessor, identity, outcome, limit } => {
             let req = proto::ListAuditRequest {
@@ -120,11 +112,11 @@ pub async fn run(
                 outcome,
                 limit,
             };
-            let r = audit.list(client.req(req)).await?.into_inner();
+            let r = rpc!(client, audit.list(req)).await?;
             print_records(format, &r.records);
         }
         AuditCommand::Tail { last, follow } => {
-            let mut stream = audit.tail(client.req(proto::TailAuditRequest { last, follow })).await?.into_inner();
+            let mut stream = rpc!(client, audit.tail(proto::TailAuditRequest { last, follow })).await?;
             while let Some(r) = stream.message().await? {
                 print_records(if format == Format::Json { Format::Jsonl } else { format }, &[r]);
             }
@@ -133,7 +125,7 @@ pub async fn run(
             let mut from_seq = 0;
             loop {
                 let req = proto::ListAuditRequest { from_seq, limit: 10_000, ..Default::default() };
-                let page = audit.list(client.req(req)).await?.into_inner().records;
+                let page = rpc!(client, audit.list(req)).await?.records;
                 let Some(last) = page.last() else { break };
                 from_seq = last.seq + 1;
                 print_records(if format == Format::Table { Format::Jsonl } else { format }, &page);
@@ -144,10 +136,10 @@ pub async fn run(
                 }
             }
         }
-        AuditCommand::Verify => return verify(client, format, cacert, token).await,
+        AuditCommand::Verify => return verify(client, format).await,
         AuditCommand::UnusedGrants { since, all } => {
             let req = proto::UnusedGrantsRequest { since_ms: when("--since", Some(&since))? };
-            let grants = audit.unused_grants(client.req(req)).await?.into_inner().grants;
+            let grants = rpc!(client, audit.unused_grants(req)).await?.grants;
             let shown: Vec<_> = grants.iter().filter(|g| all || !g.used).collect();
             match format {
                 Format::Table => {
@@ -172,7 +164,7 @@ pub async fn run(
             }
         }
         AuditCommand::Hash { value } => {
-            let r = audit.hash(client.req(proto::HashRequest { value })).await?.into_inner();
+            let r = rpc!(client, audit.hash(proto::HashRequest { value })).await?;
             print(format, &json!({ "hash": r.hash }));
         }
     }
@@ -181,18 +173,18 @@ pub async fn run(
 
 /// Asks every member to recompute its chain; heads must agree. A member still applying the
 /// newest batch is asked again a few times before a difference counts.
-async fn verify(client: &Client, format: Format, cacert: Option<&Path>, token: Option<&str>) -> CliResult {
-    let members = client.sys().members(client.req(proto::MembersRequest {})).await?.into_inner().members;
+async fn verify(client: &Client, format: Format) -> CliResult {
+    let members = rpc!(client, sys.members(proto::MembersRequest {})).await?.members;
     // The verify requests are audited too, so heads move while we ask: compare every member at
     // the sequence number the first one reports, waiting for members that are behind.
-    let first = client.audit().verify(client.req(proto::VerifyAuditRequest { upto_seq: 0 })).await?.into_inner();
+    let first = rpc!(client, audit.verify(proto::VerifyAuditRequest { upto_seq: 0 })).await?;
     let upto_seq = first.head_seq;
     let mut reports = Vec::new();
     for m in &members {
-        let node = Client::connect(&m.api_addr, cacert, token, None).await?;
+        let node = client.member(&m.api_addr).await?;
         let mut report = None;
         for _ in 0..20 {
-            let v = node.audit().verify(node.req(proto::VerifyAuditRequest { upto_seq })).await?.into_inner();
+            let v = rpc!(node, audit.verify(proto::VerifyAuditRequest { upto_seq })).await?;
             let caught_up = v.head_seq >= upto_seq || v.first_bad_seq != 0;
             report = Some(v);
             if caught_up {

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use arca_server::proto;
+use arca_client::raw::proto;
 use clap::{Args as ClapArgs, Subcommand};
 use serde_json::{json, Value};
 
@@ -233,49 +233,46 @@ fn logged_in(format: Format, r: proto::LoginResponse, store: Store) -> CliResult
 }
 
 pub async fn login(cmd: LoginCommand, client: &Client, format: Format) -> CliResult {
-    let mut auth = client.auth();
     match cmd {
         LoginCommand::Approle { role_id, secret_id, store } => {
             let secret_id = arg_or_stdin(secret_id, "secret id")?;
-            let r = auth.login_app_role(client.req(proto::AppRoleLoginRequest { role_id, secret_id })).await?;
-            logged_in(format, r.into_inner(), store)
+            let r = rpc!(client, auth.login_app_role(proto::AppRoleLoginRequest { role_id, secret_id })).await?;
+            logged_in(format, r, store)
         }
         LoginCommand::Cert { role, store } => {
             if !client.has_identity() {
                 return Err(CliError::usage("arca login cert needs --client-cert and --client-key"));
             }
-            let r = auth.login_cert(client.req(proto::CertLoginRequest { role: role.unwrap_or_default() })).await?;
-            logged_in(format, r.into_inner(), store)
+            let r = rpc!(client, auth.login_cert(proto::CertLoginRequest { role: role.unwrap_or_default() })).await?;
+            logged_in(format, r, store)
         }
         LoginCommand::Jwt { role, jwt, store } => {
             let jwt = if jwt == "-" { super::read_stdin_line("JWT")? } else { read_file(Path::new(&jwt), "JWT")? };
             let jwt = jwt.trim().to_string();
-            let r = auth.login_jwt(client.req(proto::JwtLoginRequest { role, jwt })).await?;
-            logged_in(format, r.into_inner(), store)
+            let r = rpc!(client, auth.login_jwt(proto::JwtLoginRequest { role, jwt })).await?;
+            logged_in(format, r, store)
         }
     }
 }
 
 async fn role_admin(method: proto::AuthMethod, cmd: RoleAdmin, client: &Client, format: Format) -> CliResult {
-    let mut auth = client.auth();
-    let name_req = |name: String| client.req(proto::RoleName { name });
     match cmd {
         RoleAdmin::Read { name } => {
             let v = match method {
                 proto::AuthMethod::Approle => {
-                    let r = auth.read_app_role(name_req(name)).await?.into_inner();
+                    let r = rpc!(client, auth.read_app_role(proto::RoleName { name })).await?;
                     json!({"name": r.name, "role_id": r.role_id, "token": params_json(r.token.as_ref()),
                            "secret_id_ttl_seconds": r.secret_id_ttl_seconds,
                            "secret_id_uses": r.secret_id_num_uses, "bound_cidrs": r.bound_cidrs})
                 }
                 proto::AuthMethod::Cert => {
-                    let r = auth.read_cert_role(name_req(name)).await?.into_inner();
+                    let r = rpc!(client, auth.read_cert_role(proto::RoleName { name })).await?;
                     json!({"name": r.name, "allowed_common_names": r.allowed_common_names,
                            "allowed_dns_sans": r.allowed_dns_sans, "token": params_json(r.token.as_ref()),
                            "ca_pem": r.ca_pem})
                 }
                 _ => {
-                    let r = auth.read_jwt_role(name_req(name)).await?.into_inner();
+                    let r = rpc!(client, auth.read_jwt_role(proto::RoleName { name })).await?;
                     let claims: serde_json::Map<String, Value> =
                         r.bound_claims.into_iter().map(|(k, v)| (k, json!(v.values))).collect();
                     json!({"name": r.name, "bound_audiences": r.bound_audiences, "bound_subject": r.bound_subject,
@@ -286,11 +283,11 @@ async fn role_admin(method: proto::AuthMethod, cmd: RoleAdmin, client: &Client, 
             print(format, &v);
         }
         RoleAdmin::List => {
-            let r = auth.list_roles(client.req(proto::ListRolesRequest { method: method as i32 })).await?;
-            print(format, &json!(r.into_inner().names));
+            let r = rpc!(client, auth.list_roles(proto::ListRolesRequest { method: method as i32 })).await?;
+            print(format, &json!(r.names));
         }
         RoleAdmin::Delete { name } => {
-            auth.delete_role(client.req(proto::DeleteRoleRequest { method: method as i32, name: name.clone() }))
+            rpc!(client, auth.delete_role(proto::DeleteRoleRequest { method: method as i32, name: name.clone() }))
                 .await?;
             println!("role {name} deleted");
         }
@@ -299,7 +296,6 @@ async fn role_admin(method: proto::AuthMethod, cmd: RoleAdmin, client: &Client, 
 }
 
 pub async fn approle(cmd: AppRoleCommand, client: &Client, format: Format) -> CliResult {
-    let mut auth = client.auth();
     match cmd {
         AppRoleCommand::Role(AppRoleRole::Write { name, token, secret_id_ttl, secret_id_uses, bound_cidrs }) => {
             let role = proto::AppRole {
@@ -310,18 +306,18 @@ pub async fn approle(cmd: AppRoleCommand, client: &Client, format: Format) -> Cl
                 secret_id_num_uses: secret_id_uses,
                 bound_cidrs,
             };
-            auth.write_app_role(client.req(role)).await?;
+            rpc!(client, auth.write_app_role(role)).await?;
             println!("approle role {name} written");
         }
         AppRoleCommand::Role(AppRoleRole::Admin(a)) => {
             return role_admin(proto::AuthMethod::Approle, a, client, format).await
         }
         AppRoleCommand::RoleId { name } => {
-            let r = auth.read_role_id(client.req(proto::RoleName { name })).await?.into_inner();
+            let r = rpc!(client, auth.read_role_id(proto::RoleName { name })).await?;
             print(format, &json!({"role_id": r.role_id}));
         }
         AppRoleCommand::SecretId { name } => {
-            let r = auth.generate_secret_id(client.req(proto::RoleName { name })).await?.into_inner();
+            let r = rpc!(client, auth.generate_secret_id(proto::RoleName { name })).await?;
             let expires = if r.expires_ms == 0 { Value::Null } else { json!(r.expires_ms) };
             print(format, &json!({"secret_id": r.secret_id, "secret_id_accessor": r.accessor, "expires_ms": expires}));
         }
@@ -341,7 +337,6 @@ fn claims(items: Vec<String>) -> CliResult<std::collections::HashMap<String, pro
 }
 
 pub async fn auth(cmd: AuthCommand, client: &Client, format: Format) -> CliResult {
-    let mut auth = client.auth();
     match cmd {
         AuthCommand::Cert(CertCommand::Role(CertRole::Write {
             name,
@@ -357,7 +352,7 @@ pub async fn auth(cmd: AuthCommand, client: &Client, format: Format) -> CliResul
                 allowed_dns_sans,
                 token: token.into_proto()?,
             };
-            auth.write_cert_role(client.req(role)).await?;
+            rpc!(client, auth.write_cert_role(role)).await?;
             println!("cert role {name} written");
         }
         AuthCommand::Cert(CertCommand::Role(CertRole::Admin(a))) => {
@@ -369,7 +364,7 @@ pub async fn auth(cmd: AuthCommand, client: &Client, format: Format) -> CliResul
                 jwks: jwks.map(|p| read_file(&p, "JWKS file")).transpose()?.unwrap_or_default(),
                 bound_issuer,
             };
-            auth.write_jwt_config(client.req(config)).await?;
+            rpc!(client, auth.write_jwt_config(config)).await?;
             println!("JWT verification keys written");
         }
         AuthCommand::Jwt(JwtCommand::Role(JwtRole::Write(w))) => {
@@ -393,7 +388,7 @@ pub async fn auth(cmd: AuthCommand, client: &Client, format: Format) -> CliResul
                 leeway_seconds: parse_duration("--leeway", leeway.as_deref())?,
                 token: token.into_proto()?,
             };
-            auth.write_jwt_role(client.req(role)).await?;
+            rpc!(client, auth.write_jwt_role(role)).await?;
             println!("JWT role {name} written");
         }
         AuthCommand::Jwt(JwtCommand::Role(JwtRole::Admin(a))) => {

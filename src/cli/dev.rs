@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use arca_server::proto;
+use arca_client::raw::proto;
 use clap::Subcommand;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::client::Scope;
 use super::{CliError, CliResult, Client};
 
 #[derive(Subcommand)]
@@ -162,11 +163,11 @@ async fn wait_ready(addr: &str, ca: &Path, initialized: bool, limit: Duration) -
     let deadline = Instant::now() + limit;
     let mut last = String::new();
     while Instant::now() < deadline {
-        match Client::connect(addr, Some(ca), None, None).await {
-            Ok(client) => match client.sys().seal_status(client.req(proto::SealStatusRequest {})).await {
-                Ok(s) if !initialized || s.get_ref().initialized => return Ok(client),
+        match Client::connect(addr, Some(ca), None, None, Scope::Node).await {
+            Ok(client) => match rpc!(client, sys.seal_status(proto::SealStatusRequest {})).await {
+                Ok(s) if !initialized || s.initialized => return Ok(client),
                 Ok(_) => last = "not initialized yet".into(),
-                Err(e) => last = e.message().to_string(),
+                Err(e) => last = e.to_string(),
             },
             Err(e) => last = e.message,
         }
@@ -177,8 +178,8 @@ async fn wait_ready(addr: &str, ca: &Path, initialized: bool, limit: Duration) -
 
 async fn unseal(client: &Client, init: &InitFile) -> CliResult {
     for share in init.shares.iter().take(init.threshold as usize) {
-        let s = client.sys().unseal(client.req(proto::UnsealRequest { share: share.clone(), reset: false })).await?;
-        if !s.get_ref().sealed {
+        let s = rpc!(client, sys.unseal(proto::UnsealRequest { share: share.clone(), reset: false })).await?;
+        if !s.sealed {
             return Ok(());
         }
     }
@@ -231,7 +232,7 @@ async fn bring_up(dir: &Path, ca: &Path, entries: &[NodeEntry]) -> CliResult {
         let text = std::fs::read_to_string(&init_path).map_err(io_err(&init_path))?;
         serde_json::from_str(&text).map_err(|e| CliError::new(format!("{}: {e}", init_path.display())))?
     } else {
-        let resp = first.sys().init(first.req(proto::InitRequest { shares: 5, threshold: 3 })).await?.into_inner();
+        let resp = rpc!(first, sys.init(proto::InitRequest { shares: 5, threshold: 3 })).await?;
         let init = InitFile { shares: resp.shares, threshold: resp.threshold, root_token: resp.root_token };
         write_private(&init_path, &serde_json::to_string_pretty(&init).expect("serialisable"))?;
         init
@@ -241,10 +242,10 @@ async fn bring_up(dir: &Path, ca: &Path, entries: &[NodeEntry]) -> CliResult {
         unseal(&client, &init).await?;
     }
     // Ready means fault tolerant: every node a voter, so losing any one keeps a quorum.
-    let admin = Client::connect(&entries[0].api_addr, Some(ca), Some(&init.root_token), None).await?;
+    let admin = Client::connect(&entries[0].api_addr, Some(ca), Some(&init.root_token), None, Scope::Node).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let members = admin.sys().members(admin.req(proto::MembersRequest {})).await?.into_inner().members;
+        let members = rpc!(admin, sys.members(proto::MembersRequest {})).await?.members;
         if members.iter().filter(|m| m.voter).count() == entries.len() {
             break;
         }
@@ -301,7 +302,7 @@ pub async fn server_dev(addr: &str, log_format: super::LogFormat) -> CliResult {
     let server = tokio::spawn(arca_server::run(config, arca_server::wait_for_signal()));
     let api = format!("https://127.0.0.1:{api_port}");
     let client = wait_ready(&api, &certs[0].ca, false, Duration::from_secs(30)).await?;
-    let resp = client.sys().init(client.req(proto::InitRequest { shares: 3, threshold: 2 })).await?.into_inner();
+    let resp = rpc!(client, sys.init(proto::InitRequest { shares: 3, threshold: 2 })).await?;
     let init = InitFile { shares: resp.shares, threshold: resp.threshold, root_token: resp.root_token };
     unseal(&client, &init).await?;
     println!(

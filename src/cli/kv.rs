@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 
-use arca_server::proto;
+use arca_client::raw::proto;
 use clap::Subcommand;
 use serde_json::json;
 
@@ -145,11 +145,10 @@ fn print_metadata(format: Format, m: &proto::SecretMetadata) {
 }
 
 pub async fn run(cmd: KvCommand, client: &Client, format: Format) -> CliResult {
-    let mut kv = client.kv();
     match cmd {
         KvCommand::Put { path, pairs, cas } => {
             let data = parse_pairs(&pairs)?;
-            let v = kv.put(client.req(proto::PutRequest { path, data, cas })).await?.into_inner();
+            let v = rpc!(client, kv.put(proto::PutRequest { path, data, cas })).await?;
             print(format, &version_json(&v));
         }
         KvCommand::Get { path, version, stage, field } => {
@@ -158,7 +157,7 @@ pub async fn run(cmd: KvCommand, client: &Client, format: Format) -> CliResult {
                 version: version.unwrap_or(0),
                 stage: stage.unwrap_or_default(),
             };
-            let got = kv.get(client.req(req)).await?.into_inner();
+            let got = rpc!(client, kv.get(req)).await?;
             if let Some(f) = field {
                 let v = got.data.get(&f).ok_or_else(|| CliError::new(format!("secret {path} has no field {f:?}")))?;
                 println!("{v}");
@@ -174,33 +173,24 @@ pub async fn run(cmd: KvCommand, client: &Client, format: Format) -> CliResult {
             }
         }
         KvCommand::List { prefix } => {
-            let keys = kv.list(client.req(proto::ListRequest { prefix })).await?.into_inner().keys;
+            let keys = rpc!(client, kv.list(proto::ListRequest { prefix })).await?.keys;
             print(format, &json!(keys));
         }
         KvCommand::Delete { path, versions } => {
-            print_metadata(
-                format,
-                &kv.delete(client.req(proto::VersionsRequest { path, versions })).await?.into_inner(),
-            );
+            print_metadata(format, &rpc!(client, kv.delete(proto::VersionsRequest { path, versions })).await?);
         }
         KvCommand::Undelete { path, versions } => {
-            print_metadata(
-                format,
-                &kv.undelete(client.req(proto::VersionsRequest { path, versions })).await?.into_inner(),
-            );
+            print_metadata(format, &rpc!(client, kv.undelete(proto::VersionsRequest { path, versions })).await?);
         }
         KvCommand::Destroy { path, versions } => {
-            print_metadata(
-                format,
-                &kv.destroy(client.req(proto::VersionsRequest { path, versions })).await?.into_inner(),
-            );
+            print_metadata(format, &rpc!(client, kv.destroy(proto::VersionsRequest { path, versions })).await?);
         }
         KvCommand::Metadata(MetadataCommand::Get { path }) => {
-            print_metadata(format, &kv.get_metadata(client.req(proto::MetadataRequest { path })).await?.into_inner());
+            print_metadata(format, &rpc!(client, kv.get_metadata(proto::MetadataRequest { path })).await?);
         }
         KvCommand::Metadata(MetadataCommand::Put { path, max_versions }) => {
             let req = proto::SetMaxVersionsRequest { path, max_versions };
-            print_metadata(format, &kv.set_max_versions(client.req(req)).await?.into_inner());
+            print_metadata(format, &rpc!(client, kv.set_max_versions(req)).await?);
         }
     }
     Ok(())

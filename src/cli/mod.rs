@@ -1,5 +1,13 @@
 //! Command-line interface.
 
+/// Sends one request through the SDK client (failover, the token, the retry budget of the
+/// command's scope) and yields the reply message: `rpc!(client, kv.put(req)).await?`.
+macro_rules! rpc {
+    ($client:expr, $service:ident . $method:ident ($req:expr)) => {
+        $client.sdk().unary($req, |mut s, r| async move { s.$service.$method(r).await })
+    };
+}
+
 mod audit;
 mod auth;
 mod client;
@@ -18,7 +26,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-pub use client::Client;
+pub use client::{Client, Scope};
 
 /// A failed command: the one line printed after `error: `, and the exit code.
 pub struct CliError {
@@ -66,7 +74,9 @@ pub enum Format {
 #[derive(Parser)]
 #[command(name = "arca", version, about = "Arca: a Raft-replicated secrets manager")]
 pub struct Args {
-    /// Address of a node's client API.
+    /// Address of a node's client API. Several, comma-separated, let a command fail over
+    /// between members; commands about one node (status, unseal, seal, init, join,
+    /// generate-root, rekey) talk to the first only.
     #[arg(long, global = true, env = "ARCA_ADDR", default_value = "https://127.0.0.1:8200")]
     pub addr: String,
     /// CA certificate (PEM) that signed the node's certificate.
@@ -147,7 +157,8 @@ pub enum Command {
 pub async fn run(args: Args) -> CliResult {
     let token = args.token.clone().or_else(stored_token);
     let identity = args.client_cert.as_deref().zip(args.client_key.as_deref());
-    let client = || Client::connect(&args.addr, args.cacert.as_deref(), token.as_deref(), identity);
+    let connect = |scope| Client::connect(&args.addr, args.cacert.as_deref(), token.as_deref(), identity, scope);
+    let client = || connect(Scope::Cluster);
     match args.command {
         Command::Server { config, dev, log_format } => {
             if dev {
@@ -160,17 +171,19 @@ pub async fn run(args: Args) -> CliResult {
                 Ok(arca_server::run(config, arca_server::wait_for_signal()).await?)
             }
         }
-        Command::Status => operator::status(&client().await?, args.format).await,
-        Command::Operator(cmd) => operator::run(cmd, &client().await?, args.format).await,
+        Command::Status => operator::status(&connect(Scope::Node).await?, args.format).await,
+        Command::Operator(cmd) if cmd.is_local() => operator::run_local(cmd, args.format),
+        Command::Operator(cmd) => {
+            let scope = if cmd.is_about_one_node() { Scope::Node } else { Scope::Cluster };
+            operator::run(cmd, &connect(scope).await?, args.format).await
+        }
         Command::Kv(cmd) => kv::run(cmd, &client().await?, args.format).await,
         Command::Token(cmd) => token::run(cmd, &client().await?, args.format).await,
         Command::Policy(cmd) => policy::run(cmd, &client().await?, args.format).await,
         Command::Login(cmd) => auth::login(cmd, &client().await?, args.format).await,
         Command::Approle(cmd) => auth::approle(cmd, &client().await?, args.format).await,
         Command::Auth(cmd) => auth::auth(cmd, &client().await?, args.format).await,
-        Command::Audit(cmd) => {
-            audit::run(cmd, &client().await?, args.format, args.cacert.as_deref(), token.as_deref()).await
-        }
+        Command::Audit(cmd) => audit::run(cmd, &client().await?, args.format).await,
         Command::Rotation(cmd) => rotation::run(cmd, &client().await?, args.format).await,
         Command::Watch { prefixes, after } => watch::run(&client().await?, prefixes, after, args.format).await,
         Command::Dev(cmd) => dev::run(cmd).await,

@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal;
 
-use arca_server::proto;
+use arca_client::raw::proto;
 use clap::Subcommand;
 use serde_json::{json, Value};
 
@@ -120,8 +120,8 @@ fn seal_json(s: &proto::SealStatusResponse) -> serde_json::Value {
 }
 
 pub async fn status(client: &Client, format: Format) -> CliResult {
-    let seal = client.sys().seal_status(client.req(proto::SealStatusRequest {})).await?.into_inner();
-    let health = client.sys().health(client.req(proto::HealthRequest {})).await?.into_inner();
+    let seal = rpc!(client, sys.seal_status(proto::SealStatusRequest {})).await?;
+    let health = rpc!(client, sys.health(proto::HealthRequest {})).await?;
     let mut v = seal_json(&seal);
     v["leader_id"] = json!(health.leader_id);
     v["is_leader"] = json!(health.is_leader);
@@ -131,11 +131,46 @@ pub async fn status(client: &Client, format: Format) -> CliResult {
     Ok(())
 }
 
+impl OperatorCommand {
+    /// Commands about the node at ARCA_ADDR (its seal, a share for it, a ceremony step it
+    /// holds, its joining), which must not fail over to another member.
+    pub fn is_about_one_node(&self) -> bool {
+        matches!(
+            self,
+            OperatorCommand::Init { .. }
+                | OperatorCommand::Unseal { .. }
+                | OperatorCommand::Seal
+                | OperatorCommand::Join { .. }
+                | OperatorCommand::GenerateRoot { .. }
+                | OperatorCommand::Rekey { .. }
+        )
+    }
+
+    /// Commands that talk to no server (`generate-root --decode`).
+    pub fn is_local(&self) -> bool {
+        matches!(self, OperatorCommand::GenerateRoot { decode: Some(_), .. })
+    }
+}
+
+/// Runs a command that [`OperatorCommand::is_local`]: no connection, no CA needed.
+pub fn run_local(cmd: OperatorCommand, format: Format) -> CliResult {
+    let OperatorCommand::GenerateRoot { decode: Some(encoded), otp, .. } = cmd else {
+        return Err(CliError::new("this operator command needs a server"));
+    };
+    let otp = otp.ok_or_else(|| CliError::new("--decode needs the --otp the ceremony was started with"))?;
+    let token = arca_core::ceremony::decode_token(&encoded, &otp).map_err(|e| CliError::new(e.to_string()))?;
+    match format {
+        Format::Json | Format::Jsonl => print(format, &json!({ "root_token": token.as_str() })),
+        Format::Table => println!("Root token: {}", token.as_str()),
+    }
+    Ok(())
+}
+
 pub async fn run(cmd: OperatorCommand, client: &Client, format: Format) -> CliResult {
     match cmd {
         OperatorCommand::Init { key_shares, key_threshold } => {
             let req = proto::InitRequest { shares: key_shares, threshold: key_threshold };
-            let init = client.sys().init(client.req(req)).await?.into_inner();
+            let init = rpc!(client, sys.init(req)).await?;
             match format {
                 Format::Json | Format::Jsonl => print(
                     format,
@@ -159,15 +194,15 @@ pub async fn run(cmd: OperatorCommand, client: &Client, format: Format) -> CliRe
         }
         OperatorCommand::Unseal { share, reset } => {
             let share = share_arg(share, reset)?;
-            let s = client.sys().unseal(client.req(proto::UnsealRequest { share, reset })).await?.into_inner();
+            let s = rpc!(client, sys.unseal(proto::UnsealRequest { share, reset })).await?;
             print(format, &seal_json(&s));
         }
         OperatorCommand::Seal => {
-            let s = client.sys().seal(client.req(proto::SealRequest {})).await?.into_inner();
+            let s = rpc!(client, sys.seal(proto::SealRequest {})).await?;
             print(format, &seal_json(&s));
         }
         OperatorCommand::Members => {
-            let m = client.sys().members(client.req(proto::MembersRequest {})).await?.into_inner();
+            let m = rpc!(client, sys.members(proto::MembersRequest {})).await?;
             match format {
                 Format::Json | Format::Jsonl => print(format, &json!(m.members.iter().map(|m| json!({
                     "id": m.id, "cluster_addr": m.raft_addr, "api_addr": m.api_addr, "voter": m.voter, "leader": m.leader,
@@ -181,7 +216,7 @@ pub async fn run(cmd: OperatorCommand, client: &Client, format: Format) -> CliRe
             }
         }
         OperatorCommand::Autopilot(AutopilotCommand::State) => {
-            let s = client.sys().autopilot_state(client.req(proto::AutopilotStateRequest {})).await?.into_inner();
+            let s = rpc!(client, sys.autopilot_state(proto::AutopilotStateRequest {})).await?;
             let servers: Vec<Value> = s
                 .servers
                 .iter()
@@ -219,25 +254,16 @@ pub async fn run(cmd: OperatorCommand, client: &Client, format: Format) -> CliRe
             }
         }
         OperatorCommand::Join { peer, non_voter } => {
-            client.sys().join(client.req(proto::JoinRequest { peer: peer.clone(), non_voter })).await?;
+            rpc!(client, sys.join(proto::JoinRequest { peer: peer.clone(), non_voter })).await?;
             println!("joined the cluster of {peer}");
         }
         OperatorCommand::Snapshot(cmd) => super::snapshot::run(cmd, client, format).await?,
         OperatorCommand::RemovePeer { id } => {
-            client.sys().remove_peer(client.req(proto::RemovePeerRequest { node_id: id })).await?;
+            rpc!(client, sys.remove_peer(proto::RemovePeerRequest { node_id: id })).await?;
             println!("removed node {id}");
         }
-        OperatorCommand::GenerateRoot { share, init, status, cancel, decode, otp, pgp_key, nonce } => {
-            if let Some(encoded) = decode {
-                let otp = otp.ok_or_else(|| CliError::new("--decode needs the --otp the ceremony was started with"))?;
-                let token =
-                    arca_core::ceremony::decode_token(&encoded, &otp).map_err(|e| CliError::new(e.to_string()))?;
-                match format {
-                    Format::Json | Format::Jsonl => print(format, &json!({ "root_token": token.as_str() })),
-                    Format::Table => println!("Root token: {}", token.as_str()),
-                }
-                return Ok(());
-            }
+        OperatorCommand::GenerateRoot { decode: Some(_), .. } => return run_local(cmd, format),
+        OperatorCommand::GenerateRoot { share, init, status, cancel, decode: None, otp, pgp_key, nonce } => {
             let mut req = proto::GenerateRootRequest::default();
             let otp = match (init, otp, &pgp_key) {
                 (false, _, _) | (true, None, Some(_)) => None,
@@ -257,7 +283,7 @@ pub async fn run(cmd: OperatorCommand, client: &Client, format: Format) -> CliRe
                 (req.nonce, req.share) = (nonce, share);
                 req.set_action(action);
             }
-            let r = client.sys().generate_root(client.req(req)).await?.into_inner();
+            let r = rpc!(client, sys.generate_root(req)).await?;
             let st = r.status.unwrap_or_default();
             let mut out = ceremony_json(&st);
             if let Some(pad) = &otp {
@@ -285,11 +311,11 @@ pub async fn run(cmd: OperatorCommand, client: &Client, format: Format) -> CliRe
             }
         }
         OperatorCommand::Rotate => {
-            let r = client.sys().rotate(client.req(proto::RotateRequest {})).await?.into_inner();
+            let r = rpc!(client, sys.rotate(proto::RotateRequest {})).await?;
             print(format, &json!({"term": r.term}));
         }
         OperatorCommand::KeyStatus => {
-            let r = client.sys().key_status(client.req(proto::KeyStatusRequest {})).await?.into_inner();
+            let r = rpc!(client, sys.key_status(proto::KeyStatusRequest {})).await?;
             print(
                 format,
                 &json!({
@@ -311,7 +337,7 @@ pub async fn run(cmd: OperatorCommand, client: &Client, format: Format) -> CliRe
                 (req.nonce, req.share) = (nonce, share);
                 req.set_action(action);
             }
-            let r = client.sys().rekey(client.req(req)).await?.into_inner();
+            let r = rpc!(client, sys.rekey(req)).await?;
             let mut out = ceremony_json(&r.status.unwrap_or_default());
             if !r.shares.is_empty() {
                 out["shares"] = json!(r.shares);

@@ -2,7 +2,7 @@
 
 use std::io::Read;
 
-use arca_server::proto;
+use arca_client::raw::proto;
 use clap::Subcommand;
 use serde_json::json;
 
@@ -34,22 +34,22 @@ pub async fn run(cmd: PolicyCommand, client: &Client, format: Format) -> CliResu
     match cmd {
         PolicyCommand::Write { name, file } => {
             let policy = read_source(&file)?;
-            client.policies().write(client.req(proto::WritePolicyRequest { name: name.clone(), policy })).await?;
+            rpc!(client, policy.write(proto::WritePolicyRequest { name: name.clone(), policy })).await?;
             println!("policy {name} written");
         }
         PolicyCommand::Read { name } => {
-            let p = client.policies().read(client.req(proto::ReadPolicyRequest { name })).await?.into_inner();
+            let p = rpc!(client, policy.read(proto::ReadPolicyRequest { name })).await?;
             match format {
                 Format::Json | Format::Jsonl => print(format, &json!({"name": p.name, "policy": p.policy})),
                 Format::Table => print!("{}", p.policy),
             }
         }
         PolicyCommand::List => {
-            let r = client.policies().list(client.req(proto::ListPoliciesRequest {})).await?.into_inner();
+            let r = rpc!(client, policy.list(proto::ListPoliciesRequest {})).await?;
             print(format, &json!(r.names));
         }
         PolicyCommand::Delete { name } => {
-            client.policies().delete(client.req(proto::DeletePolicyRequest { name: name.clone() })).await?;
+            rpc!(client, policy.delete(proto::DeletePolicyRequest { name: name.clone() })).await?;
             println!("policy {name} deleted");
         }
     }

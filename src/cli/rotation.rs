@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use arca_server::proto;
+use arca_client::raw::proto;
 use clap::Subcommand;
 use serde_json::{json, Value};
 
@@ -83,7 +83,6 @@ fn status_json(s: &proto::RotationStatus) -> Value {
 }
 
 pub async fn run(cmd: RotationCommand, client: &Client, format: Format) -> CliResult {
-    let mut rotation = client.rotation();
     match cmd {
         RotationCommand::Set { path, rotator, every, cron, window, params: pairs, max_attempts, backoff } => {
             let every_ms = match every {
@@ -100,23 +99,20 @@ pub async fn run(cmd: RotationCommand, client: &Client, format: Format) -> CliRe
                 max_attempts,
                 backoff_ms: parse_duration("--backoff", Some(&backoff))? * 1000,
             };
-            rotation.set(client.req(config)).await?;
+            rpc!(client, rotation.set(config)).await?;
             println!("rotation of {path} set");
         }
         RotationCommand::Now { path } => {
-            rotation.now(client.req(proto::RotationPath { path: path.clone() })).await?;
+            rpc!(client, rotation.now(proto::RotationPath { path: path.clone() })).await?;
             println!("rotation of {path} requested; the leader starts it within a second");
         }
         RotationCommand::Disable { path } => {
-            rotation.disable(client.req(proto::RotationPath { path: path.clone() })).await?;
+            rpc!(client, rotation.disable(proto::RotationPath { path: path.clone() })).await?;
             println!("rotation of {path} disabled");
         }
         RotationCommand::Status { path } => {
-            let list = rotation
-                .status(client.req(proto::RotationPath { path: path.unwrap_or_default() }))
-                .await?
-                .into_inner()
-                .rotations;
+            let list =
+                rpc!(client, rotation.status(proto::RotationPath { path: path.unwrap_or_default() })).await?.rotations;
             match format {
                 Format::Table => {
                     println!(
@@ -143,11 +139,11 @@ pub async fn run(cmd: RotationCommand, client: &Client, format: Format) -> CliRe
             }
         }
         RotationCommand::Function(FunctionCommand::Register { name, sha256 }) => {
-            rotation.register_function(client.req(proto::RotationFunction { name: name.clone(), sha256 })).await?;
+            rpc!(client, rotation.register_function(proto::RotationFunction { name: name.clone(), sha256 })).await?;
             println!("function {name} registered");
         }
         RotationCommand::Function(FunctionCommand::List) => {
-            let list = rotation.list_functions(client.req(proto::RotationAck {})).await?.into_inner().functions;
+            let list = rpc!(client, rotation.list_functions(proto::RotationAck {})).await?.functions;
             let rows: Vec<Value> = list.iter().map(|f| json!({"name": f.name, "sha256": f.sha256})).collect();
             match format {
                 Format::Table => list.iter().for_each(|f| println!("{:<32} {}", f.name, f.sha256)),

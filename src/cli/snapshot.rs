@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use arca_server::proto;
+use arca_client::raw::proto;
 use arca_storage::backup::{self, BackupMeta};
 use clap::Subcommand;
 use serde_json::json;
@@ -93,9 +93,9 @@ async fn inspect(file: &Path) -> CliResult<BackupMeta> {
 async fn save(client: &Client, file: &Path) -> CliResult<BackupMeta> {
     let partial = PathBuf::from(format!("{}.partial", file.display()));
     let io = |e: std::io::Error| CliError::new(format!("{}: {e}", partial.display()));
-    let sys = client.sys_unhurried().await?;
+    let client = client.unhurried().await?;
     // Only once the server has accepted the request: a refusal leaves no file behind.
-    let mut stream = sys.clone().snapshot_save(client.req(proto::SnapshotSaveRequest {})).await?.into_inner();
+    let mut stream = rpc!(client, sys.snapshot_save(proto::SnapshotSaveRequest {})).await?;
     let _ = tokio::fs::remove_file(&partial).await;
     // New, owner-only (never through a link someone left at that name).
     let mut out =
@@ -145,6 +145,7 @@ async fn restore(client: &Client, file: &Path, force: bool) -> CliResult<proto::
         buf.truncate(filled);
         Some((proto::SnapshotChunk { data: buf, force: first && force }, (reader, false)))
     });
-    let sys = client.sys_unhurried().await?;
-    Ok(sys.clone().snapshot_restore(client.req(pieces)).await?.into_inner())
+    // One attempt: an upload stream cannot be sent twice.
+    let mut sys = client.unhurried().await?.services().sys;
+    Ok(sys.snapshot_restore(pieces).await?.into_inner())
 }

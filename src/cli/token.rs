@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use arca_server::proto;
+use arca_client::raw::proto;
 use clap::{Args as ClapArgs, Subcommand};
 use serde_json::{json, Value};
 
@@ -141,13 +141,13 @@ pub async fn run(cmd: TokenCommand, client: &Client, format: Format) -> CliResul
                 num_uses: uses,
                 meta: pairs(&meta)?,
             };
-            let created = client.tokens().create(client.req(req)).await?.into_inner();
+            let created = rpc!(client, token.create(req)).await?;
             let mut v = created.info.as_ref().map(token_json).unwrap_or_default();
             v["token"] = json!(created.token);
             print(format, &v);
         }
         TokenCommand::Lookup(target) => {
-            let t = client.tokens().lookup(client.req(target.into_proto()?)).await?.into_inner();
+            let t = rpc!(client, token.lookup(target.into_proto()?)).await?;
             print(format, &token_json(&t));
         }
         TokenCommand::Renew { target, increment } => {
@@ -155,25 +155,25 @@ pub async fn run(cmd: TokenCommand, client: &Client, format: Format) -> CliResul
                 target: Some(target.into_proto()?),
                 increment_seconds: parse_duration("--increment", increment.as_deref())?,
             };
-            let t = client.tokens().renew(client.req(req)).await?.into_inner();
+            let t = rpc!(client, token.renew(req)).await?;
             print(format, &token_json(&t));
         }
         TokenCommand::Revoke { target, orphan: false } => {
-            client.tokens().revoke(client.req(target.into_proto()?)).await?;
+            rpc!(client, token.revoke(target.into_proto()?)).await?;
             println!("token revoked, with every token created from it");
         }
         TokenCommand::Revoke { target, orphan: true } => {
-            client.tokens().revoke_orphan(client.req(target.into_proto()?)).await?;
+            rpc!(client, token.revoke_orphan(target.into_proto()?)).await?;
             println!("token revoked; the tokens created from it are now orphans");
         }
         TokenCommand::ListAccessors => {
-            let r = client.tokens().list_accessors(client.req(proto::ListAccessorsRequest {})).await?.into_inner();
+            let r = rpc!(client, token.list_accessors(proto::ListAccessorsRequest {})).await?;
             print(format, &json!(r.accessors));
         }
         TokenCommand::Capabilities { paths, accessor } => {
             let target = proto::TokenTarget { target: accessor.map(proto::token_target::Target::Accessor) };
             let req = proto::CapabilitiesRequest { target: Some(target), paths };
-            let r = client.tokens().capabilities(client.req(req)).await?.into_inner();
+            let r = rpc!(client, token.capabilities(req)).await?;
             let v: serde_json::Map<String, Value> =
                 r.paths.into_iter().map(|p| (p.path, json!(p.capabilities.join(", ")))).collect();
             print(format, &Value::Object(v));

@@ -348,7 +348,7 @@ impl SecretCache {
         match event.kind {
             WatchKind::Written | WatchKind::Deleted | WatchKind::Metadata => self.invalidate(&event.path),
             WatchKind::Reset | WatchKind::AccessRevoked => self.clear(),
-            WatchKind::Progress | WatchKind::Unspecified => {}
+            WatchKind::Progress => {}
         }
     }
 

@@ -1,8 +1,8 @@
 //! [`Client`]: connections to the members, authentication and token lifecycle, retries.
 //!
-//! Why one file of about 650 lines: connection, failover, login and token renewal are one state
-//! machine around one `Client` (620 lines with the KV calls that use it); split with the
-//! CLI's move onto the SDK (issue 20).
+//! Why one file of about 700 lines: connection, failover, login and token renewal are one state
+//! machine around one `Client`, and splitting it would spread that machine's fields over
+//! files. The wire-level escape hatch is in `raw.rs`, the public views in `types.rs`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,7 +21,8 @@ use tonic::{Code, Status};
 use tracing::{debug, info, warn};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::{Error, Result, Secret, Which};
+use crate::error::{describe, Cause};
+use crate::{Error, Result, Secret, SecretMetadata, TokenInfo, Which};
 
 /// How the client proves who it is. `Debug` never shows a credential.
 #[derive(Clone)]
@@ -37,6 +38,9 @@ pub enum Auth {
     JwtFile { role: String, path: PathBuf },
     /// The TLS client certificate set with [`ClientBuilder::identity`], for a cert role.
     Cert { role: String },
+    /// No credentials: only the calls that need none (seal status, health, unsealing, logins
+    /// made through the raw stubs).
+    None,
 }
 
 impl Auth {
@@ -57,7 +61,7 @@ impl Auth {
     }
 
     fn can_log_in(&self) -> bool {
-        !matches!(self, Auth::Token(_))
+        !matches!(self, Auth::Token(_) | Auth::None)
     }
 }
 
@@ -69,6 +73,7 @@ impl std::fmt::Debug for Auth {
             Auth::Jwt { role, .. } => write!(f, "Jwt({role}, <redacted>)"),
             Auth::JwtFile { role, path } => write!(f, "JwtFile({role}, {})", path.display()),
             Auth::Cert { role } => write!(f, "Cert({role})"),
+            Auth::None => f.write_str("None"),
         }
     }
 }
@@ -83,6 +88,14 @@ pub struct RetryPolicy {
     pub max_elapsed: Duration,
 }
 
+impl RetryPolicy {
+    /// One attempt, no retry and no failover: for requests that must reach the member they
+    /// name (an unseal share is for that node, not whichever answers).
+    pub fn none() -> RetryPolicy {
+        RetryPolicy { max_elapsed: Duration::ZERO, ..RetryPolicy::default() }
+    }
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
@@ -93,8 +106,9 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Builds a [`Client`]; see [`Client::builder`].
-#[derive(Default)]
+/// Builds a [`Client`]; see [`Client::builder`]. Cloning it keeps every setting, so a tool
+/// can build a second client that differs in one (a longer timeout, one member).
+#[derive(Clone)]
 pub struct ClientBuilder {
     addrs: Vec<String>,
     ca: Option<CaSource>,
@@ -102,8 +116,24 @@ pub struct ClientBuilder {
     auth: Option<Auth>,
     request_timeout: Option<Duration>,
     retry: RetryPolicy,
+    token_lifecycle: bool,
 }
 
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            addrs: Vec::new(),
+            ca: None,
+            identity: None,
+            auth: None,
+            request_timeout: None,
+            retry: RetryPolicy::default(),
+            token_lifecycle: true,
+        }
+    }
+}
+
+#[derive(Clone)]
 enum CaSource {
     Pem(Vec<u8>),
     File(PathBuf),
@@ -157,6 +187,20 @@ impl ClientBuilder {
         self
     }
 
+    /// Replaces the member list (keeping every other setting).
+    pub fn only_addr(mut self, addr: impl Into<String>) -> Self {
+        self.addrs = vec![addr.into()];
+        self
+    }
+
+    /// With `false`, a static token is used as given: not looked up when the client is built
+    /// and not renewed. For short-lived tools (one command, one request), where a lookup would
+    /// cost a round trip and an audit record. On by default.
+    pub fn token_lifecycle(mut self, on: bool) -> Self {
+        self.token_lifecycle = on;
+        self
+    }
+
     /// Sets up the connections (lazily: a member that is down now is tried again later) and
     /// logs in. With an auth method other than a static token, the token is then renewed at
     /// about two thirds of its TTL, and replaced by a new login when renewal is refused.
@@ -205,14 +249,19 @@ impl ClientBuilder {
         }
         let inner = Arc::new(Inner {
             members,
+            addrs: self.addrs.join(", "),
             current: AtomicUsize::new(0),
-            token: RwLock::new(None),
+            token: Default::default(),
             lease: Mutex::new(None),
             auth,
             retry: self.retry,
             renewer: Default::default(),
         });
         let client = Client { inner };
+        if let (false, Auth::Token(token)) = (self.token_lifecycle, &client.inner.auth) {
+            *client.inner.token.write().expect("token lock") = Some(token.clone());
+            return Ok(client);
+        }
         client.log_in().await?;
         client.inner.renewer.set(tokio::spawn(renew_until_dropped(Arc::downgrade(&client.inner))));
         Ok(client)
@@ -256,9 +305,13 @@ struct Lease {
 
 struct Inner {
     members: Vec<Member>,
+    /// The members' addresses, for errors.
+    addrs: String,
     /// The member calls go to first; moves on when one is unavailable.
     current: AtomicUsize,
-    token: RwLock<Option<Zeroizing<String>>>,
+    /// Shared with every stub handed out, so a stub that outlives its `Client` still carries
+    /// the token (and sees a new one after a login).
+    token: Arc<RwLock<Option<Zeroizing<String>>>>,
     lease: Mutex<Option<Lease>>,
     auth: Auth,
     retry: RetryPolicy,
@@ -268,17 +321,15 @@ struct Inner {
 /// Adds the client's current token to every request.
 #[derive(Clone)]
 pub struct TokenInterceptor {
-    inner: Weak<Inner>,
+    token: Arc<RwLock<Option<Zeroizing<String>>>>,
 }
 
 impl tonic::service::Interceptor for TokenInterceptor {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        if let Some(inner) = self.inner.upgrade() {
-            if let Some(token) = inner.token.read().expect("token lock").as_ref() {
-                let value = Zeroizing::new(format!("Bearer {}", token.as_str()));
-                let value = value.parse().map_err(|_| Status::unauthenticated("the token is not valid header text"))?;
-                req.metadata_mut().insert("authorization", value);
-            }
+        if let Some(token) = self.token.read().expect("token lock").as_ref() {
+            let value = Zeroizing::new(format!("Bearer {}", token.as_str()));
+            let value = value.parse().map_err(|_| Status::unauthenticated("the token is not valid header text"))?;
+            req.metadata_mut().insert("authorization", value);
         }
         Ok(req)
     }
@@ -288,7 +339,7 @@ impl tonic::service::Interceptor for TokenInterceptor {
 pub type AuthedChannel = InterceptedService<Channel, TokenInterceptor>;
 
 /// Typed stubs of every service of the client API, on one member's connection, each request
-/// carrying the client's token. Handed to the closure of [`Client::call`].
+/// carrying the client's token. Handed to the closure of `Client::call` (feature `raw`).
 #[derive(Clone)]
 pub struct Services {
     pub sys: SysClient<AuthedChannel>,
@@ -322,14 +373,9 @@ impl Client {
         ClientBuilder::default()
     }
 
-    /// The stubs of every service on the member currently in use, without retries.
-    pub fn services(&self) -> Services {
-        self.services_on(self.inner.current.load(Ordering::Relaxed))
-    }
-
-    fn services_on(&self, member: usize) -> Services {
+    pub(crate) fn services_on(&self, member: usize) -> Services {
         let channel = self.inner.members[member % self.inner.members.len()].channel.clone();
-        let ch = InterceptedService::new(channel, TokenInterceptor { inner: Arc::downgrade(&self.inner) });
+        let ch = InterceptedService::new(channel, TokenInterceptor { token: self.inner.token.clone() });
         Services {
             sys: SysClient::new(ch.clone()),
             kv: KvClient::new(ch.clone()),
@@ -352,15 +398,7 @@ impl Client {
     /// leader) it moves to the next member after a jittered backoff, within the retry policy's
     /// time budget; on `UNAUTHENTICATED` it logs in again once (when it can) and retries.
     /// Any other error is returned as is. `f` may run more than once: writes are retried too.
-    pub async fn call<T, F, Fut>(&self, f: F) -> Result<T>
-    where
-        F: FnMut(Services) -> Fut,
-        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
-    {
-        self.call_with(f, true).await
-    }
-
-    async fn call_with<T, F, Fut>(&self, mut f: F, may_log_in: bool) -> Result<T>
+    pub(crate) async fn call_with<T, F, Fut>(&self, mut f: F, may_log_in: bool) -> Result<T>
     where
         F: FnMut(Services) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
@@ -389,12 +427,12 @@ impl Client {
                 return Err(Error::from_status(&status));
             }
             let sleep = jitter(backoff);
-            if started.elapsed() + sleep > policy.max_elapsed {
-                return Err(Error::Unreachable {
-                    attempts,
-                    members: self.inner.members.len(),
-                    last: status.message().to_string(),
-                });
+            let (cause, detail) = describe(&status);
+            // A certificate that is not trusted or a name that does not resolve will not be
+            // different a moment later; with other members there is still somewhere to go.
+            let hopeless = self.inner.members.len() == 1 && matches!(cause, Cause::Untrusted | Cause::NoSuchHost);
+            if hopeless || started.elapsed() + sleep > policy.max_elapsed {
+                return Err(Error::Unreachable { addrs: self.inner.addrs.clone(), attempts, cause, detail });
             }
             let next = (member + 1) % self.inner.members.len();
             let _ = self.inner.current.compare_exchange(member, next, Ordering::Relaxed, Ordering::Relaxed);
@@ -404,12 +442,23 @@ impl Client {
         }
     }
 
+    /// [`Client::call_with`] for one request message, cloned for each attempt.
+    pub(crate) async fn send<R, T, F, Fut>(&self, req: R, mut f: F) -> Result<T>
+    where
+        R: Clone,
+        F: FnMut(Services, R) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.call_with(|s| f(s, req.clone()), true).await
+    }
+
     /// Logs in with the configured method and installs the new token.
     pub async fn log_in(&self) -> Result<()> {
         let login = match &self.inner.auth {
+            Auth::None => return Ok(()),
             Auth::Token(token) => {
                 *self.inner.token.write().expect("token lock") = Some(token.clone());
-                let info = self.lookup_self().await?;
+                let info = self.lookup_self_wire().await?;
                 self.set_lease(&info);
                 return Ok(());
             }
@@ -443,7 +492,7 @@ impl Client {
             )
             .await
             .map_err(|e| match e {
-                Error::Status { code: Code::Unauthenticated | Code::PermissionDenied, message } => {
+                Error::Status { code: crate::Code::Unauthenticated | crate::Code::PermissionDenied, message } => {
                     Error::Login(message)
                 }
                 other => other,
@@ -468,12 +517,16 @@ impl Client {
     }
 
     /// The client's own token, as the cluster sees it.
-    pub async fn lookup_self(&self) -> Result<proto::TokenInfo> {
+    pub async fn lookup_self(&self) -> Result<TokenInfo> {
+        Ok(self.lookup_self_wire().await?.into())
+    }
+
+    async fn lookup_self_wire(&self) -> Result<proto::TokenInfo> {
         self.call_with(|mut s| async move { s.token.lookup(proto::TokenTarget { target: None }).await }, false).await
     }
 
     /// Renews the client's token now (the client also does it on its own).
-    pub async fn renew_self(&self) -> Result<proto::TokenInfo> {
+    pub async fn renew_self(&self) -> Result<TokenInfo> {
         let info = self
             .call_with(
                 |mut s| async move { s.token.renew(proto::RenewRequest { target: None, increment_seconds: 0 }).await },
@@ -481,7 +534,7 @@ impl Client {
             )
             .await?;
         self.set_lease(&info);
-        Ok(info)
+        Ok(info.into())
     }
 
     /// Reads a secret: its current version, a numbered one, or the one a stage label names.
@@ -493,24 +546,14 @@ impl Client {
             Which::Previous => (0, "previous".to_string()),
         };
         let req = proto::GetRequest { path: path.to_string(), version, stage };
-        let reply = self
-            .call(|mut s| {
-                let req = req.clone();
-                async move { s.kv.get(req).await }
-            })
-            .await?;
+        let reply = self.send(req, |mut s, r| async move { s.kv.get(r).await }).await?;
         Ok(Secret::from_reply(path, reply))
     }
 
     /// Writes a new version of a secret; returns its number.
     pub async fn write(&self, path: &str, data: impl IntoIterator<Item = (String, String)>) -> Result<u64> {
         let req = proto::PutRequest { path: path.to_string(), data: data.into_iter().collect(), cas: None };
-        let reply = self
-            .call(|mut s| {
-                let req = req.clone();
-                async move { s.kv.put(req).await }
-            })
-            .await;
+        let reply = self.send(req.clone(), |mut s, r| async move { s.kv.put(r).await }).await;
         let mut req = req;
         req.data.values_mut().for_each(Zeroize::zeroize);
         Ok(reply?.version)
@@ -519,23 +562,15 @@ impl Client {
     /// The keys directly under a prefix (folders end in `/`).
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let req = proto::ListRequest { prefix: prefix.to_string() };
-        let reply = self
-            .call(|mut s| {
-                let req = req.clone();
-                async move { s.kv.list(req).await }
-            })
-            .await?;
+        let reply = self.send(req, |mut s, r| async move { s.kv.list(r).await }).await?;
         Ok(reply.keys)
     }
 
     /// A secret's metadata: versions, stage labels.
-    pub async fn metadata(&self, path: &str) -> Result<proto::SecretMetadata> {
+    pub async fn metadata(&self, path: &str) -> Result<SecretMetadata> {
         let req = proto::MetadataRequest { path: path.to_string() };
-        self.call(|mut s| {
-            let req = req.clone();
-            async move { s.kv.get_metadata(req).await }
-        })
-        .await
+        let reply = self.send(req, |mut s, r| async move { s.kv.get_metadata(r).await }).await?;
+        Ok(reply.into())
     }
 
     pub(crate) fn member_count(&self) -> usize {
@@ -583,8 +618,11 @@ async fn renew_until_dropped(inner: Weak<Inner>) {
         let Some(client) = inner.upgrade().map(|inner| Client { inner }) else { return };
         let at_max = lease.max_expires_ms != 0 && lease.expires_ms >= lease.max_expires_ms;
         let renewed = if lease.renewable && !at_max {
+            let before = lease.expires_ms;
             match client.renew_self().await {
-                Ok(info) if info.expires_ms > lease.expires_ms => Ok(()),
+                Ok(_) if client.inner.lease.lock().expect("lease lock").is_some_and(|l| l.expires_ms > before) => {
+                    Ok(())
+                }
                 Ok(_) => Err("the token is at its max TTL".to_string()),
                 Err(e) => Err(e.to_string()),
             }

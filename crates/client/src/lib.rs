@@ -27,7 +27,9 @@
 //!
 //! * [`Client`]: connections to every member given, failover with jittered backoff on
 //!   `UNAVAILABLE`, logins ([`Auth`]), token renewal at about 2/3 of its TTL and a new login
-//!   when renewal is refused; typed stubs of every service ([`Client::call`], [`Services`]).
+//!   when renewal is refused. Its answers are the SDK's own types ([`TokenInfo`],
+//!   [`SecretMetadata`], [`Error`] with [`Code`]); the generated wire types are only behind the
+//!   `raw` feature (`raw::Services`, `Client::call`), for tools that need every call.
 //! * [`SecretCache`]: TTL, refresh-ahead, LRU bound, single-flight, stale-on-error, watch
 //!   invalidation, and [`SecretCache::with_secret`] (retry-with-refresh).
 //! * [`Watcher`]: the server's change stream, resumed across reconnects without a gap.
@@ -35,13 +37,16 @@
 mod cache;
 mod client;
 mod error;
+#[cfg(feature = "raw")]
+pub mod raw;
 mod secret;
 mod task;
+mod types;
 mod watch;
 
-pub use arca_proto as proto;
 pub use cache::{CacheConfig, CacheStats, SecretCache, SecretSource, UseError, WithSecretError, MAX_TTL};
-pub use client::{Auth, AuthedChannel, Client, ClientBuilder, RetryPolicy, Services, TokenInterceptor};
-pub use error::{Error, Result};
+pub use client::{Auth, Client, ClientBuilder, RetryPolicy};
+pub use error::{Cause, Code, Error, Result};
 pub use secret::{Secret, Which};
+pub use types::{SecretMetadata, TokenInfo, VersionInfo};
 pub use watch::{WatchEvent, WatchKind, Watcher};

@@ -12,10 +12,52 @@ use crate::{Client, Error, Result};
 /// connection is dead even if TCP has not noticed.
 const SILENCE_LIMIT: Duration = Duration::from_secs(15);
 
-/// What a watch event reports: the wire enum (see the Watch service in
-/// `proto/arca/v1/watch.proto`). `AccessRevoked` ends the stream; the watcher reconnects on the
-/// next call, which fails if the access is really gone.
-pub use proto::watch_event::Kind as WatchKind;
+/// What a watch event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WatchKind {
+    /// A new version was written (by a client or a rotation).
+    Written,
+    /// Versions were deleted, undeleted or destroyed.
+    Deleted,
+    /// The metadata changed (max versions, stage labels).
+    Metadata,
+    /// The token lost `read` on the path: the stream ends; the watcher reconnects on the next
+    /// call, which fails if the access is really gone.
+    AccessRevoked,
+    /// The member cannot tell what happened since the position asked for (it was compacted
+    /// away): reread what you hold.
+    Reset,
+    /// Nothing changed; the stream's position moved (sent every few seconds on a quiet stream).
+    Progress,
+}
+
+impl WatchKind {
+    fn from_wire(kind: i32) -> Option<WatchKind> {
+        use proto::watch_event::Kind as K;
+        Some(match K::try_from(kind).ok()? {
+            K::Written => WatchKind::Written,
+            K::Deleted => WatchKind::Deleted,
+            K::Metadata => WatchKind::Metadata,
+            K::AccessRevoked => WatchKind::AccessRevoked,
+            K::Reset => WatchKind::Reset,
+            K::Progress => WatchKind::Progress,
+            K::Unspecified => return None,
+        })
+    }
+
+    /// The kind's name on the wire (`WRITTEN`, `ACCESS_REVOKED`, …), as tools print it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatchKind::Written => "WRITTEN",
+            WatchKind::Deleted => "DELETED",
+            WatchKind::Metadata => "METADATA",
+            WatchKind::AccessRevoked => "ACCESS_REVOKED",
+            WatchKind::Reset => "RESET",
+            WatchKind::Progress => "PROGRESS",
+        }
+    }
+}
 
 /// One change (never a value).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +72,7 @@ pub struct WatchEvent {
 
 impl WatchEvent {
     fn from_proto(e: proto::WatchEvent) -> Option<WatchEvent> {
-        let kind = WatchKind::try_from(e.kind).ok().filter(|k| *k != WatchKind::Unspecified)?;
+        let kind = WatchKind::from_wire(e.kind)?;
         Some(WatchEvent { seq: e.seq, kind, path: e.path, version: e.version, current_version: e.current_version })
     }
 }
@@ -47,12 +89,23 @@ pub struct Watcher {
 }
 
 impl Client {
-    /// Opens a watch of the secrets under `prefixes` (the token needs `read` on them).
+    /// Opens a watch of the secrets under `prefixes` (the token needs `read` on them), from
+    /// now on.
     pub async fn watch<S: Into<String>>(&self, prefixes: impl IntoIterator<Item = S>) -> Result<Watcher> {
+        self.watch_after(prefixes, None).await
+    }
+
+    /// Like [`Client::watch`], resuming after `after`: a [`Watcher::position`] an earlier watch
+    /// reached (`None`: from now on).
+    pub async fn watch_after<S: Into<String>>(
+        &self,
+        prefixes: impl IntoIterator<Item = S>,
+        after: Option<u64>,
+    ) -> Result<Watcher> {
         let mut w = Watcher {
             client: self.clone(),
             prefixes: prefixes.into_iter().map(Into::into).collect(),
-            after: None,
+            after,
             stream: None,
             reconnects: 0,
         };
@@ -76,12 +129,7 @@ impl Watcher {
         let req = proto::WatchRequest { prefixes: self.prefixes.clone(), after_seq: self.after };
         let client = self.client.clone();
         // Through `call`: failover on UNAVAILABLE and a new login on UNAUTHENTICATED.
-        let stream = client
-            .call(|mut s| {
-                let req = req.clone();
-                async move { s.watch.watch(req).await }
-            })
-            .await?;
+        let stream = client.send(req, |mut s, r| async move { s.watch.watch(r).await }).await?;
         self.stream = Some((self.client.current_index(), stream));
         Ok(())
     }

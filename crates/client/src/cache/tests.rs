@@ -40,7 +40,7 @@ impl SecretSource for Shared {
                 Which::Current => s.version.load(Ordering::SeqCst),
                 Which::Version(v) => v,
                 Which::Pending => match s.pending.load(Ordering::SeqCst) {
-                    0 => return Err(Error::Status { code: tonic::Code::NotFound, message: "no pending".into() }),
+                    0 => return Err(Error::Status { code: crate::Code::NotFound, message: "no pending".into() }),
                     v => v,
                 },
                 Which::Previous => s.version.load(Ordering::SeqCst).saturating_sub(1),
@@ -62,7 +62,12 @@ fn cache(ttl_ms: u64, config: impl FnOnce(&mut CacheConfig)) -> (SecretCache, Ar
 }
 
 fn unreachable() -> Error {
-    Error::Unreachable { attempts: 3, members: 3, last: "connection refused".into() }
+    Error::Unreachable {
+        addrs: "a, b, c".into(),
+        attempts: 3,
+        cause: crate::Cause::Refused,
+        detail: "connection refused".into(),
+    }
 }
 
 #[tokio::test]
@@ -122,7 +127,7 @@ async fn stale_entries_are_served_only_while_unreachable_and_only_for_max_stale(
     assert_eq!(c.stats().stale_served, 1);
 
     // A refusal is not an outage: no stale value for a token that lost access.
-    *s.fail.lock().unwrap() = Some(Error::Status { code: tonic::Code::PermissionDenied, message: "denied".into() });
+    *s.fail.lock().unwrap() = Some(Error::Status { code: crate::Code::PermissionDenied, message: "denied".into() });
     assert!(c.get("app/db").await.is_err());
 
     *s.fail.lock().unwrap() = Some(unreachable());
