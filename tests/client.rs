@@ -11,9 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arca_client::{Auth, CacheConfig, Client, UseError, WatchKind};
+use common::pg::{pg_connect, pg_error, pg_role, PG_ADMIN};
 use common::{eventually, DevCluster};
-
-const PG_ADMIN: (&str, &str) = ("arca_test_admin", "arca-test-admin");
 
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap()
@@ -21,20 +20,6 @@ fn json(text: &str) -> serde_json::Value {
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
-/// A policy reading everything under `prefix`, and an AppRole role with it; returns the
-/// role's (role id, secret id).
-fn app_role(c: &DevCluster, name: &str, prefix: &str, token_ttl: &str, token_max_ttl: &str) -> (String, String) {
-    let hcl = c.dir.path().join(format!("{name}.hcl"));
-    std::fs::write(&hcl, format!("path \"secret/data/{prefix}*\" {{ capabilities = [\"read\"] }}\n")).unwrap();
-    c.ok(1, &["policy", "write", name, hcl.to_str().unwrap()]);
-    let role = ["approle", "role", "write", name, "--policies", name, "--token-ttl", token_ttl];
-    c.ok(1, &[&role[..], &["--token-max-ttl", token_max_ttl]].concat());
-    let role_id = json(&c.ok(1, &["approle", "role-id", name, "--format", "json"]))["role_id"].as_str().unwrap().into();
-    let secret_id =
-        json(&c.ok(1, &["approle", "secret-id", name, "--format", "json"]))["secret_id"].as_str().unwrap().into();
-    (role_id, secret_id)
 }
 
 /// A client whose first member is `first`, then the others in order.
@@ -50,7 +35,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[test]
 fn watch_reaches_a_watcher_on_another_node_and_resumes_after_its_node_is_killed() {
     let c = DevCluster::start(3);
-    let (role_id, secret_id) = app_role(&c, "watcher", "app/", "1h", "2h");
+    let (role_id, secret_id) = c.read_role("watcher", &["app/"], "1h", "2h");
     c.ok(1, &["kv", "put", "other/x", "k=v"]);
     runtime().block_on(async {
         let writer = client(&c, 1, Auth::token(c.token.clone())).await;
@@ -112,7 +97,7 @@ fn watch_reaches_a_watcher_on_another_node_and_resumes_after_its_node_is_killed(
 fn tokens_are_renewed_and_replaced_by_a_new_login_at_their_max_ttl() {
     let c = DevCluster::start(3);
     c.ok(1, &["kv", "put", "app/db", "password=p"]);
-    let (role_id, secret_id) = app_role(&c, "short", "app/", "3s", "7s");
+    let (role_id, secret_id) = c.read_role("short", &["app/"], "3s", "7s");
     runtime().block_on(async {
         let app = client(&c, 3, Auth::app_role(role_id, secret_id)).await;
         let first = app.lookup_self().await.unwrap();
@@ -131,30 +116,6 @@ fn tokens_are_renewed_and_replaced_by_a_new_login_at_their_max_ttl() {
 }
 
 // ---- PostgreSQL rotation under load ----
-
-async fn pg_connect(user: &str, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let mut config = tokio_postgres::Config::new();
-    config.host("127.0.0.1").port(5432).dbname("postgres").user(user).password(password);
-    config.connect_timeout(Duration::from_secs(5));
-    let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
-    Ok(client)
-}
-
-async fn pg_role(name: &str, password: &str) {
-    let admin = pg_connect(PG_ADMIN.0, PG_ADMIN.1)
-        .await
-        .expect("PostgreSQL on 127.0.0.1:5432 with role arca_test_admin: run scripts/postgres-setup.sh");
-    admin.batch_execute(&format!("DROP ROLE IF EXISTS {name}")).await.unwrap();
-    admin.batch_execute(&format!("CREATE ROLE {name} LOGIN PASSWORD '{password}'")).await.unwrap();
-}
-
-fn pg_error(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
-    }
-}
 
 /// What the application loop saw.
 #[derive(Debug, Default)]
@@ -222,7 +183,7 @@ fn rotation_under_load(strategy: &str, users: &[&str]) -> (Run, u64) {
     c.ok(1, &["kv", "put", "db/admin", &format!("username={}", PG_ADMIN.0), &format!("password={}", PG_ADMIN.1)]);
     let path = format!("db/{strategy}");
     c.ok(1, &["kv", "put", &path, &format!("username={}", users[0]), "password=initial-password"]);
-    let (role_id, secret_id) = app_role(&c, "app", &path, "1h", "2h");
+    let (role_id, secret_id) = c.read_role("app", &[&path], "1h", "2h");
     let user_param = match users {
         [one] => format!("username={one}"),
         many => format!("usernames={}", many.join(",")),
@@ -263,7 +224,7 @@ fn alternating_user_rotation_every_2s_never_refuses_a_credential() {
 #[test]
 fn a_watch_needs_read_on_what_it_watches() {
     let c = DevCluster::start(3);
-    let (role_id, secret_id) = app_role(&c, "narrow", "app/", "1h", "2h");
+    let (role_id, secret_id) = c.read_role("narrow", &["app/"], "1h", "2h");
     runtime().block_on(async {
         let app = client(&c, 1, Auth::app_role(role_id, secret_id)).await;
         let err = app.watch(["other/"]).await.err().expect("watching what the token cannot read is refused");

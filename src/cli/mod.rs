@@ -149,6 +149,16 @@ pub enum Command {
         #[arg(long)]
         after: Option<u64>,
     },
+    /// Run next to an application: log in, render secrets into files (templates) or the
+    /// application's environment (exec mode), and render again the moment they change.
+    Agent {
+        /// Agent configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Log line format.
+        #[arg(long, value_enum, env = "ARCA_LOG_FORMAT", default_value = "text")]
+        log_format: LogFormat,
+    },
     /// Development helpers: a local cluster, certificates.
     #[command(subcommand)]
     Dev(dev::DevCommand),
@@ -186,6 +196,16 @@ pub async fn run(args: Args) -> CliResult {
         Command::Audit(cmd) => audit::run(cmd, &client().await?, args.format).await,
         Command::Rotation(cmd) => rotation::run(cmd, &client().await?, args.format).await,
         Command::Watch { prefixes, after } => watch::run(&client().await?, prefixes, after, args.format).await,
+        Command::Agent { config, log_format } => {
+            let config = arca_agent::Config::load(&config).map_err(|e| CliError::usage(e.to_string()))?;
+            init_logging("info", log_format);
+            match arca_agent::run(config).await {
+                Ok(0) => Ok(()),
+                Ok(code) => Err(CliError { message: String::new(), code: u8::try_from(code).unwrap_or(1) }),
+                Err(e @ arca_agent::Error::Config(_)) => Err(CliError::usage(e.to_string())),
+                Err(e) => Err(CliError::new(e.to_string())),
+            }
+        }
         Command::Dev(cmd) => dev::run(cmd).await,
     }
 }
@@ -240,7 +260,7 @@ pub enum LogFormat {
 
 /// Arca's own crates: a bare `log_level` applies to these.
 const OWN_CRATES: &[&str] =
-    &["arca", "arca_server", "arca_core", "arca_raft", "arca_storage", "arca_crypto", "arca_client"];
+    &["arca", "arca_server", "arca_core", "arca_raft", "arca_storage", "arca_crypto", "arca_client", "arca_agent"];
 
 /// The filter a configured level means. A bare level (`info`) is Arca's own events at that
 /// level, the libraries' at WARN and openraft's at ERROR, so an operator's console is not

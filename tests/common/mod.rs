@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod history;
+pub mod pg;
 pub mod proxy;
 
 use std::net::TcpListener;
@@ -149,6 +150,24 @@ impl DevCluster {
         let out = self.arca(node, args);
         assert!(out.status.success(), "arca {args:?} on node {node} failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A policy reading everything under each prefix, and an AppRole role with it; returns
+    /// the role's (role id, secret id).
+    pub fn read_role(&self, name: &str, prefixes: &[&str], token_ttl: &str, token_max_ttl: &str) -> (String, String) {
+        let hcl = self.dir.path().join(format!("{name}.hcl"));
+        let rules: String =
+            prefixes.iter().map(|p| format!("path \"secret/data/{p}*\" {{ capabilities = [\"read\"] }}\n")).collect();
+        std::fs::write(&hcl, rules).unwrap();
+        self.ok(1, &["policy", "write", name, hcl.to_str().unwrap()]);
+        let role = ["approle", "role", "write", name, "--policies", name, "--token-ttl", token_ttl];
+        self.ok(1, &[&role[..], &["--token-max-ttl", token_max_ttl]].concat());
+        let field = |out: String, f: &str| -> String {
+            serde_json::from_str::<serde_json::Value>(&out).unwrap()[f].as_str().unwrap().to_string()
+        };
+        let role_id = field(self.ok(1, &["approle", "role-id", name, "--format", "json"]), "role_id");
+        let secret_id = field(self.ok(1, &["approle", "secret-id", name, "--format", "json"]), "secret_id");
+        (role_id, secret_id)
     }
 
     /// The id of the node the cluster reports as leader.

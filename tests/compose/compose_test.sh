@@ -51,7 +51,7 @@ teardown() {
   # Containers with their anonymous volumes first (podman-compose's down does not remove those).
   podman ps -aq --filter "label=io.podman.compose.project=$project" | xargs -r podman rm -f -v >/dev/null 2>&1 || true
   "${compose[@]}" down -v >/dev/null 2>&1 || true
-  podman volume rm -f "${project}_ca" "${project}_node1-certs" "${project}_node2-certs" "${project}_node3-certs" "${project}_node1-data" "${project}_node2-data" "${project}_node3-data" >/dev/null 2>&1 || true
+  podman volume rm -f "${project}_ca" "${project}_client-ca" "${project}_agent-auth" "${project}_rendered" "${project}_node1-certs" "${project}_node2-certs" "${project}_node3-certs" "${project}_node1-data" "${project}_node2-data" "${project}_node3-data" >/dev/null 2>&1 || true
   # Anonymous volumes (the image's VOLUME) of containers that `down` without -v removed.
   comm -13 <(echo "$volumes_before") <(podman volume ls -q | sort) | xargs -r podman volume rm -f >/dev/null 2>&1 || true
   rm -rf "$work" "$root/arca-ca.pem"
@@ -104,6 +104,18 @@ for port in 8200 8210 8220; do
   got=$(ARCA_ADDR=https://127.0.0.1:$port "$host_arca" kv get --field password app/db)
   [ "$got" = from-host ] || fail "port $port read '$got'"
 done
+
+step "sidecar example: the agent renders a file the app container reads, and again on a change"
+ARCA_BIN=$host_arca scripts/compose-agent-example.sh >/dev/null
+rendered() { podman exec "${project}_app_1" cat /rendered/app.env 2>/dev/null || true; }
+# Waits up to $2 half-seconds for the rendered file to hold line $1.
+wait_rendered() { for _ in $(seq 1 "$2"); do grep -qx "$1" <<<"$(rendered)" && return 0; sleep 0.5; done; return 1; }
+wait_rendered 'DB_USER=app' 120 || { podman logs --tail 30 "${project}_app-agent_1" >&2 || true; fail "the agent rendered no file"; }
+"$host_arca" kv put app/example-db username=app password=changed-in-compose >/dev/null
+wait_rendered 'DB_PASSWORD=changed-in-compose' 20 || fail "the change did not reach the rendered file"
+for _ in $(seq 1 20); do podman logs "${project}_app_1" 2>&1 | grep -q 'app: connecting as app' && break; sleep 1; done
+podman logs "${project}_app_1" 2>&1 | grep -q 'app: connecting as app' || fail "the app did not read the rendered file"
+podman logs "${project}_app-agent_1" 2>&1 | grep -q 'changed-in-compose' && fail "the agent logged a secret value"
 
 step "kill node3: the others still read and write"
 podman kill "${project}_node3_1" >/dev/null

@@ -363,9 +363,12 @@ fn now_ms() -> i64 {
 }
 
 /// Whether another attempt (on the next member) may succeed: the member is down, sealed, has no
-/// leader, or the write lost a race and says to retry.
+/// leader, or the write lost a race and says to retry; or the connection broke under the call
+/// (`UNKNOWN` with a transport error as its source: no server sent it). A resent write is
+/// recognised by the server.
 fn retryable(s: &Status) -> bool {
     matches!(s.code(), Code::Unavailable | Code::Aborted)
+        || (s.code() == Code::Unknown && std::error::Error::source(s).is_some())
 }
 
 impl Client {
@@ -386,6 +389,12 @@ impl Client {
             rotation: RotationClient::new(ch.clone()),
             watch: WatchClient::new(ch),
         }
+    }
+
+    /// The token in use now (a new login replaces it), for a token sink that other tools on
+    /// the host read. Keep it out of logs.
+    pub fn token(&self) -> Option<Zeroizing<String>> {
+        self.inner.token.read().expect("token lock").clone()
     }
 
     /// The address calls go to first right now.
@@ -423,7 +432,9 @@ impl Client {
                 logged_in_again = true;
                 continue;
             }
-            if !retryable(&status) {
+            // A member's own answer, with no budget to try another: that answer is the error.
+            let answered = std::error::Error::source(&status).is_none();
+            if !retryable(&status) || (answered && policy.max_elapsed.is_zero()) {
                 return Err(Error::from_status(&status));
             }
             let sleep = jitter(backoff);

@@ -145,6 +145,11 @@ impl Error {
 /// times) and what kind of failure it is, so a refused connection does not send the user after
 /// their CA file.
 pub(crate) fn describe(status: &tonic::Status) -> (Cause, String) {
+    if std::error::Error::source(status).is_none() {
+        // The member answered: its message is the whole story (and may mention certificates
+        // without the connection having anything to do with one).
+        return (Cause::Unavailable, status.message().to_string());
+    }
     let mut causes: Vec<String> = Vec::new();
     if !status.message().is_empty() {
         causes.push(status.message().to_string());
@@ -187,8 +192,8 @@ mod tests {
         assert_eq!(cause, Cause::Refused);
         assert_eq!(detail, "Connection refused (os error 111)");
 
-        let (cause, _) = describe(&tonic::Status::unavailable("the node is sealed"));
-        assert_eq!(cause, Cause::Unavailable);
+        let sent = tonic::Status::unavailable("the node is sealed; check its certificate");
+        assert_eq!(describe(&sent), (Cause::Unavailable, "the node is sealed; check its certificate".to_string()));
     }
 
     #[test]
