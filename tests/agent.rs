@@ -206,7 +206,7 @@ on_missing = "remove"
 }
 
 #[test]
-fn exec_mode_restarts_the_application_with_new_secrets_and_exits_with_its_status() {
+fn exec_mode_restarts_the_application_with_new_secrets_and_the_local_endpoint_serves_hvac() {
     let c = DevCluster::start(3);
     let dir = tempfile::TempDir::new().unwrap();
     let d = dir.path();
@@ -235,20 +235,28 @@ paths = ["app/"]
     .is_some());
 
     // The local endpoint answers the Vault KV v2 read, without a token, for its paths only.
-    let get = |path: &str| {
+    let send = |path: &str, headers: &str| {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        std::io::Write::write_all(
-            &mut s,
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\n{headers}Connection: close\r\n\r\n");
+        std::io::Write::write_all(&mut s, request.as_bytes()).unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out
     };
+    let get = |path: &str| send(path, &format!("Host: 127.0.0.1:{port}\r\nX-Vault-Request: true\r\n"));
+    // What a forged request from the application's URL fetcher, or a DNS-rebinding page, sends.
+    assert!(send("/v1/secret/data/app/db", &format!("Host: 127.0.0.1:{port}\r\n")).starts_with("HTTP/1.1 412"));
+    let rebound = send("/v1/secret/data/app/db", "Host: attacker.example\r\nX-Vault-Request: true\r\n");
+    assert!(rebound.starts_with("HTTP/1.1 403") && !rebound.contains("first-5d1e"), "{rebound}");
     let body = get("/v1/secret/data/app/db");
     assert!(body.starts_with("HTTP/1.1 200") && body.contains("\"password\":\"first-5d1e\""), "{body}");
     assert!(get("/v1/secret/data/other/x").starts_with("HTTP/1.1 403"));
+    // hvac, as an application would use it, with no token.
+    let python = std::env::var("ARCA_HVAC_PYTHON")
+        .expect("ARCA_HVAC_PYTHON must name a Python with hvac installed: run scripts/hvac-setup.sh");
+    let script = "import hvac, sys\nc = hvac.Client(url=sys.argv[1])\nr = c.secrets.kv.v2.read_secret_version(path='app/db', raise_on_deleted_version=True)\nprint(r['data']['data']['password'])";
+    let hvac = Command::new(python).args(["-c", script, &format!("http://127.0.0.1:{port}")]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&hvac.stdout).trim(), "first-5d1e", "{}", common::stderr(&hvac));
 
     c.ok(1, &["kv", "put", "app/db", "password=second-a2b9"]);
     assert!(until_contains(&seen, "second-a2b9", Duration::from_secs(10)).is_some(), "not restarted: {}", agent.log());
@@ -362,7 +370,7 @@ fn application_on_a_rendered_file(strategy: &str, users: &[&str], secs: u64) -> 
 }
 
 #[test]
-fn an_application_reading_the_rendered_file_never_fails_while_its_database_user_alternates_every_2s() {
+fn postgres_alternating_users_every_2s_never_fail_an_application_reading_the_rendered_file() {
     let run = application_on_a_rendered_file("alternating", &["arca_agent_alt_a", "arca_agent_alt_b"], 60);
     assert!(run.failures.is_empty(), "{} of {} queries failed: {:?}", run.failures.len(), run.queries, run.failures);
 }
@@ -370,7 +378,7 @@ fn an_application_reading_the_rendered_file_never_fails_while_its_database_user_
 /// With one user, the database has the new password from the rotation's `set` step and the
 /// file from the render after `finish`: the README documents that window (under a second).
 #[test]
-fn with_a_single_database_user_the_failure_window_stays_under_a_second() {
+fn postgres_single_user_failure_window_stays_under_a_second() {
     let run = application_on_a_rendered_file("single", &["arca_agent_single"], 20);
     assert!(run.longest_window() < 1.0, "failures for {:.3} s in a row: {:?}", run.longest_window(), run.failures);
 }

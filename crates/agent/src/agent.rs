@@ -78,22 +78,52 @@ pub async fn run(config: Config) -> Result<i32> {
     let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(|e| Error::Io(format!("signal handler: {e}")))?;
     let mut sigusr2 = signal(SignalKind::user_defined2()).map_err(|e| Error::Io(format!("signal handler: {e}")))?;
 
-    loop {
-        // Render, and act on what changed.
-        let next_try = match renderer.render(&client).await {
+    let mut down_warned = false;
+    let result: Result<i32> = 'agent: loop {
+        // Render (a stop signal does not wait for it), and act on what changed.
+        let rendered = tokio::select! {
+            r = renderer.render(&client) => r,
+            _ = sigterm.recv() => break 'agent Ok(stop(supervisor.as_mut(), "SIGTERM").await),
+            _ = sigint.recv() => break 'agent Ok(stop(supervisor.as_mut(), "SIGINT").await),
+        };
+        let next_try = match rendered {
             Ok(rendered) => {
                 backoff = Duration::from_millis(250);
                 let n = config.templates.len();
-                let mut changed = false;
+                let (mut changed, mut failed) = (false, false);
+                // Every file rendered: the application is not started on a partial set.
+                let complete = rendered.outputs[..n].iter().all(|o| matches!(o, Output::Text(_)));
                 for ((t, out), i) in config.templates.iter().zip(&rendered.outputs[..n]).zip(0..) {
-                    changed |= apply(t, out, &template_name(i, t), first).await?;
+                    match apply(t, out, &template_name(i, t), first).await {
+                        Ok(c) => changed |= c,
+                        // The first render (a configuration that cannot work) and on_missing = fail stop the agent.
+                        Err(e) if first || matches!(e, Error::Render(_)) => break 'agent Err(e),
+                        // Later (a full disk, say), the other files still get their update and
+                        // this one is tried again on the timer.
+                        Err(e) => {
+                            error!(error = %e, "a rendered file could not be written; it keeps its last contents");
+                            failed = true;
+                        }
+                    }
                 }
-                let env = environment(&env_names, &rendered.outputs[n..]);
+                let env = match environment(&env_names, &rendered.outputs[n..], first) {
+                    Ok(env) => env,
+                    Err(e) => break 'agent Err(e),
+                };
                 if let (Some(s), Some(env)) = (supervisor.as_mut(), env) {
-                    if !s.running() {
-                        s.start(env)?;
+                    let result = if !s.running() && complete {
+                        s.start(env)
+                    } else if !s.running() {
+                        warn!("waiting for every template to render before starting the application");
+                        Ok(())
                     } else if changed || s.env() != &env {
-                        s.changed(env).await?;
+                        s.changed(env).await
+                    } else {
+                        Ok(())
+                    };
+                    if let Err(e) = result {
+                        error!(error = %e, "the application could not be (re)started; trying again on the timer");
+                        failed = true;
                     }
                 }
                 if rendered.paths != watching || watch_task.is_none() {
@@ -107,7 +137,8 @@ pub async fn run(config: Config) -> Result<i32> {
                     }
                 }
                 first = false;
-                if watch_up || watching.is_empty() {
+                let child_down = supervisor.as_ref().is_some_and(|s| !s.running());
+                if (watch_up || watching.is_empty()) && !failed && !child_down {
                     None
                 } else {
                     Some(config.freshness.fallback_ttl)
@@ -123,7 +154,7 @@ pub async fn run(config: Config) -> Result<i32> {
                 warn!(error = %e, "render skipped");
                 Some(config.freshness.fallback_ttl)
             }
-            Err(e) => return Err(e),
+            Err(e) => break 'agent Err(e),
         };
 
         // Wait for a reason to render again.
@@ -139,39 +170,58 @@ pub async fn run(config: Config) -> Result<i32> {
                 None => std::future::pending().await,
             }
         };
+        let every = config.freshness.fallback_ttl;
         tokio::select! {
             _ = timer => debug!("rendering on the timer"),
             msg = rx.recv() => match msg {
                 Some(Watch::Changed) => {
                     // A rotation writes a version and moves labels in quick succession: one render.
                     tokio::time::sleep(config.freshness.settle).await;
-                    while rx.try_recv().is_ok() {}
+                    while let Ok(more) = rx.try_recv() {
+                        note(more, &mut watch_up, &mut down_warned, every);
+                    }
                     debug!("a watched secret changed");
                 }
-                Some(Watch::Up) => {
-                    if !watch_up {
-                        info!(paths = watching.len(), "watching the rendered secrets; changes render at once");
-                    }
-                    watch_up = true;
-                }
-                Some(Watch::Down(why)) => {
-                    if watch_up {
-                        warn!(reason = %why, every = ?config.freshness.fallback_ttl, "the watch is broken; reading the secrets on a timer until it is back");
-                    }
-                    watch_up = false;
-                }
+                Some(other) => note(other, &mut watch_up, &mut down_warned, every),
                 None => {}
             },
             status = exited => {
                 let code = exit_code(status);
                 info!(code, "the application exited; the agent exits with its status");
-                return Ok(code);
+                break 'agent Ok(code);
             }
-            _ = sigterm.recv() => return Ok(stop(supervisor.as_mut(), "SIGTERM").await),
-            _ = sigint.recv() => return Ok(stop(supervisor.as_mut(), "SIGINT").await),
+            _ = sigterm.recv() => break 'agent Ok(stop(supervisor.as_mut(), "SIGTERM").await),
+            _ = sigint.recv() => break 'agent Ok(stop(supervisor.as_mut(), "SIGINT").await),
             _ = sighup.recv() => forward(supervisor.as_ref(), libc::SIGHUP),
             _ = sigusr1.recv() => forward(supervisor.as_ref(), libc::SIGUSR1),
             _ = sigusr2.recv() => forward(supervisor.as_ref(), libc::SIGUSR2),
+        }
+    };
+    if result.is_err() {
+        // The application does not outlive an agent that stopped on an error.
+        stop(supervisor.as_mut(), "an error").await;
+    }
+    result
+}
+
+/// Takes note of the watch's state: it is up (changes are pushed) or down (read on the timer,
+/// said once per outage, and also when it never came up).
+fn note(msg: Watch, watch_up: &mut bool, down_warned: &mut bool, every: Duration) {
+    match msg {
+        Watch::Changed => {}
+        Watch::Up => {
+            if !*watch_up {
+                info!("watching the rendered secrets; changes render at once");
+            }
+            *watch_up = true;
+            *down_warned = false;
+        }
+        Watch::Down(why) => {
+            if *watch_up || !*down_warned {
+                warn!(reason = %why, every = ?every, "the watch is broken; reading the secrets on a timer until it is back");
+            }
+            *watch_up = false;
+            *down_warned = true;
         }
     }
 }
@@ -193,8 +243,9 @@ async fn stop(supervisor: Option<&mut Supervisor>, name: &str) -> i32 {
     }
 }
 
-/// The exec environment, when every variable rendered.
-fn environment(names: &[String], outputs: &[Output]) -> Option<BTreeMap<String, String>> {
+/// The exec environment, when every variable rendered. A variable whose template is wrong is
+/// a configuration error on the first render.
+fn environment(names: &[String], outputs: &[Output], first: bool) -> Result<Option<BTreeMap<String, String>>> {
     let mut env = BTreeMap::new();
     for (name, out) in names.iter().zip(outputs) {
         match out {
@@ -204,15 +255,16 @@ fn environment(names: &[String], outputs: &[Output]) -> Option<BTreeMap<String, 
             Output::Missing(m) => {
                 let paths: Vec<_> = m.iter().map(|m| m.path.as_str()).collect();
                 warn!(variable = %name, ?paths, "a secret for the application's environment is not available; keeping the application as it is");
-                return None;
+                return Ok(None);
             }
+            Output::Broken(e) if first => return Err(Error::Config(format!("exec.env.{name}: {e}"))),
             Output::Broken(e) => {
-                error!(variable = %name, error = %e, "the environment template is wrong");
-                return None;
+                error!(variable = %name, error = %e, "the environment template failed; keeping the application as it is");
+                return Ok(None);
             }
         }
     }
-    Some(env)
+    Ok(Some(env))
 }
 
 fn template_name(i: usize, t: &TemplateConfig) -> String {
@@ -279,8 +331,9 @@ async fn apply(t: &TemplateConfig, out: &Output, name: &str, first: bool) -> Res
 /// the last position, so nothing is missed), and reports the stream down while it cannot.
 async fn watch(client: Client, paths: BTreeSet<String>, tx: mpsc::Sender<Watch>) {
     let mut backoff = Duration::from_millis(250);
+    let prefixes = watch_prefixes(&paths);
     loop {
-        match client.watch(paths.iter().cloned()).await {
+        match client.watch(prefixes.iter().cloned()).await {
             Ok(mut watcher) => {
                 let _ = tx.send(Watch::Up).await;
                 // Whatever happened while not watching is unknown: render once.
@@ -316,6 +369,16 @@ async fn watch(client: Client, paths: BTreeSet<String>, tx: mpsc::Sender<Watch>)
     }
 }
 
+/// What to watch for `paths`: the paths themselves, or, past the server's limit of prefixes
+/// per watch, their top folders (events for other paths are dropped on arrival).
+fn watch_prefixes(paths: &BTreeSet<String>) -> BTreeSet<String> {
+    const MAX_PREFIXES: usize = 64;
+    if paths.len() <= MAX_PREFIXES {
+        return paths.clone();
+    }
+    paths.iter().map(|p| p.split_once('/').map_or(p.clone(), |(top, _)| format!("{top}/"))).collect()
+}
+
 /// Logs in with the configured method. While the cluster cannot be reached it keeps trying;
 /// refused credentials stop the agent.
 async fn connect(config: &Config) -> Result<Client> {
@@ -335,10 +398,6 @@ async fn connect(config: &Config) -> Result<Client> {
             let role_id = read(a.role_id_file.as_ref().expect("checked"), "role_id_file")?;
             let path = a.secret_id_file.as_ref().expect("checked");
             let secret_id = read(path, "secret_id_file")?;
-            if a.remove_secret_id_file {
-                std::fs::remove_file(path)
-                    .map_err(|e| Error::Io(format!("auth.secret_id_file: cannot remove {}: {e}", path.display())))?;
-            }
             Auth::app_role(role_id.as_str(), secret_id.as_str())
         }
         AuthMethod::Jwt => {
@@ -362,6 +421,15 @@ async fn connect(config: &Config) -> Result<Client> {
         match builder.clone().build().await {
             Ok(client) => {
                 info!(member = %client.current_member(), "logged in");
+                // Only now: a secret id deleted before a login that failed (the cluster down at
+                // boot) would lock the agent out for good.
+                if let (AuthMethod::Approle, true, Some(path)) = (a.method, a.remove_secret_id_file, &a.secret_id_file)
+                {
+                    if let Err(e) = std::fs::remove_file(path) {
+                        // A read-only mount (a Kubernetes Secret volume) cannot lose it; say so.
+                        warn!(file = %path.display(), error = %e, "cannot remove the secret id file after use");
+                    }
+                }
                 return Ok(client);
             }
             Err(e @ arca_client::Error::Unreachable { .. }) => {

@@ -207,6 +207,12 @@ pub struct ListenerConfig {
     /// The KV mount name in Vault paths (default "secret": `/v1/secret/data/<path>`).
     #[serde(default = "default_mount")]
     pub mount: String,
+    /// Answer only requests carrying `X-Vault-Request: true` (default true; hvac and the Vault
+    /// CLI send it, `curl` needs `-H 'X-Vault-Request: true'`). A server-side request forgery
+    /// in the application (a URL fetched on a user's behalf) cannot add that header, so it
+    /// cannot read the secrets through the agent.
+    #[serde(default = "yes")]
+    pub require_request_header: bool,
 }
 
 fn default_mount() -> String {
@@ -219,11 +225,12 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
     let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration (like 500ms, 2s, 5m, 1h)"))?;
+    let too_long = || format!("{s:?} is too long");
     let d = match unit {
         "ms" => Duration::from_millis(n),
         "s" | "" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(too_long)?),
+        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(too_long)?),
         other => return Err(format!("{s:?}: unknown unit {other:?} (use ms, s, m or h)")),
     };
     Ok(d)
@@ -283,12 +290,31 @@ impl Config {
         if self.templates.is_empty() && self.exec.is_none() && self.listener.is_none() {
             return bad("nothing to do: configure a [[template]], an [exec] or a [listener]".into());
         }
+        if self.freshness.fallback_ttl < Duration::from_millis(500) {
+            return bad("freshness.fallback_ttl: at least 500ms (it paces reads while the watch is broken)".into());
+        }
+        if self.freshness.settle > Duration::from_secs(5) {
+            return bad("freshness.settle: at most 5s (changes are meant to arrive within a second)".into());
+        }
+        let mut destinations = std::collections::BTreeSet::new();
+        if let Some(sink) = &self.sink {
+            destinations.insert(sink.path.clone());
+        }
         for (i, t) in self.templates.iter().enumerate() {
             if t.source.is_some() == t.contents.is_some() {
                 return bad(format!("template[{i}]: give exactly one of source and contents"));
             }
             if t.destination.file_name().is_none() {
                 return bad(format!("template[{i}].destination: {} is not a file path", t.destination.display()));
+            }
+            if !destinations.insert(t.destination.clone()) {
+                return bad(format!(
+                    "template[{i}].destination: {} is written by another template or the sink",
+                    t.destination.display()
+                ));
+            }
+            if t.command_timeout < Duration::from_millis(100) {
+                return bad(format!("template[{i}].command_timeout: at least 100ms"));
             }
             t.file_mode().map_err(|m| Error::Config(format!("template[{i}].mode: {m}")))?;
             t.owner_ids().map_err(|m| Error::Config(format!("template[{i}].owner: {m}")))?;
@@ -311,6 +337,16 @@ impl Config {
             if l.paths.is_empty() {
                 return bad("listener.paths: list the prefixes the endpoint may serve (e.g. [\"app/\"])".into());
             }
+            if let Some(p) =
+                l.paths.iter().find(|p| p.trim_matches('/').is_empty() || p.starts_with('/') || p.contains(".."))
+            {
+                return bad(format!(
+                    "listener.paths: {p:?} is not a folder (\"app/\") or a secret path (\"app/db\"); serving everything the token reads is not an option"
+                ));
+            }
+            if l.mount.is_empty() || !l.mount.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return bad(format!("listener.mount: {:?} is not a mount name (letters, digits, - and _)", l.mount));
+            }
         }
         Ok(())
     }
@@ -320,8 +356,8 @@ impl TemplateConfig {
     pub fn file_mode(&self) -> std::result::Result<u32, String> {
         let mode = u32::from_str_radix(self.mode.trim_start_matches("0o"), 8)
             .map_err(|_| format!("{:?} is not an octal mode like \"0640\"", self.mode))?;
-        if mode > 0o7777 {
-            return Err(format!("{:?} is not a file mode", self.mode));
+        if mode > 0o777 {
+            return Err(format!("{:?}: give permission bits only (at most 0777)", self.mode));
         }
         if mode & 0o007 != 0 {
             return Err(format!("{:?} lets every user of the host read or write the secrets", self.mode));
@@ -382,6 +418,13 @@ secret_id_file = "/run/secret-id"
         assert!(err(&format!("{t}command_timeout = \"5y\"\n")).contains("unknown unit"));
         assert!(err("").contains("nothing to do"));
         assert!(err("[listener]\naddress = \"0.0.0.0:8100\"\npaths = [\"app/\"]\n").contains("listener.address"));
+        assert!(err("[listener]\naddress = \"127.0.0.1:8100\"\npaths = [\"\"]\n").contains("listener.paths"));
+        assert!(err("[listener]\naddress = \"127.0.0.1:8100\"\npaths = [\"a/\"]\nmount = \"x{y}\"\n")
+            .contains("listener.mount"));
+        assert!(err(&format!("{t}[freshness]\nfallback_ttl = \"0s\"\n")).contains("freshness.fallback_ttl"));
+        assert!(err(&format!("{t}{t}")).contains("template[1].destination"));
+        assert!(err(&format!("{t}mode = \"4755\"\n")).contains("template[0].mode"));
+        assert!(err(&format!("{t}command_timeout = \"99999999999999999h\"\n")).contains("too long"));
         assert!(err("[exec]\ncommand = [\"app\"]\nstop_signal = \"SIGNOPE\"\n").contains("exec.stop_signal"));
         let no_secret = BASE.replace("secret_id_file = \"/run/secret-id\"\n", "");
         let e = Config::parse(&format!("{no_secret}{t}")).unwrap_err().to_string();

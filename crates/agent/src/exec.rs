@@ -38,6 +38,16 @@ pub fn exit_code(status: ExitStatus) -> i32 {
     status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
+/// Whether every variable can reach a process environment.
+fn check_env(env: &BTreeMap<String, String>) -> Result<()> {
+    match env.iter().find(|(k, v)| k.is_empty() || k.contains(['=', '\0']) || v.contains('\0')) {
+        Some((name, _)) => {
+            Err(Error::Exec(format!("the variable {name:?} cannot be passed (a NUL byte, or = in its name)")))
+        }
+        None => Ok(()),
+    }
+}
+
 pub struct Supervisor {
     config: ExecConfig,
     child: Option<Child>,
@@ -63,9 +73,12 @@ impl Supervisor {
     /// Starts the application with `env` added to the agent's environment.
     pub fn start(&mut self, env: BTreeMap<String, String>) -> Result<()> {
         let (program, args) = self.config.command.split_first().expect("exec.command checked non-empty");
+        check_env(&env)?;
         let child = Command::new(program)
             .args(args)
             .envs(&env)
+            // An agent that stops on an error takes the application with it.
+            .kill_on_drop(true)
             .spawn()
             .map_err(|e| Error::Exec(format!("cannot start {program}: {e}")))?;
         info!(pid = child.id(), program = %program, "application started");
@@ -85,6 +98,8 @@ impl Supervisor {
             }
             // A new environment only reaches a new process.
             _ => {
+                // Before stopping the running application: a new one that cannot start is worse.
+                check_env(&env)?;
                 self.stop().await;
                 self.restarts += 1;
                 self.start(env)

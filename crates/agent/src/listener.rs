@@ -1,13 +1,16 @@
 //! The local cache endpoint: a loopback listener answering the Vault KV v2 read API
 //! (`GET /v1/<mount>/data/<path>[?version=N]`) from the agent's cache, which a watch empties
 //! the moment a secret changes. `curl` or hvac in the application's container reads secrets
-//! without a token of its own; only the configured prefixes are served.
+//! without a token of its own; only the configured folders and paths are served, only to
+//! requests that name a loopback host (a DNS-rebinding page names its own) and, unless
+//! configured otherwise, carry `X-Vault-Request: true` (which a forged request from the
+//! application's own URL fetching cannot add).
 
 use std::sync::Arc;
 
 use arca_client::{CacheConfig, Client, Code, Error as ClientError, SecretCache, Which};
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -19,13 +22,32 @@ use crate::{Error, Result};
 
 struct Served {
     cache: SecretCache,
-    prefixes: Vec<String>,
+    /// Folders (ending in `/`) and exact secret paths.
+    paths: Vec<String>,
+    require_request_header: bool,
+}
+
+/// Whether `path` is under one of the folders (ending in `/`) or is one of the exact paths.
+fn serves(paths: &[String], path: &str) -> bool {
+    !path.split('/').any(|s| s == ".." || s == "." || s.is_empty())
+        && paths.iter().any(|p| if p.ends_with('/') { path.starts_with(p.as_str()) } else { path == p })
+}
+
+/// Whether the request names a loopback host (`127.0.0.1:8100`, `localhost:8100`, `[::1]:8100`).
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else { return false };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Binds the listener and serves until the task is dropped.
 pub async fn serve(client: &Client, config: &ListenerConfig) -> Result<tokio::task::JoinHandle<()>> {
     let cache = client.secret_cache(CacheConfig { watch: config.paths.clone(), ..Default::default() })?;
-    let served = Arc::new(Served { cache, prefixes: config.paths.clone() });
+    let served =
+        Arc::new(Served { cache, paths: config.paths.clone(), require_request_header: config.require_request_header });
     let app = Router::new()
         .route(&format!("/v1/{}/data/{{*path}}", config.mount), get(read))
         .route(
@@ -53,8 +75,15 @@ fn refuse(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "errors": errors }))).into_response()
 }
 
-async fn read(State(served): State<Arc<Served>>, Path(path): Path<String>, uri: Uri) -> Response {
-    if path.split('/').any(|s| s == ".." || s == ".") || !served.prefixes.iter().any(|p| path.starts_with(p.as_str())) {
+async fn read(State(served): State<Arc<Served>>, Path(path): Path<String>, uri: Uri, headers: HeaderMap) -> Response {
+    if !loopback_host(&headers) {
+        return refuse(StatusCode::FORBIDDEN, "permission denied: the agent answers requests for a loopback host only");
+    }
+    let header_ok = headers.get("x-vault-request").and_then(|v| v.to_str().ok()).is_some_and(|v| v == "true");
+    if served.require_request_header && !header_ok {
+        return refuse(StatusCode::PRECONDITION_FAILED, "missing the X-Vault-Request: true header");
+    }
+    if !serves(&served.paths, &path) {
         return refuse(StatusCode::FORBIDDEN, "permission denied: the agent does not serve this path");
     }
     let version = uri
@@ -86,6 +115,33 @@ async fn read(State(served): State<Arc<Served>>, Path(path): Path<String>, uri: 
         Err(ClientError::Status { code: Code::PermissionDenied, .. }) => {
             refuse(StatusCode::FORBIDDEN, "permission denied: the agent's token cannot read this path")
         }
-        Err(e) => refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(e) => {
+            warn!(path = %path, error = %e, "the local endpoint could not read a secret");
+            refuse(StatusCode::SERVICE_UNAVAILABLE, "the agent cannot read this secret now; its log says why")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folders_and_exact_paths() {
+        let paths = vec!["app/".to_string(), "db/x".to_string()];
+        assert!(serves(&paths, "app/db") && serves(&paths, "app/a/b") && serves(&paths, "db/x"));
+        assert!(!serves(&paths, "app-other/x") && !serves(&paths, "db/xy") && !serves(&paths, "app/../db/y"));
+        assert!(!serves(&paths, "app//x") && !serves(&paths, "db/x/"));
+    }
+
+    #[test]
+    fn hosts_that_are_loopback() {
+        let h = |host: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::HOST, host.parse().unwrap());
+            loopback_host(&m)
+        };
+        assert!(h("127.0.0.1:8100") && h("localhost:8100") && h("[::1]:8100") && h("localhost"));
+        assert!(!h("evil.example:8100") && !h("10.0.0.1:8100") && !h("127.0.0.1.nip.io:8100"));
     }
 }

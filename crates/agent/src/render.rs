@@ -2,10 +2,11 @@
 //!
 //! A render never mixes secrets from different moments: the secrets a pass asks for are read,
 //! then read again, and the render is kept only if every second read returned the version of
-//! the first. Versions only grow, so each secret stayed put between its two reads; all first
-//! reads come before all second reads, so there is one moment (between the last first read and
-//! the first second read) when every value rendered was the one stored. Otherwise (a rotation
-//! was writing), the render is done again.
+//! the first. No version number is current (or pending, or previous) twice: a write makes a new
+//! number, and a promotion moves a label to a version that never held it. So a secret whose two
+//! reads agree held that version throughout; all first reads come before all second reads, so
+//! there is one moment (between the last first read and the first second read) when every value
+//! rendered was the one stored. Otherwise (a rotation was writing), the render is done again.
 //!
 //! What a template reads is found by rendering it: a pass that asks for a secret not yet read
 //! records it and the pass is repeated once it is read, so conditionals and loops are followed.
@@ -58,14 +59,23 @@ struct State {
     missing: Vec<Missing>,
 }
 
-/// What a template produced.
-#[derive(Debug)]
+/// What a template produced. `Debug` shows no rendered text (it holds secret values).
 pub enum Output {
     Text(String),
     /// A secret it reads is gone or not readable.
     Missing(Vec<Missing>),
     /// The template itself is wrong (syntax, an unknown field, a filter error).
     Broken(String),
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Text(t) => write!(f, "Text({} bytes, redacted)", t.len()),
+            Output::Missing(m) => f.debug_tuple("Missing").field(m).finish(),
+            Output::Broken(e) => f.debug_tuple("Broken").field(e).finish(),
+        }
+    }
 }
 
 /// The outputs of one render, in the order of the names given to [`Renderer::new`], and the
@@ -115,7 +125,10 @@ impl Renderer {
     /// Renders every template from one consistent set of reads.
     pub async fn render(&self, client: &Client) -> Result<Rendered> {
         let mut state = State::default();
-        for pass in 0..MAX_PASSES {
+        // Passes that found more secrets to read, and renders redone because one changed.
+        let (mut discovering, mut redone) = (0, 0);
+        while discovering < MAX_PASSES && redone < MAX_PASSES {
+            let pass = discovering + redone;
             state.missing.clear();
             *self.state.lock().expect("render state") = std::mem::take(&mut state);
             let outputs: Vec<_> = self.names.iter().map(|n| self.render_one(n)).collect();
@@ -126,19 +139,23 @@ impl Renderer {
                     let got = read(client, &want).await?;
                     state.read.insert(want, got);
                 }
+                discovering += 1;
                 continue;
             }
             if !self.still_current(client, &state).await? {
                 debug!(pass, "a secret changed while it was read; rendering again");
                 state = State::default();
+                redone += 1;
                 continue;
             }
             let paths = state.read.keys().map(|w| w.path.clone()).collect();
             return Ok(Rendered { outputs, paths });
         }
-        Err(Error::Render(format!(
-            "the secrets kept changing (or the templates kept asking for new ones) over {MAX_PASSES} passes; trying again at the next change"
-        )))
+        Err(Error::Render(if redone >= MAX_PASSES {
+            format!("the secrets changed during each of {MAX_PASSES} renders; trying again at the next change")
+        } else {
+            format!("the templates kept asking for secrets that depend on other secrets over {MAX_PASSES} passes")
+        }))
     }
 
     fn render_one(&self, name: &str) -> Output {

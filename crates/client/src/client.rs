@@ -363,12 +363,11 @@ fn now_ms() -> i64 {
 }
 
 /// Whether another attempt (on the next member) may succeed: the member is down, sealed, has no
-/// leader, or the write lost a race and says to retry; or the connection broke under the call
-/// (`UNKNOWN` with a transport error as its source: no server sent it). A resent write is
-/// recognised by the server.
+/// leader, or the write lost a race and says to retry. A connection that broke under a call
+/// (`UNKNOWN` from the transport) is not retried: a write may have landed, and a second copy
+/// from the client would be a second version. (The watcher resumes its stream by itself.)
 fn retryable(s: &Status) -> bool {
     matches!(s.code(), Code::Unavailable | Code::Aborted)
-        || (s.code() == Code::Unknown && std::error::Error::source(s).is_some())
 }
 
 impl Client {
@@ -439,9 +438,10 @@ impl Client {
             }
             let sleep = jitter(backoff);
             let (cause, detail) = describe(&status);
-            // A certificate that is not trusted or a name that does not resolve will not be
-            // different a moment later; with other members there is still somewhere to go.
-            let hopeless = self.inner.members.len() == 1 && matches!(cause, Cause::Untrusted | Cause::NoSuchHost);
+            // A certificate the CA does not vouch for will not be different a moment later;
+            // with other members there is still somewhere to go. (A name that does not resolve
+            // may: DNS fails transiently.)
+            let hopeless = self.inner.members.len() == 1 && cause == Cause::Untrusted;
             if hopeless || started.elapsed() + sleep > policy.max_elapsed {
                 return Err(Error::Unreachable { addrs: self.inner.addrs.clone(), attempts, cause, detail });
             }

@@ -165,7 +165,7 @@ pub(crate) fn describe(status: &tonic::Status) -> (Cause, String) {
     let all = causes.join(": ").to_lowercase();
     let cause = if all.contains("connection refused") {
         Cause::Refused
-    } else if ["certificate", "unknownissuer", "invalid peer", "handshake", "tls"].iter().any(|k| all.contains(k)) {
+    } else if ["certificate", "unknownissuer", "invalid peer"].iter().any(|k| all.contains(k)) {
         Cause::Untrusted
     } else if all.contains("timed out") || all.contains("timeout") || all.contains("deadline") {
         Cause::TimedOut
