@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/ensure-apt-packages.sh clang libclang-dev docker-compose \
-    podman podman-compose runc netavark aardvark-dns debootstrap binutils postgresql gnupg curl prometheus
+    podman podman-compose runc netavark aardvark-dns debootstrap binutils postgresql gnupg curl prometheus \
+    chromium chromium-driver
 # The rotation tests run against a real PostgreSQL on 127.0.0.1:5432.
 ./scripts/postgres-setup.sh
 # The Vault-compatibility tests drive the HTTP API with hvac, from a virtualenv.

@@ -6,6 +6,7 @@
 pub mod history;
 pub mod pg;
 pub mod proxy;
+pub mod webdriver;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -10,6 +10,7 @@ mod http;
 mod limits;
 mod server;
 pub mod tls;
+mod ui;
 
 /// The client API's generated types (see `arca-proto`).
 pub use arca_proto as proto;

@@ -29,7 +29,14 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// gRPC services, everything else to the HTTP API.
 pub(crate) fn serve_both(grpc: axum::Router, core: Core) -> axum::Router {
     let http = axum::Router::new().fallback(handle).with_state(core.clone());
+    let ui = crate::ui::router(core.clone());
     axum::Router::new().fallback(move |req: axum::extract::Request| async move {
+        if crate::ui::is_ui(req.uri().path()) {
+            return match ui.oneshot(req).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+        }
         let is_grpc = req
             .headers()
             .get(header::CONTENT_TYPE)
