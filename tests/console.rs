@@ -206,6 +206,15 @@ fn the_console_in_a_real_browser() {
     });
     assert!(found, "no denied record in the audit view: {}", b.source());
     assert!(b.text("#verification").contains("intact"));
+    // The live tail: a write made elsewhere appears without a reload.
+    b.go(&format!("{base}/ui/audit?path=secret/data/tail/live"));
+    b.click("#live");
+    c.ok(2, &["kv", "put", "tail/live", "k=v"]);
+    assert!(
+        b.wait_for(Duration::from_secs(15), |b| b.text("#records-body").contains("secret/data/tail/live")),
+        "live tail: {}",
+        b.source()
+    );
     b.go(&format!("{base}/ui/audit?path=secret/data/app/web"));
     b.screenshot(&shots.join("audit.png"));
     b.go(&format!("{base}/ui/policies?name=readonly&check=secret/data/app/web"));

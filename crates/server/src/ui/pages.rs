@@ -441,6 +441,7 @@ async fn secret(State(ui): Shared, req: axum::extract::Request) -> Response {
         .collect();
     let parent = path.rsplit_once('/').map_or(String::new(), |(p, _)| format!("{p}/"));
     let view = json!({"path": meta.path, "current_version": meta.current_version, "max_versions": meta.max_versions,
+                      "cas_required": meta.cas_required, "custom_metadata": meta.custom_metadata,
                       "created": date(meta.created_ms), "updated": date(meta.updated_ms), "versions": versions});
     let notice = inc.query.get("written").map(|v| format!("Version {v} written."));
     let title = format!("Secret {path}");
