@@ -85,7 +85,7 @@ fn the_console_in_a_real_browser() {
     assert!(b.wait_for(Duration::from_secs(10), |b| b.url().contains("/ui/login")));
     b.screenshot(&shots.join("login.png"));
     sign_in_with_token(&b, &base, &admin);
-    let session = b.cookies().into_iter().find(|c| c["name"] == "arca_session").expect("a session cookie");
+    let session = b.cookies().into_iter().find(|c| c["name"] == "__Host-arca_session").expect("a session cookie");
     assert_eq!((session["httpOnly"].as_bool(), session["secure"].as_bool()), (Some(true), Some(true)), "{session}");
     assert_eq!(session["sameSite"], "Strict");
     assert_ne!(
@@ -152,11 +152,11 @@ fn the_console_in_a_real_browser() {
 
     // Sign out: the old session cookie no longer works.
     b.go(&format!("{base}/ui/secrets"));
-    let old = b.cookies().into_iter().find(|c| c["name"] == "arca_session").unwrap();
+    let old = b.cookies().into_iter().find(|c| c["name"] == "__Host-arca_session").unwrap();
     sign_out(&b);
     assert!(b.source().contains("Signed out"));
     b.add_cookie(
-        json!({"name": "arca_session", "value": old["value"], "path": "/ui", "secure": true, "httpOnly": true}),
+        json!({"name": "__Host-arca_session", "value": old["value"], "path": "/", "secure": true, "httpOnly": true}),
     );
     b.go(&format!("{base}/ui/secrets"));
     assert!(b.wait_for(Duration::from_secs(10), |b| b.url().contains("/ui/login?ended=1")), "{}", b.url());
@@ -176,10 +176,10 @@ fn the_console_in_a_real_browser() {
     let jar = b.cookies();
     let cookie =
         |name: &str| jar.iter().find(|c| c["name"] == name).and_then(|c| c["value"].as_str()).unwrap().to_string();
-    let (viewer, csrf) = (cookie("arca_session"), cookie("arca_csrf"));
+    let (viewer, csrf) = (cookie("__Host-arca_session"), cookie("__Host-arca_csrf"));
     let forged = Command::new("curl")
         .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "-b"])
-        .arg(format!("arca_session={viewer}; arca_csrf={csrf}"))
+        .arg(format!("__Host-arca_session={viewer}; __Host-arca_csrf={csrf}"))
         .args(["--data", &format!("csrf={csrf}&path=app/web&cas=1&data=user%3Dforged")])
         .arg(format!("{base}/ui/secret/write"))
         .output()
@@ -188,7 +188,7 @@ fn the_console_in_a_real_browser() {
     // Without the anti-forgery value, refused before the core sees it.
     let no_csrf = Command::new("curl")
         .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "-b"])
-        .arg(format!("arca_session={viewer}; arca_csrf={csrf}"))
+        .arg(format!("__Host-arca_session={viewer}; __Host-arca_csrf={csrf}"))
         .args(["--data", "path=app/web&cas=1&data=user%3Dforged"])
         .arg(format!("{base}/ui/secret/write"))
         .output()
@@ -205,6 +205,12 @@ fn the_console_in_a_real_browser() {
         b.source().contains("class=\"denied\"")
     });
     assert!(found, "no denied record in the audit view: {}", b.source());
+    // The forged form without its anti-forgery value is in the trail too, as a rejection.
+    b.go(&format!("{base}/ui/audit?path=/ui/secret/write"));
+    assert!(b.source().contains("the form's anti-forgery value is missing"), "{}", b.source());
+    b.go(&format!("{base}/ui/audit?outcome=denied&path=secret/data/app/web"));
+    b.click("#verify-now");
+    assert!(b.wait_for(Duration::from_secs(10), |b| b.find("#verification").is_some()));
     assert!(b.text("#verification").contains("intact"));
     // The live tail: a write made elsewhere appears without a reload.
     b.go(&format!("{base}/ui/audit?path=secret/data/tail/live"));

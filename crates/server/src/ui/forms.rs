@@ -64,7 +64,17 @@ fn decode(s: &str) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    // Valid UTF-8 moves into the String (zeroized with the Form); otherwise the copy is made
+    // and the bytes cleared.
+    match String::from_utf8(out) {
+        Ok(s) => s,
+        Err(e) => {
+            let mut bytes = e.into_bytes();
+            let s = String::from_utf8_lossy(&bytes).into_owned();
+            bytes.zeroize();
+            s
+        }
+    }
 }
 
 #[cfg(test)]

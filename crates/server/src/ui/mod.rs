@@ -7,10 +7,12 @@
 //! live tail; every page works without it, and nothing is fetched from another host.
 //!
 //! Security choices, each for a reason:
-//! * The session is a cookie holding a token: `HttpOnly` (no script reads it), `Secure`,
-//!   `SameSite=Strict`, `Path=/ui`. A token sign-in makes a 30-minute child token for it (the
-//!   token typed in is not kept); an AppRole or JWT sign-in keeps the login's own token, whose
-//!   TTL the role sets. Sign-out revokes it.
+//! * The session is a browser-session cookie (never written with an expiry) holding a token:
+//!   `__Host-` prefixed, `HttpOnly` (no script reads it), `Secure`, `SameSite=Strict`. A sign-in
+//!   makes a 30-minute child token for it when the credentials allow (the login's own token is
+//!   then revoked; a token typed in is not kept); an AppRole or JWT login whose policies cannot
+//!   create tokens keeps the login's token. Signing in again revokes the previous session;
+//!   sign-out revokes it.
 //! * CSRF: every form carries the value of an `HttpOnly`, `SameSite=Strict` cookie, compared in
 //!   constant time, and a POST whose `Origin` names another site is refused.
 //! * A strict Content-Security-Policy (no inline script or style, nothing from other hosts),
@@ -33,10 +35,12 @@ use zeroize::Zeroizing;
 
 pub(crate) use forms::Form;
 
-/// The session cookie: a token.
-const SESSION: &str = "arca_session";
+/// The session cookie: a token. `__Host-`: the browser accepts it only from this origin over
+/// HTTPS, with `Path=/` and no `Domain`, so a sibling subdomain or a plain-HTTP attacker cannot
+/// plant one (a planted session would make the victim work under the attacker's token).
+const SESSION: &str = "__Host-arca_session";
 /// The CSRF cookie, whose value every form repeats.
-const CSRF: &str = "arca_csrf";
+const CSRF: &str = "__Host-arca_csrf";
 /// How long a token sign-in's session token lives.
 const SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
@@ -91,6 +95,7 @@ async fn security_headers(mut response: Response) -> Response {
     // Not `no-referrer`: with it, browsers send `Origin: null` on the console's own forms.
     set(h, "referrer-policy", "same-origin");
     set(h, "cache-control", "no-store");
+    set(h, "strict-transport-security", "max-age=31536000");
     response
 }
 
@@ -109,6 +114,7 @@ impl Caller {
     pub fn from(headers: &HeaderMap, authority: Option<&str>, remote: Option<SocketAddr>) -> Caller {
         let host =
             authority.or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok())).unwrap_or("").to_string();
+        // Two cookies of one name (one planted beside ours): `cookie` trusts neither.
         let token = cookie(headers, SESSION).filter(|t| !t.is_empty()).map(Zeroizing::new);
         let (csrf, new_csrf) = match cookie(headers, CSRF).filter(|c| c.len() == 64) {
             Some(c) => (c, false),
@@ -156,16 +162,21 @@ fn random_hex() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A cookie's value from the request.
+/// A cookie's value from the request; none when the name appears more than once.
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
+    let mut found = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string());
+    let first = found.next();
+    if found.next().is_some() {
+        return None;
+    }
+    first
 }
 
 /// A page that could not be shown: its status and the message for the person.
@@ -205,6 +216,23 @@ impl From<CoreError> for PageError {
 impl Ui {
     pub fn node_id(&self) -> u64 {
         self.core.node().id()
+    }
+
+    /// Records a request refused before it reached the core (a failed anti-forgery check), so
+    /// forgery attempts are in the audit trail like every other refusal.
+    pub async fn reject(&self, caller: &Caller, path: &str, e: &PageError) {
+        let rejection = arca_core::Rejection {
+            token: caller.token.clone(),
+            remote: caller.remote,
+            request_id: None,
+            kind: "POST".into(),
+            path: path.to_string(),
+            outcome: "permission_denied".into(),
+            error: e.message.clone(),
+        };
+        if let Err(err) = self.core.record_rejection(rejection).await {
+            tracing::debug!(error = %err, "a console refusal was not recorded");
+        }
     }
 
     /// Runs `op` as the caller (with the session's token, if any).
@@ -259,7 +287,7 @@ impl Ui {
 
     fn set_csrf_cookie(&self, caller: &Caller, response: &mut Response) {
         if caller.new_csrf {
-            let value = format!("{CSRF}={}; Path=/ui; HttpOnly; Secure; SameSite=Strict", caller.csrf);
+            let value = format!("{CSRF}={}; Path=/; HttpOnly; Secure; SameSite=Strict", caller.csrf);
             if let Ok(v) = HeaderValue::from_str(&value) {
                 response.headers_mut().append(header::SET_COOKIE, v);
             }
@@ -292,9 +320,10 @@ pub(crate) fn redirect(to: &str) -> Response {
     r
 }
 
-pub(crate) fn set_session(response: &mut Response, token: &str, max_age: u64) {
-    let value =
-        Zeroizing::new(format!("{SESSION}={token}; Path=/ui; HttpOnly; Secure; SameSite=Strict; Max-Age={max_age}"));
+/// Sets the session cookie: no `Max-Age` (it ends with the browser session and is never
+/// written to the profile with an expiry); the token's own TTL ends it sooner.
+pub(crate) fn set_session(response: &mut Response, token: &str) {
+    let value = Zeroizing::new(format!("{SESSION}={token}; Path=/; HttpOnly; Secure; SameSite=Strict"));
     if let Ok(v) = HeaderValue::from_str(&value) {
         response.headers_mut().append(header::SET_COOKIE, v);
     }
@@ -303,7 +332,7 @@ pub(crate) fn set_session(response: &mut Response, token: &str, max_age: u64) {
 pub(crate) fn clear_session(response: &mut Response) {
     response.headers_mut().append(
         header::SET_COOKIE,
-        HeaderValue::from_static("arca_session=; Path=/ui; HttpOnly; Secure; SameSite=Strict; Max-Age=0"),
+        HeaderValue::from_static("__Host-arca_session=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0"),
     );
 }
 

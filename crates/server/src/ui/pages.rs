@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use minijinja::context;
 use serde::Serialize;
 use serde_json::json;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::{asset, clear_session, date, redirect, set_session, Caller, Form, PageError, Ui, SESSION_TTL};
 
@@ -64,7 +64,13 @@ async fn incoming(req: axum::extract::Request, with_body: bool) -> (Caller, Inco
     let form = if with_body {
         // Forms here are small: a secret is at most 512 KiB, and a page's form a few fields.
         match axum::body::to_bytes(req.into_body(), 1 << 20).await {
-            Ok(b) => Form::parse(&String::from_utf8_lossy(&b)),
+            Ok(b) => {
+                // The body may hold a token, a share or a secret: cleared once parsed.
+                let mut bytes: Vec<u8> = b.into();
+                let form = Form::parse(&String::from_utf8_lossy(&bytes));
+                bytes.zeroize();
+                form
+            }
             Err(_) => Form::default(),
         }
     } else {
@@ -79,12 +85,16 @@ struct Incoming {
     form: Form,
 }
 
-/// A POST: its form, once the CSRF check passed.
-async fn posted(req: axum::extract::Request) -> Result<(Caller, Form), (Caller, PageError)> {
+/// A POST: its form, once the CSRF check passed (a failed one is audited as a rejection).
+async fn posted(ui: &Ui, req: axum::extract::Request) -> Result<(Caller, Form), (Caller, PageError)> {
+    let path = req.uri().path().to_string();
     let (caller, inc) = incoming(req, true).await;
     match caller.check_csrf(&inc.headers, &inc.form) {
         Ok(()) => Ok((caller, inc.form)),
-        Err(e) => Err((caller, e)),
+        Err(e) => {
+            ui.reject(&caller, &path, &e).await;
+            Err((caller, e))
+        }
     }
 }
 
@@ -143,7 +153,7 @@ async fn login_page(State(ui): Shared, req: axum::extract::Request) -> Response 
 }
 
 async fn login(State(ui): Shared, req: axum::extract::Request) -> Response {
-    let (caller, form) = match posted(req).await {
+    let (caller, form) = match posted(&ui, req).await {
         Ok(x) => x,
         Err((caller, e)) => return ui.error(&caller, e),
     };
@@ -161,9 +171,13 @@ async fn login(State(ui): Shared, req: axum::extract::Request) -> Response {
         other => Err(PageError::bad_request(format!("unknown sign-in method {other:?}"))),
     };
     match result {
-        Ok((token, max_age)) => {
+        Ok(token) => {
+            // A new sign-in ends the session this browser had.
+            if caller.signed_in() {
+                let _ = ui.call(&caller, Operation::TokenRevoke(TokenRef::SelfToken)).await;
+            }
             let mut r = redirect("/ui/secrets");
-            set_session(&mut r, &token, max_age);
+            set_session(&mut r, &token);
             r
         }
         Err(e) => {
@@ -174,15 +188,8 @@ async fn login(State(ui): Shared, req: axum::extract::Request) -> Response {
     }
 }
 
-/// A token sign-in: a 30-minute child of the token typed in, which is not kept.
-async fn session_from_token(
-    ui: &Ui,
-    caller: &Caller,
-    token: Zeroizing<String>,
-) -> Result<(Zeroizing<String>, u64), PageError> {
-    if token.is_empty() {
-        return Err(PageError::bad_request("enter a token"));
-    }
+/// A 30-minute child of `parent` for the session.
+async fn child_token(ui: &Ui, caller: &Caller, parent: Zeroizing<String>) -> Result<Reply, CoreError> {
     let create = TokenCreate {
         policies: Vec::new(),
         ttl: Some(SESSION_TTL),
@@ -194,44 +201,54 @@ async fn session_from_token(
         renewable: false,
         num_uses: 0,
     };
-    let reply = ui.call_with(Some(token), caller.remote, Operation::TokenCreate(create)).await.map_err(|e| match e {
+    ui.call_with(Some(parent), caller.remote, Operation::TokenCreate(create)).await
+}
+
+/// A token sign-in: a 30-minute child of the token typed in, which is not kept.
+async fn session_from_token(
+    ui: &Ui,
+    caller: &Caller,
+    token: Zeroizing<String>,
+) -> Result<Zeroizing<String>, PageError> {
+    if token.is_empty() {
+        return Err(PageError::bad_request("enter a token"));
+    }
+    let reply = child_token(ui, caller, token).await.map_err(|e| match e {
         CoreError::PermissionDenied(m) => PageError::forbidden(format!(
             "{m}. The console signs in with a child token of the one given, which needs create on auth/token/create; sign in with AppRole or JWT instead"
         )),
         other => other.into(),
     })?;
     match reply {
-        Reply::TokenCreated { token, info }
-            if info.policies.iter().all(|p| p == "default") && !info.policies.is_empty() =>
-        {
+        Reply::TokenCreated { token, info } if info.policies.iter().all(|p| p == "default") => {
             // A root token's child holds no root policy: the session could do nothing useful.
             let _ = ui.call_with(Some(token), caller.remote, Operation::TokenRevoke(TokenRef::SelfToken)).await;
             Err(PageError::forbidden(
                 "this token's policies do not pass to new tokens (a root token's do not): sign in with a token or role holding the policies you need",
             ))
         }
-        Reply::TokenCreated { token, .. } => Ok((token, SESSION_TTL.as_secs())),
+        Reply::TokenCreated { token, .. } => Ok(token),
         _ => Err(PageError::bad_request("unexpected reply")),
     }
 }
 
-/// An AppRole or JWT sign-in: the login's own token, for its TTL.
-async fn login_token(ui: &Ui, caller: &Caller, creds: Credentials) -> Result<(Zeroizing<String>, u64), PageError> {
-    match ui.call(caller, Operation::Login(creds)).await? {
-        Reply::TokenCreated { token, info } => {
-            let now = chrono::Utc::now().timestamp_millis();
-            let left = match info.expires_ms {
-                Some(at) if at > 0 => ((at - now) / 1000).max(1) as u64,
-                _ => SESSION_TTL.as_secs(),
-            };
-            Ok((token, left))
+/// An AppRole or JWT sign-in: a 30-minute child of the login's token, which is then revoked;
+/// or, when the role's policies may not create tokens, the login's own token (its role's TTL).
+async fn login_token(ui: &Ui, caller: &Caller, creds: Credentials) -> Result<Zeroizing<String>, PageError> {
+    let Reply::TokenCreated { token, .. } = ui.call(caller, Operation::Login(creds)).await? else {
+        return Err(PageError::bad_request("unexpected reply"));
+    };
+    match child_token(ui, caller, token.clone()).await {
+        Ok(Reply::TokenCreated { token: child, .. }) => {
+            let _ = ui.call_with(Some(token), caller.remote, Operation::TokenRevoke(TokenRef::SelfToken)).await;
+            Ok(child)
         }
-        _ => Err(PageError::bad_request("unexpected reply")),
+        _ => Ok(token),
     }
 }
 
 async fn logout(State(ui): Shared, req: axum::extract::Request) -> Response {
-    let (caller, _) = match posted(req).await {
+    let (caller, _) = match posted(&ui, req).await {
         Ok(x) => x,
         Err((caller, e)) => return ui.error(&caller, e),
     };
@@ -256,7 +273,8 @@ struct MemberRow {
 
 async fn cluster(State(ui): Shared, req: axum::extract::Request) -> Response {
     let (caller, inc) = incoming(req, false).await;
-    cluster_page(&ui, &caller, inc.query.get("error").map(str::to_string)).await
+    let _ = inc;
+    cluster_page(&ui, &caller, None).await
 }
 
 async fn cluster_page(ui: &Ui, caller: &Caller, error: Option<String>) -> Response {
@@ -301,6 +319,7 @@ async fn cluster_page(ui: &Ui, caller: &Caller, error: Option<String>) -> Respon
         Some(a) => a
             .servers
             .iter()
+            .filter(|s| plain_host_port(&s.api_addr))
             .map(|s| MemberRow {
                 id: s.id,
                 api_addr: s.api_addr.clone(),
@@ -343,7 +362,7 @@ async fn cluster_page(ui: &Ui, caller: &Caller, error: Option<String>) -> Respon
 }
 
 async fn unseal(State(ui): Shared, req: axum::extract::Request) -> Response {
-    let (caller, form) = match posted(req).await {
+    let (caller, form) = match posted(&ui, req).await {
         Ok(x) => x,
         Err((caller, e)) => return ui.error(&caller, e),
     };
@@ -382,8 +401,7 @@ async fn secrets(State(ui): Shared, req: axum::extract::Request) -> Response {
         crumbs.push(json!({"name": part, "prefix": acc.clone()}));
     }
     let can_write = allowed(&ui, &caller, vec![kv_put(&format!("{prefix}new"))]).await[0];
-    let notice = inc.query.get("deleted").map(|p| format!("Deleted the current version of {p}."));
-    ui.render(&caller, "secrets.html", "secrets", "Secrets", context! { keys, crumbs, prefix, can_write, notice })
+    ui.render(&caller, "secrets.html", "secrets", "Secrets", context! { keys, crumbs, prefix, can_write })
 }
 
 async fn secret(State(ui): Shared, req: axum::extract::Request) -> Response {
@@ -443,7 +461,8 @@ async fn secret(State(ui): Shared, req: axum::extract::Request) -> Response {
     let view = json!({"path": meta.path, "current_version": meta.current_version, "max_versions": meta.max_versions,
                       "cas_required": meta.cas_required, "custom_metadata": meta.custom_metadata,
                       "created": date(meta.created_ms), "updated": date(meta.updated_ms), "versions": versions});
-    let notice = inc.query.get("written").map(|v| format!("Version {v} written."));
+    // Only a number is shown back: query text could carry any message to a victim's screen.
+    let notice = inc.query.get("written").and_then(|v| v.parse::<u64>().ok()).map(|v| format!("Version {v} written."));
     let title = format!("Secret {path}");
     ui.render(
         &caller,
@@ -458,12 +477,9 @@ async fn secret(State(ui): Shared, req: axum::extract::Request) -> Response {
 fn parse_fields(text: &str) -> Result<SecretData, PageError> {
     let mut data = BTreeMap::new();
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let (k, v) = line.split_once('=').ok_or_else(|| {
-            PageError::bad_request(format!(
-                "a field line must be key=value; one line reads {:?}",
-                line.split('=').next().unwrap_or("")
-            ))
-        })?;
+        // The line itself is not echoed: it may be a pasted secret.
+        let (k, v) =
+            line.split_once('=').ok_or_else(|| PageError::bad_request("every field line must be key=value"))?;
         if k.trim().is_empty() {
             return Err(PageError::bad_request("a field has an empty key"));
         }
@@ -476,7 +492,7 @@ fn parse_fields(text: &str) -> Result<SecretData, PageError> {
 }
 
 async fn write_secret(State(ui): Shared, req: axum::extract::Request) -> Response {
-    let (caller, form) = match posted(req).await {
+    let (caller, form) = match posted(&ui, req).await {
         Ok(x) => x,
         Err((caller, e)) => return ui.error(&caller, e),
     };
@@ -501,7 +517,7 @@ async fn write_secret(State(ui): Shared, req: axum::extract::Request) -> Respons
 }
 
 async fn versions(State(ui): Shared, req: axum::extract::Request) -> Response {
-    let (caller, form) = match posted(req).await {
+    let (caller, form) = match posted(&ui, req).await {
         Ok(x) => x,
         Err((caller, e)) => return ui.error(&caller, e),
     };
@@ -523,7 +539,7 @@ async fn versions(State(ui): Shared, req: axum::extract::Request) -> Response {
 }
 
 async fn set_metadata(State(ui): Shared, req: axum::extract::Request) -> Response {
-    let (caller, form) = match posted(req).await {
+    let (caller, form) = match posted(&ui, req).await {
         Ok(x) => x,
         Err((caller, e)) => return ui.error(&caller, e),
     };
@@ -593,7 +609,7 @@ async fn rotation(State(ui): Shared, req: axum::extract::Request) -> Response {
         }
         None => None,
     };
-    let notice = inc.query.get("started").map(|p| format!("Rotation of {p} started; the leader runs it now."));
+    let notice = inc.query.get("started").map(|_| "Rotation started; the leader runs it now.");
     ui.render(&caller, "rotation.html", "rotation", "Rotation", context! { rotations => rows, timeline, path, notice })
 }
 
@@ -608,13 +624,13 @@ fn human(ms: u64) -> String {
 }
 
 async fn rotate_now(State(ui): Shared, req: axum::extract::Request) -> Response {
-    let (caller, form) = match posted(req).await {
+    let (caller, form) = match posted(&ui, req).await {
         Ok(x) => x,
         Err((caller, e)) => return ui.error(&caller, e),
     };
     let path = form.text("path");
     match ui.call(&caller, Operation::RotationNow { path: path.clone() }).await {
-        Ok(_) => redirect(&format!("/ui/rotation?path={}&started={}", encode(&path), encode(&path))),
+        Ok(_) => redirect(&format!("/ui/rotation?path={}&started=1", encode(&path))),
         Err(e) => ui.error(&caller, e.into()),
     }
 }
@@ -626,7 +642,8 @@ fn audit_filter(q: &Form) -> Result<AuditFilter, PageError> {
     let since_ms = if since.is_empty() {
         None
     } else if let Ok(secs) = arca_core::parse_duration_secs(&since) {
-        Some(chrono::Utc::now().timestamp_millis() - secs as i64 * 1000)
+        let back = i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000);
+        Some(chrono::Utc::now().timestamp_millis().saturating_sub(back))
     } else {
         let t = chrono::DateTime::parse_from_rfc3339(&since)
             .map_err(|_| PageError::bad_request("since: a duration (1h) or a time (2026-11-28T10:00:00Z)"))?;
@@ -685,20 +702,29 @@ async fn audit(State(ui): Shared, req: axum::extract::Request) -> Response {
     };
     let last_seq = records.iter().map(|r| r.seq).max().unwrap_or(0);
     let rows: Vec<_> = records.iter().rev().map(record_row).collect();
-    let verification = match ui.call(&caller, Operation::AuditVerify { upto: None }).await {
-        Ok(Reply::AuditVerification { node, verification: v }) => {
-            let hash: String = v.head.hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
-            vec![json!({
-                "node": node, "checked": v.checked, "head": format!("{} ({hash}…)", v.head.seq),
-                "result": match v.first_bad { Some(s) => format!("BROKEN at sequence {s}"), None => "intact".into() },
-            })]
+    // The chain check rehashes the whole trail and the grants report scans 30 days: on request
+    // only, not on every load of the page.
+    let verification = if inc.query.get("verify").is_none() {
+        Vec::new()
+    } else {
+        match ui.call(&caller, Operation::AuditVerify { upto: None }).await {
+            Ok(Reply::AuditVerification { node, verification: v }) => {
+                let hash: String = v.head.hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+                vec![json!({
+                    "node": node, "checked": v.checked, "head": format!("{} ({hash}…)", v.head.seq),
+                    "result": match v.first_bad { Some(s) => format!("BROKEN at sequence {s}"), None => "intact".into() },
+                })]
+            }
+            Ok(_) => Vec::new(),
+            Err(e) => vec![json!({"node": "-", "checked": "-", "head": "-", "result": format!("not checked: {e}")})],
         }
-        Ok(_) => Vec::new(),
-        Err(e) => vec![json!({"node": "-", "checked": "-", "head": "-", "result": format!("not checked: {e}")})],
     };
     let since_ms = chrono::Utc::now().timestamp_millis() - 30 * 86_400_000;
-    let grants: Vec<_> = match ui.call(&caller, Operation::AuditUnusedGrants { since_ms }).await {
-        Ok(Reply::Grants(g)) => g
+    let show_grants = inc.query.get("grants").is_some();
+    let report =
+        if show_grants { Some(ui.call(&caller, Operation::AuditUnusedGrants { since_ms }).await) } else { None };
+    let grants: Vec<_> = match report {
+        Some(Ok(Reply::Grants(g))) => g
             .iter()
             .filter(|g| !g.used)
             .map(|g| json!({"policy": g.policy, "capability": g.capability, "pattern": g.pattern, "anchor": anchor(&g.pattern),
@@ -707,9 +733,11 @@ async fn audit(State(ui): Shared, req: axum::extract::Request) -> Response {
         _ => Vec::new(),
     };
     let others: Vec<_> = match ui.call(&caller, Operation::Members).await {
-        Ok(Reply::Members(m)) => {
-            m.iter().filter(|m| m.id != ui.node_id()).map(|m| json!({"id": m.id, "api_addr": m.api_addr})).collect()
-        }
+        Ok(Reply::Members(m)) => m
+            .iter()
+            .filter(|m| m.id != ui.node_id() && plain_host_port(&m.api_addr))
+            .map(|m| json!({"id": m.id, "api_addr": m.api_addr}))
+            .collect(),
         _ => Vec::new(),
     };
     let f = json!({"since": inc.query.text("since"), "path": inc.query.text("path"), "who": inc.query.text("who"), "outcome": inc.query.text("outcome")});
@@ -718,7 +746,7 @@ async fn audit(State(ui): Shared, req: axum::extract::Request) -> Response {
         "audit.html",
         "audit",
         "Audit trail",
-        context! { records => rows, last_seq, verification, grants, f, others },
+        context! { records => rows, last_seq, verification, grants, show_grants, f, others, query => audit_query(&inc.query) },
     )
 }
 
@@ -871,6 +899,20 @@ async fn identities(State(ui): Shared, req: axum::extract::Request) -> Response 
         methods.push(json!({"name": name, "title": title, "roles": roles, "error": error}));
     }
     ui.render(&caller, "identities.html", "identities", "Identities", context! { methods })
+}
+
+/// Whether a member's advertised address is a bare `host:port` (it goes into a link).
+fn plain_host_port(addr: &str) -> bool {
+    !addr.is_empty() && addr.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+}
+
+/// The page's own filter, for the verify and grants links.
+fn audit_query(q: &Form) -> String {
+    ["since", "path", "who", "outcome"]
+        .iter()
+        .filter(|k| !q.text(k).is_empty())
+        .map(|k| format!("{k}={}&", encode(&q.text(k))))
+        .collect()
 }
 
 /// Percent-encodes a query value.

@@ -25,7 +25,13 @@
       }
     } catch (e) { /* the next poll tries again */ }
   }
+  // Each poll is an audited request: every 3 s, and for 10 minutes at most per switch-on.
+  let stopAt = 0;
   live.addEventListener("change", () => {
-    if (live.checked) { poll(); timer = setInterval(poll, 2000); } else { clearInterval(timer); }
+    clearInterval(timer);
+    if (!live.checked) return;
+    stopAt = Date.now() + 10 * 60 * 1000;
+    poll();
+    timer = setInterval(() => { if (Date.now() > stopAt) { live.checked = false; clearInterval(timer); } else { poll(); } }, 3000);
   });
 })();
