@@ -126,6 +126,10 @@ fn the_console_in_a_real_browser() {
     assert!(b.source().contains("leader") && b.text("#term").parse::<u32>().is_ok(), "{}", b.source());
     b.screenshot(&shots.join("cluster.png"));
     c.ok(3, &["operator", "seal"]);
+    // Every member's seal state on one page: node 1 asks each member for its own.
+    b.go(&format!("{base}/ui/cluster"));
+    let seals = b.text("#members-h ~ table");
+    assert!(seals.contains("sealed (0 of 3 shares)") && seals.matches("unsealed").count() == 2, "{seals}");
     let node3 = c.api(3);
     b.go(&format!("{node3}/ui/"));
     assert!(b.wait_for(Duration::from_secs(10), |b| b.url().ends_with("/ui/cluster")));

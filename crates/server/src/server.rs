@@ -75,7 +75,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     ));
     let acceptor = crate::tls::acceptor(&tls)?;
     info!(api = %config.api.listen, cluster = %config.cluster.listen, node = config.node_id, "arca server listening (sealed)");
-    let routes = client_routes(core, streams)?;
+    let routes = client_routes(core, streams, &tls.ca_pem)?;
     // One port, two fronts: gRPC (HTTP/2) and the Vault-compatible HTTP API (HTTP/1.1 or 2),
     // told apart by content type.
     // Idle connections: a connection silent for `idle_timeout` is closed (tls.rs); HTTP/2
@@ -114,7 +114,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
 /// Everything the client port serves, gRPC and the Vault HTTP API, before TLS and HTTP/2
 /// settings. Also the fuzz targets' way in (`fuzzing`).
-fn client_routes(core: Core, streams: std::sync::Arc<crate::limits::StreamSlots>) -> Result<axum::Router> {
+fn client_routes(
+    core: Core,
+    streams: std::sync::Arc<crate::limits::StreamSlots>,
+    client_ca: &[u8],
+) -> Result<axum::Router> {
     let api = Api { core, streams };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -137,7 +141,7 @@ fn client_routes(core: Core, streams: std::sync::Arc<crate::limits::StreamSlots>
         .clone()
         .routes()
         .into_axum_router();
-    Ok(crate::http::serve_both(grpc, core))
+    Ok(crate::http::serve_both(grpc, core, client_ca))
 }
 
 /// Entry points for the fuzz targets in `fuzz/` (built only with `--cfg fuzzing`).
@@ -151,7 +155,8 @@ pub mod fuzzing {
             limits.watch_streams_per_token,
             limits.audit_tails_per_token,
         ));
-        super::client_routes(core, streams)
+        // No CA: the console asks no other member (there is none).
+        super::client_routes(core, streams, &[])
     }
 }
 

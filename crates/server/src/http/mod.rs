@@ -27,9 +27,9 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Serves gRPC and the Vault HTTP API from one router: `application/grpc*` requests go to the
 /// gRPC services, everything else to the HTTP API.
-pub(crate) fn serve_both(grpc: axum::Router, core: Core) -> axum::Router {
+pub(crate) fn serve_both(grpc: axum::Router, core: Core, client_ca: &[u8]) -> axum::Router {
     let http = axum::Router::new().fallback(handle).with_state(core.clone());
-    let ui = crate::ui::router(core.clone());
+    let ui = crate::ui::router(core.clone(), client_ca);
     axum::Router::new().fallback(move |req: axum::extract::Request| async move {
         if crate::ui::is_ui(req.uri().path()) {
             return match ui.oneshot(req).await {

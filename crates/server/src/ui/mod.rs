@@ -21,6 +21,7 @@
 
 mod forms;
 mod pages;
+mod peers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,11 +48,13 @@ const SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 60)
 pub(crate) struct Ui {
     core: Core,
     env: Environment<'static>,
+    peers: peers::Peers,
 }
 
-/// The router of everything under `/ui`.
-pub(crate) fn router(core: Core) -> axum::Router {
-    let ui = Arc::new(Ui { core, env: templates() });
+/// The router of everything under `/ui`. `client_ca` (PEM) signs every node's API certificate:
+/// the cluster page asks each member for its seal state with it.
+pub(crate) fn router(core: Core, client_ca: &[u8]) -> axum::Router {
+    let ui = Arc::new(Ui { core, env: templates(), peers: peers::Peers::new(client_ca) });
     pages::routes().with_state(ui).layer(axum::middleware::map_response(security_headers))
 }
 
@@ -216,6 +219,11 @@ impl From<CoreError> for PageError {
 impl Ui {
     pub fn node_id(&self) -> u64 {
         self.core.node().id()
+    }
+
+    /// A member's seal state, in its own words (this node answers from its core).
+    pub async fn peer_seal_state(&self, api_addr: &str) -> String {
+        self.peers.seal_state(api_addr).await
     }
 
     /// Records a request refused before it reached the core (a failed anti-forgery check), so

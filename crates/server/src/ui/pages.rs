@@ -269,6 +269,10 @@ struct MemberRow {
     health: String,
     last_contact: String,
     last_index: String,
+    /// The member's own answer: unsealed, sealed (with progress), or why it is unknown.
+    seal: String,
+    /// Whether its address may go into a link.
+    link: bool,
 }
 
 async fn cluster(State(ui): Shared, req: axum::extract::Request) -> Response {
@@ -315,12 +319,16 @@ async fn cluster_page(ui: &Ui, caller: &Caller, error: Option<String>) -> Respon
             None
         }
     };
+    let seals: Vec<String> = match &health {
+        Some(a) => futures::future::join_all(a.servers.iter().map(|s| ui.peer_seal_state(&s.api_addr))).await,
+        None => Vec::new(),
+    };
     let members: Vec<MemberRow> = match &health {
         Some(a) => a
             .servers
             .iter()
-            .filter(|s| plain_host_port(&s.api_addr))
-            .map(|s| MemberRow {
+            .zip(seals)
+            .map(|(s, seal)| MemberRow {
                 id: s.id,
                 api_addr: s.api_addr.clone(),
                 leader: s.leader,
@@ -328,6 +336,8 @@ async fn cluster_page(ui: &Ui, caller: &Caller, error: Option<String>) -> Respon
                 health: if s.healthy { "healthy".into() } else { "UNHEALTHY".into() },
                 last_contact: s.last_contact.map_or("-".into(), |d| format!("{} ms ago", d.as_millis())),
                 last_index: s.last_index.to_string(),
+                seal,
+                link: plain_host_port(&s.api_addr),
             })
             .collect(),
         None => Vec::new(),
