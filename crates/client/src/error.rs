@@ -154,8 +154,12 @@ pub(crate) fn describe(status: &tonic::Status) -> (Cause, String) {
     if !status.message().is_empty() {
         causes.push(status.message().to_string());
     }
+    let mut io_kind = None;
     let mut source: Option<&dyn std::error::Error> = std::error::Error::source(status);
     while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            io_kind = Some(io.kind());
+        }
         let m = s.to_string();
         if !causes.contains(&m) {
             causes.push(m);
@@ -163,11 +167,16 @@ pub(crate) fn describe(status: &tonic::Status) -> (Cause, String) {
         source = s.source();
     }
     let all = causes.join(": ").to_lowercase();
-    let cause = if all.contains("connection refused") {
+    // The operating system's own word first; the text only where no I/O error says it.
+    let cause = if io_kind == Some(std::io::ErrorKind::ConnectionRefused) || all.contains("connection refused") {
         Cause::Refused
     } else if ["certificate", "unknownissuer", "invalid peer"].iter().any(|k| all.contains(k)) {
         Cause::Untrusted
-    } else if all.contains("timed out") || all.contains("timeout") || all.contains("deadline") {
+    } else if io_kind == Some(std::io::ErrorKind::TimedOut)
+        || all.contains("timed out")
+        || all.contains("timeout")
+        || all.contains("deadline")
+    {
         Cause::TimedOut
     } else if all.contains("lookup") || all.contains("resolve") || all.contains("name or service") {
         Cause::NoSuchHost

@@ -142,8 +142,7 @@ impl Caller {
             }
         }
         let sent = form.get("csrf").unwrap_or("");
-        let ok =
-            !self.new_csrf && sent.len() == self.csrf.len() && constant_time_eq(sent.as_bytes(), self.csrf.as_bytes());
+        let ok = !self.new_csrf && arca_crypto::constant_time_eq(sent.as_bytes(), self.csrf.as_bytes());
         if ok {
             Ok(())
         } else {
@@ -152,10 +151,6 @@ impl Caller {
             ))
         }
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn random_hex() -> String {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arca_core::auth::{Credentials, Method};
 use arca_core::{
     AuditFilter, AuditRecord, Error as CoreError, MetadataSettings, OpClass, Operation, Reply, SecretData, TokenCreate,
-    TokenRef,
+    TokenCreated, TokenRef,
 };
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -98,11 +98,25 @@ async fn posted(ui: &Ui, req: axum::extract::Request) -> Result<(Caller, Form), 
     }
 }
 
-/// The reply of `op` as `into` takes it, or the page error.
-async fn run<T>(ui: &Ui, caller: &Caller, op: Operation, into: fn(Reply) -> Option<T>) -> Result<T, PageError> {
-    let reply = ui.call(caller, op).await?;
-    into(reply)
-        .ok_or_else(|| PageError { status: StatusCode::INTERNAL_SERVER_ERROR, message: "unexpected reply".into() })
+/// A state-changing form: once the anti-forgery check passed, `build` makes the operation and
+/// the page to go to after it, and the operation runs as the caller; a refusal is an error page.
+async fn act(
+    ui: &Ui,
+    req: axum::extract::Request,
+    build: impl FnOnce(&Form) -> Result<(Operation, String), PageError>,
+) -> Response {
+    let (caller, form) = match posted(ui, req).await {
+        Ok(x) => x,
+        Err((caller, e)) => return ui.error(&caller, e),
+    };
+    let result = match build(&form) {
+        Ok((op, to)) => ui.call(&caller, op).await.map(|_| to).map_err(PageError::from),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(to) => redirect(&to),
+        Err(e) => ui.error(&caller, e),
+    }
 }
 
 /// Which of `ops` the caller's policies allow (by each operation's own logical path and
@@ -189,7 +203,7 @@ async fn login(State(ui): Shared, req: axum::extract::Request) -> Response {
 }
 
 /// A 30-minute child of `parent` for the session.
-async fn child_token(ui: &Ui, caller: &Caller, parent: Zeroizing<String>) -> Result<Reply, CoreError> {
+async fn child_token(ui: &Ui, caller: &Caller, parent: Zeroizing<String>) -> Result<TokenCreated, CoreError> {
     let create = TokenCreate {
         policies: Vec::new(),
         ttl: Some(SESSION_TTL),
@@ -201,7 +215,7 @@ async fn child_token(ui: &Ui, caller: &Caller, parent: Zeroizing<String>) -> Res
         renewable: false,
         num_uses: 0,
     };
-    ui.call_with(Some(parent), caller.remote, Operation::TokenCreate(create)).await
+    ui.call_with(Some(parent), caller.remote, Operation::TokenCreate(create)).await?.into_token_created()
 }
 
 /// A token sign-in: a 30-minute child of the token typed in, which is not kept.
@@ -213,37 +227,32 @@ async fn session_from_token(
     if token.is_empty() {
         return Err(PageError::bad_request("enter a token"));
     }
-    let reply = child_token(ui, caller, token).await.map_err(|e| match e {
+    let created = child_token(ui, caller, token).await.map_err(|e| match e {
         CoreError::PermissionDenied(m) => PageError::forbidden(format!(
             "{m}. The console signs in with a child token of the one given, which needs create on auth/token/create; sign in with AppRole or JWT instead"
         )),
         other => other.into(),
     })?;
-    match reply {
-        Reply::TokenCreated { token, info } if info.policies.iter().all(|p| p == "default") => {
-            // A root token's child holds no root policy: the session could do nothing useful.
-            let _ = ui.call_with(Some(token), caller.remote, Operation::TokenRevoke(TokenRef::SelfToken)).await;
-            Err(PageError::forbidden(
-                "this token's policies do not pass to new tokens (a root token's do not): sign in with a token or role holding the policies you need",
-            ))
-        }
-        Reply::TokenCreated { token, .. } => Ok(token),
-        _ => Err(PageError::bad_request("unexpected reply")),
+    if created.info.policies.iter().all(|p| p == "default") {
+        // A root token's child holds no root policy: the session could do nothing useful.
+        let _ = ui.call_with(Some(created.token), caller.remote, Operation::TokenRevoke(TokenRef::SelfToken)).await;
+        return Err(PageError::forbidden(
+            "this token's policies do not pass to new tokens (a root token's do not): sign in with a token or role holding the policies you need",
+        ));
     }
+    Ok(created.token)
 }
 
 /// An AppRole or JWT sign-in: a 30-minute child of the login's token, which is then revoked;
 /// or, when the role's policies may not create tokens, the login's own token (its role's TTL).
 async fn login_token(ui: &Ui, caller: &Caller, creds: Credentials) -> Result<Zeroizing<String>, PageError> {
-    let Reply::TokenCreated { token, .. } = ui.call(caller, Operation::Login(creds)).await? else {
-        return Err(PageError::bad_request("unexpected reply"));
-    };
+    let token = ui.call(caller, Operation::Login(creds)).await?.into_token_created()?.token;
     match child_token(ui, caller, token.clone()).await {
-        Ok(Reply::TokenCreated { token: child, .. }) => {
+        Ok(child) => {
             let _ = ui.call_with(Some(token), caller.remote, Operation::TokenRevoke(TokenRef::SelfToken)).await;
-            Ok(child)
+            Ok(child.token)
         }
-        _ => Ok(token),
+        Err(_) => Ok(token),
     }
 }
 
@@ -320,7 +329,17 @@ async fn cluster_page(ui: &Ui, caller: &Caller, error: Option<String>) -> Respon
         }
     };
     let seals: Vec<String> = match &health {
-        Some(a) => futures::future::join_all(a.servers.iter().map(|s| ui.peer_seal_state(&s.api_addr))).await,
+        // This node's own state is already at hand; the others are asked.
+        Some(a) => {
+            futures::future::join_all(a.servers.iter().map(|s| async move {
+                if s.id == seal.node_id {
+                    "unsealed".to_string()
+                } else {
+                    ui.peer_seal_state(&s.api_addr).await
+                }
+            }))
+            .await
+        }
         None => Vec::new(),
     };
     let members: Vec<MemberRow> = match &health {
@@ -429,12 +448,12 @@ async fn secret(State(ui): Shared, req: axum::extract::Request) -> Response {
     let mut error = None;
     let revealed = match inc.query.get("reveal").and_then(|v| v.parse::<u64>().ok()) {
         Some(version) => {
-            match ui.call(&caller, Operation::KvGet { path: path.clone(), version: Some(version) }).await {
-                Ok(Reply::KvSecret { data, version, .. }) => {
-                    let fields: Vec<_> = data.0.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
-                    Some(json!({"version": version.version, "fields": fields}))
+            let op = Operation::KvGet { path: path.clone(), version: Some(version) };
+            match ui.call(&caller, op).await.and_then(Reply::into_kv_secret) {
+                Ok(s) => {
+                    let fields: Vec<_> = s.data.0.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
+                    Some(json!({"version": s.version.version, "fields": fields}))
                 }
-                Ok(_) => None,
                 Err(e) => {
                     error = Some(format!("Reveal refused: {e}"));
                     None
@@ -513,11 +532,8 @@ async fn write_secret(State(ui): Shared, req: axum::extract::Request) -> Respons
             "" => None,
             n => Some(n.parse::<u64>().map_err(|_| PageError::bad_request("cas must be a version number"))?),
         };
-        run(&ui, &caller, Operation::KvPut { path: path.clone(), data, cas }, |r| match r {
-            Reply::KvWritten { version, .. } => Some(version.version),
-            _ => None,
-        })
-        .await
+        let reply = ui.call(&caller, Operation::KvPut { path: path.clone(), data, cas }).await?;
+        Ok::<_, PageError>(reply.into_kv_written()?.version.version)
     }
     .await;
     match result {
@@ -527,41 +543,34 @@ async fn write_secret(State(ui): Shared, req: axum::extract::Request) -> Respons
 }
 
 async fn versions(State(ui): Shared, req: axum::extract::Request) -> Response {
-    let (caller, form) = match posted(&ui, req).await {
-        Ok(x) => x,
-        Err((caller, e)) => return ui.error(&caller, e),
-    };
-    let path = form.text("path");
-    let Ok(version) = form.text("version").parse::<u64>() else {
-        return ui.error(&caller, PageError::bad_request("version must be a number"));
-    };
-    let versions = vec![version];
-    let op = match form.get("action") {
-        Some("delete") => Operation::KvDelete { path: path.clone(), versions },
-        Some("undelete") => Operation::KvUndelete { path: path.clone(), versions },
-        Some("destroy") => Operation::KvDestroy { path: path.clone(), versions },
-        _ => return ui.error(&caller, PageError::bad_request("action must be delete, undelete or destroy")),
-    };
-    match ui.call(&caller, op).await {
-        Ok(_) => redirect(&format!("/ui/secret?path={}", encode(&path))),
-        Err(e) => ui.error(&caller, e.into()),
-    }
+    act(&ui, req, |form| {
+        let path = form.text("path");
+        let version =
+            form.text("version").parse::<u64>().map_err(|_| PageError::bad_request("version must be a number"))?;
+        let (p, versions) = (path.clone(), vec![version]);
+        let op = match form.get("action") {
+            Some("delete") => Operation::KvDelete { path: p, versions },
+            Some("undelete") => Operation::KvUndelete { path: p, versions },
+            Some("destroy") => Operation::KvDestroy { path: p, versions },
+            _ => return Err(PageError::bad_request("action must be delete, undelete or destroy")),
+        };
+        Ok((op, format!("/ui/secret?path={}", encode(&path))))
+    })
+    .await
 }
 
 async fn set_metadata(State(ui): Shared, req: axum::extract::Request) -> Response {
-    let (caller, form) = match posted(&ui, req).await {
-        Ok(x) => x,
-        Err((caller, e)) => return ui.error(&caller, e),
-    };
-    let path = form.text("path");
-    let Ok(max_versions) = form.text("max_versions").parse::<u32>() else {
-        return ui.error(&caller, PageError::bad_request("versions to keep must be a number"));
-    };
-    let settings = MetadataSettings { max_versions: Some(max_versions), ..Default::default() };
-    match ui.call(&caller, Operation::KvSetMetadata { path: path.clone(), settings }).await {
-        Ok(_) => redirect(&format!("/ui/secret?path={}", encode(&path))),
-        Err(e) => ui.error(&caller, e.into()),
-    }
+    act(&ui, req, |form| {
+        let path = form.text("path");
+        let max_versions = form
+            .text("max_versions")
+            .parse::<u32>()
+            .map_err(|_| PageError::bad_request("versions to keep must be a number"))?;
+        let settings = MetadataSettings { max_versions: Some(max_versions), ..Default::default() };
+        let to = format!("/ui/secret?path={}", encode(&path));
+        Ok((Operation::KvSetMetadata { path, settings }, to))
+    })
+    .await
 }
 
 async fn rotation(State(ui): Shared, req: axum::extract::Request) -> Response {
@@ -634,15 +643,12 @@ fn human(ms: u64) -> String {
 }
 
 async fn rotate_now(State(ui): Shared, req: axum::extract::Request) -> Response {
-    let (caller, form) = match posted(&ui, req).await {
-        Ok(x) => x,
-        Err((caller, e)) => return ui.error(&caller, e),
-    };
-    let path = form.text("path");
-    match ui.call(&caller, Operation::RotationNow { path: path.clone() }).await {
-        Ok(_) => redirect(&format!("/ui/rotation?path={}&started=1", encode(&path))),
-        Err(e) => ui.error(&caller, e.into()),
-    }
+    act(&ui, req, |form| {
+        let path = form.text("path");
+        let to = format!("/ui/rotation?path={}&started=1", encode(&path));
+        Ok((Operation::RotationNow { path }, to))
+    })
+    .await
 }
 
 /// The audit filter from the query: `since` (a duration back from now, or an RFC 3339 time),
@@ -717,15 +723,14 @@ async fn audit(State(ui): Shared, req: axum::extract::Request) -> Response {
     let verification = if inc.query.get("verify").is_none() {
         Vec::new()
     } else {
-        match ui.call(&caller, Operation::AuditVerify { upto: None }).await {
-            Ok(Reply::AuditVerification { node, verification: v }) => {
+        match ui.call(&caller, Operation::AuditVerify { upto: None }).await.and_then(Reply::into_audit_verification) {
+            Ok((node, v)) => {
                 let hash: String = v.head.hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
                 vec![json!({
                     "node": node, "checked": v.checked, "head": format!("{} ({hash}…)", v.head.seq),
                     "result": match v.first_bad { Some(s) => format!("BROKEN at sequence {s}"), None => "intact".into() },
                 })]
             }
-            Ok(_) => Vec::new(),
             Err(e) => vec![json!({"node": "-", "checked": "-", "head": "-", "result": format!("not checked: {e}")})],
         }
     };
