@@ -378,6 +378,11 @@ impl SecretCache {
     /// just rotated), the secret is fetched again bypassing the cache and `f` runs once more.
     /// If the refetch returns the very version that was refused, a rotation has changed the
     /// target but not yet promoted its new version: `f` gets the `pending` version instead.
+    ///
+    /// If that second try is refused too and a rotation has a `pending` version that has not
+    /// been tried, `f` gets it as a third and last try: the next rotation's `set` can land
+    /// between the refetch and its use (the cached value was then two rotations old), and only
+    /// the pending version works until that rotation finishes. No version is tried twice.
     pub async fn with_secret<T, E, F, Fut>(&self, path: &str, f: F) -> Result<T, WithSecretError<E>>
     where
         F: Fn(Secret) -> Fut,
@@ -390,7 +395,7 @@ impl SecretCache {
             Err(UseError::Fail(e)) => return Err(WithSecretError::Use(e)),
             Err(UseError::RetryWithRefresh(_)) => {}
         }
-        warn!(path, version = refused, "the secret was refused downstream; fetching it again and retrying once");
+        warn!(path, version = refused, "the secret was refused downstream; fetching it again and retrying");
         let mut fresh = self.refresh(path, Which::Current).await.map_err(WithSecretError::Secret)?;
         if fresh.version() == refused {
             fresh = match self.inner.source.fetch(path, Which::Pending).await {
@@ -400,9 +405,18 @@ impl SecretCache {
                 Err(_) => self.refresh(path, Which::Current).await.map_err(WithSecretError::Secret)?,
             };
         }
-        match f(fresh).await {
-            Ok(v) => Ok(v),
-            Err(UseError::Fail(e) | UseError::RetryWithRefresh(e)) => Err(WithSecretError::Use(e)),
+        let second = fresh.version();
+        let refused_again = match f(fresh).await {
+            Ok(v) => return Ok(v),
+            Err(UseError::Fail(e)) => return Err(WithSecretError::Use(e)),
+            Err(UseError::RetryWithRefresh(e)) => e,
+        };
+        match self.inner.source.fetch(path, Which::Pending).await {
+            Ok(pending) if ![refused, second].contains(&pending.version()) => {
+                warn!(path, version = pending.version(), "refused again; trying the pending version of a rotation");
+                f(pending).await.map_err(|(UseError::Fail(e) | UseError::RetryWithRefresh(e))| WithSecretError::Use(e))
+            }
+            _ => Err(WithSecretError::Use(refused_again)),
         }
     }
 }

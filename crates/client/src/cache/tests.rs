@@ -257,6 +257,43 @@ async fn with_secret_uses_the_pending_version_when_current_was_refused_mid_rotat
     assert_eq!(used, 2);
 }
 
+#[tokio::test]
+async fn a_second_refusal_tries_the_next_rotations_pending_version_once() {
+    // The cached value is two rotations old: version 2 is current, but the next rotation has
+    // already set version 3 on the target and not promoted it yet.
+    let (c, s) = cache(30_000, |_| {});
+    c.get("app/db").await.unwrap();
+    s.version.store(2, Ordering::SeqCst);
+    s.pending.store(3, Ordering::SeqCst);
+    let tried = Mutex::new(Vec::new());
+    let used = c
+        .with_secret("app/db", |secret| {
+            tried.lock().unwrap().push(secret.version());
+            async move {
+                match secret.version() {
+                    3 => Ok(secret.version()),
+                    _ => Err(UseError::RetryWithRefresh("password authentication failed")),
+                }
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!((used, tried.lock().unwrap().clone()), (3, vec![1, 2, 3]));
+
+    // A pending version already tried is not tried again: two tries, the second error.
+    s.pending.store(2, Ordering::SeqCst);
+    let tried = Mutex::new(Vec::new());
+    let err = c
+        .with_secret("app/db", |secret| {
+            tried.lock().unwrap().push(secret.version());
+            async { Err::<(), _>(UseError::RetryWithRefresh("refused")) }
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WithSecretError::Use("refused")));
+    assert_eq!(tried.lock().unwrap().len(), 2, "{:?}", tried.lock().unwrap());
+}
+
 #[test]
 fn a_ttl_that_would_outlive_rotation_is_refused() {
     let ttl = MAX_TTL + Duration::from_secs(1);
