@@ -1,9 +1,14 @@
 //! The request pipeline: [`Core::handle`] takes every request through the same steps, each
 //! decided by the operation's row of the table (`Operation::spec`): admission of untrusted
-//! requests, the audit record's commit (which is also the read barrier), authentication,
-//! authorization, the handler (`execute`), and the outcome.
+//! requests, the audit record's commit (which is also the read barrier; a KV write's record
+//! rides in the write's own entry instead, see `Recording`), authentication, authorization,
+//! the handler (`execute`), and the outcome.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use arca_crypto::Keyring;
+use arca_raft::{Command, CommandResult, Guard, GuardedWrite, Op};
 use arca_storage::Cf;
 use tracing::{info, Instrument};
 use zeroize::Zeroizing;
@@ -11,7 +16,7 @@ use zeroize::Zeroizing;
 use crate::audit::{AuditContext, AuditOutcome, AuditRecord};
 use crate::codec::decrypt_json;
 use crate::limits::{Class, Refusal, Ticket};
-use crate::request::{OpClass, Spec};
+use crate::request::{OpClass, Recording, Spec};
 use crate::text::cap;
 use crate::token::{self, Caller, TokenInfo};
 use crate::{now_ms, Core, Error, Operation, Reply, Request, Result};
@@ -75,12 +80,28 @@ impl Core {
         pre.fill(&mut record);
         // A seal needs no quorum (it protects): it is handled first, recorded after.
         let seal = matches!(req.op, Operation::Seal);
-        // Fail closed: without a committed record the request is not handled at all.
-        if !seal {
-            self.batcher.commit(record.seal(&keyring)?, started).await?;
-        }
+        // A KV write that looks allowed carries its record in its own Raft entry (one commit
+        // for both, see `Recording::WithWrite`). Not for a token with a use limit: taking a use
+        // is a write of its own, which must not happen before the record is committed.
+        let with_write = spec.record == Recording::WithWrite
+            && pre.decision == "allowed"
+            && known.as_ref().is_some_and(|(_, info)| info.uses_left.is_none());
         let mut ctx = AuditContext { known, ..Default::default() };
-        let result = self.dispatch(req, &spec, &mut ctx, false).await;
+        let (result, folded) = if with_write {
+            // The read barrier the record's commit would have been: authentication and the
+            // write's decision see every write that completed before this request began.
+            self.batcher.barrier(started).await?;
+            let slot = RecordSlot::holding(record.seal(&keyring)?, started);
+            let result = DEFERRED.scope(slot.clone(), self.dispatch(req, &spec, &mut ctx, false)).await;
+            // Still in the slot: the request ended without writing, so its record goes now.
+            (result, slot.take().is_some())
+        } else {
+            // Fail closed: without a committed record the request is not handled at all.
+            if !seal {
+                self.batcher.commit(record.seal(&keyring)?, started).await?;
+            }
+            (self.dispatch(req, &spec, &mut ctx, false).await, seal)
+        };
         // A refusal decided inside the operation (a write judged create or update on the state
         // it is guarded on) is a denial, whatever authorization saw before it.
         if matches!(result, Err(Error::PermissionDenied(_))) && ctx.decision == "allowed" {
@@ -108,7 +129,8 @@ impl Core {
                 outcome.error = cap(&e.to_string()).into_owned();
             }
         }
-        if seal {
+        if folded {
+            // One record with its outcome folded in, committed before the reply leaves.
             outcome.clone().merge_into(&mut record);
             self.batcher.commit(record.seal(&keyring)?, started).await?;
         } else if matches!(result, Ok(Reply::Restored(_))) {
@@ -119,6 +141,16 @@ impl Core {
             self.batcher.outcome(outcome.request_id.clone(), outcome.seal(&keyring)?);
         }
         result
+    }
+
+    /// Proposes a guarded write (`ops` if every guard holds); returns whether it applied. The
+    /// first write of a request whose record travels with its write (`Recording::WithWrite`)
+    /// takes that record along in the same entry; any later one goes alone.
+    pub(crate) async fn propose_guarded(&self, guards: Vec<Guard>, ops: Vec<Op>) -> Result<bool> {
+        match DEFERRED.try_with(RecordSlot::take).ok().flatten() {
+            Some((record, started)) => self.batcher.write(record, GuardedWrite { guards, ops }, started).await,
+            None => Ok(self.node.write(Command::Txn { guards, ops }).await?.result == CommandResult::Applied),
+        }
     }
 
     /// Takes a token from `remote`'s bucket of `class`, or refuses: after the source's pace, so
@@ -282,6 +314,27 @@ impl Core {
         ctx.caller(&caller.info);
         self.authorize(&caller, &op, &spec.path, need, ctx)?;
         self.execute(&keyring, &caller, op, request_id).await
+    }
+}
+
+tokio::task_local! {
+    /// The sealed record of the request this task is handling, while it waits to travel with
+    /// the request's first write (`Core::propose_guarded`). Task-local rather than a parameter:
+    /// the handlers between the pipeline and the write know nothing of audit records.
+    static DEFERRED: RecordSlot;
+}
+
+/// A request's sealed record and its arrival time, until a write takes it.
+#[derive(Clone)]
+struct RecordSlot(Arc<Mutex<Option<(Vec<u8>, Instant)>>>);
+
+impl RecordSlot {
+    fn holding(record: Vec<u8>, started: Instant) -> RecordSlot {
+        RecordSlot(Arc::new(Mutex::new(Some((record, started)))))
+    }
+
+    fn take(&self) -> Option<(Vec<u8>, Instant)> {
+        self.0.lock().expect("record slot lock").take()
     }
 }
 

@@ -22,6 +22,42 @@ async fn records(v: &Vault, core: usize) -> Vec<AuditRecord> {
     }
 }
 
+/// A KV write is one replicated commit: its record travels in the write's own Raft entry, and
+/// its outcome rides the next entry made (or goes alone after a short wait). A write request
+/// that ends without writing still leaves one record, with its outcome in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_is_one_entry_with_its_record_and_one_that_fails_still_leaves_its_record() {
+    let v = Vault::start().await;
+    let leader = v.leader_core().await;
+    let entries = || leader.node().metrics().last_log_index.unwrap_or(0);
+    let head = || audit_log::head(&leader.node().reader()).seq;
+    let put = |cas| Operation::KvPut { path: "app/one".into(), data: data(&[("v", SECRET)]), cas };
+    // Let the set-up's outcomes go out first.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for (i, core) in v.cores.iter().enumerate() {
+        let (before, seq) = (entries(), head());
+        call(core, Some(&v.root), put(None)).await.unwrap();
+        assert_eq!(entries() - before, 1, "write {i}: one entry for the record and the write");
+        assert_eq!(head() - seq, 1, "write {i}: its record is committed with it");
+    }
+    // The last outcome goes on its own after its short wait.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let last_put = |r: Vec<AuditRecord>| r.into_iter().rev().find(|r| r.operation == "KvPut").unwrap();
+    while last_put(records(&v, 0).await).outcome != "ok" {
+        assert!(Instant::now() < deadline, "the last write's outcome never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Refused by its check-and-set before anything was written: one entry, the record with
+    // its outcome folded in.
+    let (before, seq) = (entries(), head());
+    assert!(matches!(call(&v.cores[1], Some(&v.root), put(Some(1))).await, Err(Error::CasMismatch { .. })));
+    assert_eq!((entries() - before, head() - seq), (1, 1));
+    let last = last_put(records(&v, 2).await);
+    assert!(last.outcome != "ok" && !last.outcome.is_empty() && !last.error.is_empty(), "{last:?}");
+    v.cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_node_holds_one_record_per_request_in_the_same_chain() {
     let v = Vault::start().await;

@@ -8,7 +8,8 @@
 //!
 //! Layout in the `audit` family: `h` → head (`seq u64 BE ‖ hash`), `c` → checkpoint (the same
 //! shape: where the retained chain starts), `r/<seq u64 BE>` → `hash_i ‖ record_i`,
-//! `b/<batch id>` → the first sequence number of that batch, `o/<request id>` → the
+//! `b/<batch id>` → the first sequence number of that batch (and, for a batch that carries
+//! writes, one byte per write: whether it applied), `o/<request id>` → the
 //! outcome of that request's record (ciphertext; not chained).
 
 use arca_storage::{Cf, StateReader, Transaction};
@@ -71,6 +72,22 @@ pub(crate) fn append(tx: &mut Transaction<'_>, batch_id: &str, records: &[Vec<u8
     tx.put(Cf::Audit, HEAD, head.encode());
     tx.put(Cf::Audit, batch_key, first.to_be_bytes().to_vec());
     first
+}
+
+/// The results of an `AuditBatch` applied before under `batch_id`: its first sequence number
+/// and which of its writes applied (a resend is answered with them, not applied again).
+pub(crate) fn seen_batch(tx: &Transaction<'_>, batch_id: &str) -> Option<(u64, Vec<bool>)> {
+    let seen = tx.get(Cf::Audit, &[BATCH_PREFIX, batch_id.as_bytes()].concat()).ok()??;
+    let first = u64::from_be_bytes(seen.get(..8)?.try_into().ok()?);
+    Some((first, seen[8..].iter().map(|b| *b == 1).collect()))
+}
+
+/// Keeps an `AuditBatch`'s results under its id, after the first sequence number `append`
+/// stored there: one byte per write, 1 if it applied.
+pub(crate) fn remember_batch(tx: &mut Transaction<'_>, batch_id: &str, first_seq: u64, applied: &[bool]) {
+    let mut value = first_seq.to_be_bytes().to_vec();
+    value.extend(applied.iter().map(|a| u8::from(*a)));
+    tx.put(Cf::Audit, [BATCH_PREFIX, batch_id.as_bytes()].concat(), value);
 }
 
 /// Drops every record up to and including `through` and records the checkpoint the remaining

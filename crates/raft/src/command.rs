@@ -77,6 +77,43 @@ pub enum Command {
     },
     /// A restore that failed halfway: its staged records are dropped, if it is still current.
     RestoreAbort { restore_id: String },
+    /// A group commit that also carries writes: `Audit`'s records and outcomes, then each of
+    /// `writes` applied on its own guards, in order, as `Txn` would. A write's audit record
+    /// travels in the same entry as the write (one replicated commit per write, and the record
+    /// and the change it describes land together or not at all). `batch_id` makes a resent
+    /// batch apply once, and a resend is answered with the first application's results.
+    /// (Last of the variants: bincode numbers them, and logs written before it must decode.)
+    AuditBatch {
+        batch_id: String,
+        #[serde(with = "byte_strings")]
+        records: Vec<Vec<u8>>,
+        #[serde(with = "keyed_byte_strings")]
+        outcomes: Vec<(String, Vec<u8>)>,
+        writes: Vec<GuardedWrite>,
+    },
+}
+
+/// One guarded write of a [`Command::AuditBatch`]: `ops` apply if every guard holds.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardedWrite {
+    pub guards: Vec<Guard>,
+    pub ops: Vec<Op>,
+}
+
+impl GuardedWrite {
+    /// Bytes this write adds to an entry (keys and values; the framing is small).
+    pub fn size(&self) -> usize {
+        let guards: usize = self.guards.iter().map(|g| g.key.len() + 33).sum();
+        let ops: usize = self
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::Put { key, value, .. } => key.len() + value.len(),
+                Op::Delete { key, .. } => key.len(),
+            })
+            .sum();
+        guards + ops
+    }
 }
 
 /// A precondition on one key: it holds exactly the value with this SHA-256, or is absent.
@@ -177,6 +214,9 @@ impl std::fmt::Debug for Command {
             Command::Delete { path } => write!(f, "Delete({path:?})"),
             Command::Txn { guards, ops } => write!(f, "Txn({} guards, {} ops)", guards.len(), ops.len()),
             Command::Audit { records, .. } => write!(f, "Audit({} records)", records.len()),
+            Command::AuditBatch { records, writes, .. } => {
+                write!(f, "AuditBatch({} records, {} writes)", records.len(), writes.len())
+            }
             Command::AuditTrim { through, .. } => write!(f, "AuditTrim(through {through})"),
             Command::RestoreBegin { restore_id } => write!(f, "RestoreBegin({restore_id})"),
             Command::RestoreChunk { restore_id, records } => {
@@ -207,6 +247,12 @@ pub enum CommandResult {
     /// Audit records appended; the first got this sequence number.
     Audited {
         first_seq: u64,
+    },
+    /// An `AuditBatch` applied: its records got sequence numbers from `first_seq`, and
+    /// `applied[i]` says whether its write `i`'s guards held (and its ops were applied).
+    Batched {
+        first_seq: u64,
+        applied: Vec<bool>,
     },
     /// Audit records removed by retention.
     Trimmed {
@@ -246,21 +292,23 @@ impl StoreConfig for TypeConfig {
                 tx.delete(Cf::Kv, path.as_bytes());
                 CommandResult::Written { existed }
             }
-            Command::Txn { guards, ops } => match guards.iter().position(|g| !g.holds(tx)) {
-                Some(guard) => CommandResult::GuardFailed { guard },
-                None => {
-                    for op in ops {
-                        match op {
-                            Op::Put { cf, key, value } => tx.put(*cf, key.as_slice(), value.as_slice()),
-                            Op::Delete { cf, key } => tx.delete(*cf, key.as_slice()),
-                        }
-                    }
-                    CommandResult::Applied
-                }
-            },
+            Command::Txn { guards, ops } => apply_txn(tx, guards, ops),
             Command::Audit { batch_id, records, outcomes } => {
                 crate::audit_log::attach_outcomes(tx, outcomes);
                 CommandResult::Audited { first_seq: crate::audit_log::append(tx, batch_id, records) }
+            }
+            Command::AuditBatch { batch_id, records, outcomes, writes } => {
+                match crate::audit_log::seen_batch(tx, batch_id) {
+                    Some((first_seq, applied)) => CommandResult::Batched { first_seq, applied },
+                    None => {
+                        crate::audit_log::attach_outcomes(tx, outcomes);
+                        let first_seq = crate::audit_log::append(tx, batch_id, records);
+                        let applied: Vec<bool> =
+                            writes.iter().map(|w| apply_txn(tx, &w.guards, &w.ops) == CommandResult::Applied).collect();
+                        crate::audit_log::remember_batch(tx, batch_id, first_seq, &applied);
+                        CommandResult::Batched { first_seq, applied }
+                    }
+                }
             }
             Command::AuditTrim { through, .. } => {
                 CommandResult::Trimmed { removed: crate::audit_log::trim(tx, *through) }
@@ -278,6 +326,21 @@ impl StoreConfig for TypeConfig {
     fn empty_response(index: u64) -> Response {
         Response { index, result: CommandResult::Done }
     }
+}
+
+/// `ops` if every guard holds (a later write in the same batch sees the earlier ones), else
+/// nothing.
+fn apply_txn(tx: &mut Transaction<'_>, guards: &[Guard], ops: &[Op]) -> CommandResult {
+    if let Some(guard) = guards.iter().position(|g| !g.holds(tx)) {
+        return CommandResult::GuardFailed { guard };
+    }
+    for op in ops {
+        match op {
+            Op::Put { cf, key, value } => tx.put(*cf, key.as_slice(), value.as_slice()),
+            Op::Delete { cf, key } => tx.delete(*cf, key.as_slice()),
+        }
+    }
+    CommandResult::Applied
 }
 
 fn exists(tx: &Transaction<'_>, path: &str) -> bool {

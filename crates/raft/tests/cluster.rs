@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use arca_crypto::Keyring;
 use arca_raft::testing::{free_addr, node_config, TestCa, TestCluster};
-use arca_raft::{Command, CommandResult, NodeInfo, RaftNode, Timing};
+use arca_raft::{Command, CommandResult, Guard, GuardedWrite, NodeInfo, Op, RaftNode, Timing};
 use arca_storage::Cf;
 
 fn init_tracing() {
@@ -56,6 +56,44 @@ async fn writes_on_leader_and_follower_are_readable_on_every_node() {
     }
     let digests: Vec<_> = cluster.running().map(|n| n.reader().digest().unwrap()).collect();
     assert!(digests.windows(2).all(|w| w[0] == w[1]));
+    cluster.shutdown().await;
+}
+
+/// One entry carries a batch's audit records and its guarded writes; each write is judged on
+/// the state the writes before it left, and a resent batch is answered, not applied again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_audit_batch_applies_its_writes_in_order_on_their_own_guards_and_once() {
+    init_tracing();
+    let cluster = TestCluster::start(3, Timing::default()).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(5)).await;
+    let via_follower = follower(&cluster, leader);
+    let put = |key: &str, value: &[u8]| Op::Put { cf: Cf::Kv, key: key.into(), value: value.to_vec() };
+    let absent = |key: &str| Guard::unchanged(Cf::Kv, key, None);
+    let writes = vec![
+        GuardedWrite { guards: vec![absent("a")], ops: vec![put("a", b"1")] },
+        // Judged after the first: `a` is no longer absent.
+        GuardedWrite { guards: vec![absent("a")], ops: vec![put("b", b"lost")] },
+        GuardedWrite { guards: vec![Guard::unchanged(Cf::Kv, "a", Some(b"1"))], ops: vec![put("c", b"3")] },
+    ];
+    let batch = Command::AuditBatch {
+        batch_id: "batch-1".into(),
+        records: vec![b"record-1".to_vec(), b"record-2".to_vec()],
+        outcomes: vec![],
+        writes,
+    };
+    let first = via_follower.write(batch.clone()).await.unwrap();
+    let expected = CommandResult::Batched { first_seq: 1, applied: vec![true, false, true] };
+    assert_eq!(first.result, expected);
+    // A resend (a forwarded proposal whose reply was lost) gets the same answer and changes nothing.
+    let resent = cluster.node(leader).write(batch).await.unwrap();
+    assert_eq!(resent.result, expected);
+    for node in cluster.running() {
+        node.read_barrier().await.unwrap();
+        let r = node.reader();
+        let got = |k: &str| r.get(Cf::Kv, k.as_bytes()).unwrap();
+        assert_eq!((got("a"), got("b"), got("c")), (Some(b"1".to_vec()), None, Some(b"3".to_vec())));
+        assert_eq!(arca_raft::audit_log::head(&r).seq, 2, "node {}: the records were appended once", node.id());
+    }
     cluster.shutdown().await;
 }
 

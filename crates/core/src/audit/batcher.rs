@@ -1,10 +1,11 @@
-//! The group-commit queue: each node batches its records, barriers and outcomes into one
-//! `Command::Audit` at a time, and a request waits for its record's commit (fail closed).
+//! The group-commit queue: each node batches its records, barriers, outcomes and the writes
+//! that carry their own record into one Raft entry at a time, and a request waits for its
+//! record's commit (fail closed).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use arca_raft::{Command, RaftNode};
+use arca_raft::{Command, CommandResult, GuardedWrite, RaftNode};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::warn;
 
@@ -12,6 +13,13 @@ use crate::{Error, Result};
 
 /// The least time a record gets to commit, however long its request took.
 const MIN_COMMIT_WINDOW: Duration = Duration::from_millis(500);
+
+/// Longest outcomes wait for a record, a write or a barrier to ride with, before they go in an
+/// entry of their own. Nobody waits for an outcome, so one that rides the next request's
+/// entry costs no commit of its own: a lone writer makes one entry per write, not two. The
+/// price: a node killed in this window loses the outcomes it held (their records say
+/// `unknown`), as it would lose those of a batch it had not yet sent.
+const OUTCOME_LINGER: Duration = Duration::from_millis(100);
 
 /// Group-commit and fail-closed settings of one node.
 #[derive(Debug, Clone, Copy)]
@@ -54,9 +62,15 @@ enum Item {
     Barrier,
     /// The outcome of an earlier record (request id, ciphertext); nobody waits for it.
     Outcome(String, Vec<u8>),
+    /// A guarded write and the record of the request that makes it, committed in one entry;
+    /// the request waits for it and learns whether the write's guards held.
+    Write(Vec<u8>, GuardedWrite),
 }
 
-type Pending = (Item, Option<oneshot::Sender<std::result::Result<(), String>>>);
+/// What a waiter learns: for a write, whether its guards held; `true` for everything else.
+type Ack = std::result::Result<bool, String>;
+
+type Pending = (Item, Option<oneshot::Sender<Ack>>);
 
 impl Item {
     /// Bytes this item adds to a batch's Raft entry.
@@ -65,6 +79,7 @@ impl Item {
             Item::Record(r) => r.len(),
             Item::Barrier => 0,
             Item::Outcome(id, o) => id.len() + o.len(),
+            Item::Write(r, w) => r.len() + w.size(),
         }
     }
 }
@@ -100,7 +115,14 @@ impl Batcher {
     /// from `started` (the request's arrival), so a request that already waited for a lost
     /// quorum fails promptly; a record always gets at least `MIN_COMMIT_WINDOW`.
     pub async fn commit(&self, record: Vec<u8>, started: std::time::Instant) -> Result<()> {
-        self.enqueue(Item::Record(record), started).await
+        self.enqueue(Item::Record(record), started).await.map(|_| ())
+    }
+
+    /// Commits a guarded write together with the sealed record of the request that makes it:
+    /// one replicated commit for both, and neither lands without the other. Returns whether the
+    /// write's guards held; the record is committed either way. Fails closed as `commit`.
+    pub async fn write(&self, record: Vec<u8>, write: GuardedWrite, started: std::time::Instant) -> Result<bool> {
+        self.enqueue(Item::Write(record, write), started).await
     }
 
     /// Queues the outcome of a committed record; it rides the next batch and nobody waits for
@@ -112,15 +134,15 @@ impl Batcher {
         }
     }
 
-    /// The read barrier: returns once a batch proposed after this call is committed and applied
-    /// on this node, so everything committed before the call is visible here (linearizable
-    /// reads on any node). Concurrent requests share one commit, instead of one leader round
-    /// trip each.
+    /// The read barrier: returns once a batch sent after this call is committed and applied
+    /// on this node (or, with nothing to commit, once a read index asked after this call is
+    /// applied here), so everything committed before the call is visible here (linearizable
+    /// reads on any node). Concurrent requests share one leader round trip.
     pub async fn barrier(&self, started: std::time::Instant) -> Result<()> {
-        self.enqueue(Item::Barrier, started).await
+        self.enqueue(Item::Barrier, started).await.map(|_| ())
     }
 
-    async fn enqueue(&self, item: Item, started: std::time::Instant) -> Result<()> {
+    async fn enqueue(&self, item: Item, started: std::time::Instant) -> Result<bool> {
         let (done, wait) = oneshot::channel();
         let committed = async {
             self.queue.send((item, Some(done))).await.map_err(|_| "the audit queue is closed".to_string())?;
@@ -128,9 +150,9 @@ impl Batcher {
         };
         let window = self.deadline.saturating_sub(started.elapsed()).max(MIN_COMMIT_WINDOW);
         match tokio::time::timeout(window, committed).await {
-            Ok(Ok(())) => {
+            Ok(Ok(applied)) => {
                 self.metrics.audit_commit(started.elapsed().as_secs_f64());
-                return Ok(());
+                return Ok(applied);
             }
             Ok(Err(why)) => warn!(error = %why, "audit record not committed; failing the request closed"),
             Err(_) => {
@@ -163,6 +185,22 @@ async fn run(node: RaftNode, config: AuditConfig, mut rx: mpsc::Receiver<Pending
                 Err(_) => break,
             }
         }
+        // Outcomes alone wait a little for an entry that is being made anyway.
+        if batch.iter().all(|(item, _)| matches!(item, Item::Outcome(..))) {
+            let until = tokio::time::Instant::now() + OUTCOME_LINGER;
+            while batch.len() < config.max_batch && carried.is_none() {
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(p)) => {
+                        let outcome = matches!(p.0, Item::Outcome(..));
+                        carried = add(&mut batch, &mut bytes, config.max_batch_bytes, p);
+                        if !outcome {
+                            break;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+        }
         // With a batch already on its way, wait a little for company: one entry for many
         // requests is what keeps audited throughput close to unaudited.
         if in_flight.available_permits() < config.max_in_flight {
@@ -179,23 +217,53 @@ async fn run(node: RaftNode, config: AuditConfig, mut rx: mpsc::Receiver<Pending
         let node = node.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let (mut records, mut outcomes, mut waiters) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut records, mut outcomes, mut writes) = (Vec::new(), Vec::new(), Vec::new());
+            // Each waiter with the index of its write, if it made one.
+            let mut waiters = Vec::new();
             for (item, waiter) in batch {
-                match item {
-                    Item::Record(r) => records.push(r),
-                    Item::Outcome(id, o) => outcomes.push((id, o)),
-                    Item::Barrier => {}
-                }
-                waiters.extend(waiter);
+                let write = match item {
+                    Item::Record(r) => {
+                        records.push(r);
+                        None
+                    }
+                    Item::Outcome(id, o) => {
+                        outcomes.push((id, o));
+                        None
+                    }
+                    Item::Barrier => None,
+                    Item::Write(r, w) => {
+                        records.push(r);
+                        writes.push(w);
+                        Some(writes.len() - 1)
+                    }
+                };
+                waiters.extend(waiter.map(|w| (w, write)));
             }
-            let command = if records.is_empty() && outcomes.is_empty() {
-                Command::Noop
+            let batch_id = || crate::token::random_id(16).unwrap_or_default();
+            let result: std::result::Result<Vec<bool>, String> = if records.is_empty() && outcomes.is_empty() {
+                // Only barriers: a read index is a leader round trip with no log write (no
+                // fsync on any node), and as good a barrier as a commit.
+                node.read_barrier().await.map(|_| Vec::new()).map_err(|e| e.to_string())
+            } else if writes.is_empty() {
+                let command = Command::Audit { batch_id: batch_id(), records, outcomes };
+                node.write(command).await.map(|_| Vec::new()).map_err(|e| e.to_string())
             } else {
-                Command::Audit { batch_id: crate::token::random_id(16).unwrap_or_default(), records, outcomes }
+                let command = Command::AuditBatch { batch_id: batch_id(), records, outcomes, writes };
+                match node.write(command).await {
+                    Ok(resp) => match resp.result {
+                        CommandResult::Batched { applied, .. } => Ok(applied),
+                        other => Err(format!("unexpected result of an audit batch: {other:?}")),
+                    },
+                    Err(e) => Err(e.to_string()),
+                }
             };
-            let result = node.write(command).await.map(|_| ()).map_err(|e| e.to_string());
-            for w in waiters {
-                let _ = w.send(result.clone());
+            for (w, write) in waiters {
+                let ack = match (&result, write) {
+                    (Ok(applied), Some(i)) => Ok(applied.get(i).copied().unwrap_or(false)),
+                    (Ok(_), None) => Ok(true),
+                    (Err(e), _) => Err(e.clone()),
+                };
+                let _ = w.send(ack);
             }
         });
     }

@@ -12,8 +12,15 @@
 //! * That commit is also the request's read barrier: once applied here, this node has every
 //!   write that completed before the request arrived (linearizable reads on any node), so a
 //!   request costs one shared commit, not one for the barrier and one for the record.
+//! * A KV write carries its record in its own Raft entry instead (`Command::AuditBatch`,
+//!   `Recording::WithWrite` in the operation table): the record and the change it describes
+//!   land together or not at all, and a lone writer waits for one replicated commit, not two.
+//!   Its read barrier is a read index (a leader round trip, no log write), shared by
+//!   concurrent requests. A write request that ends without writing (refused, invalid, not
+//!   found) commits its record with the outcome folded in before it is answered.
 //! * The outcome (status, error, duration, HMACs of the reply) is attached to the record by
-//!   request id in a later batch, off the reply path.
+//!   request id in a later batch, off the reply path. Outcomes on their own wait up to 100 ms
+//!   for a batch that is being sent anyway, so they rarely cost an entry of their own.
 //! * Records are barrier-encrypted before they are proposed; apply numbers and chains them
 //!   (`arca_raft::audit_log`).
 

@@ -2,7 +2,7 @@
 //! check-and-set, deletes, metadata), proposed as guarded transactions.
 
 use arca_crypto::Keyring;
-use arca_raft::{Command, CommandResult, Guard, Op};
+use arca_raft::{Guard, Op};
 use arca_storage::Cf;
 
 use super::*;
@@ -52,7 +52,7 @@ impl Core {
                     Op::Delete { .. } => None,
                 })
                 .collect();
-            if self.node.write(Command::Txn { guards, ops }).await?.result == CommandResult::Applied {
+            if self.propose_guarded(guards, ops).await? {
                 return Ok(out);
             }
             // A forwarded write whose reply was lost is resent: it applies once and the resend
@@ -187,7 +187,7 @@ impl Core {
                 meta.versions.keys().map(|v| Op::Delete { cf: Cf::Kv, key: data_key(path, *v) }).collect();
             ops.push(Op::Delete { cf: Cf::Kv, key: meta_key.clone() });
             let guards = vec![Guard::unchanged(Cf::Kv, meta_key.clone(), Some(&raw))];
-            if self.node.write(Command::Txn { guards, ops }).await?.result == CommandResult::Applied {
+            if self.propose_guarded(guards, ops).await? {
                 return Ok(());
             }
             // Lost a race, or a resend of this very delete found it done: gone is gone.

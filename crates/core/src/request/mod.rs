@@ -9,4 +9,4 @@ pub use reply::{
     mount_serving, mounts, HealthInfo, InitResult, KvSecret, KvWritten, Member, Mount, MountTable, Reply, SealStatus,
     SecretIdIssued, TokenCreated,
 };
-pub use table::{Need, OpClass, Spec};
+pub use table::{Need, OpClass, Recording, Spec};

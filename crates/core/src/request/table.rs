@@ -50,6 +50,20 @@ pub struct Spec {
     pub name: &'static str,
     pub path: String,
     pub class: OpClass,
+    pub record: Recording,
+}
+
+/// When an audited request's record is committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recording {
+    /// Before the request is handled; its commit is also the request's read barrier.
+    Before,
+    /// In the same Raft entry as the request's write (the KV writes, whose guarded write decides
+    /// everything they change): one replicated commit for both, and neither lands without the
+    /// other. The request has a read barrier of its own first (a leader round trip, no log
+    /// write), and one that ends without writing (refused, invalid, not found) commits its
+    /// record, with the outcome folded in, before it is answered.
+    WithWrite,
 }
 
 const fn token(any: &'static [Capability], sudo: bool) -> OpClass {
@@ -175,7 +189,17 @@ impl Operation {
             Operation::KeyringRotate => ("KeyringRotate", "sys/rotate".into(), UPDATE_SUDO),
             Operation::KeyringStatus => ("KeyringStatus", "sys/key-status".into(), READ),
         };
-        Spec { name, path, class }
+        let record = match self {
+            Operation::KvPut { .. }
+            | Operation::KvPatch { .. }
+            | Operation::KvDelete { .. }
+            | Operation::KvUndelete { .. }
+            | Operation::KvDestroy { .. }
+            | Operation::KvSetMetadata { .. }
+            | Operation::KvDeleteMetadata { .. } => Recording::WithWrite,
+            _ => Recording::Before,
+        };
+        Spec { name, path, class, record }
     }
 
     /// The operation's name in metrics, logs and audit records (its table row's).
