@@ -84,7 +84,7 @@ impl Core {
         // for both, see `Recording::WithWrite`). Not for a token with a use limit: taking a use
         // is a write of its own, which must not happen before the record is committed.
         let with_write = spec.record == Recording::WithWrite
-            && pre.decision == "allowed"
+            && record.decision == "allowed"
             && known.as_ref().is_some_and(|(_, info)| info.uses_left.is_none());
         let mut ctx = AuditContext { known, ..Default::default() };
         let (result, folded) = if with_write {
