@@ -49,6 +49,11 @@ pub enum Error {
     #[error("audit log unavailable: the request's audit record could not be committed (lost quorum or a full disk); nothing was returned, retry later")]
     AuditUnavailable,
 
+    /// A write that carried its own audit record was proposed but not confirmed in time: unlike
+    /// `AuditUnavailable`, it may still be applied (with its record) once the cluster recovers.
+    #[error("the write was sent with its audit record but not confirmed in time (lost quorum or a slow disk): it may or may not have been applied; read the secret before writing it again")]
+    WriteUnconfirmed,
+
     #[error(transparent)]
     Cluster(#[from] arca_raft::Error),
 

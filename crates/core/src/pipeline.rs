@@ -369,9 +369,14 @@ fn decided_class(decision: &str) -> Option<Class> {
 fn untrusted_outcome(login: bool, decision: &str, result: &Result<Reply>) -> Option<Class> {
     match result {
         // A failure of the cluster is not the caller's.
-        Err(Error::Cluster(_) | Error::AuditUnavailable | Error::Storage(_) | Error::Internal(_) | Error::Sealed) => {
-            None
-        }
+        Err(
+            Error::Cluster(_)
+            | Error::AuditUnavailable
+            | Error::WriteUnconfirmed
+            | Error::Storage(_)
+            | Error::Internal(_)
+            | Error::Sealed,
+        ) => None,
         Err(_) if login => Some(Class::FailedLogin),
         // Only a login that succeeded gets its charge back: a ceremony step (status, start)
         // succeeds without proving anything, so it stays charged.

@@ -121,8 +121,15 @@ impl Batcher {
     /// Commits a guarded write together with the sealed record of the request that makes it:
     /// one replicated commit for both, and neither lands without the other. Returns whether the
     /// write's guards held; the record is committed either way. Fails closed as `commit`.
+    ///
+    /// Once sent, a write cannot be called back: a failure here (no commit within the deadline,
+    /// a leader lost mid-proposal) is `WriteUnconfirmed`, never `AuditUnavailable`, which
+    /// promises the request did nothing.
     pub async fn write(&self, record: Vec<u8>, write: GuardedWrite, started: std::time::Instant) -> Result<bool> {
-        self.enqueue(Item::Write(record, write), started).await
+        self.enqueue(Item::Write(record, write), started).await.map_err(|e| match e {
+            Error::AuditUnavailable => Error::WriteUnconfirmed,
+            other => other,
+        })
     }
 
     /// Queues the outcome of a committed record; it rides the next batch and nobody waits for

@@ -238,6 +238,7 @@ pub(crate) fn outcome(e: &Error) -> &'static str {
         Error::CasMismatch { .. } | Error::Rotation(_) | Error::FailedPrecondition(_) => "failed_precondition",
         Error::Conflict => "aborted",
         Error::Cluster(_) | Error::JoinFailed { .. } | Error::AuditUnavailable => "unavailable",
+        Error::WriteUnconfirmed => "unconfirmed",
         Error::Storage(_) | Error::Corrupt { .. } | Error::Internal(_) => "internal",
         Error::RateLimited { .. } => "rate_limited",
     }

@@ -32,6 +32,8 @@ pub(crate) fn status(e: CoreError) -> Status {
         CoreError::PermissionDenied(_) => Status::permission_denied(msg),
         CoreError::NotFound(_) => Status::not_found(msg),
         CoreError::Conflict => Status::aborted(msg),
+        // gRPC's own meaning: the deadline passed, and a change may have completed anyway.
+        CoreError::WriteUnconfirmed => Status::deadline_exceeded(msg),
         CoreError::Storage(_) | CoreError::Corrupt { .. } | CoreError::Internal(_) => Status::internal(msg),
         CoreError::RateLimited { .. } => Status::resource_exhausted(msg),
     }

@@ -285,6 +285,7 @@ impl From<CoreError> for HttpError {
             // As Vault: a check-and-set mismatch is a 400 whose message says so.
             CoreError::CasMismatch { .. } => StatusCode::BAD_REQUEST,
             CoreError::Conflict => StatusCode::CONFLICT,
+            CoreError::WriteUnconfirmed => StatusCode::GATEWAY_TIMEOUT,
             CoreError::Storage(_) | CoreError::Corrupt { .. } | CoreError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

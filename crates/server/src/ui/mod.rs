@@ -202,6 +202,7 @@ impl From<CoreError> for PageError {
             CoreError::NotFound(_) => StatusCode::NOT_FOUND,
             CoreError::Sealed | CoreError::AuditUnavailable | CoreError::Cluster(_) => StatusCode::SERVICE_UNAVAILABLE,
             CoreError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            CoreError::WriteUnconfirmed => StatusCode::GATEWAY_TIMEOUT,
             CoreError::Storage(_) | CoreError::Corrupt { .. } | CoreError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
