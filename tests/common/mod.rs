@@ -222,7 +222,14 @@ impl DevCluster {
         eventually(Duration::from_secs(60), || {
             self.arca_with_token(node, None, &["status"]).status.success().then_some(())
         })
-        .unwrap_or_else(|| panic!("node {node} did not answer after its restart"));
+        .unwrap_or_else(|| {
+            let log = std::fs::read_to_string(self.restart_log(node)).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            panic!(
+                "node {node} did not answer after its restart; its log ends:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )
+        });
         for share in &self.shares[..3] {
             self.ok(node, &["operator", "unseal", share]);
         }

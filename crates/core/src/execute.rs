@@ -1,5 +1,6 @@
 //! The handlers: each operation, once the pipeline has routed it by its class. Token-bearing
-//! operations reach `execute` only authenticated and authorized, after their record committed.
+//! operations reach `execute` only authenticated and authorized, after their record committed
+//! (a KV write's record instead rides the write's own entry: `Core::propose_guarded`).
 
 use std::sync::Arc;
 

@@ -10,7 +10,7 @@ use std::time::Instant;
 use arca_crypto::Keyring;
 use arca_raft::{Command, CommandResult, Guard, GuardedWrite, Op};
 use arca_storage::Cf;
-use tracing::{info, Instrument};
+use tracing::{info, warn, Instrument};
 use zeroize::Zeroizing;
 
 use crate::audit::{AuditContext, AuditOutcome, AuditRecord};
@@ -49,7 +49,8 @@ impl Core {
         }
         let keyring = self.keyring()?;
         // The decision as this node sees it now (read-only: no use of a use-limited token is
-        // taken). It goes into the record, whose commit is then the read barrier; the request is
+        // taken). It goes into the record, whose commit is then the read barrier (a KV write's
+        // barrier is a read index of its own, and its record rides the write); the request is
         // decided again on the current state right after, and the outcome says what happened.
         let mut pre = AuditContext::default();
         let known = self.precheck(&keyring, &req, &spec, &mut pre);
@@ -145,11 +146,18 @@ impl Core {
 
     /// Proposes a guarded write (`ops` if every guard holds); returns whether it applied. The
     /// first write of a request whose record travels with its write (`Recording::WithWrite`)
-    /// takes that record along in the same entry; any later one goes alone.
+    /// takes that record along in the same entry; any later one goes alone. A write that was
+    /// sent and not confirmed is `WriteUnconfirmed` either way: it may still apply.
     pub(crate) async fn propose_guarded(&self, guards: Vec<Guard>, ops: Vec<Op>) -> Result<bool> {
         match DEFERRED.try_with(RecordSlot::take).ok().flatten() {
             Some((record, started)) => self.batcher.write(record, GuardedWrite { guards, ops }, started).await,
-            None => Ok(self.node.write(Command::Txn { guards, ops }).await?.result == CommandResult::Applied),
+            None => match self.node.write(Command::Txn { guards, ops }).await {
+                Ok(resp) => Ok(resp.result == CommandResult::Applied),
+                Err(e) => {
+                    warn!(error = %e, "a guarded write was not confirmed");
+                    Err(Error::WriteUnconfirmed)
+                }
+            },
         }
     }
 
@@ -297,8 +305,8 @@ impl Core {
         };
         let Request { token, remote, client_certs, op, request_id } = req;
         let keyring = self.keyring()?;
-        // The read barrier: the next group commit through the leader, applied here, makes this
-        // node current, so the token check and any read below see every write that completed
+        // The read barrier: the next group commit through the leader (or a read index, when
+        // there is nothing to commit), applied here, makes this node current, so the token check and any read below see every write that completed
         // before this request began (linearizable on any node). Sealing skips it: an
         // operator must be able to seal a node that has lost its quorum (it is a protective
         // action, so a token checked against this node's own state is enough).
@@ -324,16 +332,19 @@ tokio::task_local! {
     static DEFERRED: RecordSlot;
 }
 
+/// A sealed record and the arrival time of its request.
+type Deferred = (Vec<u8>, Instant);
+
 /// A request's sealed record and its arrival time, until a write takes it.
 #[derive(Clone)]
-struct RecordSlot(Arc<Mutex<Option<(Vec<u8>, Instant)>>>);
+struct RecordSlot(Arc<Mutex<Option<Deferred>>>);
 
 impl RecordSlot {
     fn holding(record: Vec<u8>, started: Instant) -> RecordSlot {
         RecordSlot(Arc::new(Mutex::new(Some((record, started)))))
     }
 
-    fn take(&self) -> Option<(Vec<u8>, Instant)> {
+    fn take(&self) -> Option<Deferred> {
         self.0.lock().expect("record slot lock").take()
     }
 }

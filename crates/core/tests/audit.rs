@@ -30,15 +30,21 @@ async fn a_write_is_one_entry_with_its_record_and_one_that_fails_still_leaves_it
     let v = Vault::start().await;
     let leader = v.leader_core().await;
     let entries = || leader.node().metrics().last_log_index.unwrap_or(0);
-    let head = || audit_log::head(&leader.node().reader()).seq;
+    let head = || audit_log::head(leader.node().reader()).seq;
     let put = |cas| Operation::KvPut { path: "app/one".into(), data: data(&[("v", SECRET)]), cas };
-    // Let the set-up's outcomes go out first.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    for (i, core) in v.cores.iter().enumerate() {
-        let (before, seq) = (entries(), head());
-        call(core, Some(&v.root), put(None)).await.unwrap();
-        assert_eq!(entries() - before, 1, "write {i}: one entry for the record and the write");
-        assert_eq!(head() - seq, 1, "write {i}: its record is committed with it");
+    // On a follower and on the leader, a lone writer: each write's outcome rides the next
+    // write's entry, and its barrier (a read index) makes none.
+    let follower = v.cores.iter().find(|c| c.node().id() != leader.node().id()).unwrap().clone();
+    for core in [&follower, &leader] {
+        // Let outcomes held elsewhere go out first.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        for i in 0..3 {
+            let (before, seq) = (entries(), head());
+            call(core, Some(&v.root), put(None)).await.unwrap();
+            let node = core.node().id();
+            assert_eq!(entries() - before, 1, "node {node}, write {i}: one entry for the record and the write");
+            assert_eq!(head() - seq, 1, "node {node}, write {i}: its record is committed with it");
+        }
     }
     // The last outcome goes on its own after its short wait.
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -55,9 +55,8 @@ fn link(prev: &[u8; 32], seq: u64, record: &[u8]) -> [u8; 32] {
 /// Appends `records` in order; returns the sequence number of the first. A batch id seen before
 /// (a forwarded proposal resent after a lost reply) appends nothing the second time.
 pub(crate) fn append(tx: &mut Transaction<'_>, batch_id: &str, records: &[Vec<u8>]) -> u64 {
-    let batch_key = [BATCH_PREFIX, batch_id.as_bytes()].concat();
-    if let Ok(Some(seen)) = tx.get(Cf::Audit, &batch_key) {
-        return seen.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or_default();
+    if let Some((first, _)) = seen_batch(tx, batch_id) {
+        return first;
     }
     // A read fault here would fork this node's chain from the others'; `verify` would then name
     // it. Starting from an empty head is the only deterministic fallback.
@@ -70,14 +69,18 @@ pub(crate) fn append(tx: &mut Transaction<'_>, batch_id: &str, records: &[Vec<u8
         head = ChainPoint { seq, hash };
     }
     tx.put(Cf::Audit, HEAD, head.encode());
-    tx.put(Cf::Audit, batch_key, first.to_be_bytes().to_vec());
+    remember_batch(tx, batch_id, first, &[]);
     first
+}
+
+fn batch_key(batch_id: &str) -> Vec<u8> {
+    [BATCH_PREFIX, batch_id.as_bytes()].concat()
 }
 
 /// The results of an `AuditBatch` applied before under `batch_id`: its first sequence number
 /// and which of its writes applied (a resend is answered with them, not applied again).
 pub(crate) fn seen_batch(tx: &Transaction<'_>, batch_id: &str) -> Option<(u64, Vec<bool>)> {
-    let seen = tx.get(Cf::Audit, &[BATCH_PREFIX, batch_id.as_bytes()].concat()).ok()??;
+    let seen = tx.get(Cf::Audit, &batch_key(batch_id)).ok()??;
     let first = u64::from_be_bytes(seen.get(..8)?.try_into().ok()?);
     Some((first, seen[8..].iter().map(|b| *b == 1).collect()))
 }
@@ -87,7 +90,7 @@ pub(crate) fn seen_batch(tx: &Transaction<'_>, batch_id: &str) -> Option<(u64, V
 pub(crate) fn remember_batch(tx: &mut Transaction<'_>, batch_id: &str, first_seq: u64, applied: &[bool]) {
     let mut value = first_seq.to_be_bytes().to_vec();
     value.extend(applied.iter().map(|a| u8::from(*a)));
-    tx.put(Cf::Audit, [BATCH_PREFIX, batch_id.as_bytes()].concat(), value);
+    tx.put(Cf::Audit, batch_key(batch_id), value);
 }
 
 /// Drops every record up to and including `through` and records the checkpoint the remaining

@@ -92,7 +92,7 @@ async fn an_audit_batch_applies_its_writes_in_order_on_their_own_guards_and_once
         let r = node.reader();
         let got = |k: &str| r.get(Cf::Kv, k.as_bytes()).unwrap();
         assert_eq!((got("a"), got("b"), got("c")), (Some(b"1".to_vec()), None, Some(b"3".to_vec())));
-        assert_eq!(arca_raft::audit_log::head(&r).seq, 2, "node {}: the records were appended once", node.id());
+        assert_eq!(arca_raft::audit_log::head(r).seq, 2, "node {}: the records were appended once", node.id());
     }
     cluster.shutdown().await;
 }

@@ -14,8 +14,8 @@ use crate::{Error, Result};
 /// The least time a record gets to commit, however long its request took.
 const MIN_COMMIT_WINDOW: Duration = Duration::from_millis(500);
 
-/// Longest outcomes wait for a record, a write or a barrier to ride with, before they go in an
-/// entry of their own. Nobody waits for an outcome, so one that rides the next request's
+/// Longest outcomes wait for a record or a write to ride with, before they go in an entry of
+/// their own. Nobody waits for an outcome, so one that rides the next request's
 /// entry costs no commit of its own: a lone writer makes one entry per write, not two. The
 /// price: a node killed in this window loses the outcomes it held (their records say
 /// `unknown`), as it would lose those of a batch it had not yet sent.
@@ -32,7 +32,8 @@ pub struct AuditConfig {
     pub max_batch_bytes: usize,
     /// Batches in flight at once.
     pub max_in_flight: usize,
-    /// A request whose record is not committed within this fails with "audit log unavailable".
+    /// A request whose record is not committed within this fails with "audit log unavailable"
+    /// (a KV write whose record rode the write: "not confirmed", as it may still apply).
     pub deadline: Duration,
     /// Retention, applied by the leader: records older than this are trimmed.
     pub retention_max_age: Option<Duration>,
@@ -58,7 +59,8 @@ impl Default for AuditConfig {
 enum Item {
     /// A record; the request waits for its commit.
     Record(Vec<u8>),
-    /// A read barrier: the request waits for the next batch's commit.
+    /// A read barrier: the request waits for the next batch's commit, or for a read index
+    /// asked after it when the batch has nothing to commit.
     Barrier,
     /// The outcome of an earlier record (request id, ciphertext); nobody waits for it.
     Outcome(String, Vec<u8>),
@@ -175,49 +177,72 @@ async fn run(node: RaftNode, config: AuditConfig, mut rx: mpsc::Receiver<Pending
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
     // An item that did not fit the previous batch's byte budget opens the next one.
     let mut carried: Option<Pending> = None;
+    // Outcomes waiting for an entry that is made anyway, and until when they wait.
+    let mut held: Vec<Pending> = Vec::new();
+    let mut held_until: Option<tokio::time::Instant> = None;
     loop {
         let first = match carried.take() {
-            Some(p) => p,
-            None => match rx.recv().await {
-                Some(p) => p,
-                None => return,
+            Some(p) => Some(p),
+            None => match held_until {
+                Some(until) => match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(p)) => Some(p),
+                    Ok(None) => return,
+                    // The wait is over: the held outcomes go on their own.
+                    Err(_) => None,
+                },
+                None => match rx.recv().await {
+                    Some(p) => Some(p),
+                    None => return,
+                },
             },
         };
         let (mut batch, mut bytes) = (Vec::new(), 0);
-        add(&mut batch, &mut bytes, config.max_batch_bytes, first);
-        // Whatever is already queued goes along.
-        while batch.len() < config.max_batch && carried.is_none() {
-            match rx.try_recv() {
-                Ok(p) => carried = add(&mut batch, &mut bytes, config.max_batch_bytes, p),
-                Err(_) => break,
-            }
-        }
-        // Outcomes alone wait a little for an entry that is being made anyway.
-        if batch.iter().all(|(item, _)| matches!(item, Item::Outcome(..))) {
-            let until = tokio::time::Instant::now() + OUTCOME_LINGER;
+        if let Some(first) = first {
+            add(&mut batch, &mut bytes, config.max_batch_bytes, first);
+            // Whatever is already queued goes along.
             while batch.len() < config.max_batch && carried.is_none() {
-                match tokio::time::timeout_at(until, rx.recv()).await {
-                    Ok(Some(p)) => {
-                        let outcome = matches!(p.0, Item::Outcome(..));
-                        carried = add(&mut batch, &mut bytes, config.max_batch_bytes, p);
-                        if !outcome {
-                            break;
-                        }
+                match rx.try_recv() {
+                    Ok(p) => carried = add(&mut batch, &mut bytes, config.max_batch_bytes, p),
+                    Err(_) => break,
+                }
+            }
+            // With a batch already on its way, wait a little for company: one entry for many
+            // requests is what keeps audited throughput close to unaudited.
+            if in_flight.available_permits() < config.max_in_flight {
+                let until = tokio::time::Instant::now() + config.flush_interval;
+                while batch.len() < config.max_batch && carried.is_none() {
+                    match tokio::time::timeout_at(until, rx.recv()).await {
+                        Ok(Some(p)) => carried = add(&mut batch, &mut bytes, config.max_batch_bytes, p),
+                        _ => break,
                     }
-                    _ => break,
                 }
             }
+            let commits = batch.iter().any(|(item, _)| matches!(item, Item::Record(_) | Item::Write(..)));
+            if commits {
+                // The held outcomes ride this entry (they are small; the byte budget is a bound
+                // on what requests wait for, and nobody waits for these).
+                batch.append(&mut held);
+                held_until = None;
+            } else {
+                // Nothing here needs a log entry: outcomes wait for one that does, barriers go
+                // as a read index. Too many held outcomes go on their own at once.
+                let (outcomes, barriers): (Vec<Pending>, Vec<Pending>) =
+                    batch.into_iter().partition(|(item, _)| matches!(item, Item::Outcome(..)));
+                held.extend(outcomes);
+                batch = barriers;
+                if held.len() >= config.max_batch {
+                    batch.append(&mut held);
+                    held_until = None;
+                } else if !held.is_empty() && held_until.is_none() {
+                    held_until = Some(tokio::time::Instant::now() + OUTCOME_LINGER);
+                }
+            }
+        } else {
+            batch = std::mem::take(&mut held);
+            held_until = None;
         }
-        // With a batch already on its way, wait a little for company: one entry for many
-        // requests is what keeps audited throughput close to unaudited.
-        if in_flight.available_permits() < config.max_in_flight {
-            let until = tokio::time::Instant::now() + config.flush_interval;
-            while batch.len() < config.max_batch && carried.is_none() {
-                match tokio::time::timeout_at(until, rx.recv()).await {
-                    Ok(Some(p)) => carried = add(&mut batch, &mut bytes, config.max_batch_bytes, p),
-                    _ => break,
-                }
-            }
+        if batch.is_empty() {
+            continue;
         }
         metrics.audit_batch(batch.len());
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
@@ -246,33 +271,43 @@ async fn run(node: RaftNode, config: AuditConfig, mut rx: mpsc::Receiver<Pending
                 };
                 waiters.extend(waiter.map(|w| (w, write)));
             }
-            let batch_id = || crate::token::random_id(16).unwrap_or_default();
-            let result: std::result::Result<Vec<bool>, String> = if records.is_empty() && outcomes.is_empty() {
-                // Only barriers: a read index is a leader round trip with no log write (no
-                // fsync on any node), and as good a barrier as a commit.
-                node.read_barrier().await.map(|_| Vec::new()).map_err(|e| e.to_string())
-            } else if writes.is_empty() {
-                let command = Command::Audit { batch_id: batch_id(), records, outcomes };
-                node.write(command).await.map(|_| Vec::new()).map_err(|e| e.to_string())
-            } else {
-                let command = Command::AuditBatch { batch_id: batch_id(), records, outcomes, writes };
-                match node.write(command).await {
-                    Ok(resp) => match resp.result {
-                        CommandResult::Batched { applied, .. } => Ok(applied),
-                        other => Err(format!("unexpected result of an audit batch: {other:?}")),
-                    },
-                    Err(e) => Err(e.to_string()),
-                }
-            };
+            let result = send(&node, records, outcomes, writes).await;
             for (w, write) in waiters {
                 let ack = match (&result, write) {
-                    (Ok(applied), Some(i)) => Ok(applied.get(i).copied().unwrap_or(false)),
+                    (Ok(applied), Some(i)) => Ok(applied[i]),
                     (Ok(_), None) => Ok(true),
                     (Err(e), _) => Err(e.clone()),
                 };
                 let _ = w.send(ack);
             }
         });
+    }
+}
+
+/// Sends one batch; for a batch with writes, returns whether each applied (one per write).
+async fn send(
+    node: &RaftNode,
+    records: Vec<Vec<u8>>,
+    outcomes: Vec<(String, Vec<u8>)>,
+    writes: Vec<GuardedWrite>,
+) -> std::result::Result<Vec<bool>, String> {
+    if records.is_empty() && outcomes.is_empty() {
+        // Only barriers: a read index is a leader round trip with no log write (no fsync on
+        // any node), and as good a barrier as a commit.
+        return node.read_barrier().await.map(|_| Vec::new()).map_err(|e| e.to_string());
+    }
+    // The batch id is what makes a resent batch apply once: without a fresh one, fail the
+    // batch rather than risk it being taken for another.
+    let batch_id = crate::token::random_id(16).map_err(|e| format!("no batch id: {e}"))?;
+    if writes.is_empty() {
+        let command = Command::Audit { batch_id, records, outcomes };
+        return node.write(command).await.map(|_| Vec::new()).map_err(|e| e.to_string());
+    }
+    let count = writes.len();
+    let command = Command::AuditBatch { batch_id, records, outcomes, writes };
+    match node.write(command).await.map_err(|e| e.to_string())?.result {
+        CommandResult::Batched { applied, .. } if applied.len() == count => Ok(applied),
+        other => Err(format!("unexpected result of an audit batch with {count} writes: {other:?}")),
     }
 }
 
