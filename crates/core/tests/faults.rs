@@ -459,7 +459,8 @@ async fn concurrent_cas_writes_have_exactly_one_winner() {
 /// it was told to start over (`Reset`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_that_catches_up_by_snapshot_holds_the_same_vault() {
-    let timing = Timing { snapshot_every: 300, keep_logs: 30, ..Timing::default() };
+    // A write is one entry (its record rides it), so 200 writes pass two snapshots of 100.
+    let timing = Timing { snapshot_every: 100, keep_logs: 30, ..Timing::default() };
     let vault = Vault::start_with(timing).await;
     let leader = vault.leader().await;
     let behind = (1..=3).find(|n| *n != leader).unwrap();
