@@ -17,9 +17,9 @@ ARCA_NODE_PIDS=()
 ARCA_TOKEN=
 ARCA_CA=
 
-arca_port() { echo $((ARCA_BASE + ($1 - 1) * 10)); }
+arca_port() { node_port "$ARCA_BASE" "$1"; }
 arca_url() { echo "https://127.0.0.1:$(arca_port "$1")"; }
-arca_ports() { local n; for n in 1 2 3; do echo "$(arca_port $n) $(($(arca_port $n) + 1))"; done; }
+arca_ports() { node_ports "$ARCA_BASE"; }
 arca_curl() { curl -s --max-time 5 --cacert "$ARCA_CA" "$@"; }
 arca_auth() { arca_curl -H "X-Vault-Token: $ARCA_TOKEN" "$@"; }
 

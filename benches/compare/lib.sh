@@ -16,6 +16,29 @@ elapsed_ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", (b - a) * 1000 }'
 need() { command -v "$1" >/dev/null 2>&1 || die "$1 not found: $2"; }
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 
+# Both systems lay out three nodes alike: node N's API on BASE + 10(N-1), its cluster port one
+# above. node_port BASE N; node_ports BASE (every port of the three, for ports_free).
+node_port() { echo $(($1 + ($2 - 1) * 10)); }
+node_ports() { local n p; for n in 1 2 3; do p=$(node_port "$1" $n); echo "$p $((p + 1))"; done; }
+
+# The start of every cleanup trap: once only, no more ERR traps or -e, and a second Ctrl-C
+# must not cut it short. Returns 1 when cleanup already ran.
+cleanup_once() {
+  ((CLEANED)) && return 1
+  CLEANED=1
+  set +e; trap - ERR
+  trap '' INT TERM HUP
+}
+
+# The end of every cleanup trap: names any PID still alive, then keeps or removes $WORK.
+cleanup_report() {
+  local p left=()
+  for p in "$@"; do alive "$p" && left+=("$p"); done
+  ((${#left[@]} > 0)) && echo "WARNING: still running after cleanup: ${left[*]}"
+  if [[ $KEEP_DATA == 1 ]]; then echo "data kept in $WORK"; else rm -rf "$WORK"; fi
+  echo "results: $RESULTS"
+}
+
 # Every server is started through `setpriv --pdeathsig TERM` when util-linux has it: the
 # process gets SIGTERM if the script that started it dies, even by SIGKILL, when no trap
 # runs. (`arca dev cluster` does the same for its own nodes.) Starts must happen in the main

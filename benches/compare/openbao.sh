@@ -10,9 +10,9 @@
 BAO_PIDS=()
 BAO_TOKEN=
 
-bao_port() { echo $((BAO_BASE + ($1 - 1) * 10)); }
+bao_port() { node_port "$BAO_BASE" "$1"; }
 bao_url() { echo "https://127.0.0.1:$(bao_port "$1")"; }
-bao_ports() { local n; for n in 1 2 3; do echo "$(bao_port $n) $(($(bao_port $n) + 1))"; done; }
+bao_ports() { node_ports "$BAO_BASE"; }
 # curl trusting only our throwaway CA (--cacert beats a CURL_CA_BUNDLE from the environment).
 bao_curl() { curl -s --max-time 5 --cacert "$BAO_DIR/tls/ca.pem" "$@"; }
 bao_auth() { bao_curl -H "X-Vault-Token: $BAO_TOKEN" "$@"; }

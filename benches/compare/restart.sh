@@ -57,18 +57,13 @@ RESTARTED=()   # PIDs of the nodes this script started (the dev cluster does not
 
 CLEANED=0
 cleanup() {
-  local rc=$? p left=()
-  set +e; trap - ERR
-  ((CLEANED)) && return
-  CLEANED=1
-  trap '' INT TERM HUP
+  local rc=$?
+  cleanup_once || return
   echo "stopping: dev cluster ${ARCA_DEV_PID:-none}, restarted nodes ${RESTARTED[*]:-none}"
   arca_stop "${RESTARTED[@]}"
-  for p in "${ARCA_NODE_PIDS[@]}" "${RESTARTED[@]}" $ARCA_DEV_PID; do alive "$p" && left+=("$p"); done
-  ((${#left[@]} > 0)) && echo "WARNING: still running after cleanup: ${left[*]}"
   cp "$ADIR"/node*-restart.log "$RESULTS/" 2>/dev/null
-  if [[ $KEEP_DATA == 1 ]]; then echo "data kept in $WORK"; else rm -rf "$WORK"; fi
-  echo "results: $RESULTS"
+  # shellcheck disable=SC2086 # ARCA_DEV_PID may be empty
+  cleanup_report "${ARCA_NODE_PIDS[@]}" "${RESTARTED[@]}" $ARCA_DEV_PID
   exit "$rc"
 }
 trap cleanup EXIT

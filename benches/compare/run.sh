@@ -97,11 +97,8 @@ CSV=$RESULTS/kv.csv
 
 CLEANED=0
 cleanup() {
-  local rc=$? p left=()
-  set +e; trap - ERR
-  ((CLEANED)) && return
-  CLEANED=1
-  trap '' INT TERM HUP   # a second Ctrl-C must not cut the cleanup short
+  local rc=$? p
+  cleanup_once || return
   ((${#WRK_PIDS[@]} > 0)) && stop_pids "$(command -v wrk)" 5 "${WRK_PIDS[@]}"
   log "stopping Arca (dev cluster pid ${ARCA_DEV_PID:-none}) and OpenBao (pids ${BAO_PIDS[*]:-none})"
   # shellcheck disable=SC2119 # no restarted nodes to add here
@@ -109,10 +106,8 @@ cleanup() {
   bao_stop
   mkdir -p "$RESULTS/logs"
   for p in 1 2 3; do [[ -f $BAO_DIR/node$p/server.log ]] && cp "$BAO_DIR/node$p/server.log" "$RESULTS/logs/openbao-node$p.log"; done
-  for p in "${BAO_PIDS[@]}" "${ARCA_NODE_PIDS[@]}" $ARCA_DEV_PID; do alive "$p" && left+=("$p"); done
-  ((${#left[@]} > 0)) && echo "WARNING: still running after cleanup: ${left[*]}"
-  if [[ $KEEP_DATA == 1 ]]; then echo "data kept in $WORK"; else rm -rf "$WORK"; fi
-  echo "results: $RESULTS"
+  # shellcheck disable=SC2086 # ARCA_DEV_PID may be empty
+  cleanup_report "${BAO_PIDS[@]}" "${ARCA_NODE_PIDS[@]}" $ARCA_DEV_PID
   # Let tee flush the last lines before the shell exits (bounded).
   exec >&- 2>&-
   for _ in $(seq 1 50); do alive "$TEE_PID" || break; sleep 0.1; done

@@ -58,6 +58,14 @@ pub(crate) fn append(tx: &mut Transaction<'_>, batch_id: &str, records: &[Vec<u8
     if let Some((first, _)) = seen_batch(tx, batch_id) {
         return first;
     }
+    let first = append_unseen(tx, records);
+    remember_batch(tx, batch_id, first, &[]);
+    first
+}
+
+/// Appends `records` of a batch the caller has found unseen (`seen_batch`) and will
+/// remember (`remember_batch`); returns the sequence number of the first.
+pub(crate) fn append_unseen(tx: &mut Transaction<'_>, records: &[Vec<u8>]) -> u64 {
     // A read fault here would fork this node's chain from the others'; `verify` would then name
     // it. Starting from an empty head is the only deterministic fallback.
     let mut head = tx.get(Cf::Audit, HEAD).ok().flatten().and_then(|r| ChainPoint::decode(&r)).unwrap_or_default();
@@ -69,7 +77,6 @@ pub(crate) fn append(tx: &mut Transaction<'_>, batch_id: &str, records: &[Vec<u8
         head = ChainPoint { seq, hash };
     }
     tx.put(Cf::Audit, HEAD, head.encode());
-    remember_batch(tx, batch_id, first, &[]);
     first
 }
 

@@ -302,7 +302,7 @@ impl StoreConfig for TypeConfig {
                     Some((first_seq, applied)) => CommandResult::Batched { first_seq, applied },
                     None => {
                         crate::audit_log::attach_outcomes(tx, outcomes);
-                        let first_seq = crate::audit_log::append(tx, batch_id, records);
+                        let first_seq = crate::audit_log::append_unseen(tx, records);
                         let applied: Vec<bool> =
                             writes.iter().map(|w| apply_txn(tx, &w.guards, &w.ops) == CommandResult::Applied).collect();
                         crate::audit_log::remember_batch(tx, batch_id, first_seq, &applied);
