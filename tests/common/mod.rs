@@ -213,6 +213,14 @@ impl DevCluster {
                 }
             }
         }
+        // A zombie leader thread is not a gone process: its other threads may still be
+        // exiting (an mlocked address space takes a while to tear down) and hold the data
+        // directory's lock, and a restart then fails on it. Gone means the lock is free.
+        let lock = self.data_dir(node).join("db/LOCK");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lock_held(&lock) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Restarts a stopped node and unseals it with the threshold of shares; returns once it
@@ -423,4 +431,18 @@ pub fn client_pki(dir: &Path, name: &str, cn: &str) -> (PathBuf, PathBuf, PathBu
 
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/core/tests/fixtures").join(name)
+}
+
+/// Whether another process holds the POSIX record lock RocksDB takes on `path` (its `LOCK`
+/// file). `F_GETLK` only asks; it takes nothing.
+fn lock_held(path: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open(path) else {
+        return false;
+    };
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as _;
+    fl.l_whence = libc::SEEK_SET as _;
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut fl) };
+    rc == 0 && i32::from(fl.l_type) != libc::F_UNLCK
 }
