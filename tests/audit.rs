@@ -26,7 +26,7 @@ fn a_killed_nodes_records_survive_and_a_tampered_record_is_named() {
     let denied =
         c.arca_with_token(victim, Some("arca_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), &["kv", "get", "app/k1"]);
     assert_eq!(denied.status.code(), Some(1));
-    unsafe { libc::kill(c.pid(victim), libc::SIGKILL) };
+    c.kill9(victim);
 
     let survivor = 1;
     let mine = eventually(Duration::from_secs(10), || {

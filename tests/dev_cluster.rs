@@ -94,7 +94,7 @@ fn killing_the_leader_keeps_the_cluster_serving_and_a_restarted_node_comes_back_
     c.ok(1, &["kv", "put", "app/db", "password=before"]);
     let leader = c.leader(1);
     let survivor = (1..=3).find(|&n| n != leader).unwrap();
-    unsafe { libc::kill(c.pid(leader), libc::SIGKILL) };
+    c.kill9(leader);
     let killed = Instant::now();
 
     // Within 3 s a survivor serves a write and a read.

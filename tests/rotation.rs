@@ -56,7 +56,7 @@ fn operators_rotate_with_their_own_function_and_on_a_schedule() {
 
 #[test]
 fn a_new_leader_finishes_a_rotation_whose_leader_was_killed_between_set_and_finish() {
-    let c = DevCluster::start(3);
+    let mut c = DevCluster::start(3);
     // The "target system" is a directory: `set` appends the step's input to a log there and
     // `test` takes 3 s, which is when the leader is killed.
     let target = c.dir.path().join("target");
@@ -78,7 +78,7 @@ fn a_new_leader_finishes_a_rotation_whose_leader_was_killed_between_set_and_fini
         .unwrap_or_else(|| panic!("the rotation did not reach 'set': {}", status(&c, "app/db")));
 
     let leader = c.leader(1);
-    unsafe { libc::kill(c.pid(leader), libc::SIGKILL) };
+    c.kill9(leader);
     let survivor = if leader == 1 { 2 } else { 1 };
     let finished = eventually(Duration::from_secs(30), || {
         let out = c.arca(survivor, &["rotation", "status", "app/db", "--format", "json"]);
