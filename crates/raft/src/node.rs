@@ -1,6 +1,5 @@
 //! One running member of an Arca cluster.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -13,11 +12,9 @@ use openraft::{Raft, RaftMetrics, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
 use tracing::{info, instrument, warn};
 
 use crate::network::{decode, encode, Network, MAX_MESSAGE};
-use crate::proto::raft_client::RaftClient;
 use crate::proto::raft_server::RaftServer;
 use crate::service::{execute_on_leader, LeaderError, LeaderReply, LeaderRequest, RaftService};
 use crate::{Command, Error, Response, Result, TlsConfig, TypeConfig};
@@ -103,8 +100,6 @@ struct Inner {
     network: Network,
     timing: Timing,
     data_dir: PathBuf,
-    /// Channels for `forward`, by node id (0: not known yet) and address.
-    peers: Mutex<HashMap<(u64, String), RaftClient<Channel>>>,
     server: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
 }
 
@@ -178,7 +173,6 @@ impl RaftNode {
                 network,
                 timing: config.timing,
                 data_dir: config.data_dir.clone(),
-                peers: Mutex::new(HashMap::new()),
                 server: Mutex::new(Some((stop_tx, handle))),
             }),
         })
@@ -342,18 +336,7 @@ impl RaftNode {
         req: &LeaderRequest,
         deadline: Instant,
     ) -> Result<std::result::Result<LeaderReply, LeaderError>> {
-        let mut client = {
-            let mut peers = self.inner.peers.lock().expect("peer cache lock");
-            let key = (to, addr.to_string());
-            match peers.get(&key) {
-                Some(c) => c.clone(),
-                None => {
-                    let c = self.inner.network.channel((to != 0).then_some(to), addr)?;
-                    peers.insert(key, c.clone());
-                    c
-                }
-            }
-        };
+        let mut client = self.inner.network.channel((to != 0).then_some(to), addr)?;
         let mut request = tonic::Request::new(encode(req));
         request.set_timeout(deadline.saturating_duration_since(Instant::now()));
         let fail = |reason: String| Error::Forward { leader: to, reason: format!("{addr}: {reason}") };
@@ -422,7 +405,7 @@ impl RaftNode {
             let _ = stop.send(());
             let _ = handle.await;
         }
-        self.inner.peers.lock().expect("peer cache lock").clear();
+        self.inner.network.forget_channels();
         info!(node = self.inner.id, "node stopped");
     }
 }
