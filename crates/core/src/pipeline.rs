@@ -91,8 +91,8 @@ impl Core {
         let (result, folded) = if with_write {
             // The read barrier the record's commit would have been: authentication and the
             // write's decision see every write that completed before this request began.
-            self.batcher.barrier(started).await?;
-            let slot = RecordSlot::holding(record.seal(&keyring)?, started);
+            let term = self.write_barrier(started).await?;
+            let slot = RecordSlot::holding(Deferred { record: record.seal(&keyring)?, started, term });
             let result = DEFERRED.scope(slot.clone(), self.dispatch(req, &spec, &mut ctx, false)).await;
             // Still in the slot: the request ended without writing, so its record goes now.
             (result, slot.take().is_some())
@@ -144,13 +144,37 @@ impl Core {
         result
     }
 
+    /// A KV write's read barrier. On the leader it is local (no quorum round; the write must
+    /// then commit in the returned term, see `RaftNode::local_barrier`); elsewhere, and on a
+    /// leader whose first entry is not committed yet, it is a read index through the leader.
+    async fn write_barrier(&self, started: Instant) -> Result<Option<u64>> {
+        match self.node.local_barrier().await {
+            Ok(Some(term)) => return Ok(Some(term)),
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "no local read barrier; asking the leader"),
+        }
+        self.batcher.barrier(started).await.map(|()| None)
+    }
+
     /// Proposes a guarded write (`ops` if every guard holds); returns whether it applied. The
     /// first write of a request whose record travels with its write (`Recording::WithWrite`)
     /// takes that record along in the same entry; any later one goes alone. A write that was
     /// sent and not confirmed is `WriteUnconfirmed` either way: it may still apply.
     pub(crate) async fn propose_guarded(&self, guards: Vec<Guard>, ops: Vec<Op>) -> Result<bool> {
         match DEFERRED.try_with(RecordSlot::take).ok().flatten() {
-            Some((record, started)) => self.batcher.write(record, GuardedWrite { guards, ops }, started).await,
+            Some(Deferred { record, started, term }) => {
+                let applied = self.batcher.write(record, GuardedWrite { guards, ops }, term, started).await?;
+                // Decided on this leader's own state: a write that did not apply may have been
+                // refused for its term, and then the decision itself (authentication included)
+                // may have missed a newer leader's writes. Only a node that still leads in the
+                // same term knows its entry was of that term, so its guards refused it.
+                if let Some(term) = term.filter(|_| !applied) {
+                    if !self.node.leads_in(term).await? {
+                        return Err(arca_raft::Error::LeadershipChanged.into());
+                    }
+                }
+                Ok(applied)
+            }
             None => match self.node.write(Command::Txn { guards, ops }).await {
                 Ok(resp) => Ok(resp.result == CommandResult::Applied),
                 Err(e) => {
@@ -332,16 +356,23 @@ tokio::task_local! {
     static DEFERRED: RecordSlot;
 }
 
-/// A sealed record and the arrival time of its request.
-type Deferred = (Vec<u8>, Instant);
+/// A request's sealed record, waiting for its first write.
+struct Deferred {
+    record: Vec<u8>,
+    /// When the request arrived.
+    started: Instant,
+    /// The leader term the request is decided in, when its barrier was this leader's own
+    /// state (`RaftNode::local_barrier`); its write must commit in that term.
+    term: Option<u64>,
+}
 
 /// A request's sealed record and its arrival time, until a write takes it.
 #[derive(Clone)]
 struct RecordSlot(Arc<Mutex<Option<Deferred>>>);
 
 impl RecordSlot {
-    fn holding(record: Vec<u8>, started: Instant) -> RecordSlot {
-        RecordSlot(Arc::new(Mutex::new(Some((record, started)))))
+    fn holding(deferred: Deferred) -> RecordSlot {
+        RecordSlot(Arc::new(Mutex::new(Some(deferred))))
     }
 
     fn take(&self) -> Option<Deferred> {

@@ -2,6 +2,7 @@ use std::io::Cursor;
 
 use arca_storage::backup::Record;
 use arca_storage::{Cf, StoreConfig, Transaction};
+use openraft::LogId;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -82,7 +83,6 @@ pub enum Command {
     /// travels in the same entry as the write (one replicated commit per write, and the record
     /// and the change it describes land together or not at all). `batch_id` makes a resent
     /// batch apply once, and a resend is answered with the first application's results.
-    /// (Last of the variants: bincode numbers them, and logs written before it must decode.)
     AuditBatch {
         batch_id: String,
         #[serde(with = "byte_strings")]
@@ -90,6 +90,22 @@ pub enum Command {
         #[serde(with = "keyed_byte_strings")]
         outcomes: Vec<(String, Vec<u8>)>,
         writes: Vec<GuardedWrite>,
+    },
+    /// `AuditBatch` whose writes may name the leader term their request was decided in
+    /// (`terms[i]`; `None`: decided after a read index). Such a write applies only in an entry
+    /// of that term, besides its guards: its decision read the leader's own state without a
+    /// quorum round, which is known to be current only while that leadership lasts (see
+    /// `RaftNode::local_barrier`). An entry of term T commits only while a quorum follows the
+    /// leader of T, and that leader has every entry committed before it was elected.
+    /// (Last of the variants: bincode numbers them, and logs written before it must decode.)
+    AuditBatchInTerms {
+        batch_id: String,
+        #[serde(with = "byte_strings")]
+        records: Vec<Vec<u8>>,
+        #[serde(with = "keyed_byte_strings")]
+        outcomes: Vec<(String, Vec<u8>)>,
+        writes: Vec<GuardedWrite>,
+        terms: Vec<Option<u64>>,
     },
 }
 
@@ -214,7 +230,7 @@ impl std::fmt::Debug for Command {
             Command::Delete { path } => write!(f, "Delete({path:?})"),
             Command::Txn { guards, ops } => write!(f, "Txn({} guards, {} ops)", guards.len(), ops.len()),
             Command::Audit { records, .. } => write!(f, "Audit({} records)", records.len()),
-            Command::AuditBatch { records, writes, .. } => {
+            Command::AuditBatch { records, writes, .. } | Command::AuditBatchInTerms { records, writes, .. } => {
                 write!(f, "AuditBatch({} records, {} writes)", records.len(), writes.len())
             }
             Command::AuditTrim { through, .. } => write!(f, "AuditTrim(through {through})"),
@@ -279,7 +295,8 @@ pub struct Response {
 }
 
 impl StoreConfig for TypeConfig {
-    fn apply(command: &Command, index: u64, tx: &mut Transaction<'_>) -> Response {
+    fn apply(command: &Command, log_id: &LogId<u64>, tx: &mut Transaction<'_>) -> Response {
+        let index = log_id.index;
         let result = match command {
             Command::Noop => CommandResult::Done,
             Command::Put { path, ciphertext } => {
@@ -298,17 +315,13 @@ impl StoreConfig for TypeConfig {
                 CommandResult::Audited { first_seq: crate::audit_log::append(tx, batch_id, records) }
             }
             Command::AuditBatch { batch_id, records, outcomes, writes } => {
-                match crate::audit_log::seen_batch(tx, batch_id) {
-                    Some((first_seq, applied)) => CommandResult::Batched { first_seq, applied },
-                    None => {
-                        crate::audit_log::attach_outcomes(tx, outcomes);
-                        let first_seq = crate::audit_log::append_unseen(tx, records);
-                        let applied: Vec<bool> =
-                            writes.iter().map(|w| apply_txn(tx, &w.guards, &w.ops) == CommandResult::Applied).collect();
-                        crate::audit_log::remember_batch(tx, batch_id, first_seq, &applied);
-                        CommandResult::Batched { first_seq, applied }
-                    }
-                }
+                apply_batch(tx, batch_id, records, outcomes, writes, |_| true)
+            }
+            Command::AuditBatchInTerms { batch_id, records, outcomes, writes, terms } => {
+                let term = log_id.leader_id.term;
+                apply_batch(tx, batch_id, records, outcomes, writes, |i| {
+                    terms.get(i).copied().flatten().is_none_or(|t| t == term)
+                })
             }
             Command::AuditTrim { through, .. } => {
                 CommandResult::Trimmed { removed: crate::audit_log::trim(tx, *through) }
@@ -326,6 +339,31 @@ impl StoreConfig for TypeConfig {
     fn empty_response(index: u64) -> Response {
         Response { index, result: CommandResult::Done }
     }
+}
+
+/// A group commit with writes: outcomes, records, then each write that `in_term` allows (by
+/// its position) on its own guards, in order. A resent batch is answered with the first
+/// application's results and applies nothing.
+fn apply_batch(
+    tx: &mut Transaction<'_>,
+    batch_id: &str,
+    records: &[Vec<u8>],
+    outcomes: &[(String, Vec<u8>)],
+    writes: &[GuardedWrite],
+    in_term: impl Fn(usize) -> bool,
+) -> CommandResult {
+    if let Some((first_seq, applied)) = crate::audit_log::seen_batch(tx, batch_id) {
+        return CommandResult::Batched { first_seq, applied };
+    }
+    crate::audit_log::attach_outcomes(tx, outcomes);
+    let first_seq = crate::audit_log::append_unseen(tx, records);
+    let applied: Vec<bool> = writes
+        .iter()
+        .enumerate()
+        .map(|(i, w)| in_term(i) && apply_txn(tx, &w.guards, &w.ops) == CommandResult::Applied)
+        .collect();
+    crate::audit_log::remember_batch(tx, batch_id, first_seq, &applied);
+    CommandResult::Batched { first_seq, applied }
 }
 
 /// `ops` if every guard holds (a later write in the same batch sees the earlier ones), else

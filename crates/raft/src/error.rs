@@ -35,6 +35,9 @@ pub enum Error {
     #[error("the cluster is already initialized")]
     AlreadyInitialized,
 
+    #[error("this node stopped leading while the request was decided on its state; nothing was written: retry")]
+    LeadershipChanged,
+
     #[error("raft has stopped on this node: {0}")]
     Fatal(String),
 }

@@ -257,6 +257,56 @@ impl RaftNode {
         }
     }
 
+    /// The read barrier of a leader, without a quorum round: if this node leads and has
+    /// committed an entry of its own term (so its commit index covers every entry committed
+    /// before its election), waits until it has applied that index and returns the term.
+    /// `None` on a follower, or on a leader still committing its first entry: use
+    /// [`RaftNode::read_barrier`].
+    ///
+    /// A node cannot know it still leads without asking a quorum, so what it reads after this
+    /// is current only while the returned term's leadership lasts. A write decided on it must
+    /// therefore commit in that term (`Command::AuditBatchInTerms`): the quorum that commits
+    /// an entry of the term is the proof that nobody was elected after it.
+    #[instrument(skip_all, fields(node = self.inner.id))]
+    pub async fn local_barrier(&self) -> Result<Option<u64>> {
+        let me = self.inner.id;
+        let leading_at = self
+            .inner
+            .raft
+            .with_raft_state(move |st| {
+                let vote = st.vote_ref();
+                let term = vote.leader_id().term;
+                let leads = st.server_state == openraft::ServerState::Leader
+                    && vote.is_committed()
+                    && vote.leader_id().voted_for() == Some(me);
+                match st.committed {
+                    Some(c) if leads && c.leader_id.term == term => Some((term, c.index)),
+                    _ => None,
+                }
+            })
+            .await
+            .map_err(|e| Error::Fatal(e.to_string()))?;
+        let Some((term, index)) = leading_at else { return Ok(None) };
+        self.wait_applied(index).await?;
+        Ok(Some(term))
+    }
+
+    /// Whether this node leads in `term` now. Leading in one term is one unbroken stretch, so
+    /// a node that led in `term` when it decided something and still does now led throughout.
+    pub async fn leads_in(&self, term: u64) -> Result<bool> {
+        let me = self.inner.id;
+        self.inner
+            .raft
+            .with_raft_state(move |st| {
+                let vote = st.vote_ref();
+                st.server_state == openraft::ServerState::Leader
+                    && vote.leader_id().term == term
+                    && vote.leader_id().voted_for() == Some(me)
+            })
+            .await
+            .map_err(|e| Error::Fatal(e.to_string()))
+    }
+
     /// Adds a node as a learner and waits until it has caught up with the log.
     pub async fn add_learner(&self, id: u64, info: NodeInfo) -> Result<u64> {
         // Leave time within the request deadline for the leader to report a failure itself.

@@ -97,6 +97,59 @@ async fn an_audit_batch_applies_its_writes_in_order_on_their_own_guards_and_once
     cluster.shutdown().await;
 }
 
+/// A leader's local barrier: its term, with its commit applied; none on a follower. A write
+/// decided on it applies only in an entry of that term, so a write decided under a leader that
+/// has since been replaced is refused, by every node alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_decided_in_a_term_applies_only_in_an_entry_of_that_term() {
+    init_tracing();
+    let mut cluster = TestCluster::start(3, Timing::default()).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(5)).await;
+    let term = cluster.node(leader).local_barrier().await.unwrap().expect("the leader's own barrier");
+    assert!(cluster.node(leader).leads_in(term).await.unwrap());
+    let f = follower(&cluster, leader);
+    assert_eq!(f.local_barrier().await.unwrap(), None, "a follower must ask the leader");
+    assert!(!f.leads_in(term).await.unwrap());
+
+    let put = |key: &str| Op::Put { cf: Cf::Kv, key: key.into(), value: b"v".to_vec() };
+    let batch = |id: &str, terms: Vec<Option<u64>>| Command::AuditBatchInTerms {
+        batch_id: id.into(),
+        records: vec![b"r".to_vec(); terms.len()],
+        outcomes: vec![],
+        writes: (0..terms.len())
+            .map(|i| GuardedWrite { guards: vec![], ops: vec![put(&format!("{id}-{i}"))] })
+            .collect(),
+        terms,
+    };
+    // Proposed through the follower: it is the leader's entry either way.
+    let first = f.write(batch("one", vec![Some(term), Some(term + 1), None])).await.unwrap();
+    assert_eq!(first.result, CommandResult::Batched { first_seq: 1, applied: vec![true, false, true] });
+
+    // A new leader: a write still carrying the old term is refused.
+    cluster.stop(leader).await;
+    let new = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    // Until the new leader commits its first entry, it has no barrier of its own.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let new_term = loop {
+        match cluster.node(new).local_barrier().await.unwrap() {
+            Some(t) => break t,
+            None if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(10)).await,
+            None => panic!("the new leader has no barrier of its own after 5 s"),
+        }
+    };
+    assert!(new_term > term);
+    let second = cluster.node(new).write(batch("two", vec![Some(term), Some(new_term)])).await.unwrap();
+    assert_eq!(second.result, CommandResult::Batched { first_seq: 4, applied: vec![false, true] });
+    for node in cluster.running() {
+        node.read_barrier().await.unwrap();
+        let r = node.reader();
+        let got = |k: &str| r.get(Cf::Kv, k.as_bytes()).unwrap().is_some();
+        let stored: Vec<bool> = ["one-0", "one-1", "one-2", "two-0", "two-1"].iter().map(|k| got(k)).collect();
+        assert_eq!(stored, [true, false, true, false, true], "node {}", node.id());
+    }
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_the_leader_elects_a_new_one_that_accepts_writes() {
     init_tracing();

@@ -41,8 +41,9 @@ pub use store::{open, Applied, Cf, ChangedKey, Observer, StateReader, Store, DAT
 pub trait StoreConfig:
     openraft::RaftTypeConfig<Entry = openraft::Entry<Self>, SnapshotData = Cursor<Vec<u8>>, NodeId = u64>
 {
-    /// Applies one command at `index`, staging its writes in `tx`.
-    fn apply(command: &Self::D, index: u64, tx: &mut Transaction<'_>) -> Self::R;
+    /// Applies the command of entry `log_id`, staging its writes in `tx`. The entry's term is
+    /// part of the replicated input (every node applies the same entry with the same id).
+    fn apply(command: &Self::D, log_id: &openraft::LogId<u64>, tx: &mut Transaction<'_>) -> Self::R;
 
     /// The response recorded for entries that carry no command (blank and membership entries).
     fn empty_response(index: u64) -> Self::R;

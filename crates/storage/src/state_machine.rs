@@ -213,7 +213,7 @@ impl<C: StoreConfig> RaftStateMachine<C> for StateMachine<C> {
             let log_id = *entry.get_log_id();
             last_applied = Some(log_id);
             responses.push(match &entry.payload {
-                EntryPayload::Normal(cmd) => C::apply(cmd, log_id.index, &mut tx),
+                EntryPayload::Normal(cmd) => C::apply(cmd, &log_id, &mut tx),
                 EntryPayload::Blank => C::empty_response(log_id.index),
                 EntryPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(Some(log_id), m.clone()));

@@ -24,13 +24,13 @@ openraft::declare_raft_types!(
 );
 
 impl StoreConfig for TestConfig {
-    fn apply(cmd: &Put, index: u64, tx: &mut Transaction<'_>) -> u64 {
+    fn apply(cmd: &Put, log_id: &openraft::LogId<u64>, tx: &mut Transaction<'_>) -> u64 {
         // Reads see writes staged earlier in the same batch.
         let prev = tx.get(Cf::Kv, cmd.key.as_bytes()).unwrap().unwrap_or_default();
         let mut value = prev;
         value.extend_from_slice(&cmd.value);
         tx.put(Cf::Kv, cmd.key.as_bytes(), value);
-        index
+        log_id.index
     }
 
     fn empty_response(index: u64) -> u64 {

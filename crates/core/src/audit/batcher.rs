@@ -65,8 +65,9 @@ enum Item {
     /// The outcome of an earlier record (request id, ciphertext); nobody waits for it.
     Outcome(String, Vec<u8>),
     /// A guarded write and the record of the request that makes it, committed in one entry;
-    /// the request waits for it and learns whether the write's guards held.
-    Write(Vec<u8>, GuardedWrite),
+    /// the request waits for it and learns whether the write's guards held. With a term, the
+    /// write applies only in an entry of that term (`Command::AuditBatchInTerms`).
+    Write(Vec<u8>, GuardedWrite, Option<u64>),
 }
 
 /// What a waiter learns: for a write, whether its guards held; `true` for everything else.
@@ -81,7 +82,7 @@ impl Item {
             Item::Record(r) => r.len(),
             Item::Barrier => 0,
             Item::Outcome(id, o) => id.len() + o.len(),
-            Item::Write(r, w) => r.len() + w.size(),
+            Item::Write(r, w, _) => r.len() + w.size() + 9,
         }
     }
 }
@@ -127,8 +128,14 @@ impl Batcher {
     /// Once sent, a write cannot be called back: a failure here (no commit within the deadline,
     /// a leader lost mid-proposal) is `WriteUnconfirmed`, never `AuditUnavailable`, which
     /// promises the request did nothing.
-    pub async fn write(&self, record: Vec<u8>, write: GuardedWrite, started: std::time::Instant) -> Result<bool> {
-        self.enqueue(Item::Write(record, write), started).await.map_err(|e| match e {
+    pub async fn write(
+        &self,
+        record: Vec<u8>,
+        write: GuardedWrite,
+        term: Option<u64>,
+        started: std::time::Instant,
+    ) -> Result<bool> {
+        self.enqueue(Item::Write(record, write, term), started).await.map_err(|e| match e {
             Error::AuditUnavailable => Error::WriteUnconfirmed,
             other => other,
         })
@@ -249,7 +256,7 @@ async fn run(node: RaftNode, config: AuditConfig, mut rx: mpsc::Receiver<Pending
         let node = node.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let (mut records, mut outcomes, mut writes) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut records, mut outcomes, mut writes, mut terms) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             // Each waiter with the index of its write, if it made one.
             let mut waiters = Vec::new();
             for (item, waiter) in batch {
@@ -263,15 +270,16 @@ async fn run(node: RaftNode, config: AuditConfig, mut rx: mpsc::Receiver<Pending
                         None
                     }
                     Item::Barrier => None,
-                    Item::Write(r, w) => {
+                    Item::Write(r, w, term) => {
                         records.push(r);
                         writes.push(w);
+                        terms.push(term);
                         Some(writes.len() - 1)
                     }
                 };
                 waiters.extend(waiter.map(|w| (w, write)));
             }
-            let result = send(&node, records, outcomes, writes).await;
+            let result = send(&node, records, outcomes, writes, terms).await;
             for (w, write) in waiters {
                 let ack = match (&result, write) {
                     (Ok(applied), Some(i)) => Ok(applied[i]),
@@ -285,11 +293,13 @@ async fn run(node: RaftNode, config: AuditConfig, mut rx: mpsc::Receiver<Pending
 }
 
 /// Sends one batch; for a batch with writes, returns whether each applied (one per write).
+/// `terms` has one entry per write: the term it must commit in, if any.
 async fn send(
     node: &RaftNode,
     records: Vec<Vec<u8>>,
     outcomes: Vec<(String, Vec<u8>)>,
     writes: Vec<GuardedWrite>,
+    terms: Vec<Option<u64>>,
 ) -> std::result::Result<Vec<bool>, String> {
     if records.is_empty() && outcomes.is_empty() {
         // Only barriers: a read index is a leader round trip with no log write (no fsync on
@@ -304,7 +314,11 @@ async fn send(
         return node.write(command).await.map(|_| Vec::new()).map_err(|e| e.to_string());
     }
     let count = writes.len();
-    let command = Command::AuditBatch { batch_id, records, outcomes, writes };
+    let command = if terms.iter().any(Option::is_some) {
+        Command::AuditBatchInTerms { batch_id, records, outcomes, writes, terms }
+    } else {
+        Command::AuditBatch { batch_id, records, outcomes, writes }
+    };
     match node.write(command).await.map_err(|e| e.to_string())?.result {
         CommandResult::Batched { applied, .. } if applied.len() == count => Ok(applied),
         other => Err(format!("unexpected result of an audit batch with {count} writes: {other:?}")),
