@@ -93,9 +93,19 @@ impl Core {
             // write's decision see every write that completed before this request began.
             let term = self.write_barrier(started).await?;
             let slot = RecordSlot::holding(Deferred { record: record.seal(&keyring)?, started, term });
-            let result = DEFERRED.scope(slot.clone(), self.dispatch(req, &spec, &mut ctx, false)).await;
+            let mut result = DEFERRED.scope(slot.clone(), self.dispatch(req, &spec, &mut ctx, false)).await;
             // Still in the slot: the request ended without writing, so its record goes now.
-            (result, slot.take().is_some())
+            let unwritten = slot.take();
+            // Decided on this leader's own state, and no write committed in its term to prove
+            // that state current (a CAS mismatch, a secret not found, a refusal): a quorum must
+            // confirm the leadership before the answer goes, or a leader that was replaced
+            // without knowing it could answer from what it missed.
+            if unwritten.as_ref().is_some_and(|d| d.term.is_some()) {
+                if let Err(e) = self.batcher.barrier(started).await {
+                    result = Err(e);
+                }
+            }
+            (result, unwritten.is_some())
         } else {
             // Fail closed: without a committed record the request is not handled at all.
             if !seal {

@@ -319,8 +319,11 @@ impl StoreConfig for TypeConfig {
             }
             Command::AuditBatchInTerms { batch_id, records, outcomes, writes, terms } => {
                 let term = log_id.leader_id.term;
-                apply_batch(tx, batch_id, records, outcomes, writes, |i| {
-                    terms.get(i).copied().flatten().is_none_or(|t| t == term)
+                // A write without its entry in `terms` is refused (fail closed).
+                apply_batch(tx, batch_id, records, outcomes, writes, |i| match terms.get(i) {
+                    Some(Some(t)) => *t == term,
+                    Some(None) => true,
+                    None => false,
                 })
             }
             Command::AuditTrim { through, .. } => {

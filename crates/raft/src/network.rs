@@ -126,8 +126,10 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         // that every RPC reports, so a bad membership entry is visible instead of a panic.
         Connection {
             target,
+            addr: node.raft_addr.clone(),
             client: self.channel(Some(target), &node.raft_addr).map_err(|e| e.to_string()),
             contacts: self.contacts.clone(),
+            channels: self.channels.clone(),
         }
     }
 }
@@ -135,8 +137,10 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// One peer, as seen by the replication stream of the leader (or a candidate's vote requests).
 pub struct Connection {
     target: u64,
+    addr: String,
     client: std::result::Result<RaftClient<Channel>, String>,
     contacts: Contacts,
+    channels: Channels,
 }
 
 fn status_to_rpc<E: std::error::Error>(status: tonic::Status) -> RPCError<u64, NodeInfo, E> {
@@ -180,7 +184,15 @@ impl Connection {
             Method::Vote => client.vote(request).await,
             Method::Snapshot => client.install_snapshot(request).await,
         }
-        .map_err(status_to_rpc)?;
+        .map_err(|status| {
+            // The shared connection may be the fault (half-open after a partition, a peer that
+            // restarted): the next client openraft asks for dials afresh. Until then it waited
+            // for keep-alive to notice, where a fresh client per request used to reconnect.
+            if matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded) {
+                self.channels.lock().expect("channel cache lock").remove(&(Some(self.target), self.addr.clone()));
+            }
+            status_to_rpc(status)
+        })?;
         self.contacts.lock().expect("contacts lock").insert(self.target, Instant::now());
         let result: std::result::Result<Resp, RaftError<u64, E>> =
             decode(reply.get_ref()).map_err(|s| RPCError::Network(NetworkError::new(&s)))?;

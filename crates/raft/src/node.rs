@@ -269,24 +269,29 @@ impl RaftNode {
     /// an entry of the term is the proof that nobody was elected after it.
     #[instrument(skip_all, fields(node = self.inner.id))]
     pub async fn local_barrier(&self) -> Result<Option<u64>> {
+        // Safety does not rest on this, the term does; but a leader cut off from its quorum
+        // (openraft 0.9 keeps leading) would decide writes that can only time out, where a
+        // read index fails over cleanly. So: only with a quorum heard within an election timeout.
+        if !self.quorum_heard_within(self.inner.timing.election_min) {
+            return Ok(None);
+        }
         let me = self.inner.id;
-        let leading_at = self
-            .inner
-            .raft
-            .with_raft_state(move |st| {
-                let vote = st.vote_ref();
-                let term = vote.leader_id().term;
-                let leads = st.server_state == openraft::ServerState::Leader
-                    && vote.is_committed()
-                    && vote.leader_id().voted_for() == Some(me);
-                match st.committed {
-                    Some(c) if leads && c.leader_id.term == term => Some((term, c.index)),
-                    _ => None,
-                }
-            })
-            .await
-            .map_err(|e| Error::Fatal(e.to_string()))?;
-        let Some((term, index)) = leading_at else { return Ok(None) };
+        let query = self.inner.raft.with_raft_state(move |st| {
+            let vote = st.vote_ref();
+            let term = vote.leader_id().term;
+            let leads = st.server_state == openraft::ServerState::Leader
+                && vote.is_committed()
+                && vote.leader_id().voted_for() == Some(me);
+            match st.committed {
+                Some(c) if leads && c.leader_id.term == term => Some((term, c.index)),
+                _ => None,
+            }
+        });
+        // A Raft core too busy to answer promptly: the read index path has its own deadline.
+        let Ok(leading_at) = tokio::time::timeout(self.inner.timing.leader_timeout, query).await else {
+            return Ok(None);
+        };
+        let Some((term, index)) = leading_at.map_err(|e| Error::Fatal(e.to_string()))? else { return Ok(None) };
         self.wait_applied(index).await?;
         Ok(Some(term))
     }
@@ -295,16 +300,28 @@ impl RaftNode {
     /// a node that led in `term` when it decided something and still does now led throughout.
     pub async fn leads_in(&self, term: u64) -> Result<bool> {
         let me = self.inner.id;
-        self.inner
-            .raft
-            .with_raft_state(move |st| {
-                let vote = st.vote_ref();
-                st.server_state == openraft::ServerState::Leader
-                    && vote.leader_id().term == term
-                    && vote.leader_id().voted_for() == Some(me)
-            })
+        let query = self.inner.raft.with_raft_state(move |st| {
+            let vote = st.vote_ref();
+            st.server_state == openraft::ServerState::Leader
+                && vote.leader_id().term == term
+                && vote.leader_id().voted_for() == Some(me)
+        });
+        let limit = self.inner.timing.leader_timeout;
+        tokio::time::timeout(limit, query)
             .await
+            .map_err(|_| Error::Timeout(limit))?
             .map_err(|e| Error::Fatal(e.to_string()))
+    }
+
+    /// Whether a quorum of voters (this node included) answered a Raft RPC within `window`.
+    fn quorum_heard_within(&self, window: Duration) -> bool {
+        let voters: Vec<u64> = self.inner.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        let contacts = self.inner.network.contacts.lock().expect("contacts lock");
+        let heard = voters
+            .iter()
+            .filter(|&&v| v == self.inner.id || contacts.get(&v).is_some_and(|t| t.elapsed() < window))
+            .count();
+        heard * 2 > voters.len()
     }
 
     /// Adds a node as a learner and waits until it has caught up with the log.

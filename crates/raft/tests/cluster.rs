@@ -125,6 +125,14 @@ async fn a_write_decided_in_a_term_applies_only_in_an_entry_of_that_term() {
     let first = f.write(batch("one", vec![Some(term), Some(term + 1), None])).await.unwrap();
     assert_eq!(first.result, CommandResult::Batched { first_seq: 1, applied: vec![true, false, true] });
 
+    // Cut off from its quorum, the leader (which openraft keeps leading) stops deciding on its
+    // own state: its writes take the read index, which fails over cleanly.
+    let others: Vec<u64> = cluster.running().map(|n| n.id()).filter(|&id| id != leader).collect();
+    cluster.faults.isolate(leader, &others);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(cluster.node(leader).local_barrier().await.unwrap(), None, "an isolated leader decided alone");
+    cluster.faults.heal();
+
     // A new leader: a write still carrying the old term is refused.
     cluster.stop(leader).await;
     let new = cluster.wait_for_leader(Duration::from_secs(10)).await;
