@@ -340,10 +340,11 @@ impl Core {
         let Request { token, remote, client_certs, op, request_id } = req;
         let keyring = self.keyring()?;
         // The read barrier: the next group commit through the leader (or a read index, when
-        // there is nothing to commit), applied here, makes this node current, so the token check and any read below see every write that completed
-        // before this request began (linearizable on any node). Sealing skips it: an
-        // operator must be able to seal a node that has lost its quorum (it is a protective
-        // action, so a token checked against this node's own state is enough).
+        // there is nothing to commit), applied here, makes this node current, so the token
+        // check and any read below see every write that completed before this request began
+        // (linearizable on any node). Sealing skips it: an operator must be able to seal a node
+        // that has lost its quorum (it is a protective action, so a token checked against this
+        // node's own state is enough).
         if barrier && !matches!(op, Operation::Seal) {
             self.batcher.barrier(std::time::Instant::now()).await?;
         }

@@ -83,14 +83,7 @@ pub enum Command {
     /// travels in the same entry as the write (one replicated commit per write, and the record
     /// and the change it describes land together or not at all). `batch_id` makes a resent
     /// batch apply once, and a resend is answered with the first application's results.
-    AuditBatch {
-        batch_id: String,
-        #[serde(with = "byte_strings")]
-        records: Vec<Vec<u8>>,
-        #[serde(with = "keyed_byte_strings")]
-        outcomes: Vec<(String, Vec<u8>)>,
-        writes: Vec<GuardedWrite>,
-    },
+    AuditBatch(AuditBatch),
     /// `AuditBatch` whose writes may name the leader term their request was decided in
     /// (`terms[i]`; `None`: decided after a read index). Such a write applies only in an entry
     /// of that term, besides its guards: its decision read the leader's own state without a
@@ -98,15 +91,20 @@ pub enum Command {
     /// `RaftNode::local_barrier`). An entry of term T commits only while a quorum follows the
     /// leader of T, and that leader has every entry committed before it was elected.
     /// (Last of the variants: bincode numbers them, and logs written before it must decode.)
-    AuditBatchInTerms {
-        batch_id: String,
-        #[serde(with = "byte_strings")]
-        records: Vec<Vec<u8>>,
-        #[serde(with = "keyed_byte_strings")]
-        outcomes: Vec<(String, Vec<u8>)>,
-        writes: Vec<GuardedWrite>,
-        terms: Vec<Option<u64>>,
-    },
+    AuditBatchInTerms { batch: AuditBatch, terms: Vec<Option<u64>> },
+}
+
+/// The body of [`Command::AuditBatch`] and [`Command::AuditBatchInTerms`]. bincode writes a
+/// newtype variant's struct exactly as it wrote the struct variant these fields once were, so
+/// logs written before it decode.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditBatch {
+    pub batch_id: String,
+    #[serde(with = "byte_strings")]
+    pub records: Vec<Vec<u8>>,
+    #[serde(with = "keyed_byte_strings")]
+    pub outcomes: Vec<(String, Vec<u8>)>,
+    pub writes: Vec<GuardedWrite>,
 }
 
 /// One guarded write of a [`Command::AuditBatch`]: `ops` apply if every guard holds.
@@ -230,8 +228,8 @@ impl std::fmt::Debug for Command {
             Command::Delete { path } => write!(f, "Delete({path:?})"),
             Command::Txn { guards, ops } => write!(f, "Txn({} guards, {} ops)", guards.len(), ops.len()),
             Command::Audit { records, .. } => write!(f, "Audit({} records)", records.len()),
-            Command::AuditBatch { records, writes, .. } | Command::AuditBatchInTerms { records, writes, .. } => {
-                write!(f, "AuditBatch({} records, {} writes)", records.len(), writes.len())
+            Command::AuditBatch(b) | Command::AuditBatchInTerms { batch: b, .. } => {
+                write!(f, "AuditBatch({} records, {} writes)", b.records.len(), b.writes.len())
             }
             Command::AuditTrim { through, .. } => write!(f, "AuditTrim(through {through})"),
             Command::RestoreBegin { restore_id } => write!(f, "RestoreBegin({restore_id})"),
@@ -314,13 +312,11 @@ impl StoreConfig for TypeConfig {
                 crate::audit_log::attach_outcomes(tx, outcomes);
                 CommandResult::Audited { first_seq: crate::audit_log::append(tx, batch_id, records) }
             }
-            Command::AuditBatch { batch_id, records, outcomes, writes } => {
-                apply_batch(tx, batch_id, records, outcomes, writes, |_| true)
-            }
-            Command::AuditBatchInTerms { batch_id, records, outcomes, writes, terms } => {
+            Command::AuditBatch(batch) => apply_batch(tx, batch, |_| true),
+            Command::AuditBatchInTerms { batch, terms } => {
                 let term = log_id.leader_id.term;
                 // A write without its entry in `terms` is refused (fail closed).
-                apply_batch(tx, batch_id, records, outcomes, writes, |i| match terms.get(i) {
+                apply_batch(tx, batch, |i| match terms.get(i) {
                     Some(Some(t)) => *t == term,
                     Some(None) => true,
                     None => false,
@@ -347,14 +343,8 @@ impl StoreConfig for TypeConfig {
 /// A group commit with writes: outcomes, records, then each write that `in_term` allows (by
 /// its position) on its own guards, in order. A resent batch is answered with the first
 /// application's results and applies nothing.
-fn apply_batch(
-    tx: &mut Transaction<'_>,
-    batch_id: &str,
-    records: &[Vec<u8>],
-    outcomes: &[(String, Vec<u8>)],
-    writes: &[GuardedWrite],
-    in_term: impl Fn(usize) -> bool,
-) -> CommandResult {
+fn apply_batch(tx: &mut Transaction<'_>, batch: &AuditBatch, in_term: impl Fn(usize) -> bool) -> CommandResult {
+    let AuditBatch { batch_id, records, outcomes, writes } = batch;
     if let Some((first_seq, applied)) = crate::audit_log::seen_batch(tx, batch_id) {
         return CommandResult::Batched { first_seq, applied };
     }

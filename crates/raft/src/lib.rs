@@ -27,7 +27,7 @@ pub mod proto {
 }
 
 pub use autopilot::{AutopilotConfig, AutopilotState, ServerHealth};
-pub use command::{Command, CommandResult, Guard, GuardedWrite, Op, Response, TypeConfig};
+pub use command::{AuditBatch, Command, CommandResult, Guard, GuardedWrite, Op, Response, TypeConfig};
 pub use error::{Error, Result};
 pub use faults::Faults;
 pub use network::MAX_MESSAGE;

@@ -276,22 +276,16 @@ impl RaftNode {
             return Ok(None);
         }
         let me = self.inner.id;
-        let query = self.inner.raft.with_raft_state(move |st| {
-            let vote = st.vote_ref();
-            let term = vote.leader_id().term;
-            let leads = st.server_state == openraft::ServerState::Leader
-                && vote.is_committed()
-                && vote.leader_id().voted_for() == Some(me);
-            match st.committed {
-                Some(c) if leads && c.leader_id.term == term => Some((term, c.index)),
-                _ => None,
-            }
+        let leading_at = self.raft_state(move |st| match (leading_term(st, me), st.committed) {
+            (Some(term), Some(c)) if c.leader_id.term == term => Some((term, c.index)),
+            _ => None,
         });
         // A Raft core too busy to answer promptly: the read index path has its own deadline.
-        let Ok(leading_at) = tokio::time::timeout(self.inner.timing.leader_timeout, query).await else {
-            return Ok(None);
+        let (term, index) = match leading_at.await {
+            Ok(Some(at)) => at,
+            Ok(None) | Err(Error::Timeout(_)) => return Ok(None),
+            Err(e) => return Err(e),
         };
-        let Some((term, index)) = leading_at.map_err(|e| Error::Fatal(e.to_string()))? else { return Ok(None) };
         self.wait_applied(index).await?;
         Ok(Some(term))
     }
@@ -300,14 +294,17 @@ impl RaftNode {
     /// a node that led in `term` when it decided something and still does now led throughout.
     pub async fn leads_in(&self, term: u64) -> Result<bool> {
         let me = self.inner.id;
-        let query = self.inner.raft.with_raft_state(move |st| {
-            let vote = st.vote_ref();
-            st.server_state == openraft::ServerState::Leader
-                && vote.leader_id().term == term
-                && vote.leader_id().voted_for() == Some(me)
-        });
+        self.raft_state(move |st| leading_term(st, me) == Some(term)).await
+    }
+
+    /// Runs `f` on openraft's own state in its core task (so it sees votes and commits in
+    /// order), within the leader timeout.
+    async fn raft_state<V: Send + 'static>(
+        &self,
+        f: impl FnOnce(&openraft::RaftState<u64, NodeInfo, tokio::time::Instant>) -> V + Send + 'static,
+    ) -> Result<V> {
         let limit = self.inner.timing.leader_timeout;
-        tokio::time::timeout(limit, query)
+        tokio::time::timeout(limit, self.inner.raft.with_raft_state(f))
             .await
             .map_err(|_| Error::Timeout(limit))?
             .map_err(|e| Error::Fatal(e.to_string()))
@@ -475,4 +472,13 @@ impl RaftNode {
         self.inner.network.forget_channels();
         info!(node = self.inner.id, "node stopped");
     }
+}
+
+/// The term `me` leads in, by openraft's state: leader, with a committed vote of its own.
+fn leading_term<I: openraft::Instant>(st: &openraft::RaftState<u64, NodeInfo, I>, me: u64) -> Option<u64> {
+    let vote = st.vote_ref();
+    let leads = st.server_state == openraft::ServerState::Leader
+        && vote.is_committed()
+        && vote.leader_id().voted_for() == Some(me);
+    leads.then_some(vote.leader_id().term)
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use arca_crypto::Keyring;
 use arca_raft::testing::{free_addr, node_config, TestCa, TestCluster};
-use arca_raft::{Command, CommandResult, Guard, GuardedWrite, NodeInfo, Op, RaftNode, Timing};
+use arca_raft::{AuditBatch, Command, CommandResult, Guard, GuardedWrite, NodeInfo, Op, RaftNode, Timing};
 use arca_storage::Cf;
 
 fn init_tracing() {
@@ -75,12 +75,12 @@ async fn an_audit_batch_applies_its_writes_in_order_on_their_own_guards_and_once
         GuardedWrite { guards: vec![absent("a")], ops: vec![put("b", b"lost")] },
         GuardedWrite { guards: vec![Guard::unchanged(Cf::Kv, "a", Some(b"1"))], ops: vec![put("c", b"3")] },
     ];
-    let batch = Command::AuditBatch {
+    let batch = Command::AuditBatch(AuditBatch {
         batch_id: "batch-1".into(),
         records: vec![b"record-1".to_vec(), b"record-2".to_vec()],
         outcomes: vec![],
         writes,
-    };
+    });
     let first = via_follower.write(batch.clone()).await.unwrap();
     let expected = CommandResult::Batched { first_seq: 1, applied: vec![true, false, true] };
     assert_eq!(first.result, expected);
@@ -126,12 +126,14 @@ async fn a_write_decided_in_a_term_applies_only_in_an_entry_of_that_term() {
 
     let put = |key: &str| Op::Put { cf: Cf::Kv, key: key.into(), value: b"v".to_vec() };
     let batch = |id: &str, terms: Vec<Option<u64>>| Command::AuditBatchInTerms {
-        batch_id: id.into(),
-        records: vec![b"r".to_vec(); terms.len()],
-        outcomes: vec![],
-        writes: (0..terms.len())
-            .map(|i| GuardedWrite { guards: vec![], ops: vec![put(&format!("{id}-{i}"))] })
-            .collect(),
+        batch: AuditBatch {
+            batch_id: id.into(),
+            records: vec![b"r".to_vec(); terms.len()],
+            outcomes: vec![],
+            writes: (0..terms.len())
+                .map(|i| GuardedWrite { guards: vec![], ops: vec![put(&format!("{id}-{i}"))] })
+                .collect(),
+        },
         terms,
     };
     // Proposed through the follower: it is the leader's entry either way.

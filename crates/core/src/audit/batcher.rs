@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arca_raft::{Command, CommandResult, GuardedWrite, RaftNode};
+use arca_raft::{AuditBatch, Command, CommandResult, GuardedWrite, RaftNode};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::warn;
 
@@ -82,6 +82,7 @@ impl Item {
             Item::Record(r) => r.len(),
             Item::Barrier => 0,
             Item::Outcome(id, o) => id.len() + o.len(),
+            // The term rides as a bincode `Option<u64>`: a tag byte and 8 bytes.
             Item::Write(r, w, _) => r.len() + w.size() + 9,
         }
     }
@@ -314,10 +315,11 @@ async fn send(
         return node.write(command).await.map(|_| Vec::new()).map_err(|e| e.to_string());
     }
     let count = writes.len();
+    let batch = AuditBatch { batch_id, records, outcomes, writes };
     let command = if terms.iter().any(Option::is_some) {
-        Command::AuditBatchInTerms { batch_id, records, outcomes, writes, terms }
+        Command::AuditBatchInTerms { batch, terms }
     } else {
-        Command::AuditBatch { batch_id, records, outcomes, writes }
+        Command::AuditBatch(batch)
     };
     match node.write(command).await.map_err(|e| e.to_string())?.result {
         CommandResult::Batched { applied, .. } if applied.len() == count => Ok(applied),
