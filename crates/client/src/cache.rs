@@ -379,10 +379,12 @@ impl SecretCache {
     /// If the refetch returns the very version that was refused, a rotation has changed the
     /// target but not yet promoted its new version: `f` gets the `pending` version instead.
     ///
-    /// If that second try is refused too and a rotation has a `pending` version that has not
-    /// been tried, `f` gets it as a third and last try: the next rotation's `set` can land
-    /// between the refetch and its use (the cached value was then two rotations old), and only
-    /// the pending version works until that rotation finishes. No version is tried twice.
+    /// If that second try is refused too, `f` gets a third and last try with a version not
+    /// tried yet: a rotation's `pending` version, or, when there is none, `current` again. The
+    /// next rotation's `set` can land between the refetch and its use (the cached value was
+    /// then two rotations old, or the connection was slow), and only its pending version works
+    /// until that rotation finishes; once it has finished, current is that version. No version
+    /// is tried twice.
     pub async fn with_secret<T, E, F, Fut>(&self, path: &str, f: F) -> Result<T, WithSecretError<E>>
     where
         F: Fn(Secret) -> Fut,
@@ -411,12 +413,24 @@ impl SecretCache {
             Err(UseError::Fail(e)) => return Err(WithSecretError::Use(e)),
             Err(UseError::RetryWithRefresh(e)) => e,
         };
-        match self.inner.source.fetch(path, Which::Pending).await {
-            Ok(pending) if ![refused, second].contains(&pending.version()) => {
-                warn!(path, version = pending.version(), "refused again; trying the pending version of a rotation");
-                f(pending).await.map_err(|(UseError::Fail(e) | UseError::RetryWithRefresh(e))| WithSecretError::Use(e))
+        // Refused again: a rotation moved on while this was trying (a cached value two
+        // rotations old, or a slow connection that straddled the next rotation). A third and
+        // last try with a version not tried yet: the pending one of a rotation in progress or,
+        // if that rotation was promoted in the meantime, current.
+        let tried = [refused, second];
+        let third = match self.inner.source.fetch(path, Which::Pending).await {
+            Ok(pending) if !tried.contains(&pending.version()) => Some(pending),
+            _ => match self.refresh(path, Which::Current).await {
+                Ok(current) if !tried.contains(&current.version()) => Some(current),
+                _ => None,
+            },
+        };
+        match third {
+            Some(secret) => {
+                warn!(path, version = secret.version(), "refused again; trying the version a rotation set since");
+                f(secret).await.map_err(|(UseError::Fail(e) | UseError::RetryWithRefresh(e))| WithSecretError::Use(e))
             }
-            _ => Err(WithSecretError::Use(refused_again)),
+            None => Err(WithSecretError::Use(refused_again)),
         }
     }
 }

@@ -294,6 +294,34 @@ async fn a_second_refusal_tries_the_next_rotations_pending_version_once() {
     assert_eq!(tried.lock().unwrap().len(), 2, "{:?}", tried.lock().unwrap());
 }
 
+#[tokio::test]
+async fn a_rotation_promoted_during_the_second_try_makes_current_the_third() {
+    // Found under load (1 query in 2 990, `tests/client.rs`): the second try used current
+    // version 2 while the next rotation set version 3 on the database, and promoted it before
+    // the third look, so no pending version was left to try; current is the new one then.
+    let (c, s) = cache(30_000, |_| {});
+    c.get("app/db").await.unwrap();
+    s.version.store(2, Ordering::SeqCst);
+    let tried = Mutex::new(Vec::new());
+    let used = c
+        .with_secret("app/db", |secret| {
+            tried.lock().unwrap().push(secret.version());
+            if secret.version() == 2 {
+                s.version.store(3, Ordering::SeqCst);
+            }
+            async move {
+                match secret.version() {
+                    3 => Ok(secret.version()),
+                    _ => Err(UseError::RetryWithRefresh("password authentication failed")),
+                }
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!((used, tried.lock().unwrap().clone()), (3, vec![1, 2, 3]));
+    assert_eq!(c.get("app/db").await.unwrap().version(), 3, "the promoted value is cached");
+}
+
 #[test]
 fn a_ttl_that_would_outlive_rotation_is_refused() {
     let ttl = MAX_TTL + Duration::from_secs(1);
