@@ -257,6 +257,30 @@ async fn with_secret_uses_the_pending_version_when_current_was_refused_mid_rotat
     assert_eq!(used, 2);
 }
 
+/// Runs `with_secret` on `app/db` with a use that only version `works` passes (any other is
+/// refused as a stale password); `on_try` sees each version before its use. Returns the
+/// outcome and the versions tried, in order.
+async fn use_until(
+    c: &SecretCache,
+    works: u64,
+    on_try: impl Fn(u64),
+) -> (std::result::Result<u64, WithSecretError<&'static str>>, Vec<u64>) {
+    let tried = Mutex::new(Vec::new());
+    let used = c
+        .with_secret("app/db", |secret| {
+            tried.lock().unwrap().push(secret.version());
+            on_try(secret.version());
+            async move {
+                match secret.version() {
+                    v if v == works => Ok(v),
+                    _ => Err(UseError::RetryWithRefresh("password authentication failed")),
+                }
+            }
+        })
+        .await;
+    (used, tried.into_inner().unwrap())
+}
+
 #[tokio::test]
 async fn a_second_refusal_tries_the_next_rotations_pending_version_once() {
     // The cached value is two rotations old: version 2 is current, but the next rotation has
@@ -265,20 +289,8 @@ async fn a_second_refusal_tries_the_next_rotations_pending_version_once() {
     c.get("app/db").await.unwrap();
     s.version.store(2, Ordering::SeqCst);
     s.pending.store(3, Ordering::SeqCst);
-    let tried = Mutex::new(Vec::new());
-    let used = c
-        .with_secret("app/db", |secret| {
-            tried.lock().unwrap().push(secret.version());
-            async move {
-                match secret.version() {
-                    3 => Ok(secret.version()),
-                    _ => Err(UseError::RetryWithRefresh("password authentication failed")),
-                }
-            }
-        })
-        .await
-        .unwrap();
-    assert_eq!((used, tried.lock().unwrap().clone()), (3, vec![1, 2, 3]));
+    let (used, tried) = use_until(&c, 3, |_| {}).await;
+    assert_eq!((used.unwrap(), tried), (3, vec![1, 2, 3]));
 
     // A pending version already tried is not tried again: two tries, the second error.
     s.pending.store(2, Ordering::SeqCst);
@@ -302,23 +314,13 @@ async fn a_rotation_promoted_during_the_second_try_makes_current_the_third() {
     let (c, s) = cache(30_000, |_| {});
     c.get("app/db").await.unwrap();
     s.version.store(2, Ordering::SeqCst);
-    let tried = Mutex::new(Vec::new());
-    let used = c
-        .with_secret("app/db", |secret| {
-            tried.lock().unwrap().push(secret.version());
-            if secret.version() == 2 {
-                s.version.store(3, Ordering::SeqCst);
-            }
-            async move {
-                match secret.version() {
-                    3 => Ok(secret.version()),
-                    _ => Err(UseError::RetryWithRefresh("password authentication failed")),
-                }
-            }
-        })
-        .await
-        .unwrap();
-    assert_eq!((used, tried.lock().unwrap().clone()), (3, vec![1, 2, 3]));
+    let promote = |version| {
+        if version == 2 {
+            s.version.store(3, Ordering::SeqCst);
+        }
+    };
+    let (used, tried) = use_until(&c, 3, promote).await;
+    assert_eq!((used.unwrap(), tried), (3, vec![1, 2, 3]));
     assert_eq!(c.get("app/db").await.unwrap().version(), 3, "the promoted value is cached");
 }
 
