@@ -8,14 +8,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc instead of glibc's malloc: on the request path (TLS records, HTTP/2 frames, Raft
-/// messages, sealed records) allocation is constant and spread over the runtime's threads, and
-/// glibc's malloc and free took 13 % of a loaded leader's CPU (`perf`, 64 audited readers).
-/// Locking memory is unchanged: `mlockall(MCL_ONFAULT)` locks the pages mimalloc touches, not
-/// the address space it reserves.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let args = cli::Args::parse();
     if !matches!(args.command, cli::Command::Server { .. }) {
