@@ -1,6 +1,7 @@
 //! The handlers: each operation, once the pipeline has routed it by its class. Token-bearing
 //! operations reach `execute` only authenticated and authorized, after their record committed
-//! (a KV write's record instead rides the write's own entry: `Core::propose_guarded`).
+//! (a KV write's record instead rides the write's own entry: `Core::propose_guarded`; a pure
+//! read on a leader has its answer withheld until its record commits: `Recording::After`).
 
 use std::sync::Arc;
 

@@ -1,8 +1,9 @@
 //! The request pipeline: [`Core::handle`] takes every request through the same steps, each
 //! decided by the operation's row of the table (`Operation::spec`): admission of untrusted
 //! requests, the audit record's commit (which is also the read barrier; a KV write's record
-//! rides in the write's own entry instead, see `Recording`), authentication, authorization,
-//! the handler (`execute`), and the outcome.
+//! rides in the write's own entry instead, and a pure read's on a leader follows it, outcome
+//! included: see `Recording`), authentication, authorization, the handler (`execute`), and the
+//! outcome.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -81,37 +82,42 @@ impl Core {
         pre.fill(&mut record);
         // A seal needs no quorum (it protects): it is handled first, recorded after.
         let seal = matches!(req.op, Operation::Seal);
+        // Taking a use of a use-limited token is a write of its own, which must not happen
+        // before the record is committed: such a request is recorded first, whatever its row.
+        let unlimited = known.as_ref().is_some_and(|(_, info)| info.uses_left.is_none());
         // A KV write that looks allowed carries its record in its own Raft entry (one commit
-        // for both, see `Recording::WithWrite`). Not for a token with a use limit: taking a use
-        // is a write of its own, which must not happen before the record is committed.
-        let with_write = spec.record == Recording::WithWrite
-            && record.decision == "allowed"
-            && known.as_ref().is_some_and(|(_, info)| info.uses_left.is_none());
+        // for both, see `Recording::WithWrite`).
+        let with_write = spec.record == Recording::WithWrite && record.decision == "allowed" && unlimited;
+        // A pure read on a leader is decided on its own state, and its record, outcome folded
+        // in, commits after it in an entry of that leader's term (`Recording::After`).
+        let read_term = match spec.record {
+            Recording::After if unlimited => self.leader_state().await,
+            _ => None,
+        };
         let mut ctx = AuditContext { known, ..Default::default() };
-        let (result, folded) = if with_write {
+        // `folded`: the outcome goes in the record, committed before the reply leaves; with
+        // `Some(term)`, in an entry of that term, the term the request was decided in.
+        let (result, folded, folded_term) = if with_write {
             // The read barrier the record's commit would have been: authentication and the
             // write's decision see every write that completed before this request began.
             let term = self.write_barrier(started).await?;
             let slot = RecordSlot::holding(Deferred { record: record.seal(&keyring)?, started, term });
-            let mut result = DEFERRED.scope(slot.clone(), self.dispatch(req, &spec, &mut ctx, false)).await;
-            // Still in the slot: the request ended without writing, so its record goes now.
-            let unwritten = slot.take();
-            // Decided on this leader's own state, and no write committed in its term to prove
-            // that state current (a CAS mismatch, a secret not found, a refusal): a quorum must
-            // confirm the leadership before the answer goes, or a leader that was replaced
-            // without knowing it could answer from what it missed.
-            if unwritten.as_ref().is_some_and(|d| d.term.is_some()) {
-                if let Err(e) = self.batcher.barrier(started).await {
-                    result = Err(e);
-                }
+            let result = DEFERRED.scope(slot.clone(), self.dispatch(req, &spec, &mut ctx, false)).await;
+            // Still in the slot: the request ended without writing (a CAS mismatch, a secret
+            // not found, a refusal), so its record goes now, bound to the term it was decided
+            // in if that was on this leader's own state.
+            match slot.take() {
+                Some(unwritten) => (result, true, unwritten.term),
+                None => (result, false, None),
             }
-            (result, unwritten.is_some())
+        } else if let Some(term) = read_term {
+            (self.dispatch(req, &spec, &mut ctx, false).await, true, Some(term))
         } else {
             // Fail closed: without a committed record the request is not handled at all.
             if !seal {
                 self.batcher.commit(record.seal(&keyring)?, started).await?;
             }
-            (self.dispatch(req, &spec, &mut ctx, false).await, seal)
+            (self.dispatch(req, &spec, &mut ctx, false).await, seal, None)
         };
         // A refusal decided inside the operation (a write judged create or update on the state
         // it is guarded on) is a denial, whatever authorization saw before it.
@@ -143,7 +149,22 @@ impl Core {
         if folded {
             // One record with its outcome folded in, committed before the reply leaves.
             outcome.clone().merge_into(&mut record);
-            self.batcher.commit(record.seal(&keyring)?, started).await?;
+            let sealed = record.seal(&keyring)?;
+            let Some(term) = folded_term else {
+                self.batcher.commit(sealed, started).await?;
+                return result;
+            };
+            if !self.batcher.commit_in_term(sealed, term, started).await? {
+                // Committed in a later leader's term: this leader was replaced without knowing
+                // it, and may have answered from what it missed. The answer is withheld, and
+                // the record's outcome says so (a stored outcome overrides the folded one).
+                let failed = Error::from(arca_raft::Error::LeadershipChanged);
+                outcome.outcome = crate::audit::outcome(&failed).into();
+                outcome.error = cap(&failed.to_string()).into_owned();
+                outcome.response_hmacs = Default::default();
+                self.batcher.outcome(outcome.request_id.clone(), outcome.seal(&keyring)?);
+                return Err(failed);
+            }
         } else if matches!(result, Ok(Reply::Restored(_))) {
             // The trail this request's record went into was replaced; the restored trail has
             // its own record of the restore (see `backup`), which an outcome sealed with this
@@ -154,14 +175,21 @@ impl Core {
         result
     }
 
+    /// The term this node leads in, once its own state holds every write committed before
+    /// now (`RaftNode::local_barrier`); `None` when it is no such leader, or cannot tell.
+    async fn leader_state(&self) -> Option<u64> {
+        self.node.local_barrier().await.unwrap_or_else(|e| {
+            warn!(error = %e, "no local read barrier");
+            None
+        })
+    }
+
     /// A KV write's read barrier. On the leader it is local (no quorum round; the write must
     /// then commit in the returned term, see `RaftNode::local_barrier`); elsewhere, and on a
     /// leader whose first entry is not committed yet, it is a read index through the leader.
     async fn write_barrier(&self, started: Instant) -> Result<Option<u64>> {
-        match self.node.local_barrier().await {
-            Ok(Some(term)) => return Ok(Some(term)),
-            Ok(None) => {}
-            Err(e) => warn!(error = %e, "no local read barrier; asking the leader"),
+        if let Some(term) = self.leader_state().await {
+            return Ok(Some(term));
         }
         self.batcher.barrier(started).await.map(|()| None)
     }

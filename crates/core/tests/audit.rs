@@ -64,6 +64,57 @@ async fn a_write_is_one_entry_with_its_record_and_one_that_fails_still_leaves_it
     v.cluster.shutdown().await;
 }
 
+/// A read on the leader is decided on its own state and answered only once its record, with
+/// its outcome in it, is committed in the leader's term: one entry, and every node has the
+/// whole record when the answer arrives. A denied read likewise. On a follower the record is
+/// committed first (its commit is the read barrier) and the outcome follows in a later entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_on_the_leader_commits_its_record_with_its_outcome_before_the_answer() {
+    let v = Vault::start().await;
+    let leader = v.leader_core().await;
+    let at = v.cores.iter().position(|c| c.node().id() != leader.node().id()).unwrap();
+    let follower = v.cores[at].clone();
+    let entries = || leader.node().metrics().last_log_index.unwrap_or(0);
+    let head = || audit_log::head(leader.node().reader()).seq;
+    let put = Operation::KvPut { path: "app/read".into(), data: data(&[("v", SECRET)]), cas: None };
+    call(&leader, Some(&v.root), put).await.unwrap();
+    // A token whose policies grant nothing under `secret/`.
+    let Reply::TokenCreated { token: outsider, .. } =
+        v.root(0, Operation::TokenCreate(TokenCreate { policies: vec!["default".into()], ..Default::default() })).await
+    else {
+        panic!()
+    };
+    let get = || Operation::KvGet { path: "app/read".into(), version: None };
+    let last_get = |r: Vec<AuditRecord>| r.into_iter().rev().find(|r| r.operation == "KvGet").unwrap();
+    // Let outcomes held anywhere go out first.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    for (token, decision, outcome) in [(&v.root, "allowed", "ok"), (&outsider, "denied", "permission_denied")] {
+        let (before, seq) = (entries(), head());
+        let answer = call(&leader, Some(token), get()).await;
+        assert_eq!(answer.is_ok(), outcome == "ok", "{answer:?}");
+        assert_eq!((entries() - before, head() - seq), (1, 1), "{decision}: one entry, one record");
+        // Asked right away on a follower (whose own listing's record is its read barrier): the
+        // outcome is already there, not `unknown` waiting for a later entry.
+        let last = last_get(records(&v, at).await);
+        assert_eq!((last.decision.as_str(), last.outcome.as_str()), (decision, outcome), "{last:?}");
+        assert_eq!(last.response_hmacs.is_empty(), outcome != "ok", "{last:?}");
+        assert!(!format!("{last:?}").contains(SECRET), "the secret in clear in its record");
+    }
+
+    // On a follower: the record first, then the outcome on its own after its short wait.
+    let (before, seq) = (entries(), head());
+    call(&follower, Some(&v.root), get()).await.unwrap();
+    assert_eq!(head() - seq, 1, "the follower's read has one record");
+    assert_eq!(entries() - before, 1, "the follower's read committed its record, its outcome waits");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while last_get(records(&v, 0).await).outcome != "ok" {
+        assert!(Instant::now() < deadline, "the follower's read's outcome never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    v.cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_node_holds_one_record_per_request_in_the_same_chain() {
     let v = Vault::start().await;

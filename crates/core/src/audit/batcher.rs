@@ -142,6 +142,18 @@ impl Batcher {
         })
     }
 
+    /// Commits a sealed record (its outcome folded in) in an entry of leader term `term`, the
+    /// term the request was decided in on this leader's own state; returns whether it was.
+    /// The record rides with a write of nothing bound to `term` (`Command::AuditBatchInTerms`
+    /// applies a write only in an entry of its term), so the answer comes from the entry that
+    /// carried the record: `false` means the record is committed but in another leader's term,
+    /// and the state the request was decided on may have missed that leader's writes. Fails
+    /// closed as `commit`.
+    pub async fn commit_in_term(&self, record: Vec<u8>, term: u64, started: std::time::Instant) -> Result<bool> {
+        let nothing = GuardedWrite { guards: Vec::new(), ops: Vec::new() };
+        self.enqueue(Item::Write(record, nothing, Some(term)), started).await
+    }
+
     /// Queues the outcome of a committed record; it rides the next batch and nobody waits for
     /// it (it is not on the reply path). If the node dies first, the record stays, outcome
     /// `unknown`: the attempt is on record either way.

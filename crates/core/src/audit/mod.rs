@@ -18,6 +18,12 @@
 //!   Its read barrier is a read index (a leader round trip, no log write), shared by
 //!   concurrent requests. A write request that ends without writing (refused, invalid, not
 //!   found) commits its record with the outcome folded in before it is answered.
+//! * A pure read (KV get, list, metadata; policy read and list) on a leader is decided on the
+//!   leader's own state (`RaftNode::local_barrier`) and its record, outcome folded in, is
+//!   committed after it in an entry bound to the leader's term (`Recording::After`), before the
+//!   reply leaves: one replicated item per read. The entry's term proves the state was current;
+//!   in another term the answer is withheld (`LeadershipChanged`) and a stored outcome says so.
+//!   A write request that ended without writing on a leader's own state commits the same way.
 //! * The outcome (status, error, duration, HMACs of the reply) is attached to the record by
 //!   request id in a later batch, off the reply path. Outcomes on their own wait up to 100 ms
 //!   for a batch that is being sent anyway, so they rarely cost an entry of their own.

@@ -10,6 +10,7 @@ use super::reply::MountTable;
 use crate::auth::{Credentials, Method, RoleConfig};
 use crate::kv::SecretData;
 
+/// One client request. `Debug` names the operation and the caller's address, never the token
 /// or the certificates.
 pub struct Request {
     /// The caller's token, if it sent one.

@@ -64,6 +64,13 @@ pub enum Recording {
     /// write), and one that ends without writing (refused, invalid, not found) commits its
     /// record, with the outcome folded in, before it is answered.
     WithWrite,
+    /// After the request is handled, with its outcome folded in, and before the reply leaves:
+    /// the pure reads (nothing they do writes), when they are decided on a leader's own state
+    /// (`RaftNode::local_barrier`). The record then commits in an entry of that leader's term,
+    /// which proves the state was current: one commit and one replicated item per read, where
+    /// `Before` needs a record and a later outcome. Elsewhere (a follower, a leader whose first
+    /// entry is not committed yet, a token with a use limit) they are recorded `Before`.
+    After,
 }
 
 const fn token(any: &'static [Capability], sudo: bool) -> OpClass {
@@ -197,6 +204,13 @@ impl Operation {
             | Operation::KvDestroy { .. }
             | Operation::KvSetMetadata { .. }
             | Operation::KvDeleteMetadata { .. } => Recording::WithWrite,
+            // Reads of local state only: a token with a use limit never takes this path.
+            Operation::KvGet { .. }
+            | Operation::KvGetStage { .. }
+            | Operation::KvList { .. }
+            | Operation::KvMetadata { .. }
+            | Operation::PolicyRead { .. }
+            | Operation::PolicyList => Recording::After,
             _ => Recording::Before,
         };
         Spec { name, path, class, record }
