@@ -94,7 +94,8 @@ impl Core {
             Recording::After if unlimited => self.leader_state().await,
             _ => None,
         };
-        let mut ctx = AuditContext { known, ..Default::default() };
+        let unrecorded = with_write || read_term.is_some();
+        let mut ctx = AuditContext { known, unrecorded, ..Default::default() };
         // `folded`: the outcome goes in the record, committed before the reply leaves; with
         // `Some(term)`, in an entry of that term, the term the request was decided in.
         let (result, folded, folded_term) = if with_write {
@@ -150,21 +151,33 @@ impl Core {
             // One record with its outcome folded in, committed before the reply leaves.
             outcome.clone().merge_into(&mut record);
             let sealed = record.seal(&keyring)?;
-            let Some(term) = folded_term else {
-                self.batcher.commit(sealed, started).await?;
-                return result;
+            let committed = match folded_term {
+                None => self.batcher.commit(sealed, started).await.map(|()| true),
+                Some(term) => self.batcher.commit_in_term(sealed, term, started).await,
             };
-            if !self.batcher.commit_in_term(sealed, term, started).await? {
+            let (failed, cluster_up) = match committed {
+                Ok(true) => return result,
                 // Committed in a later leader's term: this leader was replaced without knowing
-                // it, and may have answered from what it missed. The answer is withheld, and
-                // the record's outcome says so (a stored outcome overrides the folded one).
-                let failed = Error::from(arca_raft::Error::LeadershipChanged);
-                outcome.outcome = crate::audit::outcome(&failed).into();
-                outcome.error = cap(&failed.to_string()).into_owned();
-                outcome.response_hmacs = Default::default();
-                self.batcher.outcome(outcome.request_id.clone(), outcome.seal(&keyring)?);
-                return Err(failed);
+                // it, and may have answered from what it missed.
+                Ok(false) => (Error::from(arca_raft::Error::LeadershipChanged), true),
+                Err(e) => (e, false),
+            };
+            // The answer is withheld. The record says what it would have been, and may be
+            // committed (or commit yet): a stored outcome overrides the folded one. After a
+            // term mismatch the cluster is up, so it is committed before the error goes; after
+            // a failed commit it is queued, as a wait would only double the client's.
+            outcome.outcome = crate::audit::outcome(&failed).into();
+            outcome.error = cap(&failed.to_string()).into_owned();
+            outcome.response_hmacs = Default::default();
+            let (id, sealed) = (outcome.request_id.clone(), outcome.seal(&keyring)?);
+            if cluster_up {
+                if let Err(e) = self.batcher.outcome_committed(id, sealed, started).await {
+                    warn!(error = %e, "the outcome of a withheld answer was not committed");
+                }
+            } else {
+                self.batcher.outcome(id, sealed);
             }
+            return Err(failed);
         } else if matches!(result, Ok(Reply::Restored(_))) {
             // The trail this request's record went into was replaced; the restored trail has
             // its own record of the restore (see `backup`), which an outcome sealed with this
@@ -381,7 +394,9 @@ impl Core {
             return self.execute_with_credentials(&keyring, op, remote, &client_certs, ctx).await;
         };
         ctx.decision = "unauthenticated".into();
-        let caller = self.authenticate(&keyring, token.as_deref().map(String::as_str), ctx.known.take()).await?;
+        let caller = self
+            .authenticate(&keyring, token.as_deref().map(String::as_str), ctx.known.take(), !ctx.unrecorded)
+            .await?;
         ctx.caller(&caller.info);
         self.authorize(&caller, &op, &spec.path, need, ctx)?;
         self.execute(&keyring, &caller, op, request_id).await

@@ -163,6 +163,18 @@ impl Batcher {
         }
     }
 
+    /// Commits an outcome now, and waits for it: one that corrects the outcome folded into a
+    /// committed record (an answer withheld after all), which must not wait on other traffic
+    /// or be lost with a full queue. Fails closed as `commit`.
+    pub async fn outcome_committed(
+        &self,
+        request_id: String,
+        ciphertext: Vec<u8>,
+        started: std::time::Instant,
+    ) -> Result<()> {
+        self.enqueue(Item::Outcome(request_id, ciphertext), started).await.map(|_| ())
+    }
+
     /// The read barrier: returns once a batch sent after this call is committed and applied
     /// on this node (or, with nothing to commit, once a read index asked after this call is
     /// applied here), so everything committed before the call is visible here (linearizable
@@ -237,7 +249,12 @@ async fn run(node: RaftNode, config: AuditConfig, mut rx: mpsc::Receiver<Pending
                     }
                 }
             }
-            let commits = batch.iter().any(|(item, _)| matches!(item, Item::Record(_) | Item::Write(..)));
+            // An outcome somebody waits for needs an entry as much as a record does.
+            let commits = batch.iter().any(|(item, waiter)| match item {
+                Item::Record(_) | Item::Write(..) => true,
+                Item::Outcome(..) => waiter.is_some(),
+                Item::Barrier => false,
+            });
             if commits {
                 // The held outcomes ride this entry (they are small; the byte budget is a bound
                 // on what requests wait for, and nobody waits for these).
@@ -342,6 +359,37 @@ async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arca_raft::testing::TestCluster;
+    use arca_raft::{audit_log, Timing};
+
+    /// A record bound to a term commits either way, and says whether its entry was of that
+    /// term: what lets a leader withhold an answer decided in a term it no longer led. An
+    /// outcome somebody waits for is committed at once, not held for company.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_record_in_a_term_says_whether_its_entry_was_of_that_term() {
+        let cluster = TestCluster::start(3, Timing::default()).await;
+        let leader = cluster.node(cluster.wait_for_leader(Duration::from_secs(5)).await);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let term = loop {
+            match leader.local_barrier().await.unwrap() {
+                Some(term) => break term,
+                None if std::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(10)).await,
+                None => panic!("the leader has no barrier of its own after 10 s"),
+            }
+        };
+        let batcher = Batcher::start(leader.clone(), AuditConfig::default(), crate::metrics::Metrics::new());
+        let started = std::time::Instant::now;
+        let seq = audit_log::head(leader.reader()).seq;
+        assert!(batcher.commit_in_term(b"in its term".to_vec(), term, started()).await.unwrap());
+        assert!(!batcher.commit_in_term(b"a later term".to_vec(), term + 1, started()).await.unwrap());
+        assert!(!batcher.commit_in_term(b"an earlier term".to_vec(), term - 1, started()).await.unwrap());
+        assert_eq!(audit_log::head(leader.reader()).seq - seq, 3, "every record is committed");
+
+        batcher.outcome_committed("request-1".into(), b"withheld".to_vec(), started()).await.unwrap();
+        let stored = audit_log::outcome(leader.reader(), "request-1").unwrap();
+        assert_eq!(stored.as_deref(), Some(&b"withheld"[..]), "committed when the call returned");
+        cluster.shutdown().await;
+    }
 
     #[test]
     fn batches_are_bounded_by_bytes() {

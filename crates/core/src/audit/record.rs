@@ -287,6 +287,10 @@ pub(crate) struct AuditContext {
     pub capability: String,
     /// The token record the pre-barrier check decrypted (raw bytes and contents).
     pub known: Option<(Vec<u8>, TokenInfo)>,
+    /// The request is handled before its record is committed (its record rides its write, or
+    /// follows its read): nothing may be written for it first, so a token that turns out to
+    /// have a use limit (taking a use is a write) is refused, to be retried and recorded first.
+    pub unrecorded: bool,
 }
 
 impl AuditContext {

@@ -132,6 +132,7 @@ impl Core {
         keyring: &Keyring,
         token: Option<&str>,
         mut known: Option<(Vec<u8>, TokenInfo)>,
+        may_take_use: bool,
     ) -> Result<Caller> {
         let token = token.ok_or(Error::MissingToken)?;
         if !token::well_formed(token) {
@@ -148,6 +149,11 @@ impl Core {
                 return Err(Error::BadToken);
             }
             let Some(uses) = info.uses_left else { return Ok(Caller { key, info }) };
+            if !may_take_use {
+                // Decided without a use limit a moment ago (a token's limit is fixed when it is
+                // made, so this is defence in depth): a retry is recorded first, then takes it.
+                return Err(Error::Conflict);
+            }
             if uses <= 1 {
                 // The last use: the token goes now, and this request is its last.
                 self.revoke(keyring, vec![info.accessor.clone()]).await?;
