@@ -101,6 +101,22 @@ struct Inner {
     timing: Timing,
     data_dir: PathBuf,
     server: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+    /// Callers of `local_barrier` waiting for the Raft core's answer.
+    leader_state: Mutex<LeaderStateAsks>,
+}
+
+/// What `local_barrier` learns from the Raft core: the term this node leads in and its commit
+/// index, if it has committed an entry of that term; `Err` for a core that did not answer.
+type LeaderState = std::result::Result<Option<(u64, u64)>, String>;
+
+/// Concurrent `local_barrier` calls share one question to the Raft core (every request on a
+/// leader makes one, and each is a message the core handles between Raft messages): a caller
+/// waits for the first question asked after it arrived, so the answer is as fresh as its own.
+#[derive(Default)]
+struct LeaderStateAsks {
+    /// A question is being asked, and whoever asked it will ask again for `waiting`.
+    asking: bool,
+    waiting: Vec<oneshot::Sender<LeaderState>>,
 }
 
 impl RaftNode {
@@ -174,6 +190,7 @@ impl RaftNode {
                 timing: config.timing,
                 data_dir: config.data_dir.clone(),
                 server: Mutex::new(Some((stop_tx, handle))),
+                leader_state: Mutex::default(),
             }),
         })
     }
@@ -275,19 +292,56 @@ impl RaftNode {
         if !self.quorum_heard_within(self.inner.timing.election_min) {
             return Ok(None);
         }
-        let me = self.inner.id;
-        let leading_at = self.raft_state(move |st| match (leading_term(st, me), st.committed) {
-            (Some(term), Some(c)) if c.leader_id.term == term => Some((term, c.index)),
-            _ => None,
-        });
-        // A Raft core too busy to answer promptly: the read index path has its own deadline.
-        let (term, index) = match leading_at.await {
-            Ok(Some(at)) => at,
-            Ok(None) | Err(Error::Timeout(_)) => return Ok(None),
-            Err(e) => return Err(e),
+        let (answer, asked) = oneshot::channel();
+        let ask = {
+            let mut asks = self.inner.leader_state.lock().expect("leader state lock");
+            asks.waiting.push(answer);
+            !std::mem::replace(&mut asks.asking, true)
+        };
+        if ask {
+            // Its own task: a caller that gives up (its client went away) must not strand the
+            // others waiting on the same question.
+            let node = self.clone();
+            tokio::spawn(async move { node.ask_leader_state().await });
+        }
+        let (term, index) = match asked.await {
+            Ok(Ok(Some(at))) => at,
+            Ok(Ok(None)) => return Ok(None),
+            Ok(Err(e)) => return Err(Error::Fatal(e)),
+            Err(_) => return Err(Error::Fatal("the leader state question was dropped".into())),
         };
         self.wait_applied(index).await?;
         Ok(Some(term))
+    }
+
+    /// Asks the Raft core for the leader state until nobody is left waiting: each question
+    /// answers the callers that arrived before it was asked.
+    async fn ask_leader_state(&self) {
+        let me = self.inner.id;
+        loop {
+            let waiting = {
+                let mut asks = self.inner.leader_state.lock().expect("leader state lock");
+                if asks.waiting.is_empty() {
+                    asks.asking = false;
+                    return;
+                }
+                std::mem::take(&mut asks.waiting)
+            };
+            let leading_at = self.raft_state(move |st| match (leading_term(st, me), st.committed) {
+                (Some(term), Some(c)) if c.leader_id.term == term => Some((term, c.index)),
+                _ => None,
+            });
+            let answer = match leading_at.await {
+                Ok(at) => Ok(at),
+                // A Raft core too busy to answer promptly: the read index path has its own
+                // deadline.
+                Err(Error::Timeout(_)) => Ok(None),
+                Err(e) => Err(e.to_string()),
+            };
+            for w in waiting {
+                let _ = w.send(answer.clone());
+            }
+        }
     }
 
     /// Whether this node leads in `term` now. Leading in one term is one unbroken stretch, so
