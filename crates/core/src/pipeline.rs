@@ -149,7 +149,7 @@ impl Core {
         }
         if folded {
             // One record with its outcome folded in, committed before the reply leaves.
-            outcome.clone().merge_into(&mut record);
+            outcome.merge_into(&mut record);
             let sealed = record.seal(&keyring)?;
             let committed = match folded_term {
                 None => self.batcher.commit(sealed, started).await.map(|()| true),
@@ -166,10 +166,14 @@ impl Core {
             // committed (or commit yet): a stored outcome overrides the folded one. After a
             // term mismatch the cluster is up, so it is committed before the error goes; after
             // a failed commit it is queued, as a wait would only double the client's.
-            outcome.outcome = crate::audit::outcome(&failed).into();
-            outcome.error = cap(&failed.to_string()).into_owned();
-            outcome.response_hmacs = Default::default();
-            let (id, sealed) = (outcome.request_id.clone(), outcome.seal(&keyring)?);
+            let correction = AuditOutcome {
+                request_id: record.request_id.clone(),
+                outcome: crate::audit::outcome(&failed).into(),
+                error: cap(&failed.to_string()).into_owned(),
+                duration_us: record.duration_us,
+                ..Default::default()
+            };
+            let (id, sealed) = (correction.request_id.clone(), correction.seal(&keyring)?);
             if cluster_up {
                 if let Err(e) = self.batcher.outcome_committed(id, sealed, started).await {
                     warn!(error = %e, "the outcome of a withheld answer was not committed");

@@ -336,6 +336,8 @@ impl RaftNode {
                 // A Raft core too busy to answer promptly: the read index path has its own
                 // deadline.
                 Err(Error::Timeout(_)) => Ok(None),
+                // Passed on as it came (`local_barrier` wraps it again).
+                Err(Error::Fatal(why)) => Err(why),
                 Err(e) => Err(e.to_string()),
             };
             for w in waiting {

@@ -168,6 +168,21 @@ impl TestCluster {
         }
     }
 
+    /// The term of node `id`'s own barrier (`RaftNode::local_barrier`), once it has one: it
+    /// needs an entry of its term committed, and a quorum heard within an election timeout (a
+    /// loaded machine may delay both a little).
+    pub async fn own_barrier(&self, id: u64) -> u64 {
+        let node = self.node(id);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match node.local_barrier().await.expect("the local barrier") {
+                Some(term) => return term,
+                None if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(10)).await,
+                None => panic!("node {id} has no barrier of its own after 10 s"),
+            }
+        }
+    }
+
     pub async fn shutdown(mut self) {
         let ids: Vec<u64> = self.nodes.keys().copied().collect();
         for id in ids {

@@ -97,19 +97,6 @@ async fn an_audit_batch_applies_its_writes_in_order_on_their_own_guards_and_once
     cluster.shutdown().await;
 }
 
-/// The leader's own barrier, once it has one: it needs an entry of its term committed, and a
-/// quorum heard within an election timeout (a loaded machine may delay both a little).
-async fn own_barrier(leader: &RaftNode) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match leader.local_barrier().await.unwrap() {
-            Some(term) => return term,
-            None if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(10)).await,
-            None => panic!("node {} has no barrier of its own after 10 s", leader.id()),
-        }
-    }
-}
-
 /// A leader's local barrier: its term, with its commit applied; none on a follower. A write
 /// decided on it applies only in an entry of that term, so a write decided under a leader that
 /// has since been replaced is refused, by every node alike.
@@ -118,7 +105,7 @@ async fn a_write_decided_in_a_term_applies_only_in_an_entry_of_that_term() {
     init_tracing();
     let mut cluster = TestCluster::start(3, Timing::default()).await;
     let leader = cluster.wait_for_leader(Duration::from_secs(5)).await;
-    let term = own_barrier(&cluster.node(leader)).await;
+    let term = cluster.own_barrier(leader).await;
     assert!(cluster.node(leader).leads_in(term).await.unwrap());
     let f = follower(&cluster, leader);
     assert_eq!(f.local_barrier().await.unwrap(), None, "a follower must ask the leader");
@@ -151,7 +138,7 @@ async fn a_write_decided_in_a_term_applies_only_in_an_entry_of_that_term() {
     // A new leader: a write still carrying the old term is refused.
     cluster.stop(leader).await;
     let new = cluster.wait_for_leader(Duration::from_secs(10)).await;
-    let new_term = own_barrier(&cluster.node(new)).await;
+    let new_term = cluster.own_barrier(new).await;
     assert!(new_term > term);
     let second = cluster.node(new).write(batch("two", vec![Some(term), Some(new_term)])).await.unwrap();
     assert_eq!(second.result, CommandResult::Batched { first_seq: 4, applied: vec![false, true] });

@@ -368,15 +368,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_record_in_a_term_says_whether_its_entry_was_of_that_term() {
         let cluster = TestCluster::start(3, Timing::default()).await;
-        let leader = cluster.node(cluster.wait_for_leader(Duration::from_secs(5)).await);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let term = loop {
-            match leader.local_barrier().await.unwrap() {
-                Some(term) => break term,
-                None if std::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(10)).await,
-                None => panic!("the leader has no barrier of its own after 10 s"),
-            }
-        };
+        let id = cluster.wait_for_leader(Duration::from_secs(5)).await;
+        let (leader, term) = (cluster.node(id), cluster.own_barrier(id).await);
         let batcher = Batcher::start(leader.clone(), AuditConfig::default(), crate::metrics::Metrics::new());
         let started = std::time::Instant::now;
         let seq = audit_log::head(leader.reader()).seq;
