@@ -379,8 +379,8 @@ impl SecretCache {
     /// If the refetch returns the very version that was refused, a rotation has changed the
     /// target but not yet promoted its new version: `f` gets the `pending` version instead.
     ///
-    /// If that second try is refused too, `f` gets a third and last try with a version not
-    /// tried yet: a rotation's `pending` version, or, when there is none, `current` again. The
+    /// If that second try is refused too, `f` gets a third and last try with a version newer
+    /// than both tried: a rotation's `pending` version, or, when there is none, `current` again. The
     /// next rotation's `set` can land between the refetch and its use (the cached value was
     /// then two rotations old, or the connection was slow), and only its pending version works
     /// until that rotation finishes; once it has finished, current is that version. No version
@@ -415,13 +415,15 @@ impl SecretCache {
         };
         // Refused again: a rotation moved on while this was trying (a cached value two
         // rotations old, or a slow connection that straddled the next rotation). A third and
-        // last try with a version not tried yet: the pending one of a rotation in progress or,
-        // if that rotation was promoted in the meantime, current.
-        let tried = [refused, second];
+        // last try with a version newer than both tried: the pending one of a rotation in
+        // progress or, if that rotation was promoted in the meantime, current. Versions only
+        // grow, so an older one is stale (a refresh that joined a fetch begun before the
+        // rotation moved on), and would only cost the target a failed login.
+        let newest = refused.max(second);
         let third = match self.inner.source.fetch(path, Which::Pending).await {
-            Ok(pending) if !tried.contains(&pending.version()) => Some(pending),
+            Ok(pending) if pending.version() > newest => Some(pending),
             _ => match self.refresh(path, Which::Current).await {
-                Ok(current) if !tried.contains(&current.version()) => Some(current),
+                Ok(current) if current.version() > newest => Some(current),
                 _ => None,
             },
         };

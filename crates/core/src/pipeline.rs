@@ -165,7 +165,8 @@ impl Core {
             // The answer is withheld. The record says what it would have been, and may be
             // committed (or commit yet): a stored outcome overrides the folded one. After a
             // term mismatch the cluster is up, so it is committed before the error goes; after
-            // a failed commit it is queued, as a wait would only double the client's.
+            // a failed commit it is committed off the reply path (a wait would only double the
+            // client's), waiting for room in the queue rather than dropped when it is full.
             let correction = AuditOutcome {
                 request_id: record.request_id.clone(),
                 outcome: crate::audit::outcome(&failed).into(),
@@ -179,7 +180,12 @@ impl Core {
                     warn!(error = %e, "the outcome of a withheld answer was not committed");
                 }
             } else {
-                self.batcher.outcome(id, sealed);
+                let batcher = self.batcher.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = batcher.outcome_committed(id, sealed, started).await {
+                        warn!(error = %e, "the outcome of a withheld answer was not committed");
+                    }
+                });
             }
             return Err(failed);
         } else if matches!(result, Ok(Reply::Restored(_))) {

@@ -109,6 +109,23 @@ struct Inner {
 /// index, if it has committed an entry of that term; `Err` for a core that did not answer.
 type LeaderState = std::result::Result<Option<(u64, u64)>, String>;
 
+/// Resets the shared question if the task asking it ends without doing so itself.
+struct Asking<'a> {
+    asks: &'a Mutex<LeaderStateAsks>,
+    done: bool,
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut asks = self.asks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            asks.asking = false;
+            // Dropped senders: each waiter learns at once that the question was dropped.
+            asks.waiting.clear();
+        }
+    }
+}
+
 /// Concurrent `local_barrier` calls share one question to the Raft core (every request on a
 /// leader makes one, and each is a message the core handles between Raft messages): a caller
 /// waits for the first question asked after it arrived, so the answer is as fresh as its own.
@@ -304,11 +321,13 @@ impl RaftNode {
             let node = self.clone();
             tokio::spawn(async move { node.ask_leader_state().await });
         }
-        let (term, index) = match asked.await {
-            Ok(Ok(Some(at))) => at,
-            Ok(Ok(None)) => return Ok(None),
-            Ok(Err(e)) => return Err(Error::Fatal(e)),
-            Err(_) => return Err(Error::Fatal("the leader state question was dropped".into())),
+        // Bounded like one question of its own: a caller that arrived just after a question
+        // went out waits for that one and the next, and the read index path has its deadline.
+        let (term, index) = match tokio::time::timeout(self.inner.timing.leader_timeout, asked).await {
+            Ok(Ok(Ok(Some(at)))) => at,
+            Ok(Ok(Ok(None))) | Err(_) => return Ok(None),
+            Ok(Ok(Err(e))) => return Err(Error::Fatal(e)),
+            Ok(Err(_)) => return Err(Error::Fatal("the leader state question was dropped".into())),
         };
         self.wait_applied(index).await?;
         Ok(Some(term))
@@ -318,11 +337,15 @@ impl RaftNode {
     /// answers the callers that arrived before it was asked.
     async fn ask_leader_state(&self) {
         let me = self.inner.id;
+        // Should this task end any other way than below (a panic, its runtime going away), the
+        // next caller must ask afresh, and those waiting must hear that nobody will answer.
+        let mut asking = Asking { asks: &self.inner.leader_state, done: false };
         loop {
             let waiting = {
                 let mut asks = self.inner.leader_state.lock().expect("leader state lock");
                 if asks.waiting.is_empty() {
                     asks.asking = false;
+                    asking.done = true;
                     return;
                 }
                 std::mem::take(&mut asks.waiting)
