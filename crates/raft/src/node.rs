@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -136,6 +137,25 @@ struct LeaderStateAsks {
     waiting: Vec<oneshot::Sender<LeaderState>>,
 }
 
+/// Sends the commit index the leader held back from its followers (it named entries not yet
+/// synced here, see `arca_storage::Unsynced`) as soon as the sync catches up, with a heartbeat,
+/// rather than at the next replication or heartbeat: a follower's read barrier waits for it.
+/// Ends when the node is dropped or its log syncer stops.
+async fn send_owed_commits(node: std::sync::Weak<Inner>, mut unsynced: arca_storage::Unsynced) {
+    while unsynced.changed().await {
+        let Some(inner) = node.upgrade() else { return };
+        let owed = &inner.network.commits.owed;
+        let held = owed.load(Ordering::Relaxed);
+        // Cleared only if nothing newer was held back meanwhile (that waits for its own sync).
+        if held != 0
+            && unsynced.bound(held) == Some(held)
+            && owed.compare_exchange(held, 0, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            inner.raft.trigger().heartbeat().await.ok();
+        }
+    }
+}
+
 impl RaftNode {
     /// Opens the data directory, starts Raft and serves the node-to-node API. A node restarted
     /// from an existing data directory rejoins its cluster with no further action.
@@ -157,9 +177,11 @@ impl RaftNode {
         .validate()
         .map_err(|e| Error::Fatal(format!("invalid Raft timing: {e}")))?;
 
-        let (log_store, state_machine) = arca_storage::open::<TypeConfig>(&config.data_dir)?;
+        let (log_store, state_machine) = arca_storage::open_node::<TypeConfig>(&config.data_dir, config.id)?;
         let reader = state_machine.reader();
-        let network = Network::new(config.tls.clone(), t.connect_timeout, config.source_address);
+        let unsynced = log_store.unsynced();
+        let network =
+            Network::new(config.tls.clone(), t.connect_timeout, config.source_address, Some(unsynced.clone()));
         let raft = Raft::new(config.id, Arc::new(raft_config), network.clone(), log_store, state_machine)
             .await
             .map_err(|e| Error::Fatal(e.to_string()))?;
@@ -197,7 +219,7 @@ impl RaftNode {
             }
         });
         info!(listen = %config.listen, "node started");
-        Ok(RaftNode {
+        let node = RaftNode {
             inner: Arc::new(Inner {
                 id: config.id,
                 info: config.info.clone(),
@@ -209,7 +231,9 @@ impl RaftNode {
                 server: Mutex::new(Some((stop_tx, handle))),
                 leader_state: Mutex::default(),
             }),
-        })
+        };
+        tokio::spawn(send_owed_commits(Arc::downgrade(&node.inner), unsynced));
+        Ok(node)
     }
 
     pub fn id(&self) -> u64 {

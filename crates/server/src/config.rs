@@ -260,6 +260,7 @@ pub struct AuditSettings {
     pub retention_max_records: u64,
     pub mirror: String,
     pub max_batch_bytes: usize,
+    pub max_in_flight: usize,
 }
 
 impl Default for AuditSettings {
@@ -273,6 +274,7 @@ impl Default for AuditSettings {
             retention_max_records: 0,
             mirror: String::new(),
             max_batch_bytes: d.max_batch_bytes,
+            max_in_flight: d.max_in_flight,
         }
     }
 }
@@ -283,6 +285,7 @@ impl AuditSettings {
             flush_interval: Duration::from_millis(self.flush_interval_ms),
             max_batch: self.max_batch.max(1),
             max_batch_bytes: self.max_batch_bytes.max(1),
+            max_in_flight: self.max_in_flight.max(1),
             deadline: Duration::from_millis(self.deadline_ms.max(100)),
             retention_max_age: (self.retention_days > 0).then(|| Duration::from_secs(self.retention_days * 86_400)),
             retention_max_records: (self.retention_max_records > 0).then_some(self.retention_max_records),

@@ -24,6 +24,9 @@ pub enum Error {
 
     #[error("cannot read or write the backup: {0}")]
     BackupIo(std::io::Error),
+
+    #[error("cannot start the thread that syncs the Raft log: {source}")]
+    Thread { source: std::io::Error },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,6 +1,7 @@
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, RaftLogId, RaftLogReader, StorageError, StorageIOError, Vote};
@@ -9,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::instrument;
 
+use crate::wal_sync::{Unsynced, WalSync};
 use crate::{Cf, Store, StoreConfig};
 
 const KEY_VOTE: &[u8] = b"vote";
@@ -36,18 +38,46 @@ fn synced() -> WriteOptions {
 /// The Raft log and Raft's durable variables. Clones share the database and act as log readers.
 pub struct LogStore<C> {
     store: Store,
+    syncer: Arc<WalSync>,
+    /// This node's id, when the store may acknowledge its own entries as leader before they
+    /// are synced (see `wal_sync`); `None` syncs every append before acknowledging it.
+    me: Option<u64>,
+    /// The vote last saved or read: whose term the entries being appended belong to.
+    vote: Option<Vote<u64>>,
     _c: PhantomData<fn() -> C>,
 }
 
 impl<C> Clone for LogStore<C> {
     fn clone(&self) -> Self {
-        LogStore { store: self.store.clone(), _c: PhantomData }
+        LogStore {
+            store: self.store.clone(),
+            syncer: self.syncer.clone(),
+            me: self.me,
+            vote: self.vote,
+            _c: PhantomData,
+        }
     }
 }
 
 impl<C: StoreConfig> LogStore<C> {
-    pub(crate) fn new(store: Store) -> Self {
-        LogStore { store, _c: PhantomData }
+    pub(crate) fn new(store: Store, syncer: Arc<WalSync>, me: Option<u64>) -> Self {
+        LogStore { store, syncer, me, vote: None, _c: PhantomData }
+    }
+
+    /// The leader's entries written and acknowledged but not synced yet: the state machine
+    /// applies none of them, and the commit index sent to followers stops before them.
+    pub fn unsynced(&self) -> Unsynced {
+        self.syncer.unsynced()
+    }
+
+    /// Whether `entries` are this node's own, appended as the established leader of their
+    /// term: those are acknowledged before their sync.
+    fn own_as_leader(&self, entries: &[Entry<C>]) -> bool {
+        let (Some(me), Some(vote)) = (self.me, self.vote) else { return false };
+        let term = vote.leader_id().term;
+        vote.is_committed()
+            && vote.leader_id().voted_for() == Some(me)
+            && entries.iter().all(|e| e.get_log_id().leader_id.term == term && e.get_log_id().leader_id.node_id == me)
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError<u64>> {
@@ -132,11 +162,14 @@ impl<C: StoreConfig> RaftLogStorage<C> for LogStore<C> {
     #[instrument(level = "debug", skip(self))]
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
         // Synced: a node that forgets its vote after a crash can vote twice in one term.
-        self.put_meta(KEY_VOTE, vote)
+        self.put_meta(KEY_VOTE, vote)?;
+        self.vote = Some(*vote);
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
-        self.get_meta(KEY_VOTE)
+        self.vote = self.get_meta(KEY_VOTE)?;
+        Ok(self.vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {
@@ -157,27 +190,37 @@ impl<C: StoreConfig> RaftLogStorage<C> for LogStore<C> {
         I: IntoIterator<Item = Entry<C>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry<C>> = entries.into_iter().collect();
+        let Some(first) = entries.first().map(|e| e.get_log_id().index) else {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
         let cf = self.store.cf(Cf::Logs);
         let mut batch = WriteBatch::default();
-        for entry in entries {
-            batch.put_cf(cf, index_key(entry.get_log_id().index), encode(&entry));
+        for entry in &entries {
+            batch.put_cf(cf, index_key(entry.get_log_id().index), encode(entry));
         }
-        // Written (readable) now; durable once the WAL is synced. The callback tells Raft the
-        // entries are durable (it may then count this node towards a quorum), so it waits for
-        // the sync, which runs off the async workers: an fsync takes milliseconds to tens of
-        // milliseconds, and a worker blocked on it stalls every request it would have served.
-        // RocksDB orders writes, so a later truncate or append cannot overtake this one, and a
-        // sync covers every write before it.
+        // Written (readable) now; durable once the WAL is synced, which the syncer thread does
+        // off the async workers (an fsync takes milliseconds to tens of milliseconds, and a
+        // worker blocked on it stalls every request it would have served). RocksDB orders
+        // writes, so a later truncate or append cannot overtake this one, and a sync covers
+        // every write before it.
         if let Err(e) = self.store.db.write(batch) {
             let e = std::io::Error::other(e);
             let storage_err = StorageIOError::write_logs(&e).into();
             callback.log_io_completed(Err(e));
             return Err(storage_err);
         }
-        let db = self.store.db.clone();
-        tokio::task::spawn_blocking(move || {
-            callback.log_io_completed(db.flush_wal(true).map_err(std::io::Error::other));
-        });
+        if self.own_as_leader(&entries) {
+            // The leader's own entries: Raft may replicate them now, while they sync; until
+            // the sync, nothing applies them and no follower hears they are committed.
+            self.syncer.acknowledged_early(first);
+            callback.log_io_completed(Ok(()));
+        } else {
+            // Anyone else's: the callback tells Raft they are durable, and a follower's answer
+            // counts towards the leader's quorum.
+            self.syncer.after_sync(Box::new(move |r| callback.log_io_completed(r)));
+        }
         Ok(())
     }
 

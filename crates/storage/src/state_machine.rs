@@ -11,6 +11,7 @@ use rocksdb::{IteratorMode, WriteBatch, WriteOptions};
 use tracing::instrument;
 
 use crate::log_store::{decode, encode};
+use crate::wal_sync::Unsynced;
 use crate::{snapshot, Applied, Cf, ChangedKey, StateReader, Store, StoreConfig, STATE_CFS};
 
 pub(crate) const KEY_APPLIED: &[u8] = b"last_applied";
@@ -124,18 +125,20 @@ impl<'a> Transaction<'a> {
 /// The replicated state machine.
 pub struct StateMachine<C: StoreConfig> {
     store: Store,
+    /// The leader's entries acknowledged before their sync, which must not apply yet.
+    unsynced: Unsynced,
     last_applied: Option<LogId<u64>>,
     membership: Membership<C>,
     _c: PhantomData<fn() -> C>,
 }
 
 impl<C: StoreConfig> StateMachine<C> {
-    pub(crate) fn new(store: Store) -> crate::Result<Self> {
+    pub(crate) fn new(store: Store, unsynced: Unsynced) -> crate::Result<Self> {
         let read = |key: &[u8]| -> crate::Result<Option<Vec<u8>>> { Ok(store.db.get_cf(store.cf(Cf::Meta), key)?) };
         let corrupt = |e: bincode::Error| crate::Error::Corrupt(format!("state machine metadata: {e}"));
         let last_applied = read(KEY_APPLIED)?.map(|b| decode(&b)).transpose().map_err(corrupt)?.flatten();
         let membership = read(KEY_MEMBERSHIP)?.map(|b| decode(&b)).transpose().map_err(corrupt)?.unwrap_or_default();
-        Ok(StateMachine { store, last_applied, membership, _c: PhantomData })
+        Ok(StateMachine { store, unsynced, last_applied, membership, _c: PhantomData })
     }
 
     /// A reader of the applied state that stays valid while Raft owns the state machine.
@@ -154,11 +157,35 @@ impl<C: StoreConfig> RaftSnapshotBuilder<C> for SnapshotBuilder<C> {
     #[instrument(level = "info", skip(self))]
     async fn build_snapshot(&mut self) -> Result<Snapshot<C>, StorageError<u64>> {
         let store = self.store.clone();
-        let (meta, data) = tokio::task::spawn_blocking(move || build::<C>(&store))
-            .await
-            .map_err(|e| StorageIOError::read_state_machine(&e))??;
+        // A snapshot holds the whole state, audit trail included, so it costs time in
+        // proportion to everything ever kept, and every node builds one at the same index. It
+        // runs on a thread of its own at the lowest CPU and I/O priority: requests must not
+        // wait behind it (seen: p99 of 20-150 ms, every 5 000 entries, with a 59 MB state).
+        let (done, built) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("arca-snapshot".into())
+            .spawn(move || {
+                background_priority();
+                let _ = done.send(build::<C>(&store));
+            })
+            .map_err(|e| StorageIOError::read_state_machine(&e))?;
+        let (meta, data) = built.await.map_err(|e| StorageIOError::read_state_machine(&e))??;
         tracing::info!(snapshot = %meta, bytes = data.len(), "built snapshot");
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+/// Lowers the calling thread to the lowest CPU priority (nice 19) and the idle I/O class, so
+/// whatever else wants the CPU or the disk goes first. Best effort: a refusal leaves it as it
+/// was, which is only slower for everyone else.
+fn background_priority() {
+    // SAFETY: plain syscalls on the calling thread (`gettid`, `setpriority` on that id, and
+    // `ioprio_set` with who = that id); no memory is passed.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+        // IOPRIO_PRIO_VALUE(IOPRIO_CLASS_IDLE = 3, 0), IOPRIO_WHO_PROCESS = 1 (a thread id).
+        libc::syscall(libc::SYS_ioprio_set, 1, tid, 3 << 13);
     }
 }
 
@@ -205,6 +232,16 @@ impl<C: StoreConfig> RaftStateMachine<C> for StateMachine<C> {
         I: IntoIterator<Item = openraft::Entry<C>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<openraft::Entry<C>> = entries.into_iter().collect();
+        // A committed entry takes effect only once it is on a majority's disks: on the leader
+        // that may not be so yet for its own newest entries (see `wal_sync`).
+        if let Some(last) = entries.last() {
+            let index = last.get_log_id().index;
+            self.unsynced
+                .wait_synced(index)
+                .await
+                .map_err(|e| StorageIOError::write_logs(&std::io::Error::other(e)))?;
+        }
         let mut tx = Transaction::new(&self.store);
         let mut responses = Vec::new();
         let mut last_applied = self.last_applied;

@@ -4,6 +4,7 @@ use std::sync::{Arc, RwLock};
 use rocksdb::{ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, Options, DB};
 use sha2::{Digest, Sha256};
 
+use crate::wal_sync::WalSync;
 use crate::{Error, LogStore, Result, StateMachine, StoreConfig};
 
 /// The column families of a node's database.
@@ -96,9 +97,24 @@ pub type Observer = Arc<dyn Fn(&StateReader, &Applied<'_>) + Send + Sync>;
 /// Opens (creating if needed) the node's storage under `dir`: `dir/db` for RocksDB and
 /// `dir/snapshots` for snapshot files.
 pub fn open<C: StoreConfig>(dir: &Path) -> Result<(LogStore<C>, StateMachine<C>)> {
+    open_store(dir, None)
+}
+
+/// Like [`open`], for node `me`: as leader it acknowledges its own log entries to Raft before
+/// they are synced, and holds back their effects until they are (see `wal_sync`).
+pub fn open_node<C: StoreConfig>(dir: &Path, me: u64) -> Result<(LogStore<C>, StateMachine<C>)> {
+    open_store(dir, Some(me))
+}
+
+fn open_store<C: StoreConfig>(dir: &Path, me: Option<u64>) -> Result<(LogStore<C>, StateMachine<C>)> {
     let store = Store::open(dir)?;
-    let log = LogStore::new(store.clone());
-    let sm = StateMachine::new(store)?;
+    // What the last process wrote may still sit in the page cache only (it may have
+    // acknowledged its own entries before syncing them, then died): make it durable before
+    // this process counts on it.
+    store.db.flush_wal(true)?;
+    let syncer = WalSync::start(&store.db).map_err(|source| Error::Thread { source })?;
+    let sm = StateMachine::new(store.clone(), syncer.unsynced())?;
+    let log = LogStore::new(store, syncer, me);
     Ok((log, sm))
 }
 

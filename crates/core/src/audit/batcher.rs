@@ -44,10 +44,10 @@ pub struct AuditConfig {
 impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
-            flush_interval: Duration::from_millis(2),
+            flush_interval: Duration::ZERO,
             max_batch: 512,
             max_batch_bytes: 1024 * 1024,
-            max_in_flight: 4,
+            max_in_flight: 2,
             deadline: Duration::from_secs(5),
             retention_max_age: None,
             retention_max_records: None,
@@ -228,6 +228,9 @@ async fn run(node: RaftNode, config: AuditConfig, mut rx: mpsc::Receiver<Pending
                 },
             },
         };
+        // A free slot first, then the batch: whatever arrives while every slot is busy rides
+        // the next entry (group commit paced by the commits themselves, no timer needed).
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
         let (mut batch, mut bytes) = (Vec::new(), 0);
         if let Some(first) = first {
             add(&mut batch, &mut bytes, config.max_batch_bytes, first);
@@ -240,7 +243,7 @@ async fn run(node: RaftNode, config: AuditConfig, mut rx: mpsc::Receiver<Pending
             }
             // With a batch already on its way, wait a little for company: one entry for many
             // requests is what keeps audited throughput close to unaudited.
-            if in_flight.available_permits() < config.max_in_flight {
+            if !config.flush_interval.is_zero() && in_flight.available_permits() + 1 < config.max_in_flight {
                 let until = tokio::time::Instant::now() + config.flush_interval;
                 while batch.len() < config.max_batch && carried.is_none() {
                     match tokio::time::timeout_at(until, rx.recv()).await {
@@ -282,7 +285,6 @@ async fn run(node: RaftNode, config: AuditConfig, mut rx: mpsc::Receiver<Pending
             continue;
         }
         metrics.audit_batch(batch.len());
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
         let node = node.clone();
         tokio::spawn(async move {
             let _permit = permit;
