@@ -76,18 +76,29 @@ pub(crate) struct CommitNotice {
 }
 
 impl CommitNotice {
-    /// `rpc`'s commit index, held below the first unsynced entry: the highest log id the
-    /// message itself names within that bound (a follower needs a true log id, and keeps the
-    /// highest commit it heard), or none at all.
+    /// `rpc`'s commit index, held below the first unsynced entry: the highest true log id
+    /// within that bound that this leader knows (a follower needs a true log id, and keeps the
+    /// highest commit it heard): the last of its own entries synced in the commit's term, or
+    /// one the message names; none at all if there is none.
     fn bound(&self, rpc: &mut AppendEntriesRequest<TypeConfig>) {
         let (Some(unsynced), Some(commit)) = (&self.unsynced, rpc.leader_commit) else { return };
-        let bound = unsynced.bound(commit.index);
-        if bound == Some(commit.index) {
+        if unsynced.bound(commit.index) == Some(commit.index) {
             return;
         }
-        self.owed.fetch_max(commit.index, Ordering::Relaxed);
+        // Owed before looking again: a sync that ends in between either shows in the second
+        // look, or wakes `send_owed_commits` after this store, which then sees it.
+        self.owed.fetch_max(commit.index, Ordering::SeqCst);
+        let Some(bound) = unsynced.bound(commit.index) else {
+            rpc.leader_commit = None;
+            return;
+        };
+        if bound == commit.index {
+            return;
+        }
+        // Entries of the commit's term are this leader's own, so its synced one is in its log.
+        let synced = unsynced.synced_last().filter(|id| id.leader_id == commit.leader_id);
         let named = rpc.prev_log_id.into_iter().chain(rpc.entries.iter().map(|e| e.log_id));
-        rpc.leader_commit = bound.and_then(|b| named.filter(|id| id.index <= b).max_by_key(|id| id.index));
+        rpc.leader_commit = synced.into_iter().chain(named).filter(|id| id.index <= bound).max_by_key(|id| id.index);
     }
 }
 
@@ -306,7 +317,7 @@ mod tests {
             leader_commit: Some(id(2, commit)),
             entries,
         };
-        let notice = CommitNotice { unsynced: Some(Unsynced::fixed(Some(5), None)), owed: Arc::default() };
+        let notice = CommitNotice { unsynced: Some(Unsynced::fixed(Some(5), None, None)), owed: Arc::default() };
 
         let mut rpc = request(id(1, 3), vec![entry(4), entry(5), entry(6)], 6);
         notice.bound(&mut rpc);
@@ -321,7 +332,20 @@ mod tests {
         notice.bound(&mut synced);
         assert_eq!(synced.leader_commit, Some(id(2, 4)), "a commit of synced entries goes as it is");
 
-        let failed = CommitNotice { unsynced: Some(Unsynced::fixed(None, Some("EIO".into()))), owed: Arc::default() };
+        // A follower already past the synced entries still hears the last synced one.
+        let synced =
+            CommitNotice { unsynced: Some(Unsynced::fixed(Some(5), Some(id(2, 4)), None)), owed: Arc::default() };
+        let mut heartbeat = request(id(2, 6), vec![], 6);
+        synced.bound(&mut heartbeat);
+        assert_eq!(heartbeat.leader_commit, Some(id(2, 4)), "the last synced entry of the commit's term");
+        let older =
+            CommitNotice { unsynced: Some(Unsynced::fixed(Some(5), Some(id(1, 4)), None)), owed: Arc::default() };
+        let mut heartbeat = request(id(2, 6), vec![], 6);
+        older.bound(&mut heartbeat);
+        assert_eq!(heartbeat.leader_commit, None, "one of another term may have been overwritten since");
+
+        let failed =
+            CommitNotice { unsynced: Some(Unsynced::fixed(None, None, Some("EIO".into()))), owed: Arc::default() };
         let mut rpc = request(id(1, 3), vec![entry(4)], 4);
         failed.bound(&mut rpc);
         assert_eq!(rpc.leader_commit, None, "a failed sync vouches for nothing");

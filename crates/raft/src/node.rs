@@ -145,11 +145,11 @@ async fn send_owed_commits(node: std::sync::Weak<Inner>, mut unsynced: arca_stor
     while unsynced.changed().await {
         let Some(inner) = node.upgrade() else { return };
         let owed = &inner.network.commits.owed;
-        let held = owed.load(Ordering::Relaxed);
+        let held = owed.load(Ordering::SeqCst);
         // Cleared only if nothing newer was held back meanwhile (that waits for its own sync).
         if held != 0
             && unsynced.bound(held) == Some(held)
-            && owed.compare_exchange(held, 0, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            && owed.compare_exchange(held, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok()
         {
             inner.raft.trigger().heartbeat().await.ok();
         }

@@ -36,7 +36,8 @@
 //! apply_timeout_ms = 5000       # longest it waits for this node to apply its committed write
 //!
 //! [audit]                       # optional
-//! flush_interval_ms = 2         # group commit: longest a record waits for company
+//! flush_interval_ms = 0         # group commit: longest a batch waits for company (0: none)
+//! max_in_flight = 2             # group commit: batches committing at once
 //! max_batch = 512               # group commit: most records in one Raft entry
 //! deadline_ms = 5000            # fail closed after this without a committed record
 //! retention_days = 0            # leader trims older records (0: keep all)
@@ -289,7 +290,6 @@ impl AuditSettings {
             deadline: Duration::from_millis(self.deadline_ms.max(100)),
             retention_max_age: (self.retention_days > 0).then(|| Duration::from_secs(self.retention_days * 86_400)),
             retention_max_records: (self.retention_max_records > 0).then_some(self.retention_max_records),
-            ..Default::default()
         }
     }
 }

@@ -4,7 +4,9 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{Entry, LogId, OptionalSend, RaftLogId, RaftLogReader, StorageError, StorageIOError, Vote};
+use openraft::{
+    Entry, EntryPayload, LogId, OptionalSend, RaftLogId, RaftLogReader, StorageError, StorageIOError, Vote,
+};
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -75,9 +77,15 @@ impl<C: StoreConfig> LogStore<C> {
     fn own_as_leader(&self, entries: &[Entry<C>]) -> bool {
         let (Some(me), Some(vote)) = (self.me, self.vote) else { return false };
         let term = vote.leader_id().term;
+        // Not a membership change: openraft proposes the next one once it deems this one
+        // committed, and joint consensus needs that to be true on disk, not only in memory.
         vote.is_committed()
             && vote.leader_id().voted_for() == Some(me)
-            && entries.iter().all(|e| e.get_log_id().leader_id.term == term && e.get_log_id().leader_id.node_id == me)
+            && entries.iter().all(|e| {
+                e.get_log_id().leader_id.term == term
+                    && e.get_log_id().leader_id.node_id == me
+                    && !matches!(e.payload, EntryPayload::Membership(_))
+            })
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError<u64>> {
@@ -168,7 +176,16 @@ impl<C: StoreConfig> RaftLogStorage<C> for LogStore<C> {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
-        self.vote = self.get_meta(KEY_VOTE)?;
+        // (openraft reads the vote once, at startup.) A node that led when it stopped does not
+        // resume leading in the same term: it may have lost entries it acknowledged before
+        // syncing them (power loss), and new entries of its own under the same log ids would
+        // pass for them on a follower that kept the old ones. Uncommitted, its vote makes it a
+        // candidate for a new term, whose entries overwrite whatever is left of the old ones.
+        let saved: Option<Vote<u64>> = self.get_meta(KEY_VOTE)?;
+        self.vote = saved.map(|v| match self.me {
+            Some(me) if v.is_committed() && v.leader_id().voted_for() == Some(me) => Vote::new(v.leader_id().term, me),
+            _ => v,
+        });
         Ok(self.vote)
     }
 
@@ -214,7 +231,8 @@ impl<C: StoreConfig> RaftLogStorage<C> for LogStore<C> {
         if self.own_as_leader(&entries) {
             // The leader's own entries: Raft may replicate them now, while they sync; until
             // the sync, nothing applies them and no follower hears they are committed.
-            self.syncer.acknowledged_early(first);
+            let last = *entries.last().expect("not empty").get_log_id();
+            self.syncer.acknowledged_early(first, last);
             callback.log_io_completed(Ok(()));
         } else {
             // Anyone else's: the callback tells Raft they are durable, and a follower's answer

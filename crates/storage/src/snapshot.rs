@@ -96,10 +96,10 @@ pub(crate) fn parse(data: &[u8]) -> Result<Vec<Record<'_>>, String> {
 /// A snapshot as stored: its metadata and its data.
 pub(crate) type Stored<N> = (SnapshotMeta<u64, N>, Vec<u8>);
 
-/// Atomically replaces the node's current snapshot file.
 /// Bytes of a snapshot file written between two syncs (about 15 ms of the reference disk).
 const SYNC_CHUNK: usize = 4 * 1024 * 1024;
 
+/// Atomically replaces the node's current snapshot file.
 pub(crate) fn save(dir: &Path, meta: &SnapshotMeta<u64, impl openraft::Node>, data: &[u8]) -> std::io::Result<()> {
     let meta = encode(meta);
     let tmp = dir.join(format!("{FILE}.tmp"));

@@ -175,8 +175,10 @@ impl<C: StoreConfig> RaftSnapshotBuilder<C> for SnapshotBuilder<C> {
     }
 }
 
-/// Lowers the calling thread to the lowest CPU priority (nice 19) and the idle I/O class, so
-/// whatever else wants the CPU or the disk goes first. Best effort: a refusal leaves it as it
+/// Lowers the calling thread to the lowest CPU priority (nice 19) and the lowest best-effort
+/// I/O priority, so whatever else wants the CPU or the disk goes first. Not the idle I/O class:
+/// under a scheduler that honours it a busy disk could starve the build forever, keeping its
+/// RocksDB snapshot pinned and the log unpurged. Best effort: a refusal leaves the thread as it
 /// was, which is only slower for everyone else.
 fn background_priority() {
     // SAFETY: plain syscalls on the calling thread (`gettid`, `setpriority` on that id, and
@@ -184,8 +186,8 @@ fn background_priority() {
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
         libc::setpriority(libc::PRIO_PROCESS, tid, 19);
-        // IOPRIO_PRIO_VALUE(IOPRIO_CLASS_IDLE = 3, 0), IOPRIO_WHO_PROCESS = 1 (a thread id).
-        libc::syscall(libc::SYS_ioprio_set, 1, tid, 3 << 13);
+        // IOPRIO_PRIO_VALUE(IOPRIO_CLASS_BE = 2, level 7), IOPRIO_WHO_PROCESS = 1 (a thread id).
+        libc::syscall(libc::SYS_ioprio_set, 1, tid, (2 << 13) | 7);
     }
 }
 

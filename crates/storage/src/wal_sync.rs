@@ -25,6 +25,7 @@
 
 use std::sync::{Arc, Condvar, Mutex, Weak};
 
+use openraft::LogId;
 use rocksdb::DB;
 use tokio::sync::watch;
 
@@ -36,8 +37,9 @@ enum Waiter {
     /// A follower's append (or a leader's before its leadership is established): Raft hears
     /// of it only once it is durable.
     Callback(Callback),
-    /// A leader's append already acknowledged, whose first entry has this index.
-    Early(u64),
+    /// A leader's append already acknowledged: the index of its first entry, the id of its
+    /// last.
+    Early(u64, LogId<u64>),
 }
 
 #[derive(Default)]
@@ -52,6 +54,9 @@ struct Queue {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnsyncedState {
     pub from: Option<u64>,
+    /// The last entry acknowledged early whose sync is done: a true log id of this leader's
+    /// log to name as a commit index while later ones sync.
+    pub synced_last: Option<LogId<u64>>,
     pub failed: Option<String>,
 }
 
@@ -86,13 +91,13 @@ impl WalSync {
         self.push(Waiter::Callback(done));
     }
 
-    /// Records that entries from `first` on are written and acknowledged, and not synced.
-    pub(crate) fn acknowledged_early(&self, first: u64) {
+    /// Records that entries `first..=last` are written and acknowledged, and not synced.
+    pub(crate) fn acknowledged_early(&self, first: u64, last: LogId<u64>) {
         let mut queue = self.shared.queue.lock().expect("wal sync lock");
         self.shared.state.send_modify(|s| {
             s.from = Some(s.from.map_or(first, |f| f.min(first)));
         });
-        queue.waiting.push(Waiter::Early(first));
+        queue.waiting.push(Waiter::Early(first, last));
         self.shared.wake.notify_one();
     }
 
@@ -113,7 +118,32 @@ impl Drop for WalSync {
     }
 }
 
+/// Fails everything still waiting if the syncer thread panics, rather than leave Raft waiting
+/// for a sync that never comes (fail-stop, as after a failed sync).
+struct FailOnPanic(Arc<Shared>);
+
+impl Drop for FailOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let waiting = {
+            let mut queue = self.0.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            self.0.state.send_modify(|s| {
+                s.failed.get_or_insert_with(|| "the thread syncing the Raft log panicked".to_string());
+            });
+            std::mem::take(&mut queue.waiting)
+        };
+        for w in waiting {
+            if let Waiter::Callback(done) = w {
+                done(Err(std::io::Error::other("the thread syncing the Raft log panicked")));
+            }
+        }
+    }
+}
+
 fn run(db: Weak<DB>, shared: Arc<Shared>) {
+    let _failsafe = FailOnPanic(shared.clone());
     loop {
         let waiting = {
             let mut queue = shared.queue.lock().expect("wal sync lock");
@@ -135,12 +165,20 @@ fn run(db: Weak<DB>, shared: Arc<Shared>) {
             // and must stay visible as such.
             let queue = shared.queue.lock().expect("wal sync lock");
             let still = queue.waiting.iter().filter_map(|w| match w {
-                Waiter::Early(first) => Some(*first),
+                Waiter::Early(first, _) => Some(*first),
                 Waiter::Callback(_) => None,
             });
             let from = still.min();
+            let synced = waiting.iter().filter_map(|w| match w {
+                Waiter::Early(_, last) => Some(*last),
+                Waiter::Callback(_) => None,
+            });
+            let synced_last = synced.max_by_key(|id| id.index);
             shared.state.send_modify(|s| match &result {
-                Ok(()) => s.from = from,
+                Ok(()) => {
+                    s.from = from;
+                    s.synced_last = synced_last.or(s.synced_last);
+                }
                 Err(e) => {
                     s.failed.get_or_insert_with(|| format!("syncing the Raft log failed: {e}"));
                 }
@@ -165,6 +203,12 @@ pub struct Unsynced(
 );
 
 impl Unsynced {
+    /// The last of this leader's entries acknowledged early and synced since (see
+    /// [`UnsyncedState::synced_last`]).
+    pub fn synced_last(&self) -> Option<LogId<u64>> {
+        self.0.borrow().synced_last
+    }
+
     /// The highest commit index others may act on given `commit`: below the first unsynced
     /// entry. `None` when a sync failed (nothing more is to be trusted from this log).
     pub fn bound(&self, commit: u64) -> Option<u64> {
@@ -200,8 +244,8 @@ impl Unsynced {
 impl Unsynced {
     /// A fixed view, for tests of what reads it (the commit index a leader sends).
     #[doc(hidden)]
-    pub fn fixed(from: Option<u64>, failed: Option<String>) -> Unsynced {
-        let (tx, rx) = watch::channel(UnsyncedState { from, failed });
+    pub fn fixed(from: Option<u64>, synced_last: Option<LogId<u64>>, failed: Option<String>) -> Unsynced {
+        let (tx, rx) = watch::channel(UnsyncedState { from, synced_last, failed });
         // Kept open with the view: a closed channel would read as a stopped syncer.
         Unsynced(rx, Some(Arc::new(tx)))
     }
@@ -222,7 +266,7 @@ mod tests {
     /// The bound a leader's commit index is held to, and what applying waits for.
     #[tokio::test]
     async fn entries_from_the_first_unsynced_one_are_held_back() {
-        let held = Unsynced::fixed(Some(5), None);
+        let held = Unsynced::fixed(Some(5), None, None);
         assert_eq!(held.bound(10), Some(4), "commit stops before the first unsynced entry");
         assert_eq!(held.bound(3), Some(3), "a commit below it is untouched");
         let mut waiting = held.clone();
@@ -230,7 +274,7 @@ mod tests {
         let blocked = tokio::time::timeout(Duration::from_millis(50), waiting.wait_synced(5)).await;
         assert!(blocked.is_err(), "an unsynced entry must not apply");
 
-        let failed = Unsynced::fixed(None, Some("disk gone".into()));
+        let failed = Unsynced::fixed(None, None, Some("disk gone".into()));
         assert_eq!(failed.bound(10), None, "after a failed sync no commit index is vouched for");
         assert!(failed.clone().wait_synced(1).await.unwrap_err().contains("disk gone"));
     }
@@ -243,11 +287,13 @@ mod tests {
         let db = db(dir.path());
         let syncer = WalSync::start(&db).unwrap();
         let mut unsynced = syncer.unsynced();
-        syncer.acknowledged_early(7);
+        let id = |index| LogId::new(openraft::CommittedLeaderId::new(2, 1), index);
+        syncer.acknowledged_early(7, id(8));
         // Either still unsynced, or synced already: never a bound past 6 before the sync.
         assert!(matches!(unsynced.bound(9), Some(6) | Some(9)));
         tokio::time::timeout(Duration::from_secs(5), unsynced.wait_synced(9)).await.unwrap().unwrap();
         assert_eq!(unsynced.bound(9), Some(9));
+        assert_eq!(unsynced.synced_last(), Some(id(8)), "the last entry synced is named");
         let (tx, rx) = tokio::sync::oneshot::channel();
         syncer.after_sync(Box::new(move |r| {
             let _ = tx.send(r.is_ok());
@@ -256,7 +302,7 @@ mod tests {
 
         // The database gone before the sync (the store closed): nothing may apply after it.
         drop(db);
-        syncer.acknowledged_early(10);
+        syncer.acknowledged_early(10, id(10));
         let err = tokio::time::timeout(Duration::from_secs(5), unsynced.wait_synced(10)).await.unwrap();
         assert!(err.unwrap_err().contains("syncing the Raft log failed"));
         assert_eq!(unsynced.bound(9), None);

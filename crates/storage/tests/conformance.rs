@@ -78,6 +78,29 @@ async fn applied_state_survives_restart_and_batches_see_their_own_writes() {
     assert_eq!(reader.get(Cf::Kv, b"b").unwrap().as_deref(), Some(&b"z"[..]));
 }
 
+/// A node that led when it stopped comes back without its leadership: it may have lost entries
+/// it acknowledged before syncing them, and leading the same term again would reuse their log
+/// ids. Its vote comes back uncommitted (a candidate's, for a new term); anyone else's vote, and
+/// any vote of a store that never acknowledges early, comes back as saved.
+#[tokio::test]
+async fn a_leader_restarts_as_a_candidate_not_as_the_leader_of_its_term() {
+    use openraft::storage::RaftLogStorage;
+    use openraft::Vote;
+    let dir = TempDir::new().unwrap();
+    {
+        let (mut log, _sm) = arca_storage::open_node::<TestConfig>(dir.path(), 1).unwrap();
+        log.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
+    }
+    let (mut log, _sm) = arca_storage::open_node::<TestConfig>(dir.path(), 1).unwrap();
+    assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
+    drop((log, _sm));
+    let (mut log, _sm) = arca_storage::open_node::<TestConfig>(dir.path(), 2).unwrap();
+    assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new_committed(3, 1)), "another node's leadership stays");
+    drop((log, _sm));
+    let (mut log, _sm) = arca_storage::open::<TestConfig>(dir.path()).unwrap();
+    assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new_committed(3, 1)));
+}
+
 #[tokio::test]
 async fn a_data_dir_cannot_be_opened_twice() {
     let dir = TempDir::new().unwrap();

@@ -5,9 +5,10 @@
 //!   secret ids, JWTs, unseal shares, secret data in requests and replies) appear only as
 //!   `hmac-sha256:<hex>` under the cluster audit key, which lives behind the barrier.
 //! * The record (who, what, the decision) is committed *before* the request is handled: each
-//!   node batches its records into one `Command::Audit` (group commit): a batch is sent at once
-//!   when none is in flight, otherwise it collects for up to `flush_interval` or `max_batch`
-//!   records. If the record is not committed and applied on this node within `deadline`, the
+//!   node batches its records into one `Command::Audit` (group commit): once one of
+//!   `max_in_flight` slots is free, everything queued goes, up to `max_batch` records (with a
+//!   `flush_interval`, a batch behind another one in flight waits that long for company). If
+//!   the record is not committed and applied on this node within `deadline`, the
 //!   request fails with "audit log unavailable" without being handled: fail closed.
 //! * That commit is also the request's read barrier: once applied here, this node has every
 //!   write that completed before the request arrived (linearizable reads on any node), so a
