@@ -46,6 +46,8 @@ enum Waiter {
 struct Queue {
     waiting: Vec<Waiter>,
     stop: bool,
+    /// The thread died (panicked): nothing queued from now on would ever be synced.
+    dead: bool,
 }
 
 /// The state the rest of the node sees: the first log index written and acknowledged but not
@@ -93,16 +95,24 @@ impl WalSync {
 
     /// Records that entries `first..=last` are written and acknowledged, and not synced.
     pub(crate) fn acknowledged_early(&self, first: u64, last: LogId<u64>) {
-        let mut queue = self.shared.queue.lock().expect("wal sync lock");
+        // Marked unsynced before Raft hears of the entries; with the thread dead, the state
+        // already says the log failed, and nothing applies.
         self.shared.state.send_modify(|s| {
             s.from = Some(s.from.map_or(first, |f| f.min(first)));
         });
-        queue.waiting.push(Waiter::Early(first, last));
-        self.shared.wake.notify_one();
+        self.push(Waiter::Early(first, last));
     }
 
     fn push(&self, waiter: Waiter) {
-        self.shared.queue.lock().expect("wal sync lock").waiting.push(waiter);
+        let mut queue = self.shared.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if queue.dead {
+            drop(queue);
+            if let Waiter::Callback(done) = waiter {
+                done(Err(std::io::Error::other(SYNCER_DIED)));
+            }
+            return;
+        }
+        queue.waiting.push(waiter);
         self.shared.wake.notify_one();
     }
 
@@ -113,10 +123,12 @@ impl WalSync {
 
 impl Drop for WalSync {
     fn drop(&mut self) {
-        self.shared.queue.lock().expect("wal sync lock").stop = true;
+        self.shared.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).stop = true;
         self.shared.wake.notify_one();
     }
 }
+
+const SYNCER_DIED: &str = "the thread syncing the Raft log panicked; restart the node";
 
 /// Fails everything still waiting if the syncer thread panics, rather than leave Raft waiting
 /// for a sync that never comes (fail-stop, as after a failed sync).
@@ -129,14 +141,15 @@ impl Drop for FailOnPanic {
         }
         let waiting = {
             let mut queue = self.0.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            queue.dead = true;
             self.0.state.send_modify(|s| {
-                s.failed.get_or_insert_with(|| "the thread syncing the Raft log panicked".to_string());
+                s.failed.get_or_insert_with(|| SYNCER_DIED.to_string());
             });
             std::mem::take(&mut queue.waiting)
         };
         for w in waiting {
             if let Waiter::Callback(done) = w {
-                done(Err(std::io::Error::other("the thread syncing the Raft log panicked")));
+                done(Err(std::io::Error::other(SYNCER_DIED)));
             }
         }
     }
@@ -169,11 +182,11 @@ fn run(db: Weak<DB>, shared: Arc<Shared>) {
                 Waiter::Callback(_) => None,
             });
             let from = still.min();
-            let synced = waiting.iter().filter_map(|w| match w {
+            // The last acknowledged, in the order they were: the newest leadership's.
+            let synced_last = waiting.iter().rev().find_map(|w| match w {
                 Waiter::Early(_, last) => Some(*last),
                 Waiter::Callback(_) => None,
             });
-            let synced_last = synced.max_by_key(|id| id.index);
             shared.state.send_modify(|s| match &result {
                 Ok(()) => {
                     s.from = from;
@@ -277,6 +290,27 @@ mod tests {
         let failed = Unsynced::fixed(None, None, Some("disk gone".into()));
         assert_eq!(failed.bound(10), None, "after a failed sync no commit index is vouched for");
         assert!(failed.clone().wait_synced(1).await.unwrap_err().contains("disk gone"));
+    }
+
+    /// A syncer thread that dies fails closed: the log is marked failed (nothing applies, no
+    /// commit index is vouched for) and a waiter queued afterwards hears so at once instead of
+    /// waiting forever (openraft waits for its flush callback without a deadline).
+    #[test]
+    fn a_syncer_that_dies_fails_every_later_waiter() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(dir.path());
+        let syncer = WalSync::start(&db).unwrap();
+        let shared = syncer.shared.clone();
+        let died = std::thread::spawn(move || {
+            let _failsafe = FailOnPanic(shared);
+            panic!("a simulated fault in the syncer");
+        });
+        assert!(died.join().is_err());
+        let (tx, rx) = std::sync::mpsc::channel();
+        syncer.after_sync(Box::new(move |r| tx.send(r.map_err(|e| e.to_string())).unwrap()));
+        let heard = rx.recv_timeout(Duration::from_secs(1)).expect("answered at once");
+        assert!(heard.unwrap_err().contains("panicked"));
+        assert_eq!(syncer.unsynced().bound(1), None);
     }
 
     /// An early acknowledgement holds entries back until the syncer has synced them; a
