@@ -72,20 +72,11 @@ impl<C: StoreConfig> LogStore<C> {
         self.syncer.unsynced()
     }
 
-    /// Whether `entries` are this node's own, appended as the established leader of their
-    /// term: those are acknowledged before their sync.
-    fn own_as_leader(&self, entries: &[Entry<C>]) -> bool {
-        let (Some(me), Some(vote)) = (self.me, self.vote) else { return false };
-        let term = vote.leader_id().term;
-        // Not a membership change: openraft proposes the next one once it deems this one
-        // committed, and joint consensus needs that to be true on disk, not only in memory.
-        vote.is_committed()
-            && vote.leader_id().voted_for() == Some(me)
-            && entries.iter().all(|e| {
-                e.get_log_id().leader_id.term == term
-                    && e.get_log_id().leader_id.node_id == me
-                    && !matches!(e.payload, EntryPayload::Membership(_))
-            })
+    /// This node's id and term while it is the established leader of that term: its own
+    /// entries of the term are acknowledged before their sync.
+    fn leading(&self) -> Option<(u64, u64)> {
+        let (me, vote) = (self.me?, self.vote?);
+        (vote.is_committed() && vote.leader_id().voted_for() == Some(me)).then_some((me, vote.leader_id().term))
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError<u64>> {
@@ -207,16 +198,27 @@ impl<C: StoreConfig> RaftLogStorage<C> for LogStore<C> {
         I: IntoIterator<Item = Entry<C>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let entries: Vec<Entry<C>> = entries.into_iter().collect();
-        let Some(first) = entries.first().map(|e| e.get_log_id().index) else {
+        let cf = self.store.cf(Cf::Logs);
+        let mut batch = WriteBatch::default();
+        let leading = self.leading();
+        let (mut own, mut first, mut last) = (leading.is_some(), None, None);
+        for entry in entries {
+            let id = *entry.get_log_id();
+            // Not a membership change: openraft proposes the next one once it deems this one
+            // committed, and joint consensus needs that to be true on disk, not only in memory.
+            own &= leading.is_some_and(|(me, term)| {
+                id.leader_id.term == term
+                    && id.leader_id.node_id == me
+                    && !matches!(entry.payload, EntryPayload::Membership(_))
+            });
+            first.get_or_insert(id.index);
+            last = Some(id);
+            batch.put_cf(cf, index_key(id.index), encode(&entry));
+        }
+        let (Some(first), Some(last)) = (first, last) else {
             callback.log_io_completed(Ok(()));
             return Ok(());
         };
-        let cf = self.store.cf(Cf::Logs);
-        let mut batch = WriteBatch::default();
-        for entry in &entries {
-            batch.put_cf(cf, index_key(entry.get_log_id().index), encode(entry));
-        }
         // Written (readable) now; durable once the WAL is synced, which the syncer thread does
         // off the async workers (an fsync takes milliseconds to tens of milliseconds, and a
         // worker blocked on it stalls every request it would have served). RocksDB orders
@@ -228,10 +230,9 @@ impl<C: StoreConfig> RaftLogStorage<C> for LogStore<C> {
             callback.log_io_completed(Err(e));
             return Err(storage_err);
         }
-        if self.own_as_leader(&entries) {
+        if own {
             // The leader's own entries: Raft may replicate them now, while they sync; until
             // the sync, nothing applies them and no follower hears they are committed.
-            let last = *entries.last().expect("not empty").get_log_id();
             self.syncer.acknowledged_early(first, last);
             callback.log_io_completed(Ok(()));
         } else {

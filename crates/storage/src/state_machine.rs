@@ -234,16 +234,6 @@ impl<C: StoreConfig> RaftStateMachine<C> for StateMachine<C> {
         I: IntoIterator<Item = openraft::Entry<C>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let entries: Vec<openraft::Entry<C>> = entries.into_iter().collect();
-        // A committed entry takes effect only once it is on a majority's disks: on the leader
-        // that may not be so yet for its own newest entries (see `wal_sync`).
-        if let Some(last) = entries.last() {
-            let index = last.get_log_id().index;
-            self.unsynced
-                .wait_synced(index)
-                .await
-                .map_err(|e| StorageIOError::write_logs(&std::io::Error::other(e)))?;
-        }
         let mut tx = Transaction::new(&self.store);
         let mut responses = Vec::new();
         let mut last_applied = self.last_applied;
@@ -269,8 +259,12 @@ impl<C: StoreConfig> RaftStateMachine<C> for StateMachine<C> {
         // Not synced: the log is durable, and after a crash Raft re-applies from the persisted
         // last-applied id. Data and that id are in one batch, so nothing is applied twice.
         let batch = tx.into_batch().map_err(|e| StorageIOError::read_state_machine(&e))?;
-        self.store.db.write(batch).map_err(|e| StorageIOError::write_state_machine(&e))?;
         let index = last_applied.map_or(0, |id| id.index);
+        // A committed entry takes effect only once it is on a majority's disks: on the leader
+        // that may not be so yet for its own newest entries (see `wal_sync`). Built meanwhile,
+        // the batch is written once they are.
+        self.unsynced.wait_synced(index).await.map_err(|e| StorageIOError::write_logs(&std::io::Error::other(e)))?;
+        self.store.db.write(batch).map_err(|e| StorageIOError::write_state_machine(&e))?;
         if everything {
             self.store.notify(&Applied::Everything { index });
         } else if !changed.is_empty() {

@@ -111,7 +111,7 @@ fn open_store<C: StoreConfig>(dir: &Path, me: Option<u64>) -> Result<(LogStore<C
     // What the last process wrote may still sit in the page cache only (it may have
     // acknowledged its own entries before syncing them, then died): make it durable before
     // this process counts on it.
-    store.db.flush_wal(true)?;
+    store.db.flush_wal(true).map_err(|source| Error::Open { path: dir.join("db"), source })?;
     let syncer = WalSync::start(&store.db).map_err(|source| Error::Thread { source })?;
     let sm = StateMachine::new(store.clone(), syncer.unsynced())?;
     let log = LogStore::new(store, syncer, me);
