@@ -95,16 +95,29 @@ impl WalSync {
 
     /// Records that entries `first..=last` are written and acknowledged, and not synced.
     pub(crate) fn acknowledged_early(&self, first: u64, last: LogId<u64>) {
-        // Marked unsynced before Raft hears of the entries; with the thread dead, the state
-        // already says the log failed, and nothing applies.
-        self.shared.state.send_modify(|s| {
+        // Marked unsynced before Raft hears of the entries, and under the queue lock together
+        // with queueing them: the syncer recomputes `from` from the queue under that lock, and
+        // a sync ending between the two would otherwise clear the mark of entries it did not
+        // cover. With the thread dead, the state already says the log failed: nothing applies.
+        // Nobody waits for entries to become unsynced (readers look when they need to), so
+        // this wakes no one.
+        let queue = self.lock();
+        self.shared.state.send_if_modified(|s| {
             s.from = Some(s.from.map_or(first, |f| f.min(first)));
+            false
         });
-        self.push(Waiter::Early(first, last));
+        self.push_locked(queue, Waiter::Early(first, last));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.shared.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn push(&self, waiter: Waiter) {
-        let mut queue = self.shared.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.push_locked(self.lock(), waiter);
+    }
+
+    fn push_locked(&self, mut queue: std::sync::MutexGuard<'_, Queue>, waiter: Waiter) {
         if queue.dead {
             drop(queue);
             if let Waiter::Callback(done) = waiter {
@@ -123,7 +136,7 @@ impl WalSync {
 
 impl Drop for WalSync {
     fn drop(&mut self) {
-        self.shared.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).stop = true;
+        self.lock().stop = true;
         self.shared.wake.notify_one();
     }
 }
@@ -187,13 +200,17 @@ fn run(db: Weak<DB>, shared: Arc<Shared>) {
                 Waiter::Early(_, last) => Some(*last),
                 Waiter::Callback(_) => None,
             });
-            shared.state.send_modify(|s| match &result {
+            // Waiters care about entries becoming synced and about a failure; a follower's
+            // syncs change neither, and wake no one.
+            shared.state.send_if_modified(|s| match &result {
                 Ok(()) => {
-                    s.from = from;
                     s.synced_last = synced_last.or(s.synced_last);
+                    std::mem::replace(&mut s.from, from) != from
                 }
                 Err(e) => {
+                    let first = s.failed.is_none();
                     s.failed.get_or_insert_with(|| format!("syncing the Raft log failed: {e}"));
+                    first
                 }
             });
         }
@@ -248,7 +265,7 @@ impl Unsynced {
         }
     }
 
-    /// Waits for the next change (a sync finished, an entry was acknowledged early).
+    /// Waits for the next change that matters to a waiter (entries synced, a sync failed).
     pub async fn changed(&mut self) -> bool {
         self.0.changed().await.is_ok()
     }
