@@ -99,10 +99,35 @@ pub(crate) type Stored<N> = (SnapshotMeta<u64, N>, Vec<u8>);
 /// Bytes of a snapshot file written between two syncs (about 15 ms of the reference disk).
 const SYNC_CHUNK: usize = 4 * 1024 * 1024;
 
-/// Atomically replaces the node's current snapshot file.
-pub(crate) fn save(dir: &Path, meta: &SnapshotMeta<u64, impl openraft::Node>, data: &[u8]) -> std::io::Result<()> {
+/// Who writes a snapshot file: a build of this node's own, or an install of a leader's. openraft
+/// runs at most one of each at a time, but a build (slow, in the background) and an install
+/// may overlap, so each has a temporary file of its own.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Origin {
+    Build,
+    Install,
+}
+
+/// Most bytes of a snapshot file's metadata read back.
+const MAX_META: usize = 1024 * 1024;
+
+/// Renames into place one at a time (see `save`).
+static REPLACING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Atomically replaces the node's current snapshot file, unless it already holds a newer
+/// snapshot (a build that overlapped an install must not put older state back).
+pub(crate) fn save<N: openraft::Node>(
+    dir: &Path,
+    origin: Origin,
+    meta: &SnapshotMeta<u64, N>,
+    data: &[u8],
+) -> std::io::Result<()> {
+    let last = meta.last_log_id;
     let meta = encode(meta);
-    let tmp = dir.join(format!("{FILE}.tmp"));
+    let tmp = dir.join(match origin {
+        Origin::Build => format!("{FILE}.build.tmp"),
+        Origin::Install => format!("{FILE}.install.tmp"),
+    });
     {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(&(meta.len() as u32).to_be_bytes())?;
@@ -116,9 +141,35 @@ pub(crate) fn save(dir: &Path, meta: &SnapshotMeta<u64, impl openraft::Node>, da
         }
         f.sync_all()?;
     }
+    let _one = REPLACING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if current_last_log_id::<N>(dir)? > last {
+        return fs::remove_file(&tmp);
+    }
     fs::rename(&tmp, dir.join(FILE))?;
     // Make the rename itself durable.
     fs::File::open(dir)?.sync_all()
+}
+
+/// The last log id of the node's current snapshot file, from its header alone.
+fn current_last_log_id<N: openraft::Node>(dir: &Path) -> std::io::Result<Option<openraft::LogId<u64>>> {
+    use std::io::Read;
+    let mut f = match fs::File::open(dir.join(FILE)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut len = [0u8; 4];
+    f.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len) as usize;
+    // Metadata is a log id, a membership and an id: a length past this is a damaged file.
+    if len > MAX_META {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "snapshot file: metadata too long"));
+    }
+    let mut meta = vec![0u8; len];
+    f.read_exact(&mut meta)?;
+    let meta: SnapshotMeta<u64, N> = decode(&meta)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("snapshot file: metadata: {e}")))?;
+    Ok(meta.last_log_id)
 }
 
 /// Loads the node's current snapshot file, if it has one.
@@ -155,5 +206,25 @@ mod tests {
             assert!(parse(&bad).is_err(), "flip at {i} accepted");
         }
         assert!(parse(&data[..data.len() - 1]).is_err());
+    }
+
+    /// A build that overlapped an install (each with its own temporary file) and finished last
+    /// leaves the newer snapshot in place.
+    #[test]
+    fn an_older_snapshot_never_replaces_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = |index: u64| SnapshotMeta::<u64, openraft::BasicNode> {
+            last_log_id: Some(openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index)),
+            last_membership: Default::default(),
+            snapshot_id: format!("s{index}"),
+        };
+        save(dir.path(), Origin::Install, &meta(10), b"newer").unwrap();
+        save(dir.path(), Origin::Build, &meta(5), b"older").unwrap();
+        let (kept, data) = load::<openraft::BasicNode>(dir.path()).unwrap().unwrap();
+        assert_eq!((kept.snapshot_id.as_str(), &data[..]), ("s10", &b"newer"[..]));
+        save(dir.path(), Origin::Build, &meta(12), b"newest").unwrap();
+        assert_eq!(load::<openraft::BasicNode>(dir.path()).unwrap().unwrap().1, b"newest");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from(FILE)], "no temporary file is left behind");
     }
 }

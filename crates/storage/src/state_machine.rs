@@ -216,7 +216,7 @@ fn build<C: StoreConfig>(store: &Store) -> Result<snapshot::Stored<C::Node>, Sto
         None => "empty".to_string(),
     };
     let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
-    snapshot::save(&store.snapshot_dir, &meta, &data)
+    snapshot::save(&store.snapshot_dir, snapshot::Origin::Build, &meta, &data)
         .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
     Ok((meta, data))
 }
@@ -335,6 +335,7 @@ fn install<C: StoreConfig>(
     let mut opts = WriteOptions::default();
     opts.set_sync(true);
     store.db.write_opt(batch, &opts).map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
-    snapshot::save(&store.snapshot_dir, meta, data).map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
+    snapshot::save(&store.snapshot_dir, snapshot::Origin::Install, meta, data)
+        .map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
     Ok(())
 }
