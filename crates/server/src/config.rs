@@ -425,6 +425,15 @@ impl Config {
         if r.leader_timeout_ms <= r.election_max_ms || r.apply_timeout_ms == 0 {
             return bad("raft: need leader_timeout_ms > election_max_ms and apply_timeout_ms > 0");
         }
+        // Each slot is a batch committing at once; a semaphore also refuses absurd counts (it
+        // panics past usize::MAX >> 3), so a typo must not reach it.
+        if !(1..=64).contains(&self.audit.max_in_flight) {
+            return bad("audit.max_in_flight: must be 1 to 64 batches committing at once (default 2)");
+        }
+        // The queue holds eight batches' worth; a typo must not size it past memory.
+        if !(1..=65_536).contains(&self.audit.max_batch) {
+            return bad("audit.max_batch: must be 1 to 65536 records in one Raft entry (default 512)");
+        }
         self.rotation.settings().check().map_err(|e| Error::Config(format!("rotation: {e}")))?;
         self.limits.check()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
@@ -527,6 +536,9 @@ key = "n-key.pem"
             (format!("{GOOD}\n[limits]\nfailed_logins_per_second = -1"), "limits.failed_logins_per_second"),
             (format!("{GOOD}\n[limits]\nidle_timeout_s = 0"), "limits.idle_timeout_s"),
             (format!("{GOOD}\n[limits]\nper_second = 3"), "per_second"),
+            (format!("{GOOD}\n[audit]\nmax_in_flight = 0"), "audit.max_in_flight"),
+            (format!("{GOOD}\n[audit]\nmax_in_flight = 4611686018427387904"), "audit.max_in_flight"),
+            (format!("{GOOD}\n[audit]\nmax_batch = 0"), "audit.max_batch"),
         ] {
             let err = Config::parse(&edit).unwrap_err().to_string();
             assert!(err.contains(field), "expected {field:?} in: {err}");
