@@ -34,6 +34,8 @@
 //! election_max_ms = 500
 //! leader_timeout_ms = 5000      # longest a request waits for a leader (election, forwarding)
 //! apply_timeout_ms = 5000       # longest it waits for this node to apply its committed write
+//! snapshot_every = 20000        # log entries between Raft snapshots (each holds the whole state)
+//! keep_logs = 1000              # entries kept behind a snapshot for briefly lagging followers
 //!
 //! [audit]                       # optional
 //! flush_interval_ms = 0         # group commit: longest a batch waits for company (0: none)
@@ -352,6 +354,12 @@ pub struct RaftTiming {
     pub leader_timeout_ms: u64,
     /// The longest a request waits for this node to apply what it committed.
     pub apply_timeout_ms: u64,
+    /// Build a Raft snapshot (the whole state, audit trail included) after this many log
+    /// entries since the last one; the log before it is then purged.
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot, so a briefly lagging follower catches up from the
+    /// log instead of receiving the whole state.
+    pub keep_logs: u64,
 }
 
 impl Default for RaftTiming {
@@ -363,6 +371,8 @@ impl Default for RaftTiming {
             election_max_ms: t.election_max.as_millis() as u64,
             leader_timeout_ms: t.leader_timeout.as_millis() as u64,
             apply_timeout_ms: t.apply_timeout.as_millis() as u64,
+            snapshot_every: t.snapshot_every,
+            keep_logs: t.keep_logs,
         }
     }
 }
@@ -425,6 +435,15 @@ impl Config {
         if r.leader_timeout_ms <= r.election_max_ms || r.apply_timeout_ms == 0 {
             return bad("raft: need leader_timeout_ms > election_max_ms and apply_timeout_ms > 0");
         }
+        // A snapshot holds the whole state, audit trail included: one every few entries would
+        // spend the node's disk and CPU rewriting it. Keeping more entries than that behind one
+        // only makes the log longer.
+        if r.snapshot_every < 100 {
+            return bad("raft.snapshot_every: must be at least 100 log entries between snapshots (default 20000)");
+        }
+        if r.keep_logs > r.snapshot_every {
+            return bad("raft.keep_logs: must not exceed raft.snapshot_every (default 1000)");
+        }
         // Each slot is a batch committing at once; a semaphore also refuses absurd counts (it
         // panics past usize::MAX >> 3), so a typo must not reach it.
         if !(1..=64).contains(&self.audit.max_in_flight) {
@@ -476,6 +495,8 @@ impl Config {
             election_max: Duration::from_millis(self.raft.election_max_ms),
             leader_timeout: Duration::from_millis(self.raft.leader_timeout_ms),
             apply_timeout: Duration::from_millis(self.raft.apply_timeout_ms),
+            snapshot_every: self.raft.snapshot_every,
+            keep_logs: self.raft.keep_logs,
             ..Default::default()
         }
     }
@@ -529,6 +550,8 @@ key = "n-key.pem"
             (format!("{GOOD}\n[raft]\nheartbeat_ms = 900"), "raft"),
             (format!("{GOOD}\n[raft]\nleader_timeout_ms = 400"), "leader_timeout_ms"),
             (format!("{GOOD}\n[raft]\napply_timeout_ms = 0"), "apply_timeout_ms"),
+            (format!("{GOOD}\n[raft]\nsnapshot_every = 0"), "raft.snapshot_every"),
+            (format!("{GOOD}\n[raft]\nsnapshot_every = 500\nkeep_logs = 600"), "raft.keep_logs"),
             (GOOD.replace("ca = \"cluster-ca.pem\"\n", ""), "cluster.ca, cluster.cert, cluster.key: required"),
             (GOOD.replace("key = \"n-cluster-key.pem\"\n", ""), "never tls.ca"),
             (GOOD.replace("cluster-ca.pem", "ca.pem"), "must not be the client-facing tls.ca"),
