@@ -20,6 +20,10 @@ use crate::policy::PolicySet;
 use crate::seal::{PendingRoot, Seal, Sealer};
 use crate::{now_ms, Error, Result};
 
+/// How far apart nodes' clocks may be before retention could drop the outcome of a record it
+/// keeps (see `apply_audit_retention`).
+const ID_CLOCK_MARGIN: Duration = Duration::from_secs(600);
+
 /// The vault on one node: its seal state and the replicated state behind the barrier.
 #[derive(Clone)]
 pub struct Core {
@@ -246,7 +250,16 @@ impl Core {
         if through <= arca_raft::audit_log::checkpoint(reader).seq {
             return Ok(0);
         }
-        let resp = self.node.write(Command::AuditTrim { through, decided_ms: now_ms() }).await?;
+        // Outcomes and batch markers are keyed by ids that begin with their proposer's clock:
+        // those made well before the last record trimmed belonged to trimmed records. The margin
+        // covers nodes whose clocks disagree; what it keeps is bounded by it. A last record that
+        // cannot be read gives no time: nothing of the kind goes this round.
+        let last_trimmed = arca_raft::audit_log::read(reader, through, 1)?
+            .into_iter()
+            .find(|(seq, _)| *seq == through)
+            .and_then(|(seq, raw)| AuditRecord::open(&keyring, seq, &raw).ok());
+        let ids_before_ms = last_trimmed.map_or(0, |r| r.time_ms - ID_CLOCK_MARGIN.as_millis() as i64);
+        let resp = self.node.write(Command::AuditTrimAll { through, decided_ms: now_ms(), ids_before_ms }).await?;
         let removed = match resp.result {
             CommandResult::Trimmed { removed } => removed,
             _ => 0,

@@ -10,7 +10,9 @@
 //! shape: where the retained chain starts), `r/<seq u64 BE>` → `hash_i ‖ record_i`,
 //! `b/<batch id>` → the first sequence number of that batch (and, for a batch that carries
 //! writes, one byte per write: whether it applied), `o/<request id>` → the
-//! outcome of that request's record (ciphertext; not chained).
+//! outcome of that request's record (ciphertext; not chained). Request ids and batch ids begin
+//! with their proposer's clock (milliseconds, 12 hex digits), so retention can drop the outcomes
+//! and markers of the records it trims by key range (`forget_before`).
 
 use arca_storage::{Cf, StateReader, Transaction};
 use sha2::{Digest, Sha256};
@@ -119,6 +121,28 @@ pub(crate) fn trim(tx: &mut Transaction<'_>, through: u64) -> u64 {
         tx.put(Cf::Audit, CHECKPOINT, p.encode());
     }
     removed
+}
+
+/// Most outcomes and batch markers one trim drops, each: one entry's apply stays bounded, and
+/// the next retention round takes the rest.
+const FORGET_LIMIT: usize = 100_000;
+
+/// The key in `prefix` that ids made at `ms` start at (ids begin with 12 hex digits of the
+/// proposer's milliseconds).
+fn ids_made_at(prefix: &[u8], ms: i64) -> Vec<u8> {
+    let ms = ms.clamp(0, (1 << 48) - 1);
+    [prefix, format!("{ms:012x}").as_bytes()].concat()
+}
+
+/// Drops the outcomes and batch markers whose ids were made before `before_ms`; returns how
+/// many. Deterministic: it only reads the replicated state. (Markers of batches proposed before
+/// batch ids carried a time are random: those that sort below the bound go too, and they are
+/// far older than any resend of their batch.)
+pub(crate) fn forget_before(tx: &mut Transaction<'_>, before_ms: i64) -> usize {
+    [OUTCOME_PREFIX, BATCH_PREFIX]
+        .iter()
+        .map(|prefix| tx.delete_between(Cf::Audit, prefix, &ids_made_at(prefix, before_ms), FORGET_LIMIT).unwrap_or(0))
+        .sum()
 }
 
 /// Stores the outcome of each request (by request id). Outcomes follow their records, outside

@@ -44,8 +44,8 @@ pub enum Command {
     /// transactions).
     Txn { guards: Vec<Guard>, ops: Vec<Op> },
     /// Appends audit records (barrier ciphertext) to the replicated, hash-chained audit log, and
-    /// stores outcomes (ciphertext) of earlier records by request id. `batch_id` (random, from
-    /// the proposer) makes a resent batch apply once.
+    /// stores outcomes (ciphertext) of earlier records by request id. `batch_id` (from the
+    /// proposer: its clock, then random bits) makes a resent batch apply once.
     Audit {
         batch_id: String,
         #[serde(with = "byte_strings")]
@@ -90,8 +90,13 @@ pub enum Command {
     /// quorum round, which is known to be current only while that leadership lasts (see
     /// `RaftNode::local_barrier`). An entry of term T commits only while a quorum follows the
     /// leader of T, and that leader has every entry committed before it was elected.
-    /// (Last of the variants: bincode numbers them, and logs written before it must decode.)
     AuditBatchInTerms { batch: AuditBatch, terms: Vec<Option<u64>> },
+    /// Retention, as `AuditTrim` (which it replaces; logs may still hold that one), and the
+    /// outcomes and batch markers whose ids were made before `ids_before_ms` go too: ids begin
+    /// with their proposer's milliseconds, and the leader puts the bound well before the time of
+    /// the last record trimmed. `AuditTrim` kept them forever.
+    /// (Last of the variants: bincode numbers them, and logs written before it must decode.)
+    AuditTrimAll { through: u64, decided_ms: i64, ids_before_ms: i64 },
 }
 
 /// The body of [`Command::AuditBatch`] and [`Command::AuditBatchInTerms`]. bincode writes a
@@ -232,6 +237,9 @@ impl std::fmt::Debug for Command {
                 write!(f, "AuditBatch({} records, {} writes)", b.records.len(), b.writes.len())
             }
             Command::AuditTrim { through, .. } => write!(f, "AuditTrim(through {through})"),
+            Command::AuditTrimAll { through, ids_before_ms, .. } => {
+                write!(f, "AuditTrimAll(through {through}, ids before {ids_before_ms} ms)")
+            }
             Command::RestoreBegin { restore_id } => write!(f, "RestoreBegin({restore_id})"),
             Command::RestoreChunk { restore_id, records } => {
                 write!(f, "RestoreChunk({restore_id}, {} records)", records.len())
@@ -324,6 +332,11 @@ impl StoreConfig for TypeConfig {
             }
             Command::AuditTrim { through, .. } => {
                 CommandResult::Trimmed { removed: crate::audit_log::trim(tx, *through) }
+            }
+            Command::AuditTrimAll { through, ids_before_ms, .. } => {
+                let removed = crate::audit_log::trim(tx, *through);
+                crate::audit_log::forget_before(tx, *ids_before_ms);
+                CommandResult::Trimmed { removed }
             }
             Command::RestoreBegin { restore_id } => crate::restore::begin(tx, restore_id),
             Command::RestoreChunk { restore_id, records } => crate::restore::stage(tx, restore_id, records),

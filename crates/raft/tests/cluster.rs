@@ -450,3 +450,44 @@ async fn a_restore_swaps_in_only_a_complete_backup_on_every_member() {
     }
     cluster.shutdown().await;
 }
+
+/// Retention drops the outcomes and batch markers whose ids (which begin with their proposer's
+/// milliseconds) were made before the bound the leader gives it, with the records it trims, and
+/// keeps the younger ones: before, they stayed forever, however short the retention.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_drops_the_outcomes_and_batch_markers_made_before_its_bound() {
+    use arca_raft::audit_log;
+    init_tracing();
+    let cluster = TestCluster::start(3, Timing::default()).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(5)).await;
+    let node = cluster.node(leader);
+    let id = |ms: i64, tail: &str| format!("{ms:012x}{tail}");
+    let audit = |ms: i64, record: &str| Command::Audit {
+        batch_id: id(ms, "b0"),
+        records: vec![record.as_bytes().to_vec()],
+        outcomes: vec![(id(ms, "a0"), b"ok".to_vec())],
+    };
+    let (old, young) = (1_700_000_000_000_i64, 1_700_000_900_000_i64);
+    for (ms, record) in [(old, "one"), (old + 1, "two"), (young, "three")] {
+        node.write(audit(ms, record)).await.unwrap();
+    }
+    let trim = Command::AuditTrimAll { through: 2, decided_ms: young, ids_before_ms: young - 600_000 };
+    assert_eq!(node.write(trim).await.unwrap().result, CommandResult::Trimmed { removed: 2 });
+
+    for n in cluster.running() {
+        n.read_barrier().await.unwrap();
+        let r = n.reader();
+        let count = |prefix: &[u8]| r.scan_from(Cf::Audit, prefix, prefix, 100).unwrap().len();
+        assert_eq!((count(b"o/"), count(b"b/")), (1, 1), "node {}: only the young batch's are left", n.id());
+        assert_eq!(audit_log::outcome(r, &id(young, "a0")).unwrap().as_deref(), Some(&b"ok"[..]));
+        assert_eq!(audit_log::outcome(r, &id(old, "a0")).unwrap(), None);
+        let verified = audit_log::verify(r, None).unwrap();
+        assert_eq!((verified.first_bad, verified.checked), (None, 1), "node {}", n.id());
+    }
+    // The young batch's marker still makes a resend apply once.
+    let resent = node.write(audit(young, "three")).await.unwrap();
+    assert_eq!(resent.result, CommandResult::Audited { first_seq: 3 });
+    let digests: Vec<_> = cluster.running().map(|n| n.reader().digest().unwrap()).collect();
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "every node dropped the same keys");
+    cluster.shutdown().await;
+}

@@ -84,6 +84,35 @@ impl<'a> Transaction<'a> {
         Ok(out)
     }
 
+    /// Deletes the keys of `cf` in `[from, to)`, as this transaction sees them, at most `limit`
+    /// of them (the first in key order); returns how many. Each is a delete of its own, so
+    /// later reads in this transaction see them gone.
+    pub fn delete_between(&mut self, cf: Cf, from: &[u8], to: &[u8], limit: usize) -> Result<usize, rocksdb::Error> {
+        let mut keys = BTreeSet::new();
+        if !self.cleared.contains(&cf) {
+            let mode = IteratorMode::From(from, rocksdb::Direction::Forward);
+            for item in self.store.db.iterator_cf(self.store.cf(cf), mode) {
+                let (k, _) = item?;
+                if &*k >= to || keys.len() >= limit {
+                    break;
+                }
+                keys.insert(k.to_vec());
+            }
+        }
+        for ((_, k), v) in self.writes.range((cf, from.to_vec())..(cf, to.to_vec())) {
+            match v {
+                Some(_) => keys.insert(k.clone()),
+                None => keys.remove(k),
+            };
+        }
+        let keys: Vec<Vec<u8>> = keys.into_iter().take(limit).collect();
+        let n = keys.len();
+        for k in keys {
+            self.delete(cf, k);
+        }
+        Ok(n)
+    }
+
     /// Marks this transaction as replacing the state wholesale (a restore): observers are told
     /// that everything may have changed rather than given a list of keys.
     pub fn replaced_everything(&mut self) {
