@@ -39,7 +39,7 @@
 //!
 //! [audit]                       # optional
 //! flush_interval_ms = 0         # group commit: longest a batch waits for company (0: none)
-//! max_in_flight = 2             # group commit: batches committing at once
+//! max_in_flight = 1             # group commit: batches committing at once
 //! max_batch = 512               # group commit: most records in one Raft entry
 //! deadline_ms = 5000            # fail closed after this without a committed record
 //! retention_days = 0            # leader trims older records (0: keep all)
@@ -447,7 +447,7 @@ impl Config {
         // Each slot is a batch committing at once; a semaphore also refuses absurd counts (it
         // panics past usize::MAX >> 3), so a typo must not reach it.
         if !(1..=64).contains(&self.audit.max_in_flight) {
-            return bad("audit.max_in_flight: must be 1 to 64 batches committing at once (default 2)");
+            return bad("audit.max_in_flight: must be 1 to 64 batches committing at once (default 1)");
         }
         // The queue holds eight batches' worth; a typo must not size it past memory.
         if !(1..=65_536).contains(&self.audit.max_batch) {

@@ -30,7 +30,11 @@ pub struct AuditConfig {
     pub max_batch: usize,
     /// Most bytes of records and outcomes in one entry (a single larger item goes alone).
     pub max_batch_bytes: usize,
-    /// Batches in flight at once.
+    /// Batches in flight at once. One: Raft sends a follower one AppendEntries at a time, so a
+    /// second batch only waits in the leader's log while the first one's round trip runs, and
+    /// leaving it in the queue lets it take everything that arrives meanwhile. Measured against
+    /// two: 10-30 % more audited reads per second at 16 and 64 connections, on the leader and on
+    /// a follower, and as many writes.
     pub max_in_flight: usize,
     /// A request whose record is not committed within this fails with "audit log unavailable"
     /// (a KV write whose record rode the write: "not confirmed", as it may still apply).
@@ -47,7 +51,7 @@ impl Default for AuditConfig {
             flush_interval: Duration::ZERO,
             max_batch: 512,
             max_batch_bytes: 1024 * 1024,
-            max_in_flight: 2,
+            max_in_flight: 1,
             deadline: Duration::from_secs(5),
             retention_max_age: None,
             retention_max_records: None,
