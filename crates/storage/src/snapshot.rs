@@ -11,7 +11,7 @@
 //! or the new one. The data holds only state column families, which hold only ciphertext.
 
 use std::fs;
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use openraft::SnapshotMeta;
@@ -24,29 +24,38 @@ const MAGIC: &[u8; 8] = b"ARCASNP1";
 const END: u8 = 0xFF;
 const FILE: &str = "current";
 
-/// Streams state records into the snapshot data format.
-pub(crate) struct Writer {
-    buf: Vec<u8>,
+/// Streams state records into the snapshot data format, to a file being written (a build) or
+/// to memory (tests), never holding more than a record.
+pub(crate) struct Writer<W: Write> {
+    out: W,
+    sum: Sha256,
 }
 
-impl Writer {
-    pub(crate) fn new() -> Self {
-        Writer { buf: MAGIC.to_vec() }
+impl<W: Write> Writer<W> {
+    pub(crate) fn new(out: W) -> std::io::Result<Self> {
+        let mut w = Writer { out, sum: Sha256::new() };
+        w.put(MAGIC)?;
+        Ok(w)
     }
 
-    pub(crate) fn record(&mut self, cf: Cf, key: &[u8], value: &[u8]) {
-        self.buf.push(cf as u8);
-        self.buf.extend_from_slice(&(key.len() as u32).to_be_bytes());
-        self.buf.extend_from_slice(key);
-        self.buf.extend_from_slice(&(value.len() as u32).to_be_bytes());
-        self.buf.extend_from_slice(value);
+    fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.sum.update(bytes);
+        self.out.write_all(bytes)
     }
 
-    pub(crate) fn finish(mut self) -> Vec<u8> {
-        self.buf.push(END);
-        let sum = Sha256::digest(&self.buf);
-        self.buf.extend_from_slice(&sum);
-        self.buf
+    pub(crate) fn record(&mut self, cf: Cf, key: &[u8], value: &[u8]) -> std::io::Result<()> {
+        self.put(&[cf as u8])?;
+        self.put(&(key.len() as u32).to_be_bytes())?;
+        self.put(key)?;
+        self.put(&(value.len() as u32).to_be_bytes())?;
+        self.put(value)
+    }
+
+    pub(crate) fn finish(mut self) -> std::io::Result<W> {
+        self.put(&[END])?;
+        let sum = self.sum.finalize();
+        self.out.write_all(&sum)?;
+        Ok(self.out)
     }
 }
 
@@ -114,13 +123,50 @@ const MAX_META: usize = 1024 * 1024;
 /// Renames into place one at a time (see `save`).
 static REPLACING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Atomically replaces the node's current snapshot file, unless it already holds a newer
-/// snapshot (a build that overlapped an install must not put older state back).
+/// A snapshot file being written, synced every `SYNC_CHUNK` bytes: one sync of the whole state
+/// (tens of MB, every node at once) holds the disk for long enough that the Raft log's syncs,
+/// which every request waits for, queue behind it. Between chunks they get their turn.
+pub(crate) struct ChunkSynced {
+    file: BufWriter<fs::File>,
+    unsynced: usize,
+}
+
+impl Write for ChunkSynced {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.unsynced += n;
+        if self.unsynced >= SYNC_CHUNK {
+            self.file.flush()?;
+            self.file.get_ref().sync_data()?;
+            self.unsynced = 0;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Atomically replaces the node's current snapshot file with `meta` and `data`, unless it
+/// already holds a newer snapshot (see `save_streamed`).
 pub(crate) fn save<N: openraft::Node>(
     dir: &Path,
     origin: Origin,
     meta: &SnapshotMeta<u64, N>,
     data: &[u8],
+) -> std::io::Result<()> {
+    save_streamed(dir, origin, meta, |out| out.write_all(data))
+}
+
+/// Atomically replaces the node's current snapshot file with `meta` and the data `write_data`
+/// writes, unless it already holds a newer snapshot (a build that overlapped an install must
+/// not put older state back). A failure leaves the current file as it was.
+pub(crate) fn save_streamed<N: openraft::Node>(
+    dir: &Path,
+    origin: Origin,
+    meta: &SnapshotMeta<u64, N>,
+    write_data: impl FnOnce(&mut ChunkSynced) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     let last = meta.last_log_id;
     let meta = encode(meta);
@@ -129,17 +175,12 @@ pub(crate) fn save<N: openraft::Node>(
         Origin::Install => format!("{FILE}.install.tmp"),
     });
     {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&(meta.len() as u32).to_be_bytes())?;
-        f.write_all(&meta)?;
-        // Synced a few MiB at a time: one sync of the whole state (tens of MB, every node at
-        // once) holds the disk for long enough that the Raft log's syncs, which every request
-        // waits for, queue behind it. Between chunks they get their turn.
-        for chunk in data.chunks(SYNC_CHUNK) {
-            f.write_all(chunk)?;
-            f.sync_data()?;
-        }
-        f.sync_all()?;
+        let mut out = ChunkSynced { file: BufWriter::with_capacity(256 * 1024, fs::File::create(&tmp)?), unsynced: 0 };
+        out.write_all(&(meta.len() as u32).to_be_bytes())?;
+        out.write_all(&meta)?;
+        write_data(&mut out)?;
+        out.flush()?;
+        out.file.get_ref().sync_all()?;
     }
     let _one = REPLACING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if current_last_log_id::<N>(dir)? > last {
@@ -195,10 +236,10 @@ mod tests {
 
     #[test]
     fn round_trip_and_corruption() {
-        let mut w = Writer::new();
-        w.record(Cf::Kv, b"a", b"1");
-        w.record(Cf::Audit, b"", b"");
-        let data = w.finish();
+        let mut w = Writer::new(Vec::new()).unwrap();
+        w.record(Cf::Kv, b"a", b"1").unwrap();
+        w.record(Cf::Audit, b"", b"").unwrap();
+        let data = w.finish().unwrap();
         assert_eq!(parse(&data).unwrap(), vec![(Cf::Kv, &b"a"[..], &b"1"[..]), (Cf::Audit, &b""[..], &b""[..])]);
         for i in 0..data.len() {
             let mut bad = data.clone();

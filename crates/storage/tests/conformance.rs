@@ -114,7 +114,10 @@ async fn snapshot_install_replaces_state_and_is_kept_on_disk() {
     let src_dir = TempDir::new().unwrap();
     let (_l, mut src) = arca_storage::open::<TestConfig>(src_dir.path()).unwrap();
     src.apply((1..=50).map(|i| entry(i, &format!("k{i}"), b"v"))).await.unwrap();
-    let snap = src.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let built = src.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    // A build writes its data to the snapshot file, from where it is sent.
+    let snap = src.get_current_snapshot().await.unwrap().expect("the built snapshot is current");
+    assert_eq!(snap.meta, built.meta);
 
     let dst_dir = TempDir::new().unwrap();
     {
