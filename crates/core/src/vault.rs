@@ -252,13 +252,15 @@ impl Core {
         }
         // Outcomes and batch markers are keyed by ids that begin with their proposer's clock:
         // those made well before the last record trimmed belonged to trimmed records. The margin
-        // covers nodes whose clocks disagree; what it keeps is bounded by it. A last record that
+        // covers nodes whose clocks disagree; what it keeps is bounded by it. A record stamped
+        // by a clock running ahead cannot push the bound past this leader's own clock, and a
+        // batch marker goes only once its records have (`forget_before`). A last record that
         // cannot be read gives no time: nothing of the kind goes this round.
         let last_trimmed = arca_raft::audit_log::read(reader, through, 1)?
             .into_iter()
             .find(|(seq, _)| *seq == through)
             .and_then(|(seq, raw)| AuditRecord::open(&keyring, seq, &raw).ok());
-        let ids_before_ms = last_trimmed.map_or(0, |r| r.time_ms - ID_CLOCK_MARGIN.as_millis() as i64);
+        let ids_before_ms = last_trimmed.map_or(0, |r| r.time_ms.min(now_ms()) - ID_CLOCK_MARGIN.as_millis() as i64);
         let resp = self.node.write(Command::AuditTrimAll { through, decided_ms: now_ms(), ids_before_ms }).await?;
         let removed = match resp.result {
             CommandResult::Trimmed { removed } => removed,

@@ -134,15 +134,28 @@ fn ids_made_at(prefix: &[u8], ms: i64) -> Vec<u8> {
     [prefix, format!("{ms:012x}").as_bytes()].concat()
 }
 
-/// Drops the outcomes and batch markers whose ids were made before `before_ms`; returns how
-/// many. Deterministic: it only reads the replicated state. (Markers of batches proposed before
-/// batch ids carried a time are random: those that sort below the bound go too, and they are
-/// far older than any resend of their batch.)
-pub(crate) fn forget_before(tx: &mut Transaction<'_>, before_ms: i64) -> usize {
-    [OUTCOME_PREFIX, BATCH_PREFIX]
-        .iter()
-        .map(|prefix| tx.delete_between(Cf::Audit, prefix, &ids_made_at(prefix, before_ms), FORGET_LIMIT).unwrap_or(0))
-        .sum()
+/// Drops the outcomes whose ids were made before `before_ms`, and the batch markers made before
+/// it whose records all come before `through` (a marker is what makes a resent batch apply
+/// once: it goes only with its records); returns how many. Deterministic: it only reads the
+/// replicated state. (Markers of batches proposed before batch ids carried a time are random:
+/// those that sort below the bound go too, with their records.)
+pub(crate) fn forget_before(tx: &mut Transaction<'_>, before_ms: i64, through: u64) -> usize {
+    let first_seq_trimmed =
+        |v: &[u8]| v.get(..8).is_some_and(|b| u64::from_be_bytes(b.try_into().unwrap_or_default()) <= through);
+    let mut forgotten = 0;
+    for (prefix, doomed) in
+        [(OUTCOME_PREFIX, &(|_: &[u8]| true) as &dyn Fn(&[u8]) -> bool), (BATCH_PREFIX, &first_seq_trimmed)]
+    {
+        match tx.delete_between(Cf::Audit, prefix, &ids_made_at(prefix, before_ms), FORGET_LIMIT, doomed) {
+            Ok(n) => forgotten += n,
+            // A local disk fault: this node keeps keys the others drop (its state digest now
+            // differs from theirs); its disk needs looking at.
+            Err(e) => {
+                tracing::error!(error = %e, "audit retention could not read the outcomes or batch markers to drop")
+            }
+        }
+    }
+    forgotten
 }
 
 /// Stores the outcome of each request (by request id). Outcomes follow their records, outside

@@ -335,7 +335,7 @@ impl StoreConfig for TypeConfig {
             }
             Command::AuditTrimAll { through, ids_before_ms, .. } => {
                 let removed = crate::audit_log::trim(tx, *through);
-                crate::audit_log::forget_before(tx, *ids_before_ms);
+                crate::audit_log::forget_before(tx, *ids_before_ms, *through);
                 CommandResult::Trimmed { removed }
             }
             Command::RestoreBegin { restore_id } => crate::restore::begin(tx, restore_id),

@@ -435,11 +435,16 @@ impl Config {
         if r.leader_timeout_ms <= r.election_max_ms || r.apply_timeout_ms == 0 {
             return bad("raft: need leader_timeout_ms > election_max_ms and apply_timeout_ms > 0");
         }
+        // A forwarded proposal may be resent for this long; audit retention keeps what
+        // recognizes a resend for ten minutes at least (`Core::apply_audit_retention`).
+        if r.leader_timeout_ms > 300_000 {
+            return bad("raft.leader_timeout_ms: must be at most 300000 (5 minutes; default 5000)");
+        }
         // A snapshot holds the whole state, audit trail included: one every few entries would
         // spend the node's disk and CPU rewriting it. Keeping more entries than that behind one
         // only makes the log longer.
-        if r.snapshot_every < 100 {
-            return bad("raft.snapshot_every: must be at least 100 log entries between snapshots (default 20000)");
+        if !(100..=10_000_000).contains(&r.snapshot_every) {
+            return bad("raft.snapshot_every: must be 100 to 10000000 log entries between snapshots (default 20000)");
         }
         if r.keep_logs > r.snapshot_every {
             return bad("raft.keep_logs: must not exceed raft.snapshot_every (default 1000)");
@@ -551,6 +556,8 @@ key = "n-key.pem"
             (format!("{GOOD}\n[raft]\nleader_timeout_ms = 400"), "leader_timeout_ms"),
             (format!("{GOOD}\n[raft]\napply_timeout_ms = 0"), "apply_timeout_ms"),
             (format!("{GOOD}\n[raft]\nsnapshot_every = 0"), "raft.snapshot_every"),
+            (format!("{GOOD}\n[raft]\nsnapshot_every = 18446744073709551615"), "raft.snapshot_every"),
+            (format!("{GOOD}\n[raft]\nleader_timeout_ms = 3600000"), "raft.leader_timeout_ms"),
             (format!("{GOOD}\n[raft]\nsnapshot_every = 500\nkeep_logs = 600"), "raft.keep_logs"),
             (GOOD.replace("ca = \"cluster-ca.pem\"\n", ""), "cluster.ca, cluster.cert, cluster.key: required"),
             (GOOD.replace("key = \"n-cluster-key.pem\"\n", ""), "never tls.ca"),

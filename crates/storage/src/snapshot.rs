@@ -174,13 +174,18 @@ pub(crate) fn save_streamed<N: openraft::Node>(
         Origin::Build => format!("{FILE}.build.tmp"),
         Origin::Install => format!("{FILE}.install.tmp"),
     });
-    {
+    let written = (|| {
         let mut out = ChunkSynced { file: BufWriter::with_capacity(256 * 1024, fs::File::create(&tmp)?), unsynced: 0 };
         out.write_all(&(meta.len() as u32).to_be_bytes())?;
         out.write_all(&meta)?;
         write_data(&mut out)?;
         out.flush()?;
-        out.file.get_ref().sync_all()?;
+        out.file.get_ref().sync_all()
+    })();
+    if let Err(e) = written {
+        // A full disk must not stay full of a half snapshot the size of the state.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
     let _one = REPLACING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if current_last_log_id::<N>(dir)? > last {
