@@ -140,22 +140,28 @@ fn ids_made_at(prefix: &[u8], ms: i64) -> Vec<u8> {
 /// replicated state. (Markers of batches proposed before batch ids carried a time are random:
 /// those that sort below the bound go too, with their records.)
 pub(crate) fn forget_before(tx: &mut Transaction<'_>, before_ms: i64, through: u64) -> usize {
-    let first_seq_trimmed =
+    let records_trimmed =
         |v: &[u8]| v.get(..8).is_some_and(|b| u64::from_be_bytes(b.try_into().unwrap_or_default()) <= through);
-    let mut forgotten = 0;
-    for (prefix, doomed) in
-        [(OUTCOME_PREFIX, &(|_: &[u8]| true) as &dyn Fn(&[u8]) -> bool), (BATCH_PREFIX, &first_seq_trimmed)]
-    {
-        match tx.delete_between(Cf::Audit, prefix, &ids_made_at(prefix, before_ms), FORGET_LIMIT, doomed) {
-            Ok(n) => forgotten += n,
+    let outcomes =
+        tx.delete_between(Cf::Audit, OUTCOME_PREFIX, &ids_made_at(OUTCOME_PREFIX, before_ms), FORGET_LIMIT, |_| true);
+    let markers = tx.delete_between(
+        Cf::Audit,
+        BATCH_PREFIX,
+        &ids_made_at(BATCH_PREFIX, before_ms),
+        FORGET_LIMIT,
+        records_trimmed,
+    );
+    [outcomes, markers]
+        .into_iter()
+        .map(|r| {
             // A local disk fault: this node keeps keys the others drop (its state digest now
             // differs from theirs); its disk needs looking at.
-            Err(e) => {
-                tracing::error!(error = %e, "audit retention could not read the outcomes or batch markers to drop")
-            }
-        }
-    }
-    forgotten
+            r.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "audit retention could not read the outcomes or batch markers to drop");
+                0
+            })
+        })
+        .sum()
 }
 
 /// Stores the outcome of each request (by request id). Outcomes follow their records, outside

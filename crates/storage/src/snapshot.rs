@@ -196,43 +196,42 @@ pub(crate) fn save_streamed<N: openraft::Node>(
     fs::File::open(dir)?.sync_all()
 }
 
-/// The last log id of the node's current snapshot file, from its header alone.
-fn current_last_log_id<N: openraft::Node>(dir: &Path) -> std::io::Result<Option<openraft::LogId<u64>>> {
+/// The node's current snapshot file, opened and read up to its data: its metadata, and the file
+/// positioned at the data. `None` if there is none.
+fn open_current<N: openraft::Node>(dir: &Path) -> std::io::Result<Option<(SnapshotMeta<u64, N>, fs::File)>> {
     use std::io::Read;
+    let corrupt = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("snapshot file: {what}"));
     let mut f = match fs::File::open(dir.join(FILE)) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
     let mut len = [0u8; 4];
-    f.read_exact(&mut len)?;
+    f.read_exact(&mut len).map_err(|e| corrupt(format!("metadata length: {e}")))?;
     let len = u32::from_be_bytes(len) as usize;
     // Metadata is a log id, a membership and an id: a length past this is a damaged file.
     if len > MAX_META {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "snapshot file: metadata too long"));
+        return Err(corrupt("metadata too long".into()));
     }
     let mut meta = vec![0u8; len];
-    f.read_exact(&mut meta)?;
-    let meta: SnapshotMeta<u64, N> = decode(&meta)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("snapshot file: metadata: {e}")))?;
-    Ok(meta.last_log_id)
+    f.read_exact(&mut meta).map_err(|e| corrupt(format!("truncated metadata: {e}")))?;
+    let meta = decode(&meta).map_err(|e| corrupt(format!("metadata: {e}")))?;
+    Ok(Some((meta, f)))
+}
+
+/// The last log id of the node's current snapshot file, from its header alone.
+fn current_last_log_id<N: openraft::Node>(dir: &Path) -> std::io::Result<Option<openraft::LogId<u64>>> {
+    Ok(open_current::<N>(dir)?.and_then(|(meta, _)| meta.last_log_id))
 }
 
 /// Loads the node's current snapshot file, if it has one.
 pub(crate) fn load<N: openraft::Node>(dir: &Path) -> std::io::Result<Option<Stored<N>>> {
-    let bytes = match fs::read(dir.join(FILE)) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let corrupt = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("snapshot file: {what}"));
-    if bytes.len() < 4 {
-        return Err(corrupt("too short"));
-    }
-    let mlen = u32::from_be_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
-    let meta_bytes = bytes.get(4..4 + mlen).ok_or_else(|| corrupt("truncated metadata"))?;
-    let meta = decode(meta_bytes).map_err(|e| corrupt(&e.to_string()))?;
-    Ok(Some((meta, bytes[4 + mlen..].to_vec())))
+    use std::io::Read;
+    let Some((meta, mut f)) = open_current(dir)? else { return Ok(None) };
+    // Read once, into the one buffer that is sent (not the whole file, then a copy of its data).
+    let mut data = Vec::new();
+    f.read_to_end(&mut data)?;
+    Ok(Some((meta, data)))
 }
 
 #[cfg(test)]

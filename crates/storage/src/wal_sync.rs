@@ -68,6 +68,13 @@ struct Shared {
     state: watch::Sender<UnsyncedState>,
 }
 
+impl Shared {
+    /// The queue, also after a panic while it was held (`FailOnPanic` must still reach it).
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// The node's WAL syncer: one thread that syncs whatever was written since its last sync, so
 /// appends that arrive during a sync share the next one.
 pub(crate) struct WalSync {
@@ -110,7 +117,7 @@ impl WalSync {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.shared.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shared.lock()
     }
 
     fn push(&self, waiter: Waiter) {
@@ -153,7 +160,7 @@ impl Drop for FailOnPanic {
             return;
         }
         let waiting = {
-            let mut queue = self.0.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut queue = self.0.lock();
             queue.dead = true;
             self.0.state.send_modify(|s| {
                 s.failed.get_or_insert_with(|| SYNCER_DIED.to_string());
@@ -172,9 +179,9 @@ fn run(db: Weak<DB>, shared: Arc<Shared>) {
     let _failsafe = FailOnPanic(shared.clone());
     loop {
         let waiting = {
-            let mut queue = shared.queue.lock().expect("wal sync lock");
+            let mut queue = shared.lock();
             while queue.waiting.is_empty() && !queue.stop {
-                queue = shared.wake.wait(queue).expect("wal sync lock");
+                queue = shared.wake.wait(queue).unwrap_or_else(|poisoned| poisoned.into_inner());
             }
             if queue.waiting.is_empty() {
                 return;
@@ -189,7 +196,7 @@ fn run(db: Weak<DB>, shared: Arc<Shared>) {
         {
             // Under the queue lock: an early acknowledgement queued meanwhile is not synced yet,
             // and must stay visible as such.
-            let queue = shared.queue.lock().expect("wal sync lock");
+            let queue = shared.lock();
             let still = queue.waiting.iter().filter_map(|w| match w {
                 Waiter::Early(first, _) => Some(*first),
                 Waiter::Callback(_) => None,
