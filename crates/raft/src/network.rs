@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bincode::Options;
+use hyper_util::client::legacy::connect::HttpConnector;
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -157,15 +158,26 @@ impl Network {
             .tls_config(self.tls.client(target))
             .map_err(|e| bad(e.to_string()))?
             .connect_timeout(self.connect_timeout)
-            .local_address(self.source_address)
-            .tcp_nodelay(true)
             // A shared connection that died silently (a peer's host gone, a middlebox that
             // dropped it) would fail every caller until noticed: ping often enough to notice
             // within seconds, an election's scale.
             .http2_keep_alive_interval(Duration::from_secs(2))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
-        Ok(RaftClient::new(endpoint.connect_lazy())
+        // tonic's own connector (`connect_lazy`) bounds only the TCP connect by
+        // `connect_timeout`: a name lookup that hangs (a container's DNS while the network
+        // reloads) or a TLS handshake that stalls kept the channel "connecting" for good, and
+        // openraft's 75 ms timeout on every AppendEntries cancels the caller, never the
+        // connect, so the peer stayed unreachable until the process restarted (a compose
+        // node failed to join for 25 s). With a connector of our own tonic bounds the whole
+        // of it (lookup, TCP, TLS): a stuck attempt fails and the next call dials afresh.
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        // Small Raft messages must not wait for delayed ACKs (Nagle).
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(self.connect_timeout));
+        tcp.set_local_address(self.source_address);
+        Ok(RaftClient::new(endpoint.connect_with_connector_lazy(tcp))
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE))
     }
@@ -371,5 +383,55 @@ mod tests {
             network.channel(None, &format!("127.0.0.1:{}", 8000 + port)).unwrap();
         }
         assert!(network.channels.lock().unwrap().len() <= MAX_CHANNELS);
+    }
+
+    /// A connection attempt that stalls (a name lookup that hangs, a peer that accepts the TCP
+    /// connection and never answers the TLS handshake) must be given up for a fresh one. openraft
+    /// cancels every AppendEntries after its heartbeat interval, which never cancels the
+    /// channel's connect: a compose node could not join for 25 s, every call timing out.
+    #[tokio::test]
+    async fn a_stalled_connection_attempt_is_given_up_for_a_fresh_one() {
+        let cluster = crate::testing::TestCluster::start(1, crate::Timing::default()).await;
+        let node = cluster.config(1).listen;
+        // The node's address as this client knows it: the first connection is accepted and
+        // then left silent; later ones reach the node.
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = proxy.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (silent, _) = proxy.accept().await.unwrap();
+            while let Ok((mut inbound, _)) = proxy.accept().await {
+                tokio::spawn(async move {
+                    let mut outbound = tokio::net::TcpStream::connect(node).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+            }
+            drop(silent);
+        });
+
+        let mut network = Network::new(cluster.ca.node_cert(1), Duration::from_millis(500), None, None);
+        let mut peer = network.new_client(1, &NodeInfo { raft_addr: addr, api_addr: String::new() }).await;
+        // As openraft calls: 75 ms each, cancelled when they run out, tried again at once.
+        let ttl = Duration::from_millis(75);
+        let started = Instant::now();
+        let mut answered = None;
+        for _ in 0..200 {
+            let vote = VoteRequest::new(openraft::Vote::new(1, 1), None);
+            match tokio::time::timeout(ttl, peer.vote(vote, RPCOption::new(ttl))).await {
+                Ok(Ok(_) | Err(RPCError::RemoteError(_))) => {
+                    answered = Some(started.elapsed());
+                    break;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+        }
+        let answered = answered.expect("the node never answered: the stalled connection attempt was never given up");
+        assert!(
+            answered >= Duration::from_millis(400),
+            "answered after {answered:?}, before the first attempt could fail"
+        );
+        cluster.shutdown().await;
     }
 }

@@ -20,6 +20,9 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 use crate::{Error, Result};
 
+/// A peer slower than this to finish its TLS handshake on the node-to-node port is dropped.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The DNS name a node certificate must carry for node `id`.
 pub fn node_name(id: u64) -> String {
     format!("node-{id}.arca")
@@ -100,6 +103,9 @@ impl TlsConfig {
             .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
             .client_ca_root(Certificate::from_pem(&self.ca_pem))
             .client_auth_optional(!require_client_cert)
+            // tonic waits for a handshake without limit by default: anyone who can reach the
+            // port could hold sockets and tasks open by never finishing one.
+            .timeout(HANDSHAKE_TIMEOUT)
     }
 
     /// Client side. Dialling a known node, its server certificate must name that node's id;
