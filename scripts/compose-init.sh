@@ -45,6 +45,17 @@ fi
 json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$init_file"; }
 threshold=$(json . 'd["threshold"]')
 for n in "${nodes[@]}"; do
+  # A joining node has nothing to unseal until the leader has replicated the cluster's state to
+  # it. That can take a while after `up`: podman's DNS (aardvark-dns 1.4) was seen failing to
+  # resolve a just-started container's name for about 25 s, and the leader cannot reach the
+  # node until it does.
+  waited=0
+  until has "$n" '"initialized": true'; do
+    [ "$waited" -eq 0 ] && echo "waiting for $n to receive the cluster's state (joining)..." >&2
+    waited=$((waited + 1))
+    [ "$waited" -gt 120 ] && { echo "error: $n has not received the cluster's state in 120 s; see its log ('${compose[*]} logs $n'): is it running, and can the leader reach it by name?" >&2; exit 1; }
+    sleep 1
+  done
   for i in $(seq 0 $((threshold - 1))); do
     share=$(json . "d['shares'][$i]")
     # The share goes in on stdin, not the command line, so it stays out of process listings.
