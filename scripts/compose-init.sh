@@ -23,13 +23,12 @@ status() { in_node "$1" arca status --format json 2>/dev/null | json_only; }
 # early, which under pipefail would turn a match into a failed pipeline.
 has() { local st; st=$(status "$1" || true); grep -q "$2" <<<"$st"; }
 
+# Waits up to $3 seconds for node $1's status to contain $2.
+wait_has() { for _ in $(seq 1 "$3"); do has "$1" "$2" && return 0; sleep 1; done; has "$1" "$2"; }
+
 # Every node serves `arca status` (sealed or not) once its process is up.
 for n in "${nodes[@]}"; do
-  for _ in $(seq 1 60); do
-    has "$n" '"node_id"' && break
-    sleep 1
-  done
-  has "$n" '"node_id"' || { echo "error: $n does not answer 'arca status'" >&2; exit 1; }
+  wait_has "$n" '"node_id"' 60 || { echo "error: $n does not answer 'arca status'" >&2; exit 1; }
 done
 
 if has node1 '"initialized": false'; then
@@ -49,13 +48,10 @@ for n in "${nodes[@]}"; do
   # it. That can take a while after `up`: podman's DNS (aardvark-dns 1.4) was seen failing to
   # resolve a just-started container's name for about 25 s, and the leader cannot reach the
   # node until it does.
-  waited=0
-  until has "$n" '"initialized": true'; do
-    [ "$waited" -eq 0 ] && echo "waiting for $n to receive the cluster's state (joining)..." >&2
-    waited=$((waited + 1))
-    [ "$waited" -gt 120 ] && { echo "error: $n has not received the cluster's state in 120 s; see its log ('${compose[*]} logs $n'): is it running, and can the leader reach it by name?" >&2; exit 1; }
-    sleep 1
-  done
+  if ! has "$n" '"initialized": true'; then
+    echo "waiting for $n to receive the cluster's state (joining)..." >&2
+    wait_has "$n" '"initialized": true' 120 || { echo "error: $n has not received the cluster's state in 120 s; see its log ('${compose[*]} logs $n'): is it running, and can the leader reach it by name?" >&2; exit 1; }
+  fi
   for i in $(seq 0 $((threshold - 1))); do
     share=$(json . "d['shares'][$i]")
     # The share goes in on stdin, not the command line, so it stays out of process listings.

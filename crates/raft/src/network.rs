@@ -165,17 +165,16 @@ impl Network {
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
         // tonic's own connector (`connect_lazy`) bounds only the TCP connect by
-        // `connect_timeout`: a name lookup that hangs (a container's DNS while the network
-        // reloads) or a TLS handshake that stalls kept the channel "connecting" for good, and
-        // openraft's 75 ms timeout on every AppendEntries cancels the caller, never the
-        // connect, so the peer stayed unreachable until the process restarted (a compose
-        // node failed to join for 25 s). With a connector of our own tonic bounds the whole
-        // of it (lookup, TCP, TLS): a stuck attempt fails and the next call dials afresh.
+        // `connect_timeout`: a name lookup that hangs (podman's DNS for a just-started
+        // container) or a TLS handshake that stalls kept the channel "connecting" until it
+        // gave up by itself, however soon the name resolved again, and openraft's 75 ms
+        // timeout on every AppendEntries cancels the caller, never the connect. Given a
+        // connector of its own, tonic bounds the whole attempt (lookup, TCP, TLS) by
+        // `connect_timeout`: a stuck attempt fails and the next call dials afresh.
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         // Small Raft messages must not wait for delayed ACKs (Nagle).
         tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(self.connect_timeout));
         tcp.set_local_address(self.source_address);
         Ok(RaftClient::new(endpoint.connect_with_connector_lazy(tcp))
             .max_decoding_message_size(MAX_MESSAGE)
