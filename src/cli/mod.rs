@@ -263,7 +263,7 @@ const OWN_CRATES: &[&str] =
     &["arca", "arca_server", "arca_core", "arca_raft", "arca_storage", "arca_crypto", "arca_client", "arca_agent"];
 
 /// The filter a configured level means. A bare level (`info`) is Arca's own events at that
-/// level, the libraries' at WARN and openraft's at ERROR, so an operator's console is not
+/// level, the libraries' at WARN and openraft's and rustls's at ERROR, so an operator's console is not
 /// filled with openraft's routine protocol races ("vote changed", "membership_log_id changed;
 /// ignore", "remove all replication", which it logs at INFO and WARN); Arca logs what an
 /// operator acts on (joins, removals, refusals, seal state) itself. At `debug` and `trace` the
@@ -277,9 +277,12 @@ pub fn log_filter(level: &str) -> String {
     let libraries = if matches!(level.to_ascii_lowercase().as_str(), "debug" | "trace") { "info" } else { "warn" };
     let libraries =
         if level.eq_ignore_ascii_case("error") || level.eq_ignore_ascii_case("off") { level } else { libraries };
-    let openraft = if libraries == "warn" { "openraft=error" } else { "" };
+    // rustls warns about what a peer sent (an IP address as the server name, from wrk and
+    // other OpenSSL clients, one line per connection): at WARN any client could write to the
+    // log once per TLS handshake. The node's own account of a failed handshake is at debug.
+    let quieter: &[&str] = if libraries == "warn" { &["openraft=error", "rustls=error"] } else { &[] };
     std::iter::once(libraries.to_string())
-        .chain((!openraft.is_empty()).then(|| openraft.to_string()))
+        .chain(quieter.iter().map(|q| q.to_string()))
         .chain(OWN_CRATES.iter().map(|c| format!("{c}={level}")))
         .collect::<Vec<_>>()
         .join(",")
@@ -305,7 +308,9 @@ mod tests {
     fn a_bare_level_quiets_the_libraries() {
         let f = log_filter("info");
         assert!(
-            f.starts_with("warn,openraft=error,") && f.contains("arca_raft=info") && f.contains("arca=info"),
+            f.starts_with("warn,openraft=error,rustls=error,")
+                && f.contains("arca_raft=info")
+                && f.contains("arca=info"),
             "{f}"
         );
         assert!(log_filter("debug").starts_with("info,") && log_filter("debug").contains("arca_core=debug"));

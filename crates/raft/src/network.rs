@@ -195,6 +195,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             contacts: self.contacts.clone(),
             channels: self.channels.clone(),
             commits: self.commits.clone(),
+            replication: Replication::NotYet,
         }
     }
 }
@@ -207,6 +208,32 @@ pub struct Connection {
     contacts: Contacts,
     channels: Channels,
     commits: CommitNotice,
+    replication: Replication,
+}
+
+/// How a connection sends AppendEntries. A replication stream's connection lives as long as
+/// the leader's term and sends a message every round, so it moves to one long-lived gRPC
+/// stream (`Replicate`) after its first message; the connections openraft makes for a single
+/// heartbeat (each read index asks for new ones) stay on plain calls, which need no stream
+/// opened first.
+enum Replication {
+    /// No AppendEntries sent yet: the first goes as a call of its own.
+    NotYet,
+    /// The next one opens a stream.
+    Open,
+    Streaming(Box<Stream>),
+    /// The peer does not serve `Replicate` (an older release during a rolling upgrade).
+    Calls,
+}
+
+/// One open `Replicate` stream. Answers come in order, one per request, and a request is sent
+/// only once the previous one is answered; `awaiting` is set while an answer is due, so a call
+/// that was cancelled (openraft's timeout drops it) leaves a stream that is not used again:
+/// its late answer would be taken for the next request's.
+struct Stream {
+    requests: tokio::sync::mpsc::Sender<RaftMessage>,
+    answers: tonic::Streaming<RaftMessage>,
+    awaiting: bool,
 }
 
 fn status_to_rpc<E: std::error::Error>(status: tonic::Status) -> RPCError<u64, NodeInfo, E> {
@@ -217,10 +244,113 @@ fn status_to_rpc<E: std::error::Error>(status: tonic::Status) -> RPCError<u64, N
     }
 }
 
+/// `rpc` encoded, if it fits in a message. One over [`MAX_MESSAGE`] with more than one of its
+/// `entries` log entries is refused here as `PayloadTooLarge`, and openraft resends them in
+/// smaller batches, instead of the peer refusing the same batch forever.
+fn sendable<Req: Serialize>(rpc: &Req, entries: usize) -> std::result::Result<RaftMessage, Box<PayloadTooLarge>> {
+    let message = encode(rpc);
+    if message.payload.len() > MAX_MESSAGE && entries > 1 {
+        return Err(Box::new(PayloadTooLarge::new_entries_hint((entries / 2) as u64)));
+    }
+    Ok(message)
+}
+
 impl Connection {
-    /// Sends one RPC. `entries` is how many log entries it carries: a message over
-    /// [`MAX_MESSAGE`] with more than one is refused here as `PayloadTooLarge`, and openraft
-    /// resends them in smaller batches, instead of the peer refusing the same batch forever.
+    /// Sends one AppendEntries: on this connection's stream, or as a call of its own (see
+    /// [`Replication`]). Either way the answer is decoded and handled as [`Connection::call`]'s.
+    async fn append(
+        &mut self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        option: &RPCOption,
+    ) -> std::result::Result<AppendEntriesResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
+        if matches!(self.replication, Replication::NotYet | Replication::Calls) {
+            if matches!(self.replication, Replication::NotYet) {
+                self.replication = Replication::Open;
+            }
+            return self.call(rpc, rpc.entries.len(), option, Method::Append).await;
+        }
+        let message = sendable(rpc, rpc.entries.len()).map_err(|e| RPCError::PayloadTooLarge(*e))?;
+        let answer = match tokio::time::timeout(option.hard_ttl(), self.streamed(message)).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(status)) => {
+                if status.code() == Code::Unimplemented {
+                    self.replication = Replication::Calls;
+                    return self.call(rpc, rpc.entries.len(), option, Method::Append).await;
+                }
+                self.replication = Replication::Open;
+                return Err(self.failed(status));
+            }
+            Err(_) => {
+                self.replication = Replication::Open;
+                return Err(RPCError::Network(NetworkError::new(&std::io::Error::other(format!(
+                    "no answer from node {} within {:?}",
+                    self.target,
+                    option.hard_ttl()
+                )))));
+            }
+        };
+        self.answered(&answer)
+    }
+
+    /// Sends `message` on the stream (opening one if there is none, or if the last exchange was
+    /// cut short) and waits for its answer. Any failure leaves the stream to be reopened.
+    async fn streamed(&mut self, message: RaftMessage) -> std::result::Result<RaftMessage, tonic::Status> {
+        let reusable = matches!(&self.replication, Replication::Streaming(s) if !s.awaiting);
+        if !reusable {
+            let client = match &mut self.client {
+                Ok(c) => c,
+                Err(e) => return Err(tonic::Status::unavailable(e.clone())),
+            };
+            // The first request goes with the opening, not after a round trip for its headers.
+            let (requests, queued) = tokio::sync::mpsc::channel(1);
+            requests.try_send(message).expect("a new channel has room for one");
+            let outgoing = futures::stream::unfold(queued, |mut q| async move { q.recv().await.map(|m| (m, q)) });
+            self.replication = Replication::Open;
+            let answers = client.replicate(outgoing).await?.into_inner();
+            self.replication = Replication::Streaming(Box::new(Stream { requests, answers, awaiting: true }));
+        } else if let Replication::Streaming(s) = &mut self.replication {
+            s.awaiting = true;
+            s.requests.send(message).await.map_err(|_| tonic::Status::unavailable("the replication stream closed"))?;
+        }
+        let Replication::Streaming(s) = &mut self.replication else { unreachable!("opened above") };
+        match s.answers.message().await? {
+            Some(answer) => {
+                s.awaiting = false;
+                Ok(answer)
+            }
+            None => Err(tonic::Status::unavailable("the peer ended the replication stream")),
+        }
+    }
+
+    /// What a failed call means to openraft; a transport failure also drops the shared
+    /// connection, which may be the fault (half-open after a partition, a peer that restarted):
+    /// the next client openraft asks for dials afresh. Until then it waited for keep-alive to
+    /// notice, where a fresh client per request used to reconnect.
+    fn failed<E: std::error::Error>(&mut self, status: tonic::Status) -> RPCError<u64, NodeInfo, E> {
+        if matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded) {
+            self.channels.lock().expect("channel cache lock").remove(&(Some(self.target), self.addr.clone()));
+        }
+        status_to_rpc(status)
+    }
+
+    /// An answer as openraft takes it: this peer's result, or its error.
+    #[allow(clippy::result_large_err)] // openraft's own error type, handed to it as it is
+    fn answered<Resp, E>(
+        &mut self,
+        reply: &RaftMessage,
+    ) -> std::result::Result<Resp, RPCError<u64, NodeInfo, RaftError<u64, E>>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        self.contacts.lock().expect("contacts lock").insert(self.target, Instant::now());
+        let result: std::result::Result<Resp, RaftError<u64, E>> =
+            decode(reply).map_err(|s| RPCError::Network(NetworkError::new(&s)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    /// Sends one RPC as a call of its own. `entries` is how many log entries it carries (see
+    /// [`sendable`]).
     async fn call<Req, Resp, E>(
         &mut self,
         rpc: &Req,
@@ -233,10 +363,7 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let message = encode(rpc);
-        if message.payload.len() > MAX_MESSAGE && entries > 1 {
-            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint((entries / 2) as u64)));
-        }
+        let message = sendable(rpc, entries).map_err(|e| RPCError::PayloadTooLarge(*e))?;
         let client = match &mut self.client {
             Ok(c) => c,
             Err(e) => {
@@ -250,19 +377,8 @@ impl Connection {
             Method::Vote => client.vote(request).await,
             Method::Snapshot => client.install_snapshot(request).await,
         }
-        .map_err(|status| {
-            // The shared connection may be the fault (half-open after a partition, a peer that
-            // restarted): the next client openraft asks for dials afresh. Until then it waited
-            // for keep-alive to notice, where a fresh client per request used to reconnect.
-            if matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded) {
-                self.channels.lock().expect("channel cache lock").remove(&(Some(self.target), self.addr.clone()));
-            }
-            status_to_rpc(status)
-        })?;
-        self.contacts.lock().expect("contacts lock").insert(self.target, Instant::now());
-        let result: std::result::Result<Resp, RaftError<u64, E>> =
-            decode(reply.get_ref()).map_err(|s| RPCError::Network(NetworkError::new(&s)))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        .map_err(|status| self.failed(status))?;
+        self.answered(reply.get_ref())
     }
 }
 
@@ -288,7 +404,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> std::result::Result<AppendEntriesResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
         self.commits.bound(&mut rpc);
-        self.call(&rpc, rpc.entries.len(), &option, Method::Append).await
+        self.append(&rpc, &option).await
     }
 
     async fn install_snapshot(
@@ -432,5 +548,132 @@ mod tests {
             "answered after {answered:?}, before the first attempt could fail"
         );
         cluster.shutdown().await;
+    }
+
+    /// A peer that answers AppendEntries with success, or a request whose payload starts with
+    /// `echo:` with its own bytes (`echo:slow` after 300 ms); it serves `Replicate` unless
+    /// `streams` is off, as an older release does not.
+    #[derive(Clone, Default)]
+    struct Echo {
+        streams: bool,
+        calls: Arc<AtomicU64>,
+        opened: Arc<AtomicU64>,
+    }
+
+    impl Echo {
+        async fn answer(message: RaftMessage) -> RaftMessage {
+            if message.payload.starts_with(b"echo:") {
+                if &message.payload[..] == b"echo:slow" {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                return message;
+            }
+            encode(&Ok::<_, RaftError<u64>>(AppendEntriesResponse::<u64>::Success))
+        }
+
+        /// Serves on loopback with node 2's certificate; returns the address.
+        async fn serve(&self, ca: &TestCa) -> String {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let server = tonic::transport::Server::builder()
+                .tls_config(ca.node_cert(2).server(true))
+                .unwrap()
+                .add_service(crate::proto::raft_server::RaftServer::new(self.clone()))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
+            tokio::spawn(server);
+            addr
+        }
+    }
+
+    type Reply<T> = std::result::Result<tonic::Response<T>, tonic::Status>;
+
+    #[tonic::async_trait]
+    impl crate::proto::raft_server::Raft for Echo {
+        async fn append_entries(&self, request: tonic::Request<RaftMessage>) -> Reply<RaftMessage> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(tonic::Response::new(Echo::answer(request.into_inner()).await))
+        }
+
+        type ReplicateStream =
+            std::pin::Pin<Box<dyn futures::Stream<Item = std::result::Result<RaftMessage, tonic::Status>> + Send>>;
+
+        async fn replicate(
+            &self,
+            request: tonic::Request<tonic::Streaming<RaftMessage>>,
+        ) -> Reply<Self::ReplicateStream> {
+            use futures::StreamExt;
+            if !self.streams {
+                return Err(tonic::Status::unimplemented("an older release"));
+            }
+            self.opened.fetch_add(1, Ordering::SeqCst);
+            let answers = request.into_inner().then(|m| async move { Ok(Echo::answer(m?).await) });
+            Ok(tonic::Response::new(Box::pin(answers)))
+        }
+
+        async fn vote(&self, _: tonic::Request<RaftMessage>) -> Reply<RaftMessage> {
+            Err(tonic::Status::unimplemented("not in this test"))
+        }
+
+        async fn install_snapshot(&self, _: tonic::Request<RaftMessage>) -> Reply<RaftMessage> {
+            Err(tonic::Status::unimplemented("not in this test"))
+        }
+
+        async fn forward(&self, _: tonic::Request<RaftMessage>) -> Reply<RaftMessage> {
+            Err(tonic::Status::unimplemented("not in this test"))
+        }
+    }
+
+    fn heartbeat() -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: openraft::Vote::new_committed(1, 1),
+            prev_log_id: None,
+            leader_commit: None,
+            entries: vec![],
+        }
+    }
+
+    /// A replication connection sends its first AppendEntries as a call and the rest on one
+    /// stream; a peer without `Replicate` (an older release, mid-upgrade) gets calls throughout.
+    #[tokio::test]
+    async fn replication_moves_to_one_stream_and_falls_back_to_calls() {
+        let ca = TestCa::new("stream");
+        let option = RPCOption::new(Duration::from_secs(5));
+        for streams in [true, false] {
+            let echo = Echo { streams, ..Default::default() };
+            let addr = echo.serve(&ca).await;
+            let mut network = Network::new(ca.node_cert(1), Duration::from_secs(1), None, None);
+            let mut peer = network.new_client(2, &NodeInfo { raft_addr: addr, api_addr: String::new() }).await;
+            for n in 0..4 {
+                let answer = peer.append_entries(heartbeat(), option.clone()).await;
+                assert!(
+                    matches!(answer, Ok(AppendEntriesResponse::Success)),
+                    "streams {streams}, message {n}: {answer:?}"
+                );
+            }
+            let (calls, opened) = (echo.calls.load(Ordering::SeqCst), echo.opened.load(Ordering::SeqCst));
+            if streams {
+                assert_eq!((calls, opened), (1, 1), "the first as a call, the other three on one stream");
+            } else {
+                assert_eq!((calls, opened), (4, 0), "all four as calls");
+            }
+        }
+    }
+
+    /// An exchange cut short (openraft's timeout drops the call) must not leave its answer to
+    /// be taken for the next request's: the next request goes on a fresh stream.
+    #[tokio::test]
+    async fn a_late_answer_is_never_taken_for_the_next_requests() {
+        let ca = TestCa::new("late");
+        let echo = Echo { streams: true, ..Default::default() };
+        let addr = echo.serve(&ca).await;
+        let mut network = Network::new(ca.node_cert(1), Duration::from_secs(1), None, None);
+        let mut peer = network.new_client(2, &NodeInfo { raft_addr: addr, api_addr: String::new() }).await;
+        let message = |p: &[u8]| RaftMessage { payload: p.to_vec().into() };
+        assert_eq!(&peer.streamed(message(b"echo:first")).await.unwrap().payload[..], b"echo:first");
+        let cut = tokio::time::timeout(Duration::from_millis(50), peer.streamed(message(b"echo:slow"))).await;
+        assert!(cut.is_err(), "the slow answer came early");
+        let next = peer.streamed(message(b"echo:next")).await.unwrap();
+        assert_eq!(&next.payload[..], b"echo:next", "the cut-short request's answer was taken for the next one's");
+        assert_eq!(echo.opened.load(Ordering::SeqCst), 2, "the cut-short stream was replaced");
     }
 }

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use arca_storage::StateReader;
 use openraft::error::{InitializeError, RaftError};
-use openraft::metrics::WaitError;
 use openraft::{Raft, RaftMetrics, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -191,6 +190,7 @@ impl RaftNode {
 
         // Files a dead process left in transit (see `scratch_dir`).
         let _ = std::fs::remove_dir_all(config.data_dir.join("scratch"));
+        let (closing, closing_rx) = tokio::sync::watch::channel(false);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
@@ -200,6 +200,7 @@ impl RaftNode {
             reader: reader.clone(),
             refusals_logged: Default::default(),
             faults: config.faults.clone(),
+            closing: closing_rx,
         })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
@@ -211,8 +212,10 @@ impl RaftNode {
             // Small Raft messages must not wait for delayed ACKs (Nagle): it costs ~40 ms a round.
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async {
+                async move {
                     let _ = stop_rx.await;
+                    // Replication streams end too, or the graceful shutdown would wait for them.
+                    let _ = closing.send(true);
                 },
             );
         let id = config.id;
@@ -293,7 +296,7 @@ impl RaftNode {
 
     /// Commits `command` through the leader (forwarding from a follower) and returns once this
     /// node has applied it, so a read here afterwards sees it.
-    #[instrument(skip_all, fields(node = self.inner.id, command = ?command))]
+    #[instrument(level = "debug", skip_all, fields(node = self.inner.id, command = ?command))]
     pub async fn write(&self, command: Command) -> Result<Response> {
         match self.on_leader(LeaderRequest::Write(command)).await? {
             LeaderReply::Written(resp) => {
@@ -307,7 +310,7 @@ impl RaftNode {
     /// Read barrier: returns once this node has applied everything committed before the call,
     /// so a read of [`RaftNode::reader`] afterwards is linearizable, on any node. Costs one
     /// leader round trip (read index); returns the index waited for.
-    #[instrument(skip_all, fields(node = self.inner.id))]
+    #[instrument(level = "debug", skip_all, fields(node = self.inner.id))]
     pub async fn read_barrier(&self) -> Result<u64> {
         match self.on_leader(LeaderRequest::ReadIndex).await? {
             LeaderReply::ReadIndex(index) => {
@@ -328,7 +331,7 @@ impl RaftNode {
     /// is current only while the returned term's leadership lasts. A write decided on it must
     /// therefore commit in that term (`Command::AuditBatchInTerms`): the quorum that commits
     /// an entry of the term is the proof that nobody was elected after it.
-    #[instrument(skip_all, fields(node = self.inner.id))]
+    #[instrument(level = "debug", skip_all, fields(node = self.inner.id))]
     pub async fn local_barrier(&self) -> Result<Option<u64>> {
         // Safety does not rest on this, the term does; but a leader cut off from its quorum
         // (openraft 0.9 keeps leading) would decide writes that can only time out, where a
@@ -456,11 +459,17 @@ impl RaftNode {
 
     /// Waits until this node has applied `index`.
     pub async fn wait_applied(&self, index: u64) -> Result<()> {
+        // Every audited read waits here. openraft's `Wait` clones the whole metrics (membership,
+        // replication map) and formats its message on every change it is woken by, for every
+        // waiter; the condition needs one integer, read in place.
+        let applied = |m: &RaftMetrics<u64, NodeInfo>| m.last_applied.is_some_and(|l| l.index >= index);
+        let mut metrics = self.inner.raft.metrics();
         let timeout = self.inner.timing.apply_timeout;
-        match self.inner.raft.wait(Some(timeout)).applied_index_at_least(Some(index), "wait_applied").await {
-            Ok(_) => Ok(()),
-            Err(WaitError::Timeout(..)) => Err(Error::ApplyTimeout(timeout)),
-            Err(WaitError::ShuttingDown) => Err(Error::Fatal("shutting down".into())),
+        let waited = tokio::time::timeout(timeout, metrics.wait_for(applied)).await.map(|r| r.map(drop));
+        match waited {
+            Ok(Ok(())) => Ok(()),
+            Err(_) => Err(Error::ApplyTimeout(timeout)),
+            Ok(Err(_)) => Err(Error::Fatal("shutting down".into())),
         }
     }
 

@@ -1,10 +1,15 @@
 //! The server side of the node-to-node API.
 
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use futures::Stream;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Raft, Vote};
 use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
-use tonic::{Request, Response as GrpcResponse, Status};
+use tonic::{Request, Response as GrpcResponse, Status, Streaming};
 use tracing::{instrument, warn};
 
 use crate::network::{decode, encode};
@@ -184,14 +189,18 @@ async fn add_learner(
 ///   changes), so only members, voters or learners, may call it. The one exception is a node
 ///   being joined: a certificate naming node N may ask to add node N as a learner, and nothing
 ///   else.
+#[derive(Clone)]
 pub(crate) struct RaftService {
     pub(crate) id: u64,
     pub(crate) raft: Raft<TypeConfig>,
     pub(crate) reader: StateReader,
     /// When each distinct refusal was last logged, and how many repeats went unlogged since:
     /// a removed node that keeps campaigning must not fill the members' logs.
-    pub(crate) refusals_logged: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u64)>>,
+    pub(crate) refusals_logged: Arc<Mutex<HashMap<String, (std::time::Instant, u64)>>>,
     pub(crate) faults: crate::Faults,
+    /// Set when the node stops: its server shuts down gracefully, waiting for every request in
+    /// progress, and a replication stream stays open as long as its leader keeps it.
+    pub(crate) closing: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A repeated refusal is logged once per this interval (with how many repeats were not).
@@ -201,9 +210,12 @@ const REFUSALS_REMEMBERED: usize = 1024;
 
 type Reply = Result<GrpcResponse<RaftMessage>, Status>;
 
+/// The answers on a replication stream, one per request, in order.
+type Answers = Pin<Box<dyn Stream<Item = Result<RaftMessage, Status>> + Send>>;
+
 /// The caller's end-entity certificate. The port requires one, so its absence means the
 /// service is served without mutual TLS: refuse rather than trust.
-fn peer_cert(request: &Request<RaftMessage>) -> Result<CertificateDer<'static>, Status> {
+fn peer_cert<T>(request: &Request<T>) -> Result<CertificateDer<'static>, Status> {
     request
         .peer_certs()
         .and_then(|chain| chain.first().cloned())
@@ -211,10 +223,22 @@ fn peer_cert(request: &Request<RaftMessage>) -> Result<CertificateDer<'static>, 
 }
 
 impl RaftService {
-    /// Whether an injected network fault stops this message (see `faults`).
-    async fn arrive(&self, request: &Request<RaftMessage>) -> Result<(), Status> {
-        let cert = request.peer_certs().and_then(|chain| chain.first().cloned());
-        self.faults.arrive(self.id, |id| cert.as_ref().is_some_and(|c| cert_names_node(c, id))).await
+    /// Whether an injected network fault stops a message from the holder of `cert` (see `faults`).
+    async fn arrive(&self, cert: Option<&CertificateDer<'_>>) -> Result<(), Status> {
+        self.faults.arrive(self.id, |id| cert.is_some_and(|c| cert_names_node(c, id))).await
+    }
+
+    /// One AppendEntries from the holder of `cert`, decided and answered.
+    #[instrument(level = "trace", skip_all, fields(node = self.id))]
+    async fn append_entries_from(
+        &self,
+        cert: &CertificateDer<'_>,
+        message: &RaftMessage,
+    ) -> Result<RaftMessage, Status> {
+        self.arrive(Some(cert)).await?;
+        let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> = decode(message)?;
+        self.check_raft_sender(cert, &rpc.vote, "append entries")?;
+        Ok(encode(&self.raft.append_entries(rpc).await))
     }
 
     fn refuse(&self, what: &str, reason: String) -> Status {
@@ -247,12 +271,11 @@ impl RaftService {
     }
 
     /// A Raft message claiming to come from the node in `vote` (leader or candidate).
-    fn check_raft_sender(&self, request: &Request<RaftMessage>, vote: &Vote<u64>, what: &str) -> Result<(), Status> {
-        let cert = peer_cert(request)?;
+    fn check_raft_sender(&self, cert: &CertificateDer<'_>, vote: &Vote<u64>, what: &str) -> Result<(), Status> {
         let Some(claimed) = vote.leader_id().voted_for() else {
             return Err(self.refuse(what, "the message names no sending node".into()));
         };
-        if !cert_names_node(&cert, claimed) {
+        if !cert_names_node(cert, claimed) {
             return Err(self.refuse(
                 what,
                 format!("the message claims node {claimed}, but the certificate does not name {}", node_name(claimed)),
@@ -290,33 +313,64 @@ impl RaftService {
 
 #[tonic::async_trait]
 impl raft_server::Raft for RaftService {
-    #[instrument(level = "trace", skip_all, fields(node = self.id))]
     async fn append_entries(&self, request: Request<RaftMessage>) -> Reply {
-        self.arrive(&request).await?;
-        let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> = decode(request.get_ref())?;
-        self.check_raft_sender(&request, &rpc.vote, "append entries")?;
-        Ok(GrpcResponse::new(encode(&self.raft.append_entries(rpc).await)))
+        let cert = peer_cert(&request)?;
+        Ok(GrpcResponse::new(self.append_entries_from(&cert, request.get_ref()).await?))
+    }
+
+    type ReplicateStream = Answers;
+
+    /// Each request is answered before the next is read, so answers come in order; the first
+    /// refusal (or a lost message, with injected faults) ends the stream with its status.
+    #[instrument(level = "debug", skip_all, fields(node = self.id))]
+    async fn replicate(&self, request: Request<Streaming<RaftMessage>>) -> Result<GrpcResponse<Answers>, Status> {
+        let cert = peer_cert(&request)?;
+        let open = Some((self.clone(), request.into_inner()));
+        let answers = futures::stream::unfold(open, move |open| {
+            let cert = cert.clone();
+            async move {
+                let (mut service, mut requests) = open?;
+                let message = tokio::select! {
+                    message = requests.message() => match message {
+                        Ok(Some(message)) => message,
+                        // The sender closed its side: nothing more to answer.
+                        Ok(None) => return None,
+                        // Over the size limit, or the connection failed: said, and the end.
+                        Err(status) => return Some((Err(status), None)),
+                    },
+                    _ = service.closing.wait_for(|closing| *closing) => return None,
+                };
+                match service.append_entries_from(&cert, &message).await {
+                    Ok(answer) => Some((Ok(answer), Some((service, requests)))),
+                    Err(refused) => Some((Err(refused), None)),
+                }
+            }
+        });
+        Ok(GrpcResponse::new(Box::pin(answers)))
     }
 
     #[instrument(level = "debug", skip_all, fields(node = self.id))]
     async fn vote(&self, request: Request<RaftMessage>) -> Reply {
-        self.arrive(&request).await?;
+        let cert = peer_cert(&request)?;
+        self.arrive(Some(&cert)).await?;
         let rpc: openraft::raft::VoteRequest<u64> = decode(request.get_ref())?;
-        self.check_raft_sender(&request, &rpc.vote, "vote")?;
+        self.check_raft_sender(&cert, &rpc.vote, "vote")?;
         Ok(GrpcResponse::new(encode(&self.raft.vote(rpc).await)))
     }
 
     #[instrument(level = "debug", skip_all, fields(node = self.id))]
     async fn install_snapshot(&self, request: Request<RaftMessage>) -> Reply {
-        self.arrive(&request).await?;
+        let cert = peer_cert(&request)?;
+        self.arrive(Some(&cert)).await?;
         let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> = decode(request.get_ref())?;
-        self.check_raft_sender(&request, &rpc.vote, "install snapshot")?;
+        self.check_raft_sender(&cert, &rpc.vote, "install snapshot")?;
         Ok(GrpcResponse::new(encode(&self.raft.install_snapshot(rpc).await)))
     }
 
     #[instrument(level = "debug", skip_all, fields(node = self.id))]
     async fn forward(&self, request: Request<RaftMessage>) -> Reply {
-        self.arrive(&request).await?;
+        let cert = request.peer_certs().and_then(|chain| chain.first().cloned());
+        self.arrive(cert.as_ref()).await?;
         let req: LeaderRequest = decode(request.get_ref())?;
         self.check_forwarder(&request, &req)?;
         tracing::debug!(?req, "forwarded request");
