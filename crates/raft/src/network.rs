@@ -28,7 +28,7 @@ use crate::{Error, NodeInfo, Result, TlsConfig, TypeConfig};
 
 /// The largest message either side of the node-to-node port sends or accepts. The largest
 /// legitimate ones are a snapshot chunk (openraft's default chunk is 3 MiB) and a batch of log
-/// entries, which the sender splits when it would exceed this (see [`Connection::call`]); a
+/// entries, which the sender splits when it would exceed this (see [`sendable`]); a
 /// single entry is bounded far below it by the client API's request limits. gRPC refuses a
 /// larger frame from its length prefix, before reading or allocating its body.
 pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
@@ -211,11 +211,11 @@ pub struct Connection {
     replication: Replication,
 }
 
-/// How a connection sends AppendEntries. A replication stream's connection lives as long as
-/// the leader's term and sends a message every round, so it moves to one long-lived gRPC
-/// stream (`Replicate`) after its first message; the connections openraft makes for a single
-/// heartbeat (each read index asks for new ones) stay on plain calls, which need no stream
-/// opened first.
+/// How a connection sends AppendEntries. A replication stream's connection lives until the
+/// leadership or the membership changes (openraft 0.9 then builds its replication anew) and
+/// sends a message every round, so it moves to one long-lived gRPC stream (`Replicate`) after
+/// its first message; the connections openraft makes for a single heartbeat (each read index
+/// asks for new ones) stay on plain calls, which need no stream opened first.
 enum Replication {
     /// No AppendEntries sent yet: the first goes as a call of its own.
     NotYet,
@@ -270,6 +270,8 @@ impl Connection {
             return self.call(rpc, rpc.entries.len(), option, Method::Append).await;
         }
         let message = sendable(rpc, rpc.entries.len()).map_err(|e| RPCError::PayloadTooLarge(*e))?;
+        // openraft bounds the call by the same time, and its timeout usually fires first (then
+        // `awaiting` retires the stream); this one bounds callers that do not.
         let answer = match tokio::time::timeout(option.hard_ttl(), self.streamed(message)).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(status)) => {

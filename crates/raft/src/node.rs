@@ -208,6 +208,10 @@ impl RaftNode {
         let server = tonic::transport::Server::builder()
             .tls_config(config.tls.server(true))
             .map_err(|e| Error::Tls(e.to_string()))?
+            // A peer whose host vanished leaves its connection, and any replication stream on
+            // it, open until noticed: ping as the peers' own channels do.
+            .http2_keepalive_interval(Some(Duration::from_secs(2)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
             .add_service(service)
             // Small Raft messages must not wait for delayed ACKs (Nagle): it costs ~40 ms a round.
             .serve_with_incoming_shutdown(
@@ -460,8 +464,8 @@ impl RaftNode {
     /// Waits until this node has applied `index`.
     pub async fn wait_applied(&self, index: u64) -> Result<()> {
         // Every audited read waits here. openraft's `Wait` clones the whole metrics (membership,
-        // replication map) and formats its message on every change it is woken by, for every
-        // waiter; the condition needs one integer, read in place.
+        // replication map) on every change it is woken by, for every waiter; the condition
+        // needs one integer, read in place.
         let applied = |m: &RaftMetrics<u64, NodeInfo>| m.last_applied.is_some_and(|l| l.index >= index);
         let mut metrics = self.inner.raft.metrics();
         let timeout = self.inner.timing.apply_timeout;

@@ -213,6 +213,11 @@ type Reply = Result<GrpcResponse<RaftMessage>, Status>;
 /// The answers on a replication stream, one per request, in order.
 type Answers = Pin<Box<dyn Stream<Item = Result<RaftMessage, Status>> + Send>>;
 
+/// A replication stream with no request for this long ends. A leader sends at least a
+/// heartbeat every `Timing::heartbeat` (75 ms by default); a stream this quiet belongs to a
+/// leader that is gone, or to a certificate holder that only holds it open.
+const STREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The caller's end-entity certificate. The port requires one, so its absence means the
 /// service is served without mutual TLS: refuse rather than trust.
 fn peer_cert<T>(request: &Request<T>) -> Result<CertificateDer<'static>, Status> {
@@ -321,29 +326,30 @@ impl raft_server::Raft for RaftService {
     type ReplicateStream = Answers;
 
     /// Each request is answered before the next is read, so answers come in order; the first
-    /// refusal (or a lost message, with injected faults) ends the stream with its status.
-    #[instrument(level = "debug", skip_all, fields(node = self.id))]
+    /// refusal (or a lost message, with injected faults) ends the stream with its status. Each
+    /// message is judged like a call of its own (`append_entries_from`: the certificate names
+    /// the sender the message claims, and that sender is a voter now), not once per stream.
     async fn replicate(&self, request: Request<Streaming<RaftMessage>>) -> Result<GrpcResponse<Answers>, Status> {
         let cert = peer_cert(&request)?;
-        let open = Some((self.clone(), request.into_inner()));
-        let answers = futures::stream::unfold(open, move |open| {
-            let cert = cert.clone();
-            async move {
-                let (mut service, mut requests) = open?;
-                let message = tokio::select! {
-                    message = requests.message() => match message {
-                        Ok(Some(message)) => message,
-                        // The sender closed its side: nothing more to answer.
-                        Ok(None) => return None,
-                        // Over the size limit, or the connection failed: said, and the end.
-                        Err(status) => return Some((Err(status), None)),
-                    },
-                    _ = service.closing.wait_for(|closing| *closing) => return None,
-                };
-                match service.append_entries_from(&cert, &message).await {
-                    Ok(answer) => Some((Ok(answer), Some((service, requests)))),
-                    Err(refused) => Some((Err(refused), None)),
-                }
+        let open = Some((self.clone(), cert, request.into_inner()));
+        let answers = futures::stream::unfold(open, |open| async move {
+            let (mut service, cert, mut requests) = open?;
+            let message = tokio::select! {
+                // A stopping node ends its streams even while a request is arriving.
+                biased;
+                _ = service.closing.wait_for(|closing| *closing) => return None,
+                _ = tokio::time::sleep(STREAM_IDLE) => return None,
+                message = requests.message() => match message {
+                    Ok(Some(message)) => message,
+                    // The sender closed its side: nothing more to answer.
+                    Ok(None) => return None,
+                    // Over the size limit, or the connection failed: said, and the end.
+                    Err(status) => return Some((Err(status), None)),
+                },
+            };
+            match service.append_entries_from(&cert, &message).await {
+                Ok(answer) => Some((Ok(answer), Some((service, cert, requests)))),
+                Err(refused) => Some((Err(refused), None)),
             }
         });
         Ok(GrpcResponse::new(Box::pin(answers)))
