@@ -227,13 +227,10 @@ enum Replication {
 }
 
 /// One open `Replicate` stream. Answers come in order, one per request, and a request is sent
-/// only once the previous one is answered; `awaiting` is set while an answer is due, so a call
-/// that was cancelled (openraft's timeout drops it) leaves a stream that is not used again:
-/// its late answer would be taken for the next request's.
+/// only once the previous one is answered (see [`Connection::streamed`]).
 struct Stream {
     requests: tokio::sync::mpsc::Sender<RaftMessage>,
     answers: tonic::Streaming<RaftMessage>,
-    awaiting: bool,
 }
 
 fn status_to_rpc<E: std::error::Error>(status: tonic::Status) -> RPCError<u64, NodeInfo, E> {
@@ -263,65 +260,66 @@ impl Connection {
         rpc: &AppendEntriesRequest<TypeConfig>,
         option: &RPCOption,
     ) -> std::result::Result<AppendEntriesResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
-        if matches!(self.replication, Replication::NotYet | Replication::Calls) {
-            if matches!(self.replication, Replication::NotYet) {
-                self.replication = Replication::Open;
-            }
-            return self.call(rpc, rpc.entries.len(), option, Method::Append).await;
+        match self.replication {
+            Replication::NotYet => self.replication = Replication::Open,
+            Replication::Calls => {}
+            Replication::Open | Replication::Streaming(_) => return self.append_streamed(rpc, option).await,
         }
-        let message = sendable(rpc, rpc.entries.len()).map_err(|e| RPCError::PayloadTooLarge(*e))?;
-        // openraft bounds the call by the same time, and its timeout usually fires first (then
-        // `awaiting` retires the stream); this one bounds callers that do not.
-        let answer = match tokio::time::timeout(option.hard_ttl(), self.streamed(message)).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(status)) => {
-                if status.code() == Code::Unimplemented {
-                    self.replication = Replication::Calls;
-                    return self.call(rpc, rpc.entries.len(), option, Method::Append).await;
-                }
-                self.replication = Replication::Open;
-                return Err(self.failed(status));
-            }
-            Err(_) => {
-                self.replication = Replication::Open;
-                return Err(RPCError::Network(NetworkError::new(&std::io::Error::other(format!(
-                    "no answer from node {} within {:?}",
-                    self.target,
-                    option.hard_ttl()
-                )))));
-            }
-        };
-        self.answered(&answer)
+        self.call(rpc, rpc.entries.len(), option, Method::Append).await
     }
 
-    /// Sends `message` on the stream (opening one if there is none, or if the last exchange was
-    /// cut short) and waits for its answer. Any failure leaves the stream to be reopened.
-    async fn streamed(&mut self, message: RaftMessage) -> std::result::Result<RaftMessage, tonic::Status> {
-        let reusable = matches!(&self.replication, Replication::Streaming(s) if !s.awaiting);
-        if !reusable {
-            let client = match &mut self.client {
-                Ok(c) => c,
-                Err(e) => return Err(tonic::Status::unavailable(e.clone())),
-            };
-            // The first request goes with the opening, not after a round trip for its headers.
-            let (requests, queued) = tokio::sync::mpsc::channel(1);
-            requests.try_send(message).expect("a new channel has room for one");
-            let outgoing = futures::stream::unfold(queued, |mut q| async move { q.recv().await.map(|m| (m, q)) });
-            self.replication = Replication::Open;
-            let answers = client.replicate(outgoing).await?.into_inner();
-            self.replication = Replication::Streaming(Box::new(Stream { requests, answers, awaiting: true }));
-        } else if let Replication::Streaming(s) = &mut self.replication {
-            s.awaiting = true;
-            s.requests.send(message).await.map_err(|_| tonic::Status::unavailable("the replication stream closed"))?;
-        }
-        let Replication::Streaming(s) = &mut self.replication else { unreachable!("opened above") };
-        match s.answers.message().await? {
-            Some(answer) => {
-                s.awaiting = false;
-                Ok(answer)
+    /// [`Connection::append`] on the stream.
+    async fn append_streamed(
+        &mut self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        option: &RPCOption,
+    ) -> std::result::Result<AppendEntriesResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
+        let message = sendable(rpc, rpc.entries.len()).map_err(|e| RPCError::PayloadTooLarge(*e))?;
+        // openraft bounds the call by the same time, and its timeout usually fires first (the
+        // stream goes with the dropped call either way); this one bounds callers that do not.
+        match tokio::time::timeout(option.hard_ttl(), self.streamed(message)).await {
+            Ok(Ok(answer)) => self.answered(&answer),
+            Ok(Err(status)) if status.code() == Code::Unimplemented => {
+                self.replication = Replication::Calls;
+                self.call(rpc, rpc.entries.len(), option, Method::Append).await
             }
-            None => Err(tonic::Status::unavailable("the peer ended the replication stream")),
+            Ok(Err(status)) => Err(self.failed(status)),
+            Err(_) => Err(RPCError::Network(NetworkError::new(&std::io::Error::other(format!(
+                "no answer from node {} within {:?}",
+                self.target,
+                option.hard_ttl()
+            ))))),
         }
+    }
+
+    /// Sends `message` on the stream (opening one if there is none) and waits for its answer.
+    /// The stream is taken out of the connection for the exchange and put back only once it is
+    /// answered: an exchange cut short (openraft's timeout drops the call) or failed drops its
+    /// stream, so a late answer is never taken for the next request's.
+    async fn streamed(&mut self, message: RaftMessage) -> std::result::Result<RaftMessage, tonic::Status> {
+        let mut stream = match std::mem::replace(&mut self.replication, Replication::Open) {
+            Replication::Streaming(stream) => {
+                let closed = |_| tonic::Status::unavailable("the replication stream closed");
+                stream.requests.send(message).await.map_err(closed)?;
+                stream
+            }
+            _ => self.open_stream(message).await?,
+        };
+        let answer = stream.answers.message().await?;
+        let answer = answer.ok_or_else(|| tonic::Status::unavailable("the peer ended the replication stream"))?;
+        self.replication = Replication::Streaming(stream);
+        Ok(answer)
+    }
+
+    /// Opens a `Replicate` stream with `first` as its first request: it goes with the opening,
+    /// not after a round trip for the stream's headers.
+    async fn open_stream(&mut self, first: RaftMessage) -> std::result::Result<Box<Stream>, tonic::Status> {
+        let client = self.client.as_mut().map_err(|e| tonic::Status::unavailable(e.clone()))?;
+        let (requests, queued) = tokio::sync::mpsc::channel(1);
+        requests.try_send(first).expect("a new channel has room for one");
+        let outgoing = futures::stream::unfold(queued, |mut q| async move { q.recv().await.map(|m| (m, q)) });
+        let answers = client.replicate(outgoing).await?.into_inner();
+        Ok(Box::new(Stream { requests, answers }))
     }
 
     /// What a failed call means to openraft; a transport failure also drops the shared

@@ -233,6 +233,21 @@ impl RaftService {
         self.faults.arrive(self.id, |id| cert.is_some_and(|c| cert_names_node(c, id))).await
     }
 
+    /// A Raft message (`what`) from the holder of `cert`, decoded, if it arrives (injected
+    /// faults) and its sender, the node its vote names, may send it (`check_raft_sender`).
+    async fn raft_message<R: serde::de::DeserializeOwned>(
+        &self,
+        cert: &CertificateDer<'_>,
+        message: &RaftMessage,
+        what: &str,
+        vote: fn(&R) -> &Vote<u64>,
+    ) -> Result<R, Status> {
+        self.arrive(Some(cert)).await?;
+        let rpc: R = decode(message)?;
+        self.check_raft_sender(cert, vote(&rpc), what)?;
+        Ok(rpc)
+    }
+
     /// One AppendEntries from the holder of `cert`, decided and answered.
     #[instrument(level = "trace", skip_all, fields(node = self.id))]
     async fn append_entries_from(
@@ -240,9 +255,8 @@ impl RaftService {
         cert: &CertificateDer<'_>,
         message: &RaftMessage,
     ) -> Result<RaftMessage, Status> {
-        self.arrive(Some(cert)).await?;
-        let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> = decode(message)?;
-        self.check_raft_sender(cert, &rpc.vote, "append entries")?;
+        let vote: fn(&openraft::raft::AppendEntriesRequest<TypeConfig>) -> &Vote<u64> = |r| &r.vote;
+        let rpc = self.raft_message(cert, message, "append entries", vote).await?;
         Ok(encode(&self.raft.append_entries(rpc).await))
     }
 
@@ -358,18 +372,16 @@ impl raft_server::Raft for RaftService {
     #[instrument(level = "debug", skip_all, fields(node = self.id))]
     async fn vote(&self, request: Request<RaftMessage>) -> Reply {
         let cert = peer_cert(&request)?;
-        self.arrive(Some(&cert)).await?;
-        let rpc: openraft::raft::VoteRequest<u64> = decode(request.get_ref())?;
-        self.check_raft_sender(&cert, &rpc.vote, "vote")?;
+        let vote: fn(&openraft::raft::VoteRequest<u64>) -> &Vote<u64> = |r| &r.vote;
+        let rpc = self.raft_message(&cert, request.get_ref(), "vote", vote).await?;
         Ok(GrpcResponse::new(encode(&self.raft.vote(rpc).await)))
     }
 
     #[instrument(level = "debug", skip_all, fields(node = self.id))]
     async fn install_snapshot(&self, request: Request<RaftMessage>) -> Reply {
         let cert = peer_cert(&request)?;
-        self.arrive(Some(&cert)).await?;
-        let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> = decode(request.get_ref())?;
-        self.check_raft_sender(&cert, &rpc.vote, "install snapshot")?;
+        let vote: fn(&openraft::raft::InstallSnapshotRequest<TypeConfig>) -> &Vote<u64> = |r| &r.vote;
+        let rpc = self.raft_message(&cert, request.get_ref(), "install snapshot", vote).await?;
         Ok(GrpcResponse::new(encode(&self.raft.install_snapshot(rpc).await)))
     }
 
