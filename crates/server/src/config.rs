@@ -292,6 +292,7 @@ impl AuditSettings {
             deadline: Duration::from_millis(self.deadline_ms.max(100)),
             retention_max_age: (self.retention_days > 0).then(|| Duration::from_secs(self.retention_days * 86_400)),
             retention_max_records: (self.retention_max_records > 0).then_some(self.retention_max_records),
+            ..arca_core::AuditConfig::default()
         }
     }
 }
