@@ -151,6 +151,25 @@ fn add(batch: &mut Vec<Pending>, bytes: &mut usize, max_bytes: usize, p: Pending
     None
 }
 
+/// Adds what arrives before `until` to a batch (its items, bytes and the item carried over to
+/// the next one), while the batch has room and `more` says, of each arrival, to keep waiting.
+async fn gather(
+    rx: &mut mpsc::Receiver<Pending>,
+    config: &AuditConfig,
+    (batch, bytes, carried): (&mut Vec<Pending>, &mut usize, &mut Option<Pending>),
+    until: tokio::time::Instant,
+    mut more: impl FnMut(&Pending) -> bool,
+) {
+    while batch.len() < config.max_batch && carried.is_none() {
+        let Ok(Some(p)) = tokio::time::timeout_at(until, rx.recv()).await else { break };
+        let again = more(&p);
+        *carried = add(batch, bytes, config.max_batch_bytes, p);
+        if !again {
+            break;
+        }
+    }
+}
+
 /// This node's group-commit queue.
 #[derive(Clone)]
 pub(crate) struct Batcher {
@@ -312,26 +331,20 @@ async fn run(
             let last = released.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(last) = last.filter(|_| !config.return_wait.is_zero()) {
                 let mut back = batch.iter().filter(|p| last.came_back(p)).count();
-                while back < last.requests && batch.len() < config.max_batch && carried.is_none() {
-                    match tokio::time::timeout_at(last.until(config.return_wait), rx.recv()).await {
-                        Ok(Some(p)) => {
-                            back += usize::from(last.came_back(&p));
-                            carried = add(&mut batch, &mut bytes, config.max_batch_bytes, p);
-                        }
-                        _ => break,
-                    }
+                if back < last.requests {
+                    let until = last.until(config.return_wait);
+                    gather(&mut rx, &config, (&mut batch, &mut bytes, &mut carried), until, |p| {
+                        back += usize::from(last.came_back(p));
+                        back < last.requests
+                    })
+                    .await;
                 }
             }
             // With a batch already on its way, wait a little for company: one entry for many
             // requests is what keeps audited throughput close to unaudited.
             if !config.flush_interval.is_zero() && in_flight.available_permits() + 1 < config.max_in_flight {
                 let until = tokio::time::Instant::now() + config.flush_interval;
-                while batch.len() < config.max_batch && carried.is_none() {
-                    match tokio::time::timeout_at(until, rx.recv()).await {
-                        Ok(Some(p)) => carried = add(&mut batch, &mut bytes, config.max_batch_bytes, p),
-                        _ => break,
-                    }
-                }
+                gather(&mut rx, &config, (&mut batch, &mut bytes, &mut carried), until, |_| true).await;
             }
             // An outcome somebody waits for needs an entry as much as a record does.
             let commits = batch.iter().any(|p| match p.item {

@@ -7,11 +7,11 @@
 //! * The record (who, what, the decision) is committed *before* the request is handled: each
 //!   node batches its records into one `Command::Audit` (group commit): once one of
 //!   `max_in_flight` slots is free, everything queued goes, up to `max_batch` records, after
-//!   waiting (at most 5 ms, and never longer than the last commit took) for the requests the
-//!   last commit answered to come back (with a `flush_interval`, a batch behind another one in
-//!   flight waits that long for company). If
-//!   the record is not committed and applied on this node within `deadline`, the
-//!   request fails with "audit log unavailable" without being handled: fail closed.
+//!   waiting (`return_wait`, 5 ms by default, never longer than the last commit took) for the
+//!   requests the last commit answered to come back (with a `flush_interval`, a batch behind
+//!   another one in flight waits that long for company). If the record is not committed and
+//!   applied on this node within `deadline`, the request fails with "audit log unavailable"
+//!   without being handled: fail closed.
 //! * That commit is also the request's read barrier: once applied here, this node has every
 //!   write that completed before the request arrived (linearizable reads on any node), so a
 //!   request costs one shared commit, not one for the barrier and one for the record.
