@@ -66,9 +66,18 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
-/// Fills `buf` from the operating system's CSPRNG.
+/// Fills `buf` from the operating system's CSPRNG. For key material and tokens.
 pub fn random_bytes(buf: &mut [u8]) -> Result<()> {
     getrandom::fill(buf).map_err(|e| Error::Rng(e.to_string()))
+}
+
+/// Fills `buf` with bytes that must be unique and unpredictable but are not secrets: AEAD
+/// nonces, request and batch ids. They come from a per-thread ChaCha CSPRNG that the operating
+/// system seeds and periodically reseeds (rand's `ThreadRng`). `random_bytes` makes a system
+/// call every time, and every audited request needs two or more of these.
+pub fn random_nonce(buf: &mut [u8]) {
+    use rand::RngCore;
+    rand::thread_rng().fill_bytes(buf);
 }
 
 #[cfg(test)]

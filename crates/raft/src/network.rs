@@ -15,6 +15,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
+use openraft::LogId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
@@ -68,20 +69,42 @@ pub struct Network {
 }
 
 /// What bounds the commit index a leader sends (its own entries acknowledged before they were
-/// synced, see `arca_storage::Unsynced`), and the highest commit index it held back, which is
-/// sent with a heartbeat once the sync catches up (`RaftNode::start`).
+/// synced, see `arca_storage::Unsynced`), the highest commit index it held back, which is
+/// sent with a heartbeat once the sync catches up (`RaftNode::start`), and the highest it told
+/// any follower (`CommitNotice::told`).
 #[derive(Clone, Default)]
 pub(crate) struct CommitNotice {
     pub(crate) unsynced: Option<Unsynced>,
     pub(crate) owed: Arc<AtomicU64>,
+    told: Arc<Mutex<Option<LogId<u64>>>>,
 }
 
 impl CommitNotice {
+    /// The highest commit index this node has told a follower, recorded before the message
+    /// left. Every commit a follower applies (and so every write a follower answered) reached
+    /// it through here, so a leader that has applied this far has applied every write any
+    /// node has answered: the read barrier of `RaftNode::local_barrier`, without a question
+    /// to the Raft core.
+    pub(crate) fn told(&self) -> Option<LogId<u64>> {
+        *self.told.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `rpc`'s commit index bounded (`CommitNotice::clamp`), and recorded as told.
+    fn bound(&self, rpc: &mut AppendEntriesRequest<TypeConfig>) {
+        self.clamp(rpc);
+        if let Some(commit) = rpc.leader_commit {
+            let mut told = self.told.lock().unwrap_or_else(|e| e.into_inner());
+            if told.is_none_or(|t| t < commit) {
+                *told = Some(commit);
+            }
+        }
+    }
+
     /// `rpc`'s commit index, held below the first unsynced entry: the highest true log id
     /// within that bound that this leader knows (a follower needs a true log id, and keeps the
     /// highest commit it heard): the last of its own entries synced in the commit's term, or
     /// one the message names; none at all if there is none.
-    fn bound(&self, rpc: &mut AppendEntriesRequest<TypeConfig>) {
+    fn clamp(&self, rpc: &mut AppendEntriesRequest<TypeConfig>) {
         let (Some(unsynced), Some(commit)) = (&self.unsynced, rpc.leader_commit) else { return };
         if unsynced.bound(commit.index) == Some(commit.index) {
             return;
@@ -126,7 +149,7 @@ impl Network {
             source_address,
             contacts: Contacts::default(),
             channels: Channels::default(),
-            commits: CommitNotice { unsynced, owed: Arc::default() },
+            commits: CommitNotice { unsynced, ..CommitNotice::default() },
         }
     }
 
@@ -435,7 +458,7 @@ mod tests {
     /// owed, and sent once the sync catches up.
     #[test]
     fn the_commit_sent_to_followers_stops_before_unsynced_entries() {
-        use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+        use openraft::{CommittedLeaderId, Entry, EntryPayload, Vote};
         let id = |term: u64, index: u64| LogId::new(CommittedLeaderId::new(term, 1), index);
         let entry = |index: u64| Entry::<TypeConfig> { log_id: id(2, index), payload: EntryPayload::Blank };
         let request = |prev: LogId<u64>, entries: Vec<Entry<TypeConfig>>, commit: u64| AppendEntriesRequest {
@@ -444,38 +467,39 @@ mod tests {
             leader_commit: Some(id(2, commit)),
             entries,
         };
-        let notice = CommitNotice { unsynced: Some(Unsynced::fixed(Some(5), None, None)), owed: Arc::default() };
+        let notice_of = |unsynced| CommitNotice { unsynced: Some(unsynced), ..CommitNotice::default() };
+        let notice = notice_of(Unsynced::fixed(Some(5), None, None));
 
         let mut rpc = request(id(1, 3), vec![entry(4), entry(5), entry(6)], 6);
         notice.bound(&mut rpc);
         assert_eq!(rpc.leader_commit, Some(id(2, 4)), "the highest entry named below the first unsynced");
         assert_eq!(notice.owed.load(Ordering::Relaxed), 6);
+        assert_eq!(notice.told(), Some(id(2, 4)), "what a follower heard, not what was held back");
 
         let mut heartbeat = request(id(2, 6), vec![], 6);
         notice.bound(&mut heartbeat);
         assert_eq!(heartbeat.leader_commit, None, "nothing named below the bound: no commit at all");
+        assert_eq!(notice.told(), Some(id(2, 4)), "the highest told stays");
 
         let mut synced = request(id(2, 3), vec![entry(4)], 4);
         notice.bound(&mut synced);
         assert_eq!(synced.leader_commit, Some(id(2, 4)), "a commit of synced entries goes as it is");
 
         // A follower already past the synced entries still hears the last synced one.
-        let synced =
-            CommitNotice { unsynced: Some(Unsynced::fixed(Some(5), Some(id(2, 4)), None)), owed: Arc::default() };
+        let synced = notice_of(Unsynced::fixed(Some(5), Some(id(2, 4)), None));
         let mut heartbeat = request(id(2, 6), vec![], 6);
         synced.bound(&mut heartbeat);
         assert_eq!(heartbeat.leader_commit, Some(id(2, 4)), "the last synced entry of the commit's term");
-        let older =
-            CommitNotice { unsynced: Some(Unsynced::fixed(Some(5), Some(id(1, 4)), None)), owed: Arc::default() };
+        let older = notice_of(Unsynced::fixed(Some(5), Some(id(1, 4)), None));
         let mut heartbeat = request(id(2, 6), vec![], 6);
         older.bound(&mut heartbeat);
         assert_eq!(heartbeat.leader_commit, None, "one of another term may have been overwritten since");
 
-        let failed =
-            CommitNotice { unsynced: Some(Unsynced::fixed(None, None, Some("EIO".into()))), owed: Arc::default() };
+        let failed = notice_of(Unsynced::fixed(None, None, Some("EIO".into())));
         let mut rpc = request(id(1, 3), vec![entry(4)], 4);
         failed.bound(&mut rpc);
         assert_eq!(rpc.leader_commit, None, "a failed sync vouches for nothing");
+        assert_eq!(failed.told(), None);
     }
 
     /// openraft asks for a new client for every read index, not only per replication stream;

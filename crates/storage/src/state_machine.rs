@@ -180,6 +180,7 @@ impl<C: StoreConfig> StateMachine<C> {
         let corrupt = |e: bincode::Error| crate::Error::Corrupt(format!("state machine metadata: {e}"));
         let last_applied = read(KEY_APPLIED)?.map(|b| decode(&b)).transpose().map_err(corrupt)?.flatten();
         let membership = read(KEY_MEMBERSHIP)?.map(|b| decode(&b)).transpose().map_err(corrupt)?.unwrap_or_default();
+        store.applied_to(last_applied.map_or(0, |id: LogId<u64>| id.index));
         Ok(StateMachine { store, unsynced, last_applied, membership, _c: PhantomData })
     }
 
@@ -319,6 +320,7 @@ impl<C: StoreConfig> RaftStateMachine<C> for StateMachine<C> {
         } else if !changed.is_empty() {
             self.store.notify(&Applied::Keys { index, keys: &changed });
         }
+        self.store.applied_to(index);
         self.last_applied = last_applied;
         if let Some(m) = membership {
             self.membership = m;
@@ -348,7 +350,9 @@ impl<C: StoreConfig> RaftStateMachine<C> for StateMachine<C> {
             .map_err(|e| StorageIOError::write_state_machine(&e))??;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        self.store.notify(&Applied::Everything { index: meta.last_log_id.map_or(0, |id| id.index) });
+        let index = meta.last_log_id.map_or(0, |id| id.index);
+        self.store.notify(&Applied::Everything { index });
+        self.store.applied_to(index);
         tracing::info!("installed snapshot");
         Ok(())
     }

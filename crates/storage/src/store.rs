@@ -64,6 +64,8 @@ pub struct Store {
     pub(crate) db: Arc<DB>,
     pub(crate) snapshot_dir: PathBuf,
     pub(crate) observers: Arc<RwLock<Vec<Observer>>>,
+    /// The index the applied state is at, published once its observers have run.
+    pub(crate) applied: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// What one `apply` (or snapshot install) changed in the state column families. `index` is the
@@ -137,7 +139,8 @@ impl Store {
         });
         let path = dir.join("db");
         let db = DB::open_cf_descriptors(&opts, &path, cfs).map_err(|source| Error::Open { path, source })?;
-        Ok(Store { db: Arc::new(db), snapshot_dir, observers: Arc::default() })
+        let applied = Arc::new(tokio::sync::watch::Sender::new(0));
+        Ok(Store { db: Arc::new(db), snapshot_dir, observers: Arc::default(), applied })
     }
 
     pub(crate) fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
@@ -155,6 +158,11 @@ impl Store {
             observer(&reader, applied);
         }
     }
+
+    /// Publishes that the state is at `index` (written, and its observers run).
+    pub(crate) fn applied_to(&self, index: u64) {
+        self.applied.send_if_modified(|at| std::mem::replace(at, index) != index);
+    }
 }
 
 /// Reads applied state. Each `apply` commits atomically, so a read never sees half a command.
@@ -167,6 +175,17 @@ impl StateReader {
     /// Registers `observer` to run after every applied batch from now on (see [`Observer`]).
     pub fn observe(&self, observer: Observer) {
         self.store.observers.write().expect("observer lock").push(observer);
+    }
+
+    /// Waits until the state is at `index` or later: written, with the observers of every
+    /// apply up to it run (compiled policies, keyring), so a read afterwards sees it all.
+    /// Wakes only when the applied index moves, where openraft's metrics wake their waiters on
+    /// every change (replication progress, heartbeats): with a few dozen requests waiting,
+    /// each follower's answer woke them all. `false` if the store is gone.
+    pub async fn wait_applied(&self, index: u64) -> bool {
+        let mut applied = self.store.applied.subscribe();
+        let reached = applied.wait_for(|&at| at >= index).await.is_ok();
+        reached
     }
 
     /// The Raft log index of the last applied entry, as written with the state it produced (so,

@@ -38,7 +38,7 @@ pub struct AuditCaller {
 pub fn request_id() -> Result<String> {
     let mut id = [0u8; 16];
     id[..6].copy_from_slice(&crate::now_ms().to_be_bytes()[2..]);
-    arca_crypto::random_bytes(&mut id[6..]).map_err(|e| Error::Internal(e.to_string()))?;
+    arca_crypto::random_nonce(&mut id[6..]);
     Ok(hex::encode(id))
 }
 
