@@ -29,7 +29,7 @@ impl AuditHasher {
         let tag = mac.finalize().into_bytes();
         let mut out = String::with_capacity(HMAC_PREFIX.len() + 64);
         out.push_str(HMAC_PREFIX);
-        out.push_str(&hex::encode(tag));
+        out.push_str(&crate::to_hex(&tag));
         out
     }
 }

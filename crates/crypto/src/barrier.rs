@@ -18,7 +18,7 @@ use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use zeroize::Zeroizing;
 
-use crate::key::random_nonce;
+use crate::key::random_bytes;
 use crate::{Error, Result, SecretKey, KEY_LEN};
 
 /// Current record format version.
@@ -54,7 +54,7 @@ fn seal(cipher: &Aes256Gcm, term: u32, aad: &[u8], plaintext: &[u8]) -> Result<V
     let mut nonce = [0u8; NONCE_LEN];
     // A random 96-bit nonce per record: with at most 2^32 records per term the collision
     // probability stays below 2^-32 (NIST SP 800-38D, 8.3); `operator rotate` adds terms.
-    random_nonce(&mut nonce);
+    random_bytes(&mut nonce)?;
     let mut out = Vec::with_capacity(RECORD_OVERHEAD + plaintext.len());
     out.push(RECORD_VERSION);
     out.extend_from_slice(&term.to_be_bytes());

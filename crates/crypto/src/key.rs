@@ -71,11 +71,26 @@ pub fn random_bytes(buf: &mut [u8]) -> Result<()> {
     getrandom::fill(buf).map_err(|e| Error::Rng(e.to_string()))
 }
 
-/// Fills `buf` with bytes that must be unique and unpredictable but are not secrets: AEAD
-/// nonces, request and batch ids. They come from a per-thread ChaCha CSPRNG that the operating
-/// system seeds and periodically reseeds (rand's `ThreadRng`). `random_bytes` makes a system
-/// call every time, and every audited request needs two or more of these.
-pub fn random_nonce(buf: &mut [u8]) {
+/// Lower-case hex of `bytes`. The `hex` crate collects its string one `char` at a time, and
+/// every audited request hexes a few hashes: its token's storage key (twice), its request id
+/// and every HMAC in its record.
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0x0f)]);
+    }
+    String::from_utf8(out).expect("hex digits are ASCII")
+}
+
+/// Fills `buf` with bytes that must be unique and unpredictable but protect nothing: request
+/// and batch ids. They come from a per-thread ChaCha CSPRNG that the operating system seeds and
+/// periodically reseeds (rand's `ThreadRng`), where `random_bytes` makes a system call each
+/// time. Not for AEAD nonces: a cloned or restored VM would repeat this generator's output
+/// until its next reseed, and a repeated AES-GCM nonce under one key gives away plaintext and
+/// lets ciphertexts be forged; the kernel's generator is reseeded when a VM is restored.
+pub fn random_id_bytes(buf: &mut [u8]) {
     use rand::RngCore;
     rand::thread_rng().fill_bytes(buf);
 }
@@ -83,6 +98,14 @@ pub fn random_nonce(buf: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn to_hex_is_lower_case_hex() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(to_hex(&bytes), hex::encode(&bytes));
+        assert_eq!(to_hex(&[]), "");
+        assert_eq!(to_hex(&[0x0a, 0xf0]), "0af0");
+    }
 
     #[test]
     fn debug_never_prints_key_bytes() {

@@ -25,6 +25,6 @@ pub mod shamir;
 pub use audit::{AuditHasher, HMAC_PREFIX};
 pub use barrier::{Keyring, RECORD_OVERHEAD, RECORD_VERSION};
 pub use error::{Error, Result};
-pub use key::{constant_time_eq, random_bytes, random_nonce, SecretKey, KEY_LEN};
+pub use key::{constant_time_eq, random_bytes, random_id_bytes, to_hex, SecretKey, KEY_LEN};
 pub use pgp::PgpRecipient;
 pub use zeroize::Zeroizing;

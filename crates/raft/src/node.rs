@@ -389,7 +389,9 @@ impl RaftNode {
         let term = {
             let metrics = self.inner.raft.metrics();
             let m = metrics.borrow();
-            let leads = m.state == openraft::ServerState::Leader
+            // A core that stopped (shutdown, a fatal storage error) leaves its last metrics.
+            let leads = m.running_state.is_ok()
+                && m.state == openraft::ServerState::Leader
                 && m.vote.is_committed()
                 && m.vote.leader_id().voted_for() == Some(self.inner.id);
             leads.then_some(m.vote.leader_id().term)?
@@ -660,6 +662,24 @@ mod tests {
             assert_eq!(leader.local_barrier().await.unwrap(), Some(term));
             assert!(leader.reader().get(Cf::Kv, &key).unwrap().is_some(), "write {i} missing on the leader");
         }
+        cluster.shutdown().await;
+    }
+
+    /// A wait for an index that will not apply ends when Raft stops, not at the apply timeout:
+    /// every request waiting on a node that is shutting down (or whose storage failed) hears
+    /// so at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn waiting_for_an_apply_ends_when_raft_stops() {
+        let mut cluster = TestCluster::start(3, Timing::default()).await;
+        let id = cluster.wait_for_leader(Duration::from_secs(5)).await;
+        let node = cluster.node(id);
+        assert!(node.inner.timing.apply_timeout > Duration::from_secs(3));
+        let waiting = tokio::spawn(async move { node.wait_applied(u64::MAX).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        cluster.stop(id).await;
+        let ended = tokio::time::timeout(Duration::from_secs(2), waiting).await;
+        let result = ended.expect("the wait ended with Raft, not at the apply timeout").unwrap();
+        assert!(result.is_err());
         cluster.shutdown().await;
     }
 }

@@ -27,6 +27,9 @@ pub enum Error {
 
     #[error("cannot start the thread that syncs the Raft log: {source}")]
     Thread { source: std::io::Error },
+
+    #[error("this store already has a state machine; open the data directory once per node")]
+    SecondStateMachine,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

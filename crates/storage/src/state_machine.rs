@@ -171,6 +171,9 @@ pub struct StateMachine<C: StoreConfig> {
     unsynced: Unsynced,
     last_applied: Option<LogId<u64>>,
     membership: Membership<C>,
+    /// Publishes the applied index to `StateReader::wait_applied`; dropped with the state
+    /// machine, which ends every wait at once.
+    applied: tokio::sync::watch::Sender<u64>,
     _c: PhantomData<fn() -> C>,
 }
 
@@ -180,13 +183,20 @@ impl<C: StoreConfig> StateMachine<C> {
         let corrupt = |e: bincode::Error| crate::Error::Corrupt(format!("state machine metadata: {e}"));
         let last_applied = read(KEY_APPLIED)?.map(|b| decode(&b)).transpose().map_err(corrupt)?.flatten();
         let membership = read(KEY_MEMBERSHIP)?.map(|b| decode(&b)).transpose().map_err(corrupt)?.unwrap_or_default();
-        store.applied_to(last_applied.map_or(0, |id: LogId<u64>| id.index));
-        Ok(StateMachine { store, unsynced, last_applied, membership, _c: PhantomData })
+        let (applied, published) = tokio::sync::watch::channel(last_applied.map_or(0, |id: LogId<u64>| id.index));
+        store.applied.set(published).map_err(|_| crate::Error::SecondStateMachine)?;
+        Ok(StateMachine { store, unsynced, last_applied, membership, applied, _c: PhantomData })
     }
 
     /// A reader of the applied state that stays valid while Raft owns the state machine.
     pub fn reader(&self) -> StateReader {
         self.store.reader()
+    }
+
+    /// Tells `StateReader::wait_applied` that the state is at `index`: written, and its
+    /// observers run.
+    fn published_applied(&self, index: u64) {
+        self.applied.send_if_modified(|at| std::mem::replace(at, index) != index);
     }
 }
 
@@ -320,7 +330,7 @@ impl<C: StoreConfig> RaftStateMachine<C> for StateMachine<C> {
         } else if !changed.is_empty() {
             self.store.notify(&Applied::Keys { index, keys: &changed });
         }
-        self.store.applied_to(index);
+        self.published_applied(index);
         self.last_applied = last_applied;
         if let Some(m) = membership {
             self.membership = m;
@@ -352,7 +362,7 @@ impl<C: StoreConfig> RaftStateMachine<C> for StateMachine<C> {
         self.membership = meta.last_membership.clone();
         let index = meta.last_log_id.map_or(0, |id| id.index);
         self.store.notify(&Applied::Everything { index });
-        self.store.applied_to(index);
+        self.published_applied(index);
         tracing::info!("installed snapshot");
         Ok(())
     }

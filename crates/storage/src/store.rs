@@ -64,8 +64,10 @@ pub struct Store {
     pub(crate) db: Arc<DB>,
     pub(crate) snapshot_dir: PathBuf,
     pub(crate) observers: Arc<RwLock<Vec<Observer>>>,
-    /// The index the applied state is at, published once its observers have run.
-    pub(crate) applied: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The index the applied state is at, published by the state machine once an apply's
+    /// observers have run; closed when Raft drops the state machine (set by
+    /// `StateMachine::new`).
+    pub(crate) applied: Arc<std::sync::OnceLock<tokio::sync::watch::Receiver<u64>>>,
 }
 
 /// What one `apply` (or snapshot install) changed in the state column families. `index` is the
@@ -139,8 +141,7 @@ impl Store {
         });
         let path = dir.join("db");
         let db = DB::open_cf_descriptors(&opts, &path, cfs).map_err(|source| Error::Open { path, source })?;
-        let applied = Arc::new(tokio::sync::watch::Sender::new(0));
-        Ok(Store { db: Arc::new(db), snapshot_dir, observers: Arc::default(), applied })
+        Ok(Store { db: Arc::new(db), snapshot_dir, observers: Arc::default(), applied: Arc::default() })
     }
 
     pub(crate) fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
@@ -157,11 +158,6 @@ impl Store {
         for observer in self.observers.read().expect("observer lock").iter() {
             observer(&reader, applied);
         }
-    }
-
-    /// Publishes that the state is at `index` (written, and its observers run).
-    pub(crate) fn applied_to(&self, index: u64) {
-        self.applied.send_if_modified(|at| std::mem::replace(at, index) != index);
     }
 }
 
@@ -181,9 +177,11 @@ impl StateReader {
     /// apply up to it run (compiled policies, keyring), so a read afterwards sees it all.
     /// Wakes only when the applied index moves, where openraft's metrics wake their waiters on
     /// every change (replication progress, heartbeats): with a few dozen requests waiting,
-    /// each follower's answer woke them all. `false` if the store is gone.
+    /// each follower's answer woke them all. `false` once Raft has dropped the state machine
+    /// (shutdown, a fatal storage error), or if this store never had one.
     pub async fn wait_applied(&self, index: u64) -> bool {
-        let mut applied = self.store.applied.subscribe();
+        let Some(applied) = self.store.applied.get() else { return false };
+        let mut applied = applied.clone();
         let reached = applied.wait_for(|&at| at >= index).await.is_ok();
         reached
     }

@@ -38,8 +38,8 @@ pub struct AuditCaller {
 pub fn request_id() -> Result<String> {
     let mut id = [0u8; 16];
     id[..6].copy_from_slice(&crate::now_ms().to_be_bytes()[2..]);
-    arca_crypto::random_nonce(&mut id[6..]);
-    Ok(hex::encode(id))
+    arca_crypto::random_id_bytes(&mut id[6..]);
+    Ok(arca_crypto::to_hex(&id))
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -103,7 +103,7 @@ pub(crate) fn random_id(bytes: usize) -> Result<String> {
 /// SHA-256 of a high-entropy credential, hex. A 256-bit random token needs no slow hash; the
 /// lookup by hash means the credential itself is never compared or stored.
 pub(crate) fn hash_hex(credential: &str) -> String {
-    hex::encode(Sha256::digest(credential.as_bytes()))
+    arca_crypto::to_hex(&Sha256::digest(credential.as_bytes()))
 }
 
 /// The storage key of a token.
