@@ -83,6 +83,8 @@ struct Inner {
     request_seconds: Family<OperationLabel, Histogram>,
     audit_batch_items: Histogram,
     audit_commit_seconds: Histogram,
+    audit_batch_wait_seconds: Histogram,
+    audit_batch_raft_seconds: Histogram,
     audit_fail_closed: Counter,
     rotation_runs: Family<OutcomeLabel, Counter>,
     rotation_step_failures: Counter,
@@ -148,6 +150,23 @@ impl Metrics {
             "Time from a request's arrival until its audit record (or read barrier) is applied here",
             Unit::Seconds,
             request_histogram(),
+        );
+        // 0.1 ms to 0.8 s: a batch's wait is capped at a few milliseconds, and a healthy
+        // commit takes about one.
+        let batch_histogram = || Histogram::new(exponential_buckets(0.0001, 2.0, 14));
+        let audit_batch_wait_seconds = add_in(
+            r,
+            "audit_batch_wait",
+            "Time an audit batch waited for more requests (the requests the last commit answered, flush_interval) before it was proposed",
+            Unit::Seconds,
+            batch_histogram(),
+        );
+        let audit_batch_raft_seconds = add_in(
+            r,
+            "audit_batch_raft",
+            "Time from proposing an audit batch to its being applied here: replication and the disks' syncs",
+            Unit::Seconds,
+            batch_histogram(),
         );
         let audit_fail_closed = add(
             r,
@@ -222,6 +241,8 @@ impl Metrics {
                 request_seconds,
                 audit_batch_items,
                 audit_commit_seconds,
+                audit_batch_wait_seconds,
+                audit_batch_raft_seconds,
                 audit_fail_closed,
                 rotation_runs,
                 rotation_step_failures,
@@ -260,6 +281,16 @@ impl Metrics {
 
     pub fn audit_commit(&self, seconds: f64) {
         self.inner.audit_commit_seconds.observe(seconds);
+    }
+
+    /// How long a batch gathered company before it was proposed.
+    pub fn audit_batch_waited(&self, seconds: f64) {
+        self.inner.audit_batch_wait_seconds.observe(seconds);
+    }
+
+    /// How long a proposed batch took to commit and apply here.
+    pub fn audit_batch_committed(&self, seconds: f64) {
+        self.inner.audit_batch_raft_seconds.observe(seconds);
     }
 
     pub fn audit_fail_closed(&self) {
@@ -363,10 +394,10 @@ fn process_stats() -> Option<ProcessStats> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn snapshot() -> Snapshot {
+    pub(crate) fn snapshot() -> Snapshot {
         Snapshot {
             sealed: false,
             term: 3,
@@ -387,11 +418,16 @@ mod tests {
         m.request("KvGet", "ok", 0.002);
         m.request("KvGet", "permission_denied", 0.001);
         m.audit_batch(4);
+        m.audit_batch_waited(0.0004);
+        m.audit_batch_committed(0.0012);
         let text = m.render(&snapshot());
         for line in [
             "arca_requests_total{operation=\"KvGet\",outcome=\"ok\"} 1",
             "arca_requests_total{operation=\"KvGet\",outcome=\"permission_denied\"} 1",
             "arca_request_duration_seconds_count{operation=\"KvGet\"} 2",
+            "arca_audit_batch_wait_seconds_count 1",
+            "arca_audit_batch_wait_seconds_bucket{le=\"0.0004\"} 1",
+            "arca_audit_batch_raft_seconds_count 1",
             "arca_raft_term 3",
             "arca_raft_apply_lag 2",
             "arca_raft_replication_lag{node=\"3\"} 60",

@@ -317,6 +317,7 @@ async fn run(
         // A free slot first, then the batch: whatever arrives while every slot is busy rides
         // the next entry (group commit paced by the commits themselves, no timer needed).
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let gathering = tokio::time::Instant::now();
         let (mut batch, mut bytes) = (Vec::new(), 0);
         if let Some(first) = first {
             add(&mut batch, &mut bytes, config.max_batch_bytes, first);
@@ -379,7 +380,8 @@ async fn run(
             continue;
         }
         metrics.audit_batch(batch.len());
-        let (node, released, arrivals) = (node.clone(), released.clone(), arrivals.clone());
+        metrics.audit_batch_waited(gathering.elapsed().as_secs_f64());
+        let (node, released, arrivals, metrics) = (node.clone(), released.clone(), arrivals.clone(), metrics.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let (mut records, mut outcomes, mut writes, mut terms) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -407,6 +409,9 @@ async fn run(
             }
             let sent = tokio::time::Instant::now();
             let result = send(&node, records, outcomes, writes, terms).await;
+            if result.is_ok() {
+                metrics.audit_batch_committed(sent.elapsed().as_secs_f64());
+            }
             // Counted before the answers go, so every request that comes back is later. Not
             // waited on: the requests of a failed commit, and requests that gave up waiting
             // (past their deadline); neither is likely to come back soon.
@@ -515,7 +520,8 @@ mod tests {
         // The wait is bounded here only by the commit it follows (50 ms and more, below), so
         // the timing has tens of milliseconds of margin on a loaded machine.
         let config = AuditConfig { return_wait: Duration::from_secs(1), ..AuditConfig::default() };
-        let batcher = Batcher::start(leader.clone(), config, crate::metrics::Metrics::new());
+        let metrics = crate::metrics::Metrics::new();
+        let batcher = Batcher::start(leader.clone(), config, metrics.clone());
         let started = std::time::Instant::now;
         batcher.commit(b"warm-up".to_vec(), started()).await.unwrap();
         // Every message between the nodes arrives 50 ms late, so a commit takes at least 50 ms
@@ -547,6 +553,17 @@ mod tests {
 
         let entries = leader.metrics().last_log_index.unwrap_or(0) - entries_before;
         assert_eq!(entries, 2, "a1 alone, then b1 and a2 together");
+        // The wait and the commit show in the metrics: three batches, the last of which waited
+        // for `a2` (10 ms and more), and commits of 50 ms and more.
+        let text = metrics.render(&crate::metrics::tests::snapshot());
+        let value = |name: &str| -> f64 {
+            let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in:\n{text}"));
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        assert_eq!(value("arca_audit_batch_wait_seconds_count"), 3.0);
+        assert!(value("arca_audit_batch_wait_seconds_sum") >= 0.009, "{text}");
+        assert_eq!(value("arca_audit_batch_raft_seconds_count"), 3.0);
+        assert!(value("arca_audit_batch_raft_seconds_sum") >= 0.1, "{text}");
         cluster.faults.heal();
         cluster.shutdown().await;
     }
