@@ -68,7 +68,7 @@ impl Core {
             time_ms: now_ms(),
             request_id: match &req.request_id {
                 Some(id) => id.clone(),
-                None => crate::audit::request_id()?,
+                None => crate::audit::request_id(),
             },
             node: self.node.id(),
             remote: req.remote.map(|r| r.to_string()).unwrap_or_default(),
@@ -294,7 +294,7 @@ impl Core {
             time_ms: now_ms(),
             request_id: match r.request_id {
                 Some(id) => cap(&id).into_owned(),
-                None => crate::audit::request_id()?,
+                None => crate::audit::request_id(),
             },
             node: self.node.id(),
             remote: r.remote.map(|a| a.to_string()).unwrap_or_default(),

@@ -170,7 +170,7 @@ impl Core {
             warn!(source = %r.source, class = r.class.name(), dropped = r.dropped, "requests refused over the rate limit");
             let record = AuditRecord {
                 time_ms: now,
-                request_id: crate::audit::request_id()?,
+                request_id: crate::audit::request_id(),
                 node: self.node.id(),
                 remote: r.source.clone(),
                 operation: "RateLimited".into(),

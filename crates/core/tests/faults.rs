@@ -165,7 +165,7 @@ async fn client(vault: Arc<Vault>, history: Arc<History>, id: usize, node: u64, 
             KvInput::Cas { value, cas } => put(key, value, Some(*cas)),
             KvInput::Delete => Operation::KvDelete { path: key.into(), versions: vec![] },
         };
-        let request_id = arca_core::audit::request_id().unwrap();
+        let request_id = arca_core::audit::request_id();
         let call = vault.now();
         let result = vault.call_as(node, op, Some(request_id.clone())).await;
         let ret = vault.now();

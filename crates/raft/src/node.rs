@@ -390,11 +390,7 @@ impl RaftNode {
             let metrics = self.inner.raft.metrics();
             let m = metrics.borrow();
             // A core that stopped (shutdown, a fatal storage error) leaves its last metrics.
-            let leads = m.running_state.is_ok()
-                && m.state == openraft::ServerState::Leader
-                && m.vote.is_committed()
-                && m.vote.leader_id().voted_for() == Some(self.inner.id);
-            leads.then_some(m.vote.leader_id().term)?
+            m.running_state.is_ok().then(|| leads_by(m.state, &m.vote, self.inner.id)).flatten()?
         };
         let told = self.inner.network.commits.told()?;
         (told.leader_id.term == term && told.leader_id.node_id == self.inner.id).then_some((term, told.index))
@@ -625,10 +621,13 @@ impl RaftNode {
 
 /// The term `me` leads in, by openraft's state: leader, with a committed vote of its own.
 fn leading_term<I: openraft::Instant>(st: &openraft::RaftState<u64, NodeInfo, I>, me: u64) -> Option<u64> {
-    let vote = st.vote_ref();
-    let leads = st.server_state == openraft::ServerState::Leader
-        && vote.is_committed()
-        && vote.leader_id().voted_for() == Some(me);
+    leads_by(st.server_state, st.vote_ref(), me)
+}
+
+/// The term `me` leads in, given a server state and vote (the core's, or its published metrics).
+fn leads_by(state: openraft::ServerState, vote: &openraft::Vote<u64>, me: u64) -> Option<u64> {
+    let leads =
+        state == openraft::ServerState::Leader && vote.is_committed() && vote.leader_id().voted_for() == Some(me);
     leads.then_some(vote.leader_id().term)
 }
 

@@ -132,7 +132,7 @@ impl Core {
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| Error::InvalidArgument("the backup's meta.json has a malformed state_sha256".into()))?;
 
-        let restore_id = crate::audit::request_id()?;
+        let restore_id = crate::audit::request_id();
         info!(
             %restore_id, %request_id, accessor = %caller.info.accessor, backup_index = meta.index,
             records = meta.records, force, "restoring a backup"

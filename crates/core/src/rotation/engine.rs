@@ -309,7 +309,7 @@ impl Core {
     ) {
         let record = AuditRecord {
             time_ms: now_ms(),
-            request_id: crate::audit::request_id().unwrap_or_default(),
+            request_id: crate::audit::request_id(),
             node: self.node.id(),
             operation: format!("RotationStep.{step}"),
             path: format!("sys/rotation/rotate/{path}"),

@@ -404,7 +404,7 @@ fn query(uri: &axum::http::Uri) -> HashMap<String, String> {
 /// Every HTTP request: parse, route by path, translate the result.
 async fn handle(axum::extract::State(core): axum::extract::State<Core>, req: axum::extract::Request) -> Response {
     let (parts, body) = req.into_parts();
-    let request_id = arca_core::audit::request_id().unwrap_or_default();
+    let request_id = arca_core::audit::request_id();
     let path = parts.uri.path().to_string();
     let span =
         info_span!("http", method = %parts.method, path = %arca_core::audit::cap(&path), request_id = %request_id);
