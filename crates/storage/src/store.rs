@@ -122,6 +122,10 @@ fn open_store<C: StoreConfig>(dir: &Path, me: Option<u64>) -> Result<(LogStore<C
     Ok((log, sm))
 }
 
+/// The live write-ahead log's size past which RocksDB flushes the families holding its oldest
+/// file (see `Store::open`).
+const MAX_LIVE_WAL: u64 = 256 << 20;
+
 impl Store {
     pub(crate) fn open(dir: &Path) -> Result<Store> {
         let snapshot_dir = dir.join("snapshots");
@@ -136,31 +140,35 @@ impl Store {
         // Two cores on the reference machine; RocksDB's default of one background job makes
         // flushes wait behind compactions.
         opts.increase_parallelism(2);
-        // A table being written goes to disk a megabyte at a time, not all at its final sync,
-        // which a log sync on the same disk then queued behind (a 4 KB sync's worst case next
-        // to a 192 MB file being written: 114 ms unsynced, 31 ms synced every megabyte).
+        // A table being written is handed to the disk a megabyte at a time (background
+        // writeback), not all at its final sync, which a log sync on the same disk then
+        // queued behind.
         opts.set_bytes_per_sync(1 << 20);
         // Write-ahead log files are reused, not deleted and grown anew. Every commit waits for
-        // a WAL sync, and a sync that must also record a grown file size (or newly allocated
-        // blocks) costs a filesystem journal commit on top of the data: on the reference host
-        // a 4 KB sync into a reused file took 0.13-0.15 ms alone, into a growing one 0.21-0.25
-        // ms; under 64 readers the followers' median sync went from 0.59 to 0.52 ms. (What
-        // this does not remove: while a flush writes its 64 MB table, a sync on the same disk
-        // also waits for the disk to take those writes, 60-100 ms once or twice per flush.)
+        // a WAL sync, and a sync that must also record a grown file size costs a filesystem
+        // journal commit on top of the data: on the reference host a 4 KB sync into blocks a
+        // file already has took 0.13-0.15 ms alone, into a growing file 0.21-0.25 ms. (RocksDB
+        // trims a reused file to its new length when it closes it, so a later, longer use
+        // grows it again; and this does not remove the stalls while a flush writes its table.)
         opts.set_recycle_log_file_num(4);
         // A WAL file is freed (and so reusable) only once every family with data in it has
-        // flushed. The small families (Raft's vote, the applied index, tokens) take a write
-        // with nearly every entry but fill their memtables rarely, so left alone they pinned
-        // every WAL file up to RocksDB's default cap, gigabytes, which a restart also replays.
-        // Past this size the families holding the oldest WAL file are flushed.
-        opts.set_max_total_wal_size(256 << 20);
+        // flushed. The small families (the committed index and the applied index, tokens) take
+        // a write with nearly every entry but fill their memtables rarely, so left alone they
+        // pinned every WAL file up to RocksDB's default cap, gigabytes, which a restart also
+        // replays. Past this size the families holding the oldest WAL file are flushed.
+        opts.set_max_total_wal_size(MAX_LIVE_WAL);
         let cfs = ALL_CFS.iter().map(|cf| {
             let mut o = Options::default();
-            // Everything here is ciphertext, MACs, hashes or random ids (sealed values and
-            // audit records, Raft entries carrying them): LZ4 saved nothing (a flushed 64 MB
-            // audit table came out at 64 MB, a log table the same) and cost flush CPU.
-            // Tables written before this stay LZ4 and still read: each block names its codec.
+            // Nearly all the bytes here are ciphertext, MACs, hashes or random ids (sealed
+            // values and audit records, Raft entries carrying them; KV paths are the plaintext
+            // exception): LZ4 saved nothing (a flushed 64 MB audit table came out at 64 MB, a
+            // log table the same) and cost flush CPU. Tables written before this stay LZ4 and
+            // still read: each block names its codec.
             o.set_compression_type(DBCompressionType::None);
+            // Writes stop when a family has this many memtables unflushed. The WAL cap (above)
+            // can switch a busy family's memtable while its previous one still waits for the
+            // single flush thread: room for that instead of RocksDB's default of two.
+            o.set_max_write_buffer_number(4);
             ColumnFamilyDescriptor::new(cf.name(), o)
         });
         let db = DB::open_cf_descriptors(&opts, &path, cfs).map_err(|source| Error::Open { path, source })?;
@@ -295,47 +303,63 @@ impl StateReader {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::collections::BTreeMap;
 
     use super::*;
 
-    /// The write-ahead log files in a store's database directory.
-    fn wal_files(dir: &Path) -> BTreeSet<String> {
+    /// The write-ahead log files in a store's database directory, with their inodes.
+    fn wal_files(dir: &Path) -> BTreeMap<String, u64> {
+        use std::os::unix::fs::MetadataExt;
         std::fs::read_dir(dir.join("db"))
             .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|name| name.ends_with(".log"))
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().ino()))
             .collect()
     }
 
     /// A node under sustained load writes the Raft log and the audit trail in bulk, and the
-    /// applied index and Raft's vote with nearly every entry. The small writes must not keep
+    /// committed and applied indexes with nearly every entry. The small writes must not keep
     /// every WAL file alive: the disk would fill with gigabytes of WAL that a restart replays.
+    /// A freed file is reused, not deleted.
     #[test]
     fn small_writes_with_every_entry_do_not_pin_the_write_ahead_log() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let first = wal_files(dir.path());
         assert_eq!(first.len(), 1, "a new store has one WAL file: {first:?}");
+        let (first_name, first_inode) = first.into_iter().next().unwrap();
+        // A second name for the file keeps its inode allocated if RocksDB deletes it, so no
+        // new file can take over its number and pass for the reused one.
+        std::fs::hard_link(dir.path().join("db").join(&first_name), dir.path().join("first-wal")).unwrap();
         let entry = vec![0x5a; 1 << 20];
-        // Past the 256 MB cap, plus a memtable's worth for the switch that reuses the file.
-        for index in 0u64..400 {
-            store.db.put_cf(store.cf(Cf::Logs), index.to_be_bytes(), &entry).unwrap();
-            store.db.put_cf(store.cf(Cf::Meta), b"applied", index.to_be_bytes()).unwrap();
-        }
+        let write = |from: u64, to: u64| {
+            for index in from..to {
+                store.db.put_cf(store.cf(Cf::Logs), index.to_be_bytes(), &entry).unwrap();
+                store.db.put_cf(store.cf(Cf::Meta), b"applied", index.to_be_bytes()).unwrap();
+            }
+        };
+        // Past the cap: the families holding the first file are flushed in the background
+        // (waited for here, without asking for any flush of our own), which frees the file.
+        let past_cap = (MAX_LIVE_WAL >> 20) + 16;
+        write(0, past_cap);
+        store.db.wait_for_compact(&rocksdb::WaitForCompactOptions::default()).unwrap();
+        // More than a memtable more: the next WAL file is the freed one, renamed.
+        write(past_cap, past_cap + 80);
         let now = wal_files(dir.path());
-        assert!(first.is_disjoint(&now), "the first WAL file {first:?} is still kept, after 400 MB written: {now:?}");
-        // Everything written is still there.
+        assert!(!now.contains_key(&first_name), "the first WAL file {first_name} is still kept: {now:?}");
+        assert!(now.values().any(|inode| *inode == first_inode), "the first WAL file was deleted, not reused: {now:?}");
+        let last = past_cap + 79;
         let reader = store.reader();
-        assert_eq!(reader.get(Cf::Meta, b"applied").unwrap(), Some(399u64.to_be_bytes().to_vec()));
+        assert_eq!(reader.get(Cf::Meta, b"applied").unwrap(), Some(last.to_be_bytes().to_vec()));
         assert_eq!(reader.get(Cf::Logs, &0u64.to_be_bytes()).unwrap(), Some(entry.clone()));
-        // A reused WAL file still holds its previous life's records past the new ones: a
-        // restart replays the new ones only, and everything is still there.
+        // Reopened, with the newest writes in a reused file: everything is still there.
+        drop(write);
         drop((reader, store));
         let store = Store::open(dir.path()).unwrap();
         let reader = store.reader();
-        assert_eq!(reader.get(Cf::Meta, b"applied").unwrap(), Some(399u64.to_be_bytes().to_vec()));
-        assert_eq!(reader.get(Cf::Logs, &399u64.to_be_bytes()).unwrap(), Some(entry));
-        assert_eq!(reader.count(Cf::Logs).unwrap(), 400);
+        assert_eq!(reader.get(Cf::Meta, b"applied").unwrap(), Some(last.to_be_bytes().to_vec()));
+        assert_eq!(reader.get(Cf::Logs, &last.to_be_bytes()).unwrap(), Some(entry));
+        assert_eq!(reader.count(Cf::Logs).unwrap() as u64, last + 1);
     }
 }
