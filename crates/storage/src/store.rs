@@ -354,7 +354,6 @@ mod tests {
         assert_eq!(reader.get(Cf::Meta, b"applied").unwrap(), Some(last.to_be_bytes().to_vec()));
         assert_eq!(reader.get(Cf::Logs, &0u64.to_be_bytes()).unwrap(), Some(entry.clone()));
         // Reopened, with the newest writes in a reused file: everything is still there.
-        drop(write);
         drop((reader, store));
         let store = Store::open(dir.path()).unwrap();
         let reader = store.reader();
