@@ -18,7 +18,9 @@
 #
 # Usage: benches/compare/restart.sh
 # Env: ARCA (~/.cache/arca/target/release/arca), ROUNDS (10), ARCA_BASE (8300), SETTLE (2 s
-#   between rounds), RESULTS (~/.cache/arca/compare/restart-<timestamp>), KEEP_DATA (0)
+#   between rounds), RESULTS (~/.cache/arca/compare/restart-<timestamp>), KEEP_DATA (0),
+#   LOAD_S (0): before each kill, this many seconds of audited reads (wrk, 64 connections, on the
+#   leader), so the killed node has a write-ahead log full of records to replay.
 set -Eeuo pipefail
 # Name the command that failed (set -e alone would exit silently); -E: in functions too.
 trap 'echo "error: ${BASH_SOURCE[0]##*/} line $LINENO: $BASH_COMMAND failed (exit $?)" >&2' ERR
@@ -38,7 +40,9 @@ RESULTS=${RESULTS:-$CACHE/restart-$(date +%Y%m%d-%H%M%S)}
 POLL_S=0.005        # probe interval
 PHASE_LIMIT_S=60    # bound on each wait (listener up, unsealed, first read)
 
-for v in ROUNDS ARCA_BASE SETTLE; do is_uint "${!v}" || die "$v must be a whole number"; done
+LOAD_S=${LOAD_S:-0}
+for v in ROUNDS ARCA_BASE SETTLE LOAD_S; do is_uint "${!v}" || die "$v must be a whole number"; done
+((LOAD_S == 0)) || need wrk "apt-get install wrk"
 ((ROUNDS >= 1)) || die "ROUNDS must be at least 1"
 need curl "apt-get install curl"
 need jq "apt-get install jq"
@@ -114,6 +118,11 @@ for r in $(seq 1 "$ROUNDS"); do
   leader=
   for _ in $(seq 1 100); do leader=$(arca_leader) && break; sleep 0.1; done
   [[ -n $leader ]] || die "round $r: no leader within 10 s"
+  if ((LOAD_S > 0)); then
+    BENCH_TOKEN=$ARCA_TOKEN BENCH_PATH=/v1/secret/data/restart-probe \
+      wrk -t2 -c64 -d"${LOAD_S}s" -s "$HERE/kv_read.lua" "$(arca_url "$leader")/" > "$RESULTS/load-$r.txt" 2>&1 ||
+      die "round $r: the load run failed (see $RESULTS/load-$r.txt)"
+  fi
   followers=(); for n in 1 2 3; do [[ $n != "$leader" ]] && followers+=("$n"); done
   v=${followers[$(((r - 1) % ${#followers[@]}))]}   # alternate between the two followers
   old=${ARCA_NODE_PIDS[v]}
