@@ -390,7 +390,10 @@ impl RaftNode {
             let metrics = self.inner.raft.metrics();
             let m = metrics.borrow();
             // A core that stopped (shutdown, a fatal storage error) leaves its last metrics.
-            m.running_state.is_ok().then(|| leads_by(m.state, &m.vote, self.inner.id)).flatten()?
+            if m.running_state.is_err() {
+                return None;
+            }
+            leads_by(m.state, &m.vote, self.inner.id)?
         };
         let told = self.inner.network.commits.told()?;
         (told.leader_id.term == term && told.leader_id.node_id == self.inner.id).then_some((term, told.index))

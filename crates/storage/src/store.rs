@@ -126,17 +126,32 @@ fn open_store<C: StoreConfig>(dir: &Path, me: Option<u64>) -> Result<(LogStore<C
 /// file (see `Store::open`).
 const MAX_LIVE_WAL: u64 = 256 << 20;
 
+/// The options of every column family.
+fn family_options() -> Options {
+    let mut o = Options::default();
+    // Nearly all the bytes here are ciphertext, MACs, hashes or random ids (sealed values and
+    // audit records, Raft entries carrying them; KV paths are the plaintext exception): LZ4
+    // saved nothing (a flushed 64 MB audit table came out at 64 MB, a log table the same) and
+    // cost flush CPU. Tables written before this stay LZ4 and still read: each block names its
+    // codec.
+    o.set_compression_type(DBCompressionType::None);
+    // Writes stop when a family has this many memtables unflushed. The WAL cap (`Store::open`)
+    // can switch a busy family's memtable while its previous one still waits for the single
+    // flush thread: room for that instead of RocksDB's default of two.
+    o.set_max_write_buffer_number(4);
+    o
+}
+
 impl Store {
     pub(crate) fn open(dir: &Path) -> Result<Store> {
         let snapshot_dir = dir.join("snapshots");
         std::fs::create_dir_all(&snapshot_dir)
             .map_err(|source| Error::CreateDir { path: snapshot_dir.clone(), source })?;
         let path = dir.join("db");
-        let mut opts = Options::default();
+        // The database's options carry those of RocksDB's own default family too.
+        let mut opts = family_options();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        // RocksDB's own default family; the column families below say why no compression.
-        opts.set_compression_type(DBCompressionType::None);
         // Two cores on the reference machine; RocksDB's default of one background job makes
         // flushes wait behind compactions.
         opts.increase_parallelism(2);
@@ -157,20 +172,7 @@ impl Store {
         // pinned every WAL file up to RocksDB's default cap, gigabytes, which a restart also
         // replays. Past this size the families holding the oldest WAL file are flushed.
         opts.set_max_total_wal_size(MAX_LIVE_WAL);
-        let cfs = ALL_CFS.iter().map(|cf| {
-            let mut o = Options::default();
-            // Nearly all the bytes here are ciphertext, MACs, hashes or random ids (sealed
-            // values and audit records, Raft entries carrying them; KV paths are the plaintext
-            // exception): LZ4 saved nothing (a flushed 64 MB audit table came out at 64 MB, a
-            // log table the same) and cost flush CPU. Tables written before this stay LZ4 and
-            // still read: each block names its codec.
-            o.set_compression_type(DBCompressionType::None);
-            // Writes stop when a family has this many memtables unflushed. The WAL cap (above)
-            // can switch a busy family's memtable while its previous one still waits for the
-            // single flush thread: room for that instead of RocksDB's default of two.
-            o.set_max_write_buffer_number(4);
-            ColumnFamilyDescriptor::new(cf.name(), o)
-        });
+        let cfs = ALL_CFS.iter().map(|cf| ColumnFamilyDescriptor::new(cf.name(), family_options()));
         let db = DB::open_cf_descriptors(&opts, &path, cfs).map_err(|source| Error::Open { path, source })?;
         Ok(Store { db: Arc::new(db), snapshot_dir, observers: Arc::default(), applied: Arc::default() })
     }
