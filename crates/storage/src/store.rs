@@ -126,6 +126,10 @@ fn open_store<C: StoreConfig>(dir: &Path, me: Option<u64>) -> Result<(LogStore<C
 /// file (see `Store::open`).
 const MAX_LIVE_WAL: u64 = 256 << 20;
 
+/// What a table write hands the disk at once, with direct I/O: what a log sync may have to
+/// wait behind.
+const DIRECT_WRITE_BUFFER: u64 = 256 << 10;
+
 /// The options of every column family.
 fn family_options() -> Options {
     let mut o = Options::default();
@@ -142,6 +146,30 @@ fn family_options() -> Options {
     o
 }
 
+/// Whether files under `dir` can be written with `O_DIRECT` (not every filesystem allows it;
+/// tmpfs did not before Linux 6.6). Probed with one aligned block, as RocksDB would write.
+fn direct_io_supported(dir: &Path) -> bool {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    const BLOCK: usize = 4096;
+    let probe = dir.join(".direct-io-probe");
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe)
+        .and_then(|mut file| {
+            // Direct writes need a buffer aligned to the device's block: an aligned block
+            // inside a buffer twice its size.
+            let buffer = vec![0u8; 2 * BLOCK];
+            let start = buffer.as_ptr().align_offset(BLOCK);
+            file.write_all(&buffer[start..start + BLOCK])
+        });
+    let _ = std::fs::remove_file(&probe);
+    written.is_ok()
+}
+
 impl Store {
     pub(crate) fn open(dir: &Path) -> Result<Store> {
         let snapshot_dir = dir.join("snapshots");
@@ -150,14 +178,27 @@ impl Store {
         let path = dir.join("db");
         // The database's options carry those of RocksDB's own default family too.
         let mut opts = family_options();
+        // Tables (flushes and compactions) bypass the page cache where the filesystem allows.
+        // Written through it, a 64 MB table reached the disk in a burst of writeback that the
+        // next WAL syncs of every node on the disk queued behind: 60-170 ms with each flush,
+        // the whole of the p99 under sustained audited load. Written directly, a table goes out
+        // a buffer at a time, each waited for, so a log sync waits behind one buffer at most.
+        // On a shared disk, 40 two-second windows of 64 audited readers: 10 with a p99 above
+        // 30 ms before, 4-5 after (the rest: file deletions and reused WAL files, below).
+        let direct = direct_io_supported(dir);
+        if direct {
+            opts.set_use_direct_io_for_flush_and_compaction(true);
+            opts.set_writable_file_max_buffer_size(DIRECT_WRITE_BUFFER);
+        }
+        tracing::info!(path = %path.display(), direct_io = direct, "opening the node's database");
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         // Two cores on the reference machine; RocksDB's default of one background job makes
         // flushes wait behind compactions.
         opts.increase_parallelism(2);
-        // A table being written is handed to the disk a megabyte at a time (background
-        // writeback), not all at its final sync, which a log sync on the same disk then
-        // queued behind.
+        // Without direct I/O, a table being written is handed to the disk a megabyte at a time
+        // (background writeback), not all at its final sync, which a log sync on the same disk
+        // then queued behind.
         opts.set_bytes_per_sync(1 << 20);
         // Write-ahead log files are reused, not deleted and grown anew. Every commit waits for
         // a WAL sync, and a sync that must also record a grown file size costs a filesystem
@@ -362,5 +403,61 @@ mod tests {
         assert_eq!(reader.get(Cf::Meta, b"applied").unwrap(), Some(last.to_be_bytes().to_vec()));
         assert_eq!(reader.get(Cf::Logs, &last.to_be_bytes()).unwrap(), Some(entry));
         assert_eq!(reader.count(Cf::Logs).unwrap() as u64, last + 1);
+    }
+
+    /// How many of `file`'s pages are in the page cache.
+    fn resident_pages(file: &Path) -> usize {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(file).unwrap();
+        let len = f.metadata().unwrap().len() as usize;
+        let mut pages = vec![0u8; len.div_ceil(4096)];
+        // SAFETY: a read-only mapping of a file this test owns, unmapped before returning;
+        // `mincore` only reports which of its pages are resident, one byte per page.
+        unsafe {
+            let addr = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, f.as_raw_fd(), 0);
+            assert_ne!(addr, libc::MAP_FAILED);
+            assert_eq!(libc::mincore(addr, len, pages.as_mut_ptr()), 0);
+            libc::munmap(addr, len);
+        }
+        pages.iter().filter(|b| **b & 1 == 1).count()
+    }
+
+    /// Flushed and compacted tables bypass the page cache (so their writeback cannot queue
+    /// ahead of a log sync), and everything written is there after a reopen.
+    #[test]
+    fn tables_are_written_with_direct_io_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(direct_io_supported(dir.path()), "the test's filesystem takes direct I/O");
+        assert!(!direct_io_supported(&dir.path().join("missing")), "a directory that is not there does not");
+        let store = Store::open(dir.path()).unwrap();
+        let value = |i: u64| vec![(i % 251) as u8; 4000 + (i % 97) as usize];
+        let write = |from: u64, to: u64| {
+            for i in from..to {
+                store.db.put_cf(store.cf(Cf::Audit), i.to_be_bytes(), value(i)).unwrap();
+            }
+            store.db.flush_cf(store.cf(Cf::Audit)).unwrap();
+        };
+        write(0, 2000);
+        let tables: Vec<PathBuf> = std::fs::read_dir(dir.path().join("db"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "sst"))
+            .collect();
+        assert_eq!(tables.len(), 1, "one flushed table: {tables:?}");
+        let size = std::fs::metadata(&tables[0]).unwrap().len();
+        assert!(size > 7 << 20, "the table holds the values: {size} bytes");
+        // Written through the page cache, every page of it would still be there. A few may
+        // be (the table's footer and index are read back when it is opened).
+        let resident = resident_pages(&tables[0]);
+        assert!(resident * 4096 < (size / 8) as usize, "{resident} pages of {size} bytes are cached");
+        write(2000, 4000);
+        store.db.compact_range_cf(store.cf(Cf::Audit), None::<&[u8]>, None::<&[u8]>);
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let reader = store.reader();
+        assert_eq!(reader.count(Cf::Audit).unwrap(), 4000);
+        for i in [0u64, 1, 1999, 2000, 3999] {
+            assert_eq!(reader.get(Cf::Audit, &i.to_be_bytes()).unwrap(), Some(value(i)));
+        }
     }
 }
