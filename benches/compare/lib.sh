@@ -53,6 +53,17 @@ stat_fields() { local s; s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1; echo 
 # `kill -0` would call it alive.
 alive() { local f; f=$(stat_fields "$1") || return 1; [[ ${f%% *} != Z ]]; }
 
+# Whether every thread of PID has exited. After a SIGKILL the main thread can show Z while
+# other threads still exit, and the files they share (a node's RocksDB LOCK) close only with
+# the last of them: a node started again before that cannot open its data directory.
+exited() {
+  local t s
+  for t in /proc/"$1"/task/*/stat; do
+    s=$(cat "$t" 2>/dev/null) || continue
+    [[ ${s##*) } == Z* ]] || return 1
+  done
+}
+
 # Whether PID runs EXE (or is still the setpriv about to exec it). Guards every kill against
 # a PID reused by an unrelated process. " (deleted)": the binary was rebuilt while running.
 owned() {

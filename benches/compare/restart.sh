@@ -128,8 +128,8 @@ for r in $(seq 1 "$ROUNDS"); do
   old=${ARCA_NODE_PIDS[v]}
   owned "$old" "$ARCA" || die "round $r: pid $old of node $v is not an arca process"
   kill -KILL "$old"
-  for _ in $(seq 1 200); do alive "$old" || break; sleep 0.05; done
-  alive "$old" && die "round $r: pid $old survived SIGKILL for 10 s"
+  for _ in $(seq 1 200); do exited "$old" && break; sleep 0.05; done
+  exited "$old" || die "round $r: pid $old survived SIGKILL for 10 s"
   # Its ports close with the process. Start it again (in this shell: see PDEATH in lib.sh).
   t0=$(now)
   "${PDEATH[@]}" "$ARCA" server --config "$ADIR/node$v/node.toml" >> "$ADIR/node$v-restart.log" 2>&1 &
