@@ -26,6 +26,7 @@ pub mod proto {
     tonic::include_proto!("arca.raft.v1");
 }
 
+pub use arca_storage::DirectIo;
 pub use autopilot::{AutopilotConfig, AutopilotState, ServerHealth};
 pub use command::{AuditBatch, Command, CommandResult, Guard, GuardedWrite, Op, Response, TypeConfig};
 pub use error::{Error, Result};

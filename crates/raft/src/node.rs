@@ -87,6 +87,8 @@ pub struct NodeConfig {
     /// The local address of connections to peers (`None`: the system chooses), for hosts
     /// whose firewall tells cluster traffic by its source.
     pub source_address: Option<std::net::IpAddr>,
+    /// Whether RocksDB may write its tables with direct I/O (where the filesystem takes it).
+    pub direct_io: arca_storage::DirectIo,
 }
 
 /// A running node. Cheap to clone; [`RaftNode::shutdown`] stops it.
@@ -179,7 +181,8 @@ impl RaftNode {
         .validate()
         .map_err(|e| Error::Fatal(format!("invalid Raft timing: {e}")))?;
 
-        let (log_store, state_machine) = arca_storage::open_node::<TypeConfig>(&config.data_dir, config.id)?;
+        let (log_store, state_machine) =
+            arca_storage::open_node::<TypeConfig>(&config.data_dir, config.id, config.direct_io)?;
         let reader = state_machine.reader();
         let unsynced = log_store.unsynced();
         let network =

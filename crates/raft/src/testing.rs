@@ -71,6 +71,7 @@ pub fn node_config(id: u64, listen: SocketAddr, dir: &std::path::Path, tls: TlsC
         timing,
         faults: Default::default(),
         source_address: None,
+        direct_io: Default::default(),
     }
 }
 

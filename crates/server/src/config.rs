@@ -7,6 +7,9 @@
 //! node_id = 1
 //! data_dir = "/var/lib/arca"
 //! log_level = "info"            # optional: Arca at info, libraries at warn; or a full filter
+//! # disable_mlock = false       # true: skip mlockall (only where swap is off or encrypted)
+//! # disable_direct_io = false   # true: RocksDB tables through the page cache even where
+//! #                             # the filesystem takes direct I/O (logged at start)
 //!
 //! [api]                         # client API (gRPC over TLS)
 //! listen = "0.0.0.0:8200"
@@ -95,6 +98,11 @@ pub struct Config {
     /// encrypted. Core dumps are disabled either way.
     #[serde(default)]
     pub disable_mlock: bool,
+    /// Writes RocksDB's tables through the page cache even where the filesystem takes direct
+    /// I/O (the node logs `direct_io` and why at start). Direct writes keep a flush's bulk
+    /// from queueing ahead of the log syncs every request waits for.
+    #[serde(default)]
+    pub disable_direct_io: bool,
     #[serde(default)]
     pub limits: LimitsSettings,
     #[serde(default)]
@@ -538,6 +546,10 @@ key = "n-key.pem"
         assert_eq!(c.raft.heartbeat_ms, 75);
         let limits = c.limits.core_config();
         assert_eq!(limits, arca_core::LimitsConfig::default(), "no [limits] section: the defaults");
+        assert!(!c.disable_direct_io, "direct I/O where the filesystem takes it, unless turned off");
+        let off =
+            Config::parse(&GOOD.replace("data_dir = \"/tmp/x\"", "data_dir = \"/tmp/x\"\ndisable_direct_io = true"));
+        assert!(off.unwrap().disable_direct_io);
         let c =
             Config::parse(&format!("{GOOD}\n[limits]\nunauthenticated_per_second = 2\nunauthenticated_burst = 5\n"))
                 .unwrap();

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use arca_core::Core;
-use arca_raft::{NodeConfig, NodeInfo, RaftNode, TlsConfig};
+use arca_raft::{DirectIo, NodeConfig, NodeInfo, RaftNode, TlsConfig};
 use tracing::{info, warn};
 
 use crate::api::Api;
@@ -34,6 +34,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         timing: config.timing(),
         faults: Default::default(),
         source_address: config.cluster.source_address,
+        direct_io: if config.disable_direct_io { DirectIo::Off } else { DirectIo::Auto },
     })
     .await?;
 

@@ -31,7 +31,9 @@ use std::io::Cursor;
 pub use error::{Error, Result};
 pub use log_store::LogStore;
 pub use state_machine::{StateMachine, Transaction};
-pub use store::{open, open_node, Applied, Cf, ChangedKey, Observer, StateReader, Store, DATA_CFS, STATE_CFS};
+pub use store::{
+    open, open_node, Applied, Cf, ChangedKey, DirectIo, Observer, StateReader, Store, DATA_CFS, STATE_CFS,
+};
 pub use wal_sync::Unsynced;
 
 /// What the storage needs to know about the Raft type configuration it stores.

@@ -421,7 +421,10 @@ mod tests {
             }
         };
         let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (grouped, apart) = (Store::open(one.path()).unwrap(), Store::open(two.path()).unwrap());
+        let (grouped, apart) = (
+            Store::open(one.path(), crate::DirectIo::Auto).unwrap(),
+            Store::open(two.path(), crate::DirectIo::Auto).unwrap(),
+        );
         fill(&grouped);
         fill(&apart);
         // Odd values are spared; a key written in the transaction counts as it was written.
