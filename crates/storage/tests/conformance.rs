@@ -88,13 +88,14 @@ async fn a_leader_restarts_as_a_candidate_not_as_the_leader_of_its_term() {
     use openraft::Vote;
     let dir = TempDir::new().unwrap();
     {
-        let (mut log, _sm) = arca_storage::open_node::<TestConfig>(dir.path(), 1).unwrap();
+        let (mut log, _sm) =
+            arca_storage::open_node::<TestConfig>(dir.path(), 1, arca_storage::DirectIo::Auto).unwrap();
         log.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
     }
-    let (mut log, _sm) = arca_storage::open_node::<TestConfig>(dir.path(), 1).unwrap();
+    let (mut log, _sm) = arca_storage::open_node::<TestConfig>(dir.path(), 1, arca_storage::DirectIo::Auto).unwrap();
     assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
     drop((log, _sm));
-    let (mut log, _sm) = arca_storage::open_node::<TestConfig>(dir.path(), 2).unwrap();
+    let (mut log, _sm) = arca_storage::open_node::<TestConfig>(dir.path(), 2, arca_storage::DirectIo::Auto).unwrap();
     assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new_committed(3, 1)), "another node's leadership stays");
     drop((log, _sm));
     let (mut log, _sm) = arca_storage::open::<TestConfig>(dir.path()).unwrap();
