@@ -160,55 +160,6 @@ fn family_options() -> Options {
     o
 }
 
-/// Above this many bytes of WAL files, a node's open replays them through the page cache
-/// first (`Store::open`). Below it a second open would cost more than the direct writes.
-const BUFFERED_REPLAY_ABOVE: u64 = 16 << 20;
-
-/// The bytes of write-ahead log files under `db`: what an open replays, at most (files kept for
-/// reuse count too).
-fn wal_bytes(db: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(db) else { return 0 };
-    entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
-        .filter_map(|e| e.metadata().ok())
-        .map(|m| m.len())
-        .sum()
-}
-
-/// The database's options, which carry those of RocksDB's own default family too; `direct`:
-/// tables written with direct I/O.
-fn database_options(direct: bool) -> Options {
-    let mut opts = family_options();
-    if direct {
-        opts.set_use_direct_io_for_flush_and_compaction(true);
-        // Also the WAL writer's buffer, which only matters to writes larger than it.
-        opts.set_writable_file_max_buffer_size(DIRECT_WRITE_BUFFER);
-    }
-    opts.create_if_missing(true);
-    opts.create_missing_column_families(true);
-    // Two cores on the reference machine; RocksDB's default of one background job makes
-    // flushes wait behind compactions.
-    opts.increase_parallelism(2);
-    // Without direct I/O, a table being written is handed to the disk a megabyte at a time
-    // (background writeback), not all at its final sync, which a log sync on the same disk
-    // then queued behind.
-    opts.set_bytes_per_sync(1 << 20);
-    // Write-ahead log files are reused, not deleted and grown anew. Every commit waits for a
-    // WAL sync, and a sync that must also record a grown file size costs a filesystem journal
-    // commit on top of the data: on the reference host a 4 KB sync into blocks a file already
-    // has took 0.13-0.15 ms alone, into a growing file 0.21-0.25 ms. (RocksDB trims a reused
-    // file to its new length when it closes it, so a later, longer use grows it again.)
-    opts.set_recycle_log_file_num(4);
-    // A WAL file is freed (and so reusable) only once every family with data in it has
-    // flushed. The small families (the committed index and the applied index, tokens) take a
-    // write with nearly every entry but fill their memtables rarely, so left alone they pinned
-    // every WAL file up to RocksDB's default cap, gigabytes, which a restart also replays. Past
-    // this size the families holding the oldest WAL file are flushed.
-    opts.set_max_total_wal_size(MAX_LIVE_WAL);
-    opts
-}
-
 /// Whether RocksDB's direct writes will work under `dir`. Not every filesystem takes
 /// `O_DIRECT`, and some that do need more alignment than the device's logical block, which is
 /// what RocksDB aligns to: it writes whole buffers, then pads a table's last write to that
@@ -244,6 +195,8 @@ impl Store {
         std::fs::create_dir_all(&snapshot_dir)
             .map_err(|source| Error::CreateDir { path: snapshot_dir.clone(), source })?;
         let path = dir.join("db");
+        // The database's options carry those of RocksDB's own default family too.
+        let mut opts = family_options();
         // Tables (flushes and compactions) bypass the page cache where the filesystem allows.
         // Written through it, a 64 MB table reached the disk in a burst of writeback that the
         // next WAL syncs of every node on the disk queued behind (60-105 ms each, with every
@@ -255,33 +208,40 @@ impl Store {
             DirectIo::Auto => probe_direct_io(&path).map_err(|e| format!("the filesystem refused a direct write: {e}")),
         };
         match &direct {
-            Ok(()) => tracing::info!(path = %path.display(), direct_io = true, "opening the node's database"),
+            Ok(()) => {
+                opts.set_use_direct_io_for_flush_and_compaction(true);
+                // Also the WAL writer's buffer, which only matters to writes larger than it.
+                opts.set_writable_file_max_buffer_size(DIRECT_WRITE_BUFFER);
+                tracing::info!(path = %path.display(), direct_io = true, "opening the node's database");
+            }
             Err(why) => {
                 tracing::info!(path = %path.display(), direct_io = false, why = %why, "opening the node's database")
             }
         }
-        let open = |direct: bool| {
-            let cfs = ALL_CFS.iter().map(|cf| ColumnFamilyDescriptor::new(cf.name(), family_options()));
-            DB::open_cf_descriptors(&database_options(direct), &path, cfs)
-                .map_err(|source| Error::Open { path: path.clone(), source })
-        };
-        // Opening replays the WAL into memtables and writes them out as tables before it
-        // returns. With direct I/O each of those writes waits for the disk: a follower killed
-        // after 30 s of load answered its first read 0.9-1.5 s after its start, against
-        // 0.6-0.8 s buffered. RocksDB's `avoid_flush_during_recovery` is out of reach (neither
-        // rust-rocksdb 0.24 nor the C API sets it), so a long WAL is replayed by a buffered
-        // open, closed, and the database opened again with nothing left to replay.
-        let replay = wal_bytes(&path);
-        if direct.is_ok() && replay > BUFFERED_REPLAY_ABOVE {
-            let started = std::time::Instant::now();
-            drop(open(false)?);
-            tracing::info!(
-                wal_bytes = replay,
-                took_ms = started.elapsed().as_millis() as u64,
-                "replayed the write-ahead log through the page cache"
-            );
-        }
-        let db = open(direct.is_ok())?;
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // Two cores on the reference machine; RocksDB's default of one background job makes
+        // flushes wait behind compactions.
+        opts.increase_parallelism(2);
+        // Without direct I/O, a table being written is handed to the disk a megabyte at a time
+        // (background writeback), not all at its final sync, which a log sync on the same disk
+        // then queued behind.
+        opts.set_bytes_per_sync(1 << 20);
+        // Write-ahead log files are reused, not deleted and grown anew. Every commit waits for
+        // a WAL sync, and a sync that must also record a grown file size costs a filesystem
+        // journal commit on top of the data: on the reference host a 4 KB sync into blocks a
+        // file already has took 0.13-0.15 ms alone, into a growing file 0.21-0.25 ms. (RocksDB
+        // trims a reused file to its new length when it closes it, so a later, longer use
+        // grows it again; and this does not remove the stalls while a flush writes its table.)
+        opts.set_recycle_log_file_num(4);
+        // A WAL file is freed (and so reusable) only once every family with data in it has
+        // flushed. The small families (the committed index and the applied index, tokens) take
+        // a write with nearly every entry but fill their memtables rarely, so left alone they
+        // pinned every WAL file up to RocksDB's default cap, gigabytes, which a restart also
+        // replays. Past this size the families holding the oldest WAL file are flushed.
+        opts.set_max_total_wal_size(MAX_LIVE_WAL);
+        let cfs = ALL_CFS.iter().map(|cf| ColumnFamilyDescriptor::new(cf.name(), family_options()));
+        let db = DB::open_cf_descriptors(&opts, &path, cfs).map_err(|source| Error::Open { path, source })?;
         Ok(Store { db: Arc::new(db), snapshot_dir, observers: Arc::default(), applied: Arc::default() })
     }
 
@@ -556,48 +516,6 @@ mod tests {
             // are (the table's footer and index, read back when it is opened).
             Ok(()) if !tmpfs => assert!(cached < (size / 8) as usize, "{cached} of {size} bytes are cached"),
             _ => eprintln!("direct I/O not checked here (tmpfs: {tmpfs}, probe: {supported:?})"),
-        }
-    }
-
-    /// The tables in a store's database directory.
-    fn tables(dir: &Path) -> Vec<PathBuf> {
-        std::fs::read_dir(dir.join("db"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "sst"))
-            .collect()
-    }
-
-    /// A node that died with a long WAL replays it through the page cache (direct writes of
-    /// the replayed tables would each wait for the disk), then runs with direct I/O; nothing
-    /// written is lost either way.
-    #[test]
-    fn a_long_write_ahead_log_is_replayed_through_the_page_cache() {
-        let dir = tempfile::tempdir().unwrap();
-        let value = |i: u64| vec![(i % 251) as u8; 1 << 20];
-        let entries = (BUFFERED_REPLAY_ABOVE >> 20) + 8;
-        {
-            let store = Store::open(dir.path(), DirectIo::Auto).unwrap();
-            for i in 0..entries {
-                store.db.put_cf(store.cf(Cf::Logs), i.to_be_bytes(), value(i)).unwrap();
-            }
-        }
-        assert!(tables(dir.path()).is_empty(), "closed without a flush: all of it is in the WAL");
-        assert!(wal_bytes(&dir.path().join("db")) > BUFFERED_REPLAY_ABOVE);
-        let store = Store::open(dir.path(), DirectIo::Auto).unwrap();
-        let replayed = tables(dir.path());
-        assert_eq!(replayed.len(), 1, "the replayed memtable, written out: {replayed:?}");
-        // Before anything reads the table (reads go through the page cache either way).
-        if probe_direct_io(dir.path()).is_ok() {
-            assert!(direct_io_recorded(dir.path()), "the node runs with direct I/O");
-            let size = std::fs::metadata(&replayed[0]).unwrap().len() as usize;
-            let cached = resident_pages(&replayed[0]) * 4096;
-            assert!(cached > size / 2, "the replayed table went through the page cache: {cached} of {size} bytes");
-        }
-        let reader = store.reader();
-        assert_eq!(reader.count(Cf::Logs).unwrap() as u64, entries);
-        for i in [0, entries - 1] {
-            assert_eq!(reader.get(Cf::Logs, &i.to_be_bytes()).unwrap(), Some(value(i)));
         }
     }
 
