@@ -207,17 +207,13 @@ impl Store {
             DirectIo::Off => Err("turned off in the configuration (disable_direct_io)".to_string()),
             DirectIo::Auto => probe_direct_io(&path).map_err(|e| format!("the filesystem refused a direct write: {e}")),
         };
-        match &direct {
-            Ok(()) => {
-                opts.set_use_direct_io_for_flush_and_compaction(true);
-                // Also the WAL writer's buffer, which only matters to writes larger than it.
-                opts.set_writable_file_max_buffer_size(DIRECT_WRITE_BUFFER);
-                tracing::info!(path = %path.display(), direct_io = true, "opening the node's database");
-            }
-            Err(why) => {
-                tracing::info!(path = %path.display(), direct_io = false, why = %why, "opening the node's database")
-            }
+        if direct.is_ok() {
+            opts.set_use_direct_io_for_flush_and_compaction(true);
+            // Also the WAL writer's buffer, which only matters to writes larger than it.
+            opts.set_writable_file_max_buffer_size(DIRECT_WRITE_BUFFER);
         }
+        let why = direct.as_ref().err().map_or("", String::as_str);
+        tracing::info!(path = %path.display(), direct_io = direct.is_ok(), why, "opening the node's database");
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         // Two cores on the reference machine; RocksDB's default of one background job makes
@@ -377,14 +373,21 @@ mod tests {
 
     use super::*;
 
+    /// The files in a store's database directory whose names end with `ending`.
+    fn db_files(dir: &Path, ending: &str) -> Vec<PathBuf> {
+        std::fs::read_dir(dir.join("db"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(ending))
+            .collect()
+    }
+
     /// The write-ahead log files in a store's database directory, with their inodes.
     fn wal_files(dir: &Path) -> BTreeMap<String, u64> {
         use std::os::unix::fs::MetadataExt;
-        std::fs::read_dir(dir.join("db"))
-            .unwrap()
-            .map(|e| e.unwrap())
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
-            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().ino()))
+        db_files(dir, ".log")
+            .into_iter()
+            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), p.metadata().unwrap().ino()))
             .collect()
     }
 
@@ -473,11 +476,7 @@ mod tests {
             store.db.flush_cf(store.cf(Cf::Audit)).unwrap();
         };
         write(0, 2000);
-        let tables: Vec<PathBuf> = std::fs::read_dir(dir.join("db"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "sst"))
-            .collect();
+        let tables = db_files(dir, ".sst");
         assert_eq!(tables.len(), 1, "one flushed table: {tables:?}");
         let size = std::fs::metadata(&tables[0]).unwrap().len();
         assert!(size > 7 << 20, "the table holds the values: {size} bytes");
