@@ -1,7 +1,7 @@
 //! The client side of the node-to-node API: openraft's `RaftNetwork` over gRPC + mutual TLS.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -66,6 +66,142 @@ pub struct Network {
     channels: Channels,
     /// The commit index this leader tells followers stops before its unsynced entries.
     pub(crate) commits: CommitNotice,
+    /// Commit notices held back for the next message to the same follower.
+    pub(crate) held: Arc<HeldCommits>,
+}
+
+/// Commit notices held back for the next message to the same follower.
+///
+/// openraft 0.9 tells each follower of every commit with an AppendEntries of its own (no
+/// entries, the new commit index) as soon as the commit advances, and waits for its answer
+/// before the next message to that follower. Under load the next entry follows within a few
+/// milliseconds and carries the same commit index, so every entry cost each follower two
+/// round trips, two wake-ups of its Raft core and two answers: a loaded follower spends most
+/// of its CPU on hand-offs between threads, not on the work. A replication stream's connection
+/// therefore answers such a notice itself (`Connection::hold`) and lets the next message carry
+/// it: an entry, or the heartbeat `RaftNode` triggers once the notice has waited `hold`.
+///
+/// A follower needs the commit index only to apply, and its requests wait for that (a forwarded
+/// write or read index, then `RaftNode::wait_applied`): no notice is held while this leader runs
+/// a forwarded request, nor one that tells a follower of the index a forwarded request waits
+/// for (it may go out later, once the leader's own sync covers it), and every held one goes out
+/// when a forwarded request ends. Nothing Raft's safety rests
+/// on travels in a notice: the follower has already acknowledged the entries it names, and
+/// only answers to messages that were sent count as contact (`Contacts`, the quorum check of
+/// `RaftNode::local_barrier`).
+pub(crate) struct HeldCommits {
+    /// Longest a notice is held; zero holds none.
+    pub(crate) hold: Duration,
+    /// Connections holding a notice now.
+    holding: AtomicUsize,
+    /// Bumped to release every notice held before (`HeldCommits::release`).
+    generation: AtomicU64,
+    /// Forwarded requests this leader is running (`HeldCommits::forwarding`).
+    forwards: AtomicUsize,
+    /// The highest log index a forwarded request waited for.
+    forwarded: AtomicU64,
+    /// Wakes the timer that releases held notices (`RaftNode::start`): one wake-up queued at a
+    /// time is enough, since each release covers every notice held before it.
+    wake: tokio::sync::mpsc::Sender<()>,
+}
+
+impl HeldCommits {
+    /// The notices, and the receiver of the wake-ups for the timer that releases them; the
+    /// receiver ends when the notices are dropped.
+    pub(crate) fn new(hold: Duration) -> (Arc<HeldCommits>, tokio::sync::mpsc::Receiver<()>) {
+        let (wake, woken) = tokio::sync::mpsc::channel(1);
+        let held = HeldCommits {
+            hold,
+            holding: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
+            forwards: AtomicUsize::new(0),
+            forwarded: AtomicU64::new(0),
+            wake,
+        };
+        (Arc::new(held), woken)
+    }
+
+    /// Starts holding a notice; returns the generation that releases it.
+    fn take(&self) -> u64 {
+        // Counted before the generation is read, so a release in between either sees this
+        // notice held or bumps past the generation it is released by.
+        self.holding.fetch_add(1, Ordering::SeqCst);
+        let generation = self.generation.load(Ordering::SeqCst);
+        let _ = self.wake.try_send(());
+        generation
+    }
+
+    /// Whether the notice held at `generation` has been released.
+    fn released(&self, generation: u64) -> bool {
+        self.generation.load(Ordering::SeqCst) != generation
+    }
+
+    /// A held notice went out (or its connection closed).
+    fn sent(&self) {
+        self.holding.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether to hold `rpc`, to a follower last told of commit `told`, on a connection that
+    /// holds the notice of release generation `holding` (updated): a commit notice, while
+    /// notices may be held and this connection's has not been released.
+    fn hold(
+        &self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        told: Option<LogId<u64>>,
+        holding: &mut Option<u64>,
+    ) -> bool {
+        let notice = rpc.entries.is_empty() && rpc.leader_commit > told;
+        if !notice || !self.may_hold(told) {
+            return false;
+        }
+        match *holding {
+            Some(generation) => !self.released(generation),
+            None => {
+                *holding = Some(self.take());
+                true
+            }
+        }
+    }
+
+    /// Whether a notice may be held now, to a follower last told of commit `told`.
+    fn may_hold(&self, told: Option<LogId<u64>>) -> bool {
+        !self.hold.is_zero()
+            && self.forwards.load(Ordering::SeqCst) == 0
+            && self.forwarded.load(Ordering::SeqCst) <= told.map_or(0, |t| t.index)
+    }
+
+    /// Releases every notice held now; returns whether there was one, so the caller triggers
+    /// the heartbeat that carries them.
+    pub(crate) fn release(&self) -> bool {
+        if self.holding.load(Ordering::SeqCst) == 0 {
+            return false;
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+
+    /// Marks a forwarded request as running until the guard drops: a follower waits for its
+    /// commit, so no notice is held meanwhile.
+    pub(crate) fn forwarding(self: &Arc<Self>) -> Forwarding {
+        self.forwards.fetch_add(1, Ordering::SeqCst);
+        Forwarding(self.clone())
+    }
+}
+
+/// A forwarded request running on this leader (`HeldCommits::forwarding`).
+pub(crate) struct Forwarding(Arc<HeldCommits>);
+
+impl Forwarding {
+    /// The request ended; the follower waits to apply `index` (0: nothing).
+    pub(crate) fn done(self, index: u64) {
+        self.0.forwarded.fetch_max(index, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        self.0.forwards.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// What bounds the commit index a leader sends (its own entries acknowledged before they were
@@ -150,6 +286,8 @@ impl Network {
             contacts: Contacts::default(),
             channels: Channels::default(),
             commits: CommitNotice { unsynced, ..CommitNotice::default() },
+            // None held until the node gives the network its own (`RaftNode::start`).
+            held: HeldCommits::new(Duration::ZERO).0,
         }
     }
 
@@ -219,6 +357,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             channels: self.channels.clone(),
             commits: self.commits.clone(),
             replication: Replication::NotYet,
+            held: self.held.clone(),
+            commit_sent: None,
+            holding: None,
         }
     }
 }
@@ -232,6 +373,19 @@ pub struct Connection {
     channels: Channels,
     commits: CommitNotice,
     replication: Replication,
+    held: Arc<HeldCommits>,
+    /// The highest commit index sent to this peer.
+    commit_sent: Option<LogId<u64>>,
+    /// The release generation of the commit notice this connection holds, if it holds one.
+    holding: Option<u64>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.holding.take().is_some() {
+            self.held.sent();
+        }
+    }
 }
 
 /// How a connection sends AppendEntries. A replication stream's connection lives until the
@@ -276,6 +430,25 @@ fn sendable<Req: Serialize>(rpc: &Req, entries: usize) -> std::result::Result<Ra
 }
 
 impl Connection {
+    /// Whether to hold `rpc` back (`HeldCommits`): a commit notice, on a replication stream,
+    /// while notices may be held and this one has not been released yet.
+    ///
+    /// Only a replication stream's connection holds: the heartbeats of a read index go on
+    /// connections of their own (openraft asks for a new client for each), as calls, and their
+    /// answers are what confirms the leadership; they are always sent.
+    fn hold(&mut self, rpc: &AppendEntriesRequest<TypeConfig>) -> bool {
+        matches!(self.replication, Replication::Streaming(_))
+            && self.held.hold(rpc, self.commit_sent, &mut self.holding)
+    }
+
+    /// `rpc` reached the peer: whatever commit notice was held went with it.
+    fn delivered(&mut self, rpc: &AppendEntriesRequest<TypeConfig>) {
+        self.commit_sent = self.commit_sent.max(rpc.leader_commit);
+        if self.holding.take().is_some() {
+            self.held.sent();
+        }
+    }
+
     /// Sends one AppendEntries: on this connection's stream, or as a call of its own (see
     /// [`Replication`]). Either way the answer is decoded and handled as [`Connection::call`]'s.
     async fn append(
@@ -427,7 +600,16 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> std::result::Result<AppendEntriesResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>> {
         self.commits.bound(&mut rpc);
-        self.append(&rpc, &option).await
+        if self.hold(&rpc) {
+            // The answer the follower would give: it acknowledged `prev_log_id`, this
+            // connection's last match, when it took the entries the notice commits.
+            return Ok(AppendEntriesResponse::Success);
+        }
+        let answer = self.append(&rpc, &option).await;
+        if answer.is_ok() {
+            self.delivered(&rpc);
+        }
+        answer
     }
 
     async fn install_snapshot(
@@ -452,6 +634,56 @@ impl RaftNetwork<TypeConfig> for Connection {
 mod tests {
     use super::*;
     use crate::testing::TestCa;
+
+    /// A commit notice is held (answered here, its commit left for the next message) only
+    /// while no follower can be waiting for it: never while a forwarded request runs, never
+    /// past the index a forwarded request waited for until the follower has been told it, and
+    /// only until released. Entries and plain heartbeats always go.
+    #[test]
+    fn a_commit_notice_is_held_only_while_no_follower_waits_for_it() {
+        use openraft::{CommittedLeaderId, Entry, EntryPayload, Vote};
+        let id = |index: u64| LogId::new(CommittedLeaderId::new(2, 1), index);
+        let message = |commit: u64, entries: Vec<Entry<TypeConfig>>| AppendEntriesRequest {
+            vote: Vote::new_committed(2, 1),
+            prev_log_id: Some(id(4)),
+            leader_commit: Some(id(commit)),
+            entries,
+        };
+        let entry = Entry::<TypeConfig> { log_id: id(5), payload: EntryPayload::Blank };
+        let (held, mut woken) = HeldCommits::new(Duration::from_millis(10));
+        let mut holding = None;
+        let told = Some(id(3));
+
+        // Entries, and a heartbeat that tells nothing new, are never held.
+        assert!(!held.hold(&message(4, vec![entry]), told, &mut holding));
+        assert!(!held.hold(&message(3, vec![]), told, &mut holding));
+        assert_eq!(holding, None);
+
+        // A notice of a new commit is held, the timer woken; asked again, it stays held.
+        assert!(held.hold(&message(4, vec![]), told, &mut holding));
+        assert!(woken.try_recv().is_ok(), "the release timer is woken");
+        assert!(held.hold(&message(4, vec![]), told, &mut holding));
+        // Released (the timer, or a forwarded request that ended): it goes.
+        assert!(held.release());
+        assert!(!held.hold(&message(4, vec![]), told, &mut holding));
+        held.sent();
+        holding = None;
+        assert!(!held.release(), "nothing is held any more");
+
+        // While a forwarded request runs, nothing is held.
+        let forwarding = held.forwarding();
+        assert!(!held.hold(&message(4, vec![]), told, &mut holding));
+        // It waited for index 4: a notice to a follower not yet told of 4 goes at once (it may
+        // be one the leader's own sync held back until after the request ended)...
+        forwarding.done(4);
+        assert!(!held.hold(&message(4, vec![]), told, &mut holding));
+        // ...and once the follower has been told of 4, later notices are held again.
+        assert!(held.hold(&message(5, vec![]), Some(id(4)), &mut holding));
+
+        // A hold of zero holds nothing.
+        let (never, _woken) = HeldCommits::new(Duration::ZERO);
+        assert!(!never.hold(&message(4, vec![]), told, &mut None));
+    }
 
     /// A leader whose newest entries are not synced yet tells its followers a commit index
     /// short of them, naming a true log id from the message, or none; what it held back is

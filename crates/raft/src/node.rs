@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{info, instrument, warn};
 
-use crate::network::{decode, encode, Network, MAX_MESSAGE};
+use crate::network::{decode, encode, HeldCommits, Network, MAX_MESSAGE};
 use crate::proto::raft_server::RaftServer;
 use crate::service::{execute_on_leader, LeaderError, LeaderReply, LeaderRequest, RaftService};
 use crate::{Command, Error, Response, Result, TlsConfig, TypeConfig};
@@ -52,6 +52,9 @@ pub struct Timing {
     /// How long to wait for this node to apply a committed index (read barrier, read-your-writes).
     pub apply_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Longest a leader holds a commit notice for the next message to the same follower
+    /// (`network::HeldCommits`); zero sends each at once, as openraft does.
+    pub commit_hold: Duration,
 }
 
 impl Default for Timing {
@@ -66,6 +69,9 @@ impl Default for Timing {
             leader_timeout: Duration::from_secs(5),
             apply_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(1),
+            // Longer than a loaded leader's gap between entries (2-5 ms measured at 16-64
+            // audited readers), far shorter than a heartbeat.
+            commit_hold: Duration::from_millis(10),
         }
     }
 }
@@ -108,6 +114,8 @@ struct Inner {
     server: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
     /// Callers of `local_barrier` waiting for the Raft core's answer.
     leader_state: Mutex<LeaderStateAsks>,
+    /// AppendEntries this node has received.
+    received: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What `local_barrier` learns from the Raft core: the term this node leads in and its commit
@@ -160,6 +168,20 @@ async fn send_owed_commits(node: std::sync::Weak<Inner>, mut unsynced: arca_stor
     }
 }
 
+/// Releases the commit notices the leader holds (`network::HeldCommits`) once the first of
+/// them has waited `hold`, with a heartbeat that carries them. Ends when the notices are
+/// dropped (the node stopped) or the node is.
+async fn release_held_commits(node: std::sync::Weak<Inner>, mut woken: tokio::sync::mpsc::Receiver<()>) {
+    while woken.recv().await.is_some() {
+        let Some(hold) = node.upgrade().map(|inner| inner.network.held.hold) else { return };
+        tokio::time::sleep(hold).await;
+        let Some(inner) = node.upgrade() else { return };
+        if inner.network.held.release() {
+            inner.raft.trigger().heartbeat().await.ok();
+        }
+    }
+}
+
 impl RaftNode {
     /// Opens the data directory, starts Raft and serves the node-to-node API. A node restarted
     /// from an existing data directory rejoins its cluster with no further action.
@@ -185,8 +207,11 @@ impl RaftNode {
             arca_storage::open_node::<TypeConfig>(&config.data_dir, config.id, config.direct_io)?;
         let reader = state_machine.reader();
         let unsynced = log_store.unsynced();
-        let network =
+        let mut network =
             Network::new(config.tls.clone(), t.connect_timeout, config.source_address, Some(unsynced.clone()));
+        let (held, held_woken) = HeldCommits::new(t.commit_hold);
+        let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        network.held = held.clone();
         let raft = Raft::new(config.id, Arc::new(raft_config), network.clone(), log_store, state_machine)
             .await
             .map_err(|e| Error::Fatal(e.to_string()))?;
@@ -204,6 +229,8 @@ impl RaftNode {
             refusals_logged: Default::default(),
             faults: config.faults.clone(),
             closing: closing_rx,
+            held,
+            received: received.clone(),
         })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
@@ -243,14 +270,22 @@ impl RaftNode {
                 data_dir: config.data_dir.clone(),
                 server: Mutex::new(Some((stop_tx, handle))),
                 leader_state: Mutex::default(),
+                received,
             }),
         };
         tokio::spawn(send_owed_commits(Arc::downgrade(&node.inner), unsynced));
+        tokio::spawn(release_held_commits(Arc::downgrade(&node.inner), held_woken));
         Ok(node)
     }
 
     pub fn id(&self) -> u64 {
         self.inner.id
+    }
+
+    /// AppendEntries messages (entries, commit notices and heartbeats) this node has received
+    /// as a follower since it started.
+    pub fn append_entries_received(&self) -> u64 {
+        self.inner.received.load(Ordering::Relaxed)
     }
 
     /// The openraft handle, for metrics and advanced use.

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use futures::Stream;
@@ -44,6 +45,16 @@ pub(crate) enum LeaderReply {
     Written(Response),
     ReadIndex(u64),
     MembershipChanged { index: u64 },
+}
+
+impl LeaderReply {
+    /// The log index the forwarding follower waits to apply.
+    fn index(&self) -> u64 {
+        match self {
+            LeaderReply::Written(response) => response.index,
+            LeaderReply::ReadIndex(index) | LeaderReply::MembershipChanged { index } => *index,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -201,6 +212,11 @@ pub(crate) struct RaftService {
     /// Set when the node stops: its server shuts down gracefully, waiting for every request in
     /// progress, and a replication stream stays open as long as its leader keeps it.
     pub(crate) closing: tokio::sync::watch::Receiver<bool>,
+    /// The commit notices this node holds while it leads: none while it runs a forwarded
+    /// request, all released when one ends (the follower waits for that commit).
+    pub(crate) held: Arc<crate::network::HeldCommits>,
+    /// AppendEntries received, on calls and streams (`RaftNode::append_entries_received`).
+    pub(crate) received: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A repeated refusal is logged once per this interval (with how many repeats were not).
@@ -257,6 +273,7 @@ impl RaftService {
     ) -> Result<RaftMessage, Status> {
         let vote: fn(&openraft::raft::AppendEntriesRequest<TypeConfig>) -> &Vote<u64> = |r| &r.vote;
         let rpc = self.raft_message(cert, message, "append entries", vote).await?;
+        self.received.fetch_add(1, Ordering::Relaxed);
         Ok(encode(&self.raft.append_entries(rpc).await))
     }
 
@@ -392,6 +409,12 @@ impl raft_server::Raft for RaftService {
         let req: LeaderRequest = decode(request.get_ref())?;
         self.check_forwarder(&request, &req)?;
         tracing::debug!(?req, "forwarded request");
-        Ok(GrpcResponse::new(encode(&execute_on_leader(&self.raft, &self.reader, req).await)))
+        let forwarding = self.held.forwarding();
+        let reply = execute_on_leader(&self.raft, &self.reader, req).await;
+        forwarding.done(reply.as_ref().map_or(0, LeaderReply::index));
+        if self.held.release() {
+            self.raft.trigger().heartbeat().await.ok();
+        }
+        Ok(GrpcResponse::new(encode(&reply)))
     }
 }

@@ -182,6 +182,78 @@ async fn killing_the_leader_elects_a_new_one_that_accepts_writes() {
     cluster.shutdown().await;
 }
 
+/// openraft tells a follower of each commit in a message of its own; the leader holds that
+/// notice for the next message to the follower (`Timing::commit_hold`). A lone writer's
+/// followers so get one AppendEntries per write instead of two, and still apply the last write
+/// soon after the writes stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_hears_each_commit_with_the_next_entry_and_the_last_one_soon_after() {
+    init_tracing();
+    let cluster = TestCluster::start(3, Timing::default()).await;
+    let keyring = Keyring::generate().unwrap();
+    let leader = cluster.node(cluster.wait_for_leader(Duration::from_secs(5)).await);
+    let watched = follower(&cluster, leader.id());
+    // The replication streams are open once a write has gone through.
+    leader.write(put(&keyring, "warm", b"w")).await.unwrap();
+
+    const WRITES: u64 = 50;
+    let before = watched.append_entries_received();
+    let mut last = 0;
+    for i in 0..WRITES {
+        last = leader.write(put(&keyring, &format!("lone/{i}"), b"v")).await.unwrap().index;
+    }
+    let received = watched.append_entries_received() - before;
+    // Each write's entry, a few heartbeats, and a notice now and then that its hold released
+    // before the next entry left; without holding, every write is two messages.
+    assert!(
+        (WRITES..WRITES * 3 / 2).contains(&received),
+        "a follower received {received} AppendEntries for {WRITES} writes"
+    );
+
+    // Nothing more is written: the last commit reaches the follower within its hold, or at
+    // worst with the next heartbeat.
+    let caught_up = tokio::time::timeout(Duration::from_secs(1), watched.wait_applied(last)).await;
+    assert!(matches!(caught_up, Ok(Ok(()))), "the follower did not apply the last write: {caught_up:?}");
+    assert!(watched.reader().get(Cf::Kv, format!("lone/{}", WRITES - 1).as_bytes()).unwrap().is_some());
+    cluster.shutdown().await;
+}
+
+/// A follower's own requests wait for a commit (a forwarded write, a read barrier), so held
+/// commit notices must not hold them up: the leader holds none while it runs a forwarded
+/// request and sends every held one when such a request ends. With a hold far longer than
+/// a request takes, a follower that held up its requests for it would take seconds here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_request_is_not_held_up_by_held_commit_notices() {
+    init_tracing();
+    let timing = Timing {
+        heartbeat: Duration::from_millis(1000),
+        election_min: Duration::from_millis(2500),
+        election_max: Duration::from_millis(3000),
+        commit_hold: Duration::from_millis(900),
+        ..Timing::default()
+    };
+    let cluster = TestCluster::start(3, timing).await;
+    let keyring = Keyring::generate().unwrap();
+    let leader = cluster.node(cluster.wait_for_leader(Duration::from_secs(10)).await);
+    let via = follower(&cluster, leader.id());
+    leader.write(put(&keyring, "warm", b"w")).await.unwrap();
+
+    const ROUNDS: usize = 10;
+    let started = Instant::now();
+    for i in 0..ROUNDS {
+        // The leader's own write leaves its commit notice held...
+        leader.write(put(&keyring, &format!("leader/{i}"), b"l")).await.unwrap();
+        // ...and the follower's read barrier still sees that write at once,
+        let seen = read(&via, &keyring, &format!("leader/{i}")).await;
+        assert_eq!(seen.as_deref(), Some(&b"l"[..]), "round {i}");
+        // as its own forwarded write applies there at once.
+        via.write(put(&keyring, &format!("follower/{i}"), b"f")).await.unwrap();
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(2500), "{ROUNDS} rounds took {took:?}: held up by held commit notices");
+    cluster.shutdown().await;
+}
+
 /// Writes `count` entries with `concurrency` writers in flight.
 async fn write_many(node: &RaftNode, keyring: &Keyring, prefix: &str, count: usize, concurrency: usize) {
     let mut tasks = Vec::new();

@@ -39,6 +39,7 @@
 //! apply_timeout_ms = 5000       # longest it waits for this node to apply its committed write
 //! snapshot_every = 20000        # log entries between Raft snapshots (each holds the whole state)
 //! keep_logs = 1000              # entries kept behind a snapshot for briefly lagging followers
+//! commit_hold_ms = 10           # leader: longest a commit notice waits to ride the next message (0: none)
 //!
 //! [audit]                       # optional
 //! flush_interval_ms = 0         # group commit: longest a batch waits for company (0: none)
@@ -369,6 +370,9 @@ pub struct RaftTiming {
     /// Log entries kept behind a snapshot, so a briefly lagging follower catches up from the
     /// log instead of receiving the whole state.
     pub keep_logs: u64,
+    /// The longest a leader holds a commit notice for the next message to the same follower;
+    /// 0 sends each on its own.
+    pub commit_hold_ms: u64,
 }
 
 impl Default for RaftTiming {
@@ -382,6 +386,7 @@ impl Default for RaftTiming {
             apply_timeout_ms: t.apply_timeout.as_millis() as u64,
             snapshot_every: t.snapshot_every,
             keep_logs: t.keep_logs,
+            commit_hold_ms: t.commit_hold.as_millis() as u64,
         }
     }
 }
@@ -458,6 +463,11 @@ impl Config {
         if r.keep_logs > r.snapshot_every {
             return bad("raft.keep_logs: must not exceed raft.snapshot_every (default 1000)");
         }
+        // A follower applies a held commit only when it arrives: held past a heartbeat, an idle
+        // follower's state would lag for nothing.
+        if r.commit_hold_ms >= r.heartbeat_ms {
+            return bad("raft.commit_hold_ms: must be less than raft.heartbeat_ms (default 10; 0 holds none)");
+        }
         // Each slot is a batch committing at once; a semaphore also refuses absurd counts (it
         // panics past usize::MAX >> 3), so a typo must not reach it.
         if !(1..=64).contains(&self.audit.max_in_flight) {
@@ -511,6 +521,7 @@ impl Config {
             apply_timeout: Duration::from_millis(self.raft.apply_timeout_ms),
             snapshot_every: self.raft.snapshot_every,
             keep_logs: self.raft.keep_logs,
+            commit_hold: Duration::from_millis(self.raft.commit_hold_ms),
             ..Default::default()
         }
     }
@@ -572,6 +583,7 @@ key = "n-key.pem"
             (format!("{GOOD}\n[raft]\nsnapshot_every = 18446744073709551615"), "raft.snapshot_every"),
             (format!("{GOOD}\n[raft]\nleader_timeout_ms = 3600000"), "raft.leader_timeout_ms"),
             (format!("{GOOD}\n[raft]\nsnapshot_every = 500\nkeep_logs = 600"), "raft.keep_logs"),
+            (format!("{GOOD}\n[raft]\ncommit_hold_ms = 75"), "raft.commit_hold_ms"),
             (GOOD.replace("ca = \"cluster-ca.pem\"\n", ""), "cluster.ca, cluster.cert, cluster.key: required"),
             (GOOD.replace("key = \"n-cluster-key.pem\"\n", ""), "never tls.ca"),
             (GOOD.replace("cluster-ca.pem", "ca.pem"), "must not be the client-facing tls.ca"),
