@@ -121,16 +121,6 @@ impl HeldCommits {
         (Arc::new(held), woken)
     }
 
-    /// Starts holding a notice; returns the generation that releases it.
-    fn take(&self) -> u64 {
-        // Counted before the generation is read, so a release in between either sees this
-        // notice held or bumps past the generation it is released by.
-        self.holding.fetch_add(1, Ordering::SeqCst);
-        let generation = self.generation.load(Ordering::SeqCst);
-        let _ = self.wake.try_send(());
-        generation
-    }
-
     /// Whether the notice held at `generation` has been released.
     fn released(&self, generation: u64) -> bool {
         self.generation.load(Ordering::SeqCst) != generation
@@ -141,26 +131,42 @@ impl HeldCommits {
         self.holding.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Whether to hold `rpc`, to a follower last told of commit `told`, on a connection that
-    /// holds the notice of release generation `holding` (updated): a commit notice, while
-    /// notices may be held and this connection's has not been released.
+    /// Whether to hold `rpc`, to a follower last told of commit `told` whose log last matched
+    /// at `matched`, on a connection that holds the notice of release generation `holding`
+    /// (updated): a commit notice, while notices may be held and this connection's has not
+    /// been released.
+    ///
+    /// A notice is openraft's heartbeat: no entries, and the follower's acknowledged match as
+    /// `prev_log_id`, so the `Success` answered for it says nothing the follower has not said.
+    /// An empty message naming anything else (a probe for where the logs diverge) always goes.
     fn hold(
         &self,
         rpc: &AppendEntriesRequest<TypeConfig>,
-        told: Option<LogId<u64>>,
+        (told, matched): (Option<LogId<u64>>, Option<LogId<u64>>),
         holding: &mut Option<u64>,
     ) -> bool {
-        let notice = rpc.entries.is_empty() && rpc.leader_commit > told;
-        if !notice || !self.may_hold(told) {
+        let notice = rpc.entries.is_empty()
+            && rpc.leader_commit > told
+            && rpc.prev_log_id.is_some()
+            && rpc.prev_log_id == matched;
+        if !notice {
             return false;
         }
-        match *holding {
-            Some(generation) => !self.released(generation),
-            None => {
-                *holding = Some(self.take());
-                true
-            }
+        if let Some(generation) = *holding {
+            return self.may_hold(told) && !self.released(generation);
         }
+        // The generation first, then the count, then the check: a forwarded request that ends
+        // meanwhile either shows in the check (it records its index before it stops counting
+        // as running) or finds this notice counted when it releases, and bumps the generation.
+        let generation = self.generation.load(Ordering::SeqCst);
+        self.holding.fetch_add(1, Ordering::SeqCst);
+        if !self.may_hold(told) {
+            self.sent();
+            return false;
+        }
+        let _ = self.wake.try_send(());
+        *holding = Some(generation);
+        true
     }
 
     /// Whether a notice may be held now, to a follower last told of commit `told`.
@@ -359,6 +365,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             replication: Replication::NotYet,
             held: self.held.clone(),
             commit_sent: None,
+            matched: None,
             holding: None,
         }
     }
@@ -376,6 +383,8 @@ pub struct Connection {
     held: Arc<HeldCommits>,
     /// The highest commit index sent to this peer.
     commit_sent: Option<LogId<u64>>,
+    /// The last log id this peer acknowledged matching the leader's.
+    matched: Option<LogId<u64>>,
     /// The release generation of the commit notice this connection holds, if it holds one.
     holding: Option<u64>,
 }
@@ -438,15 +447,27 @@ impl Connection {
     /// answers are what confirms the leadership; they are always sent.
     fn hold(&mut self, rpc: &AppendEntriesRequest<TypeConfig>) -> bool {
         matches!(self.replication, Replication::Streaming(_))
-            && self.held.hold(rpc, self.commit_sent, &mut self.holding)
+            && self.held.hold(rpc, (self.commit_sent, self.matched), &mut self.holding)
     }
 
-    /// `rpc` reached the peer: whatever commit notice was held went with it.
-    fn delivered(&mut self, rpc: &AppendEntriesRequest<TypeConfig>) {
-        self.commit_sent = self.commit_sent.max(rpc.leader_commit);
+    /// `rpc` was sent and answered with `answer`. A held notice is done with either way: it
+    /// went with `rpc`, or the failure ends this exchange and openraft sends the commit again
+    /// with its next message.
+    fn sent(
+        &mut self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        answer: &std::result::Result<AppendEntriesResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>>,
+    ) {
         if self.holding.take().is_some() {
             self.held.sent();
         }
+        let Ok(answer) = answer else { return };
+        self.commit_sent = self.commit_sent.max(rpc.leader_commit);
+        self.matched = match answer {
+            AppendEntriesResponse::Success => rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id),
+            AppendEntriesResponse::PartialSuccess(matched) => *matched,
+            AppendEntriesResponse::Conflict | AppendEntriesResponse::HigherVote(_) => None,
+        };
     }
 
     /// Sends one AppendEntries: on this connection's stream, or as a call of its own (see
@@ -606,9 +627,7 @@ impl RaftNetwork<TypeConfig> for Connection {
             return Ok(AppendEntriesResponse::Success);
         }
         let answer = self.append(&rpc, &option).await;
-        if answer.is_ok() {
-            self.delivered(&rpc);
-        }
+        self.sent(&rpc, &answer);
         answer
     }
 
@@ -652,7 +671,8 @@ mod tests {
         let entry = Entry::<TypeConfig> { log_id: id(5), payload: EntryPayload::Blank };
         let (held, mut woken) = HeldCommits::new(Duration::from_millis(10));
         let mut holding = None;
-        let told = Some(id(3));
+        // The follower was told of commit 3 and matches the leader's log up to 4.
+        let told = (Some(id(3)), Some(id(4)));
 
         // Entries, and a heartbeat that tells nothing new, are never held.
         assert!(!held.hold(&message(4, vec![entry]), told, &mut holding));
@@ -678,7 +698,13 @@ mod tests {
         forwarding.done(4);
         assert!(!held.hold(&message(4, vec![]), told, &mut holding));
         // ...and once the follower has been told of 4, later notices are held again.
-        assert!(held.hold(&message(5, vec![]), Some(id(4)), &mut holding));
+        assert!(held.hold(&message(5, vec![]), (Some(id(4)), Some(id(4))), &mut holding));
+        held.sent();
+        holding = None;
+
+        // An empty message that names another log id than the follower's match (a probe) goes.
+        assert!(!held.hold(&message(5, vec![]), (Some(id(4)), Some(id(3))), &mut holding));
+        assert!(!held.hold(&message(5, vec![]), (Some(id(4)), None), &mut holding));
 
         // A hold of zero holds nothing.
         let (never, _woken) = HeldCommits::new(Duration::ZERO);

@@ -182,6 +182,18 @@ async fn killing_the_leader_elects_a_new_one_that_accepts_writes() {
     cluster.shutdown().await;
 }
 
+/// Timing with a heartbeat of a second (elections after 2.5-3 s) and commit notices held for
+/// `hold`, shorter than the heartbeat as `node.toml` requires.
+fn slow_heartbeat(hold: Duration) -> Timing {
+    Timing {
+        heartbeat: Duration::from_millis(1000),
+        election_min: Duration::from_millis(2500),
+        election_max: Duration::from_millis(3000),
+        commit_hold: hold,
+        ..Timing::default()
+    }
+}
+
 /// openraft tells a follower of each commit in a message of its own; the leader holds that
 /// notice for the next message to the follower (`Timing::commit_hold`). A lone writer's
 /// followers so get one AppendEntries per write instead of two, and still apply the last write
@@ -189,9 +201,11 @@ async fn killing_the_leader_elects_a_new_one_that_accepts_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_follower_hears_each_commit_with_the_next_entry_and_the_last_one_soon_after() {
     init_tracing();
-    let cluster = TestCluster::start(3, Timing::default()).await;
+    // A hold and a heartbeat longer than the writes take, so the count is of entries and
+    // notices, not of timers (a release sends every follower a heartbeat).
+    let cluster = TestCluster::start(3, slow_heartbeat(Duration::from_millis(500))).await;
     let keyring = Keyring::generate().unwrap();
-    let leader = cluster.node(cluster.wait_for_leader(Duration::from_secs(5)).await);
+    let leader = cluster.node(cluster.wait_for_leader(Duration::from_secs(10)).await);
     let watched = follower(&cluster, leader.id());
     // The replication streams are open once a write has gone through.
     leader.write(put(&keyring, "warm", b"w")).await.unwrap();
@@ -203,16 +217,12 @@ async fn a_follower_hears_each_commit_with_the_next_entry_and_the_last_one_soon_
         last = leader.write(put(&keyring, &format!("lone/{i}"), b"v")).await.unwrap().index;
     }
     let received = watched.append_entries_received() - before;
-    // Each write's entry, a few heartbeats, and a notice now and then that its hold released
-    // before the next entry left; without holding, every write is two messages.
-    assert!(
-        (WRITES..WRITES * 3 / 2).contains(&received),
-        "a follower received {received} AppendEntries for {WRITES} writes"
-    );
+    // Each write's entry, and a heartbeat or a released notice now and then; without holding,
+    // every write is two messages (98 for 50 measured).
+    assert!(received < WRITES * 3 / 2, "a follower received {received} AppendEntries for {WRITES} writes");
 
-    // Nothing more is written: the last commit reaches the follower within its hold, or at
-    // worst with the next heartbeat.
-    let caught_up = tokio::time::timeout(Duration::from_secs(1), watched.wait_applied(last)).await;
+    // Nothing more is written: the last commit reaches the follower once its hold is over.
+    let caught_up = tokio::time::timeout(Duration::from_secs(3), watched.wait_applied(last)).await;
     assert!(matches!(caught_up, Ok(Ok(()))), "the follower did not apply the last write: {caught_up:?}");
     assert!(watched.reader().get(Cf::Kv, format!("lone/{}", WRITES - 1).as_bytes()).unwrap().is_some());
     cluster.shutdown().await;
@@ -225,14 +235,7 @@ async fn a_follower_hears_each_commit_with_the_next_entry_and_the_last_one_soon_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_follower_request_is_not_held_up_by_held_commit_notices() {
     init_tracing();
-    let timing = Timing {
-        heartbeat: Duration::from_millis(1000),
-        election_min: Duration::from_millis(2500),
-        election_max: Duration::from_millis(3000),
-        commit_hold: Duration::from_millis(900),
-        ..Timing::default()
-    };
-    let cluster = TestCluster::start(3, timing).await;
+    let cluster = TestCluster::start(3, slow_heartbeat(Duration::from_millis(900))).await;
     let keyring = Keyring::generate().unwrap();
     let leader = cluster.node(cluster.wait_for_leader(Duration::from_secs(10)).await);
     let via = follower(&cluster, leader.id());
