@@ -94,6 +94,9 @@ pub(crate) struct HeldCommits {
     pub(crate) hold: Duration,
     /// Connections holding a notice now.
     holding: AtomicUsize,
+    /// When notices began to be held without a break (nanoseconds from `epoch`).
+    held_since: AtomicU64,
+    epoch: Instant,
     /// Bumped to release every notice held before (`HeldCommits::release`).
     generation: AtomicU64,
     /// Forwarded requests this leader is running (`HeldCommits::forwarding`).
@@ -113,6 +116,8 @@ impl HeldCommits {
         let held = HeldCommits {
             hold,
             holding: AtomicUsize::new(0),
+            held_since: AtomicU64::new(0),
+            epoch: Instant::now(),
             generation: AtomicU64::new(0),
             forwards: AtomicUsize::new(0),
             forwarded: AtomicU64::new(0),
@@ -159,7 +164,9 @@ impl HeldCommits {
         // meanwhile either shows in the check (it records its index before it stops counting
         // as running) or finds this notice counted when it releases, and bumps the generation.
         let generation = self.generation.load(Ordering::SeqCst);
-        self.holding.fetch_add(1, Ordering::SeqCst);
+        if self.holding.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.held_since.store(self.epoch.elapsed().as_nanos() as u64, Ordering::SeqCst);
+        }
         if !self.may_hold(told) {
             self.sent();
             return false;
@@ -178,6 +185,12 @@ impl HeldCommits {
 
     /// Releases every notice held now; returns whether there was one, so the caller triggers
     /// the heartbeat that carries them.
+    /// Since when notices have been held without a break; `None` while none is.
+    pub(crate) fn held_since(&self) -> Option<Instant> {
+        let since = self.held_since.load(Ordering::SeqCst);
+        (self.holding.load(Ordering::SeqCst) > 0).then(|| self.epoch + Duration::from_nanos(since))
+    }
+
     pub(crate) fn release(&self) -> bool {
         if self.holding.load(Ordering::SeqCst) == 0 {
             return false;

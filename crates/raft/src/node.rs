@@ -168,16 +168,25 @@ async fn send_owed_commits(node: std::sync::Weak<Inner>, mut unsynced: arca_stor
     }
 }
 
-/// Releases the commit notices the leader holds (`network::HeldCommits`) once the first of
-/// them has waited `hold`, with a heartbeat that carries them. Ends when the notices are
-/// dropped (the node stopped) or the node is.
+/// Releases the commit notices the leader holds (`network::HeldCommits`) once notices have
+/// been held without a break for `hold`, with a heartbeat that carries them (a release sends
+/// every follower one, so under load, where each notice rides the next entry within a few
+/// milliseconds, none is sent). Ends when the notices are dropped (the node stopped) or the
+/// node is.
 async fn release_held_commits(node: std::sync::Weak<Inner>, mut woken: tokio::sync::mpsc::Receiver<()>) {
     while woken.recv().await.is_some() {
-        let Some(hold) = node.upgrade().map(|inner| inner.network.held.hold) else { return };
-        tokio::time::sleep(hold).await;
-        let Some(inner) = node.upgrade() else { return };
-        if inner.network.held.release() {
-            inner.raft.trigger().heartbeat().await.ok();
+        let Some(held) = node.upgrade().map(|inner| inner.network.held.clone()) else { return };
+        while let Some(since) = held.held_since() {
+            tokio::time::sleep_until((since + held.hold).into()).await;
+            if held.held_since() != Some(since) {
+                // Every notice went with a message meanwhile; later ones count afresh.
+                continue;
+            }
+            let Some(inner) = node.upgrade() else { return };
+            if held.release() {
+                inner.raft.trigger().heartbeat().await.ok();
+            }
+            break;
         }
     }
 }
