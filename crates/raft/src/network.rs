@@ -79,16 +79,16 @@ pub struct Network {
 /// round trips, two wake-ups of its Raft core and two answers: a loaded follower spends most
 /// of its CPU on hand-offs between threads, not on the work. A replication stream's connection
 /// therefore answers such a notice itself (`Connection::hold`) and lets the next message carry
-/// it: an entry, or the heartbeat `RaftNode` triggers once the notice has waited `hold`.
+/// it: an entry, or the heartbeat `RaftNode` triggers once notices have been held without a
+/// break for `hold`.
 ///
 /// A follower needs the commit index only to apply, and its requests wait for that (a forwarded
 /// write or read index, then `RaftNode::wait_applied`): no notice is held while this leader runs
 /// a forwarded request, nor one that tells a follower of the index a forwarded request waits
 /// for (it may go out later, once the leader's own sync covers it), and every held one goes out
-/// when a forwarded request ends. Nothing Raft's safety rests
-/// on travels in a notice: the follower has already acknowledged the entries it names, and
-/// only answers to messages that were sent count as contact (`Contacts`, the quorum check of
-/// `RaftNode::local_barrier`).
+/// when a forwarded request ends. Nothing Raft's safety rests on travels in a notice: the
+/// follower has already acknowledged the entries it names, and only answers to messages that
+/// were sent count as contact (`Contacts`, the quorum check of `RaftNode::local_barrier`).
 pub(crate) struct HeldCommits {
     /// Longest a notice is held; zero holds none.
     pub(crate) hold: Duration,
@@ -183,14 +183,14 @@ impl HeldCommits {
             && self.forwarded.load(Ordering::SeqCst) <= told.map_or(0, |t| t.index)
     }
 
-    /// Releases every notice held now; returns whether there was one, so the caller triggers
-    /// the heartbeat that carries them.
     /// Since when notices have been held without a break; `None` while none is.
     pub(crate) fn held_since(&self) -> Option<Instant> {
         let since = self.held_since.load(Ordering::SeqCst);
         (self.holding.load(Ordering::SeqCst) > 0).then(|| self.epoch + Duration::from_nanos(since))
     }
 
+    /// Releases every notice held now; returns whether there was one, so the caller triggers
+    /// the heartbeat that carries them.
     pub(crate) fn release(&self) -> bool {
         if self.holding.load(Ordering::SeqCst) == 0 {
             return false;

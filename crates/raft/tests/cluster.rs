@@ -182,16 +182,22 @@ async fn killing_the_leader_elects_a_new_one_that_accepts_writes() {
     cluster.shutdown().await;
 }
 
-/// Timing with a heartbeat of a second (elections after 2.5-3 s) and commit notices held for
-/// `hold`, shorter than the heartbeat as `node.toml` requires.
-fn slow_heartbeat(hold: Duration) -> Timing {
-    Timing {
+/// A cluster with a heartbeat of a second (elections after 2.5-3 s) and commit notices held for
+/// `hold`, shorter than the heartbeat as `node.toml` requires; its leader and a follower, once
+/// a first write has opened the replication streams.
+async fn holding_cluster(hold: Duration, keyring: &Keyring) -> (TestCluster, RaftNode, RaftNode) {
+    let timing = Timing {
         heartbeat: Duration::from_millis(1000),
         election_min: Duration::from_millis(2500),
         election_max: Duration::from_millis(3000),
         commit_hold: hold,
         ..Timing::default()
-    }
+    };
+    let cluster = TestCluster::start(3, timing).await;
+    let leader = cluster.node(cluster.wait_for_leader(Duration::from_secs(10)).await);
+    let other = follower(&cluster, leader.id());
+    leader.write(put(keyring, "warm", b"w")).await.unwrap();
+    (cluster, leader, other)
 }
 
 /// openraft tells a follower of each commit in a message of its own; the leader holds that
@@ -203,12 +209,8 @@ async fn a_follower_hears_each_commit_with_the_next_entry_and_the_last_one_soon_
     init_tracing();
     // A hold and a heartbeat longer than the writes take, so the count is of entries and
     // notices, not of timers (a release sends every follower a heartbeat).
-    let cluster = TestCluster::start(3, slow_heartbeat(Duration::from_millis(500))).await;
     let keyring = Keyring::generate().unwrap();
-    let leader = cluster.node(cluster.wait_for_leader(Duration::from_secs(10)).await);
-    let watched = follower(&cluster, leader.id());
-    // The replication streams are open once a write has gone through.
-    leader.write(put(&keyring, "warm", b"w")).await.unwrap();
+    let (cluster, leader, watched) = holding_cluster(Duration::from_millis(500), &keyring).await;
 
     const WRITES: u64 = 50;
     let before = watched.append_entries_received();
@@ -235,11 +237,8 @@ async fn a_follower_hears_each_commit_with_the_next_entry_and_the_last_one_soon_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_follower_request_is_not_held_up_by_held_commit_notices() {
     init_tracing();
-    let cluster = TestCluster::start(3, slow_heartbeat(Duration::from_millis(900))).await;
     let keyring = Keyring::generate().unwrap();
-    let leader = cluster.node(cluster.wait_for_leader(Duration::from_secs(10)).await);
-    let via = follower(&cluster, leader.id());
-    leader.write(put(&keyring, "warm", b"w")).await.unwrap();
+    let (cluster, leader, via) = holding_cluster(Duration::from_millis(900), &keyring).await;
 
     const ROUNDS: usize = 10;
     let started = Instant::now();
