@@ -211,6 +211,14 @@ impl RaftNode {
         }
         .validate()
         .map_err(|e| Error::Fatal(format!("invalid Raft timing: {e}")))?;
+        // A held commit notice swallows the heartbeats that come while it is held: held for a
+        // heartbeat or longer, an idle follower could go an election timeout without one.
+        if t.commit_hold >= t.heartbeat {
+            return Err(Error::Fatal(format!(
+                "invalid Raft timing: commit_hold ({:?}) must be shorter than the heartbeat ({:?})",
+                t.commit_hold, t.heartbeat
+            )));
+        }
 
         let (log_store, state_machine) =
             arca_storage::open_node::<TypeConfig>(&config.data_dir, config.id, config.direct_io)?;
