@@ -189,9 +189,16 @@ impl HeldCommits {
         (self.holding.load(Ordering::SeqCst) > 0).then(|| self.epoch + Duration::from_nanos(since))
     }
 
-    /// Releases every notice held now; returns whether there was one, so the caller triggers
-    /// the heartbeat that carries them.
-    pub(crate) fn release(&self) -> bool {
+    /// Releases every notice held now, with a heartbeat from `raft` that carries them (none if
+    /// nothing is held).
+    pub(crate) async fn release(&self, raft: &openraft::Raft<TypeConfig>) {
+        if self.released_now() {
+            raft.trigger().heartbeat().await.ok();
+        }
+    }
+
+    /// Marks every notice held now as released; whether there was one.
+    fn released_now(&self) -> bool {
         if self.holding.load(Ordering::SeqCst) == 0 {
             return false;
         }
@@ -404,9 +411,7 @@ pub struct Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        if self.holding.take().is_some() {
-            self.held.sent();
-        }
+        self.end_hold();
     }
 }
 
@@ -463,6 +468,13 @@ impl Connection {
             && self.held.hold(rpc, (self.commit_sent, self.matched), &mut self.holding)
     }
 
+    /// Ends the hold of this connection's notice, if it holds one.
+    fn end_hold(&mut self) {
+        if self.holding.take().is_some() {
+            self.held.sent();
+        }
+    }
+
     /// `rpc` was sent and answered with `answer`. A held notice is done with either way: it
     /// went with `rpc`, or the failure ends this exchange and openraft sends the commit again
     /// with its next message.
@@ -471,9 +483,7 @@ impl Connection {
         rpc: &AppendEntriesRequest<TypeConfig>,
         answer: &std::result::Result<AppendEntriesResponse<u64>, RPCError<u64, NodeInfo, RaftError<u64>>>,
     ) {
-        if self.holding.take().is_some() {
-            self.held.sent();
-        }
+        self.end_hold();
         let Ok(answer) = answer else { return };
         self.commit_sent = self.commit_sent.max(rpc.leader_commit);
         self.matched = match answer {
@@ -697,11 +707,11 @@ mod tests {
         assert!(woken.try_recv().is_ok(), "the release timer is woken");
         assert!(held.hold(&message(4, vec![]), told, &mut holding));
         // Released (the timer, or a forwarded request that ended): it goes.
-        assert!(held.release());
+        assert!(held.released_now());
         assert!(!held.hold(&message(4, vec![]), told, &mut holding));
         held.sent();
         holding = None;
-        assert!(!held.release(), "nothing is held any more");
+        assert!(!held.released_now(), "nothing is held any more");
 
         // While a forwarded request runs, nothing is held.
         let forwarding = held.forwarding();

@@ -183,9 +183,7 @@ async fn release_held_commits(node: std::sync::Weak<Inner>, mut woken: tokio::sy
                 continue;
             }
             let Some(inner) = node.upgrade() else { return };
-            if held.release() {
-                inner.raft.trigger().heartbeat().await.ok();
-            }
+            held.release(&inner.raft).await;
             break;
         }
     }

@@ -412,9 +412,7 @@ impl raft_server::Raft for RaftService {
         let forwarding = self.held.forwarding();
         let reply = execute_on_leader(&self.raft, &self.reader, req).await;
         forwarding.done(reply.as_ref().map_or(0, LeaderReply::index));
-        if self.held.release() {
-            self.raft.trigger().heartbeat().await.ok();
-        }
+        self.held.release(&self.raft).await;
         Ok(GrpcResponse::new(encode(&reply)))
     }
 }

@@ -374,19 +374,19 @@ mod tests {
 
     use super::*;
 
-    /// The files in a store's database directory whose names end with `ending`.
-    fn db_files(dir: &Path, ending: &str) -> Vec<PathBuf> {
+    /// The files in a store's database directory whose names `pick` takes.
+    fn db_files(dir: &Path, pick: impl Fn(&str) -> bool) -> Vec<PathBuf> {
         std::fs::read_dir(dir.join("db"))
             .unwrap()
             .map(|e| e.unwrap().path())
-            .filter(|p| p.to_string_lossy().ends_with(ending))
+            .filter(|p| pick(&p.file_name().unwrap().to_string_lossy()))
             .collect()
     }
 
     /// The write-ahead log files in a store's database directory, with their inodes.
     fn wal_files(dir: &Path) -> BTreeMap<String, u64> {
         use std::os::unix::fs::MetadataExt;
-        db_files(dir, ".log")
+        db_files(dir, |name| name.ends_with(".log"))
             .into_iter()
             .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), p.metadata().unwrap().ino()))
             .collect()
@@ -455,10 +455,8 @@ mod tests {
 
     /// What RocksDB recorded of its table writes in the options file it keeps.
     fn direct_io_recorded(dir: &Path) -> bool {
-        let options = std::fs::read_dir(dir.join("db"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("OPTIONS-"))
+        let options = db_files(dir, |name| name.starts_with("OPTIONS-"))
+            .into_iter()
             .max()
             .expect("RocksDB writes an options file at open");
         std::fs::read_to_string(options).unwrap().contains("use_direct_io_for_flush_and_compaction=true")
@@ -477,7 +475,7 @@ mod tests {
             store.db.flush_cf(store.cf(Cf::Audit)).unwrap();
         };
         write(0, 2000);
-        let tables = db_files(dir, ".sst");
+        let tables = db_files(dir, |name| name.ends_with(".sst"));
         assert_eq!(tables.len(), 1, "one flushed table: {tables:?}");
         let size = std::fs::metadata(&tables[0]).unwrap().len();
         assert!(size > 7 << 20, "the table holds the values: {size} bytes");
