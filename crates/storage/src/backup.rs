@@ -425,7 +425,7 @@ mod tests {
 
     /// A store with `n` records per data family (and one in `staging`, which a backup skips).
     fn store(dir: &Path, n: usize) -> Store {
-        let store = Store::open(dir, crate::DirectIo::Auto).unwrap();
+        let store = Store::open(dir, None, crate::DirectIo::Auto).unwrap();
         for cf in DATA_CFS {
             for i in 0..n {
                 store.db.put_cf(store.cf(cf), format!("k{i:05}"), vec![i as u8; 300]).unwrap();

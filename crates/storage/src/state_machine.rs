@@ -422,8 +422,8 @@ mod tests {
         };
         let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (grouped, apart) = (
-            Store::open(one.path(), crate::DirectIo::Auto).unwrap(),
-            Store::open(two.path(), crate::DirectIo::Auto).unwrap(),
+            Store::open(one.path(), None, crate::DirectIo::Auto).unwrap(),
+            Store::open(two.path(), None, crate::DirectIo::Auto).unwrap(),
         );
         fill(&grouped);
         fill(&apart);

@@ -125,7 +125,7 @@ fn open_store<C: StoreConfig>(
     me: Option<u64>,
     direct_io: DirectIo,
 ) -> Result<(LogStore<C>, StateMachine<C>)> {
-    let store = Store::open(dir, direct_io)?;
+    let store = Store::open(dir, me, direct_io)?;
     // What the last process wrote may still sit in the page cache only (it may have
     // acknowledged its own entries before syncing them, then died): make it durable before
     // this process counts on it.
@@ -144,9 +144,30 @@ const MAX_LIVE_WAL: u64 = 256 << 20;
 /// wait behind.
 const DIRECT_WRITE_BUFFER: u64 = 256 << 10;
 
-/// The options of every column family.
-fn family_options() -> Options {
+/// RocksDB's default memtable size, the largest a node uses (see [`memtable_bytes`]).
+const MEMTABLE_BYTES: usize = 64 << 20;
+
+/// The memtable size of node `me`: 60-100 % of [`MEMTABLE_BYTES`], different for each id.
+///
+/// Every member applies the same entries, so with one size for all they filled their memtables
+/// together and flushed at the same moment: under 64 audited readers all three nodes started
+/// their 250 ms flushes within 0.1 s of each other, every 9-10 s. On a disk, or a volume's I/O
+/// budget, that the nodes share, every node's log syncs then queued behind three table writes,
+/// and a commit, which needs a majority, behind at least two. With sizes that differ by node the
+/// flushes come at different moments (measured, nodes 1-3: 1-3 s apart, each 110-210 ms long
+/// instead of 250-330 ms): a follower that flushes is slow alone, and the majority commits
+/// without it. The price is a few more, smaller tables to compact.
+fn memtable_bytes(me: Option<u64>) -> usize {
+    let Some(me) = me else { return MEMTABLE_BYTES };
+    // The golden-ratio sequence: ids 1, 2, 3, ... land far apart in [0, 1).
+    let spread = (me as f64 * 0.618_033_988_749_895).fract();
+    (MEMTABLE_BYTES as f64 * (0.6 + 0.4 * spread)) as usize
+}
+
+/// The options of every column family, with memtables of `memtable` bytes.
+fn family_options(memtable: usize) -> Options {
     let mut o = Options::default();
+    o.set_write_buffer_size(memtable);
     // Nearly all the bytes here are ciphertext, MACs, hashes or random ids (sealed values and
     // audit records, Raft entries carrying them; KV paths are the plaintext exception): LZ4
     // saved nothing (a flushed 64 MB audit table came out at 64 MB, a log table the same) and
@@ -191,13 +212,15 @@ fn probe_direct_io(dir: &Path) -> std::io::Result<()> {
 }
 
 impl Store {
-    pub(crate) fn open(dir: &Path, direct_io: DirectIo) -> Result<Store> {
+    /// Opens the database under `dir`, for node `me` if it is a node's (see [`memtable_bytes`]).
+    pub(crate) fn open(dir: &Path, me: Option<u64>, direct_io: DirectIo) -> Result<Store> {
         let snapshot_dir = dir.join("snapshots");
         std::fs::create_dir_all(&snapshot_dir)
             .map_err(|source| Error::CreateDir { path: snapshot_dir.clone(), source })?;
         let path = dir.join("db");
         // The database's options carry those of RocksDB's own default family too.
-        let mut opts = family_options();
+        let memtable = memtable_bytes(me);
+        let mut opts = family_options(memtable);
         // Tables (flushes and compactions) bypass the page cache where the filesystem allows.
         // Written through it, a 64 MB table reached the disk in a burst of writeback that the
         // next WAL syncs of every node on the disk queued behind (60-105 ms each, with every
@@ -237,7 +260,7 @@ impl Store {
         // pinned every WAL file up to RocksDB's default cap, gigabytes, which a restart also
         // replays. Past this size the families holding the oldest WAL file are flushed.
         opts.set_max_total_wal_size(MAX_LIVE_WAL);
-        let cfs = ALL_CFS.iter().map(|cf| ColumnFamilyDescriptor::new(cf.name(), family_options()));
+        let cfs = ALL_CFS.iter().map(|cf| ColumnFamilyDescriptor::new(cf.name(), family_options(memtable)));
         let db = DB::open_cf_descriptors(&opts, &path, cfs).map_err(|source| Error::Open { path, source })?;
         Ok(Store { db: Arc::new(db), snapshot_dir, observers: Arc::default(), applied: Arc::default() })
     }
@@ -399,7 +422,7 @@ mod tests {
     #[test]
     fn small_writes_with_every_entry_do_not_pin_the_write_ahead_log() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), DirectIo::Auto).unwrap();
+        let store = Store::open(dir.path(), None, DirectIo::Auto).unwrap();
         let first = wal_files(dir.path());
         assert_eq!(first.len(), 1, "a new store has one WAL file: {first:?}");
         let (first_name, first_inode) = first.into_iter().next().unwrap();
@@ -429,7 +452,7 @@ mod tests {
         assert_eq!(reader.get(Cf::Logs, &0u64.to_be_bytes()).unwrap(), Some(entry.clone()));
         // Reopened, with the newest writes in a reused file: everything is still there.
         drop((reader, store));
-        let store = Store::open(dir.path(), DirectIo::Auto).unwrap();
+        let store = Store::open(dir.path(), None, DirectIo::Auto).unwrap();
         let reader = store.reader();
         assert_eq!(reader.get(Cf::Meta, b"applied").unwrap(), Some(last.to_be_bytes().to_vec()));
         assert_eq!(reader.get(Cf::Logs, &last.to_be_bytes()).unwrap(), Some(entry));
@@ -453,20 +476,66 @@ mod tests {
         pages.iter().filter(|b| **b & 1 == 1).count()
     }
 
-    /// What RocksDB recorded of its table writes in the options file it keeps.
-    fn direct_io_recorded(dir: &Path) -> bool {
+    /// The options file RocksDB keeps of the database it opened last.
+    fn recorded_options(dir: &Path) -> String {
         let options = db_files(dir, |name| name.starts_with("OPTIONS-"))
             .into_iter()
             .max()
             .expect("RocksDB writes an options file at open");
-        std::fs::read_to_string(options).unwrap().contains("use_direct_io_for_flush_and_compaction=true")
+        std::fs::read_to_string(options).unwrap()
+    }
+
+    /// What RocksDB recorded of its table writes in the options file it keeps.
+    fn direct_io_recorded(dir: &Path) -> bool {
+        recorded_options(dir).contains("use_direct_io_for_flush_and_compaction=true")
+    }
+
+    /// Members of a cluster flush their memtables at different moments, so a flush slows one
+    /// member at a time and the majority commits without it: each node's database, as RocksDB
+    /// recorded it, has memtables of a size of its own, in every column family, and none
+    /// larger than RocksDB's default. A store that is not a node's keeps the default.
+    #[test]
+    fn each_member_fills_memtables_of_a_size_of_its_own() {
+        let sizes = |me: Option<u64>| -> Vec<usize> {
+            let dir = tempfile::tempdir().unwrap();
+            drop(Store::open(dir.path(), me, DirectIo::Auto).unwrap());
+            let options = recorded_options(dir.path());
+            // Each family's section opens with `[CFOptions "name"]`; RocksDB's own default
+            // family, which nothing here writes to, keeps its default.
+            let mut family = String::new();
+            let mut sizes = Vec::new();
+            for line in options.lines().map(str::trim) {
+                if let Some(name) = line.strip_prefix("[CFOptions \"") {
+                    family = name.trim_end_matches("\"]").to_string();
+                } else if let Some(size) = line.strip_prefix("write_buffer_size=") {
+                    if family != "default" {
+                        sizes.push(size.parse().unwrap());
+                    }
+                }
+            }
+            assert_eq!(sizes.len(), ALL_CFS.len(), "{options}");
+            sizes
+        };
+        assert!(sizes(None).iter().all(|s| *s == MEMTABLE_BYTES));
+        let mut members = Vec::new();
+        for me in 1..=5 {
+            let of_me = sizes(Some(me));
+            assert!(of_me.iter().all(|s| *s == of_me[0]), "node {me}: one size for all families: {of_me:?}");
+            let size = of_me[0];
+            assert!((MEMTABLE_BYTES * 6 / 10..=MEMTABLE_BYTES).contains(&size), "node {me}: {size}");
+            for (other, theirs) in &members {
+                let (small, large) = (size.min(*theirs) as f64, size.max(*theirs) as f64);
+                assert!(large / small > 1.05, "nodes {me} and {other} flush together: {size} and {theirs} bytes");
+            }
+            members.push((me, size));
+        }
     }
 
     /// Writes two tables' worth of values, flushing each, compacts them, reopens the store and
     /// reads them back; returns the first table's size and how many of its bytes were in the
     /// page cache right after its flush.
     fn flush_compact_reopen(dir: &Path, direct_io: DirectIo) -> (u64, usize) {
-        let store = Store::open(dir, direct_io).unwrap();
+        let store = Store::open(dir, None, direct_io).unwrap();
         let value = |i: u64| vec![(i % 251) as u8; 4000 + (i % 97) as usize];
         let write = |from: u64, to: u64| {
             for i in from..to {
@@ -483,7 +552,7 @@ mod tests {
         write(2000, 4000);
         store.db.compact_range_cf(store.cf(Cf::Audit), None::<&[u8]>, None::<&[u8]>);
         drop(store);
-        let store = Store::open(dir, direct_io).unwrap();
+        let store = Store::open(dir, None, direct_io).unwrap();
         let reader = store.reader();
         assert_eq!(reader.count(Cf::Audit).unwrap(), 4000);
         for i in [0u64, 1, 1999, 2000, 3999] {
