@@ -218,7 +218,9 @@ impl Store {
         std::fs::create_dir_all(&snapshot_dir)
             .map_err(|source| Error::CreateDir { path: snapshot_dir.clone(), source })?;
         let path = dir.join("db");
-        // The database's options carry those of RocksDB's own default family too.
+        // The database's own options. Each family of ours gets `family_options` below; RocksDB's
+        // own default family, which nothing here writes to, is opened with RocksDB's defaults
+        // (rust-rocksdb adds it so), whatever these say.
         let memtable = memtable_bytes(me);
         let mut opts = family_options(memtable);
         // Tables (flushes and compactions) bypass the page cache where the filesystem allows.
